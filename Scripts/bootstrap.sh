@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what Switchboard needs to build and test on Debian 12 + Swift 6.3: libsystemd-dev and pkg-config.
+# Idempotent: does nothing when everything is there. As root it installs with apt-get; otherwise it prints the command.
+set -euo pipefail
+
+need=()
+command -v swift >/dev/null 2>&1 || { echo "bootstrap: swift is not on PATH: install Swift 6.3 (https://swift.org/install) and retry" >&2; exit 1; }
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev)
+for extra in "$@"; do
+    case "$extra" in
+        wrk) command -v wrk >/dev/null 2>&1 || need+=(wrk) ;;
+        node) command -v node >/dev/null 2>&1 || need+=(nodejs) ;;
+        systemd) command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd) ;;
+        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd)" >&2; exit 64 ;;
+    esac
+done
+
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing ${need[*]}: run 'sudo apt-get update && sudo apt-get install -y ${need[*]}' and retry" >&2
+    exit 1
+fi
+echo "bootstrap: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,102 @@
+#ifndef C_SWITCHBOARD_LINUX_H
+#define C_SWITCHBOARD_LINUX_H
+
+// What Swift cannot import on its own: CMSG macros, variadic prctl/fcntl, accept4, sockaddr unions,
+// posix_spawn file actions, the packed epoll_event and signalfd_siginfo. Each function returns -1 with
+// errno set on failure (unless it says otherwise), never retries EINTR, never allocates, never logs.
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#pragma clang assume_nonnull begin
+
+/// Constants as plain ints.
+extern const int sb_SOCK_SEQPACKET;
+extern const int sb_EAGAIN;
+extern const int sb_EINTR;
+extern const int sb_EADDRINUSE;
+extern const int sb_EACCES;
+extern const int sb_EPIPE;
+extern const int sb_ECONNRESET;
+extern const int sb_EMSGSIZE;
+extern const int sb_EMFILE;
+extern const int sb_ENFILE;
+extern const int sb_ENOBUFS;
+extern const int sb_ENOMEM;
+extern const int sb_ECONNABORTED;
+extern const uint32_t sb_EPOLLIN;
+extern const uint32_t sb_EPOLLOUT;
+extern const uint32_t sb_EPOLLERR;
+extern const uint32_t sb_EPOLLHUP;
+extern const uint32_t sb_EPOLLRDHUP;
+
+/// Most descriptors one message carries.
+#define SB_MAX_FDS_PER_MESSAGE 64
+
+/// Creates a SOCK_SEQPACKET|SOCK_CLOEXEC socketpair. Returns 0, fds[0]/fds[1] set.
+int sb_seqpacket_pair(int fds[_Nonnull 2]);
+
+/// Sends one message of `len` bytes with `nfds` descriptors (0...SB_MAX_FDS_PER_MESSAGE) in SCM_RIGHTS,
+/// MSG_DONTWAIT|MSG_NOSIGNAL unless `blocking`. Returns bytes sent. The caller keeps its copies of the fds.
+ssize_t sb_send_message(int sock, const void *_Nullable buf, size_t len, const int *_Nullable fds, int nfds, int blocking);
+
+/// Receives one message into buf (capacity cap) and up to `maxfds` descriptors (received close-on-exec).
+/// Returns bytes received (0 means end of stream) and sets *nfds. A payload longer than cap or more fds than maxfds:
+/// every received fd is closed and -1 with errno EMSGSIZE is returned. `blocking` 0 adds MSG_DONTWAIT.
+ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds, int *nfds, int blocking);
+
+/// accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) without the peer address.
+int sb_accept(int listener);
+
+/// Creates, configures, binds and listens on a TCP socket (close-on-exec, non-blocking).
+/// `host` is a numeric IPv4 or IPv6 address; an empty string means every interface (IPv6 dual-stack, falling back to
+/// IPv4). `reuseport` sets SO_REUSEPORT. On success stores the bound port in *boundPort and the family in *family.
+/// On failure the socket is closed, -1 is returned and errno says why (EINVAL for an address that does not parse).
+int sb_tcp_listen(const char *host, int port, int backlog, int reuseport, int *boundPort, int *family);
+
+/// Reads the port a bound socket listens on, or -1.
+int sb_local_port(int fd);
+
+/// Sets or clears O_NONBLOCK. Returns 0.
+int sb_set_nonblocking(int fd, int on);
+
+/// Sets or clears FD_CLOEXEC. Returns 0.
+int sb_set_cloexec(int fd, int on);
+
+/// epoll without the packed struct. `data` is returned as is by sb_epoll_wait.
+int sb_epoll_create(void);
+int sb_epoll_add(int ep, int fd, uint32_t events, uint64_t data);
+int sb_epoll_modify(int ep, int fd, uint32_t events, uint64_t data);
+int sb_epoll_remove(int ep, int fd);
+typedef struct { uint32_t events; uint64_t data; } sb_epoll_event;
+int sb_epoll_wait(int ep, sb_epoll_event *events, int max, int timeoutMilliseconds);
+
+/// Blocks the given signals in the calling thread (threads it starts later inherit the mask) and returns a
+/// non-blocking, close-on-exec signalfd for them.
+int sb_signalfd_open(const int *signals, int count);
+/// Reads one pending signal from a signalfd: returns its number, or -1 (EAGAIN when none is pending).
+int sb_signalfd_read(int fd);
+
+/// Spawns `path` with `argv`/`envp` (NULL-terminated). `channel` becomes fd 3 and `extra` (unless -1) fd 4 in the
+/// child; every other fd above 2 is closed; the signal mask is emptied and handled signals reset to default.
+/// Returns 0 and sets *pid; on failure returns an errno value (posix_spawn's convention), not -1.
+int sb_spawn(const char *path, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
+             int channel, int extra, pid_t *pid);
+
+/// waitpid(-1, WNOHANG). Returns the pid (0 when none has exited) and sets *exitCode to the exit status or, when
+/// killed by a signal, to 128 + signal with *signaled = 1.
+pid_t sb_reap(int *exitCode, int *signaled);
+
+/// prctl(PR_SET_PDEATHSIG, signal).
+int sb_set_parent_death_signal(int signal);
+
+/// CLOCK_MONOTONIC in nanoseconds.
+uint64_t sb_monotonic_nanoseconds(void);
+
+/// Connects a blocking TCP socket to host:port (numeric IPv4 or IPv6). Returns the fd. For tests and tools.
+int sb_tcp_connect(const char *host, int port);
+
+#pragma clang assume_nonnull end
+
+#endif

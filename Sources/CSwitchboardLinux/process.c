@@ -1,0 +1,142 @@
+#include "CSwitchboardLinux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const int sb_SOCK_SEQPACKET = SOCK_SEQPACKET;
+const int sb_EAGAIN = EAGAIN;
+const int sb_EINTR = EINTR;
+const int sb_EADDRINUSE = EADDRINUSE;
+const int sb_EACCES = EACCES;
+const int sb_EPIPE = EPIPE;
+const int sb_ECONNRESET = ECONNRESET;
+const int sb_EMSGSIZE = EMSGSIZE;
+const int sb_EMFILE = EMFILE;
+const int sb_ENFILE = ENFILE;
+const int sb_ENOBUFS = ENOBUFS;
+const int sb_ENOMEM = ENOMEM;
+const int sb_ECONNABORTED = ECONNABORTED;
+const uint32_t sb_EPOLLIN = EPOLLIN;
+const uint32_t sb_EPOLLOUT = EPOLLOUT;
+const uint32_t sb_EPOLLERR = EPOLLERR;
+const uint32_t sb_EPOLLHUP = EPOLLHUP;
+const uint32_t sb_EPOLLRDHUP = EPOLLRDHUP;
+
+int sb_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int sb_epoll_add(int ep, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev = {.events = events, .data.u64 = data};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int sb_epoll_modify(int ep, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev = {.events = events, .data.u64 = data};
+    return epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+}
+
+int sb_epoll_remove(int ep, int fd) { return epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL); }
+
+int sb_epoll_wait(int ep, sb_epoll_event *events, int max, int timeoutMilliseconds) {
+    struct epoll_event raw[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(ep, raw, max, timeoutMilliseconds);
+    for (int i = 0; i < n; i++) {
+        events[i].events = raw[i].events;
+        events[i].data = raw[i].data.u64;
+    }
+    return n;
+}
+
+int sb_signalfd_open(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int sb_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof(info));
+    if (n < 0) return -1;
+    if (n != (ssize_t)sizeof(info)) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)info.ssi_signo;
+}
+
+int sb_spawn(const char *path, char *const argv[], char *const envp[], int channel, int extra, pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return rc;
+    }
+    // Move the sources out of the way of 3 and 4 first, so that dup2 onto 3/4 never clobbers the other source.
+    int channelCopy = fcntl(channel, F_DUPFD_CLOEXEC, 10);
+    int extraCopy = extra >= 0 ? fcntl(extra, F_DUPFD_CLOEXEC, 10) : -1;
+    if (channelCopy < 0 || (extra >= 0 && extraCopy < 0)) {
+        rc = errno;
+        goto done;
+    }
+    if ((rc = posix_spawn_file_actions_adddup2(&actions, channelCopy, 3)) != 0) goto done;
+    if (extraCopy >= 0 && (rc = posix_spawn_file_actions_adddup2(&actions, extraCopy, 4)) != 0) goto done;
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, extraCopy >= 0 ? 5 : 4)) != 0) goto done;
+    sigset_t empty, defaults;
+    sigemptyset(&empty);
+    sigfillset(&defaults);
+    sigdelset(&defaults, SIGKILL);
+    sigdelset(&defaults, SIGSTOP);
+    if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto done;
+    if ((rc = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0) goto done;
+    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto done;
+    rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
+done:
+    if (channelCopy >= 0) close(channelCopy);
+    if (extraCopy >= 0) close(extraCopy);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
+pid_t sb_reap(int *exitCode, int *signaled) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    *signaled = 0;
+    *exitCode = 0;
+    if (pid > 0) {
+        if (WIFEXITED(status)) {
+            *exitCode = WEXITSTATUS(status);
+        } else if (WIFSIGNALED(status)) {
+            *exitCode = 128 + WTERMSIG(status);
+            *signaled = 1;
+        }
+    }
+    return pid;
+}
+
+int sb_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
+
+uint64_t sb_monotonic_nanoseconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,61 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything the master needs to run: where to listen, how many workers, and the dispatch and timing policies.
+public struct Configuration: Sendable {
+    /// Address to listen on; empty means every interface (IPv6 dual-stack where available, IPv4 otherwise).
+    public var host: String = ""
+    /// TCP port; 0 picks a free one.
+    public var port: Int = 3000
+    /// Number of worker processes.
+    public var workers: Int = Configuration.onlineProcessors
+    /// `listen()` backlog: where connections wait while every worker is at its bound.
+    public var backlog: Int = 511
+    /// Most connections a worker may hold handed over but not yet acknowledged. 1 reproduces Node's `SCHED_RR` gate.
+    public var maxUnacknowledged: Int = 16
+    /// How connections reach workers.
+    public var mode: DispatchMode = .roundRobin
+    /// How long workers may take to finish in-flight requests on a graceful stop before they are killed.
+    public var drainTimeout: Duration = .seconds(30)
+    /// The program a worker runs. Defaults to this same executable.
+    public var workerExecutable: String = "/proc/self/exe"
+    /// The arguments a worker gets (without `argv[0]`). Defaults to this process's own.
+    public var workerArguments: [String] = Array(CommandLine.arguments.dropFirst())
+    /// Extra environment entries (`NAME=value`) for workers.
+    public var workerEnvironment: [String] = []
+    /// Restart backoff and crash-loop budget.
+    public var restart: RestartPolicy.Settings = .init()
+
+    /// Creates the default configuration.
+    public init() {}
+
+    /// The number of online processors.
+    public static var onlineProcessors: Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// Checks every value.
+    /// - Throws: ``SwitchboardError`` with code `.usage` and a message that names the fix.
+    public func validate() throws(SwitchboardError) {
+        guard (0...65535).contains(port) else {
+            throw SwitchboardError(.usage, "port \(port) is out of range: pass --port between 0 and 65535 (0 picks a free port)")
+        }
+        guard workers >= 1 else {
+            throw SwitchboardError(.usage, "--workers must be at least 1 (got \(workers)): pass --workers 1 or more")
+        }
+        guard workers <= 1024 else {
+            throw SwitchboardError(.usage, "--workers \(workers) is too many: pass at most 1024")
+        }
+        guard backlog >= 1 else {
+            throw SwitchboardError(.usage, "--backlog must be at least 1 (got \(backlog))")
+        }
+        guard (1...1024).contains(maxUnacknowledged) else {
+            throw SwitchboardError(
+                .usage, "--max-unacked must be between 1 and 1024 (got \(maxUnacknowledged))")
+        }
+        guard drainTimeout >= .zero else {
+            throw SwitchboardError(.usage, "--drain-timeout cannot be negative")
+        }
+    }
+}

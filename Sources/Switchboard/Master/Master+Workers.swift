@@ -1,0 +1,222 @@
+import CSwitchboardLinux
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Master {
+    // MARK: starting
+
+    /// Starts a worker in `slot`: a socketpair, then `posix_spawn` of the worker executable with its end at fd 3.
+    func spawn(slot index: Int) throws(SwitchboardError) {
+        let id = nextWorkerID
+        nextWorkerID += 1
+        let masterEnd: DescriptorChannel
+        let workerEnd: DescriptorChannel
+        do {
+            (masterEnd, workerEnd) = try DescriptorChannel.pair()
+        } catch {
+            throw SwitchboardError(.system, "cannot create a worker channel: \(error)")
+        }
+        defer { workerEnd.close() }
+        var environment = baseEnvironment
+        environment.append("SWITCHBOARD_WORKER_ID=\(id)")
+        environment.append("SWITCHBOARD_WORKER_SLOT=\(index)")
+        environment.append("SWITCHBOARD_MASTER_PID=\(getpid())")
+        environment.append(contentsOf: configuration.workerEnvironment)
+        let pid: pid_t
+        do {
+            pid = try Syscalls.spawn(
+                path: configuration.workerExecutable,
+                arguments: ["switchboard-worker"] + configuration.workerArguments,
+                environment: environment,
+                channel: workerEnd.fd,
+                extra: nil)
+        } catch {
+            masterEnd.close()
+            throw SwitchboardError(
+                .system, "cannot start worker '\(configuration.workerExecutable)': \(error.reason)")
+        }
+        do {
+            try Syscalls.epollAdd(epoll, masterEnd.fd, events: sb_EPOLLIN, token: Token.worker(slot: index, id: id))
+        } catch {
+            masterEnd.close()
+            Syscalls.kill(pid, SIGKILL)
+            throw SwitchboardError(.system, "cannot watch a worker channel: \(error)")
+        }
+        let now = Syscalls.monotonicNanoseconds()
+        slots[index].id = id
+        slots[index].pid = pid
+        slots[index].generation = generation
+        slots[index].channel = masterEnd
+        slots[index].phase = .starting
+        slots[index].startedAt = now
+        slots[index].lastHeartbeat = now
+        slots[index].exitIntended = false
+        slots[index].watchingWritable = false
+        logger.info(
+            "worker forked",
+            metadata: ["worker.id": "\(id)", "worker.pid": "\(pid)", "worker.slot": "\(index)",
+                       "worker.generation": "\(generation)"])
+    }
+
+    // MARK: reading a channel
+
+    func readChannel(slot index: Int) {
+        guard let channel = slots[index].channel else { return }
+        while slots[index].isAttached {
+            let result: NonBlocking<(bytes: Int, fds: Int)>
+            do {
+                result = try channel.receive(into: &receiveBuffer, fds: &receiveDescriptors, blocking: false)
+            } catch {
+                if error.code == EMSGSIZE {
+                    protocolError(slot: index, "sent a frame over \(WireCodec.maxFrame) bytes or too many descriptors")
+                } else {
+                    detach(slot: index, reason: "channel failed: \(error)")
+                }
+                return
+            }
+            guard case .done(let received) = result else { return }
+            if received.bytes == 0 && received.fds == 0 {
+                detach(slot: index, reason: "closed its channel")
+                return
+            }
+            // A worker never sends descriptors: close any that arrived before judging the frame.
+            for position in 0..<received.fds { Syscalls.close(receiveDescriptors[position]) }
+            let message: WireMessage
+            do {
+                message = try WireCodec.decode(receiveBuffer[0..<received.bytes], descriptorCount: received.fds)
+            } catch {
+                protocolError(slot: index, "sent a malformed frame: \(error)")
+                return
+            }
+            handle(message: message, from: index)
+        }
+    }
+
+    private func handle(message: WireMessage, from index: Int) {
+        switch message {
+        case .hello(let pid):
+            guard pid == slots[index].pid else {
+                protocolError(slot: index, "said hello as pid \(pid)")
+                return
+            }
+        case .ready:
+            guard slots[index].phase == .starting else { return }
+            slots[index].phase = .ready
+            scheduler.setReady(index, true)
+            logger.info(
+                "worker ready",
+                metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
+            announceIfReady()
+        case .ack(let sequence, let open):
+            acknowledge(slot: index, upTo: sequence, open: Int(open))
+        case .heartbeat(let open, _):
+            slots[index].lastHeartbeat = Syscalls.monotonicNanoseconds()
+            scheduler.reportOpen(index, open: Int(open))
+        case .message(let bytes):
+            logger.debug("message from worker", metadata: ["worker.id": "\(slots[index].id)", "bytes": "\(bytes.count)"])
+        case .connections, .drain:
+            protocolError(slot: index, "sent a master-only message")
+        }
+    }
+
+    private func acknowledge(slot index: Int, upTo sequence: UInt64, open: Int) {
+        do {
+            let removed = try slots[index].inFlight.acknowledge(upTo: sequence) { Syscalls.close($0) }
+            scheduler.acknowledged(index, count: removed, open: open)
+        } catch {
+            protocolError(slot: index, "acknowledged connection \(sequence) it was never sent")
+        }
+    }
+
+    private func announceIfReady() {
+        guard !announced, state == .running else { return }
+        let ready = slots.filter { $0.phase == .ready }.count
+        guard ready >= configuration.workers else { return }
+        announced = true
+        onListening(port)
+    }
+
+    /// A worker broke the protocol: log it, kill it, hand its connections to others, replace it.
+    func protocolError(slot index: Int, _ what: String) {
+        logger.error(
+            "worker \(what); replacing it",
+            metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
+        detach(slot: index, reason: nil)
+    }
+
+    // MARK: losing a worker
+
+    /// Cuts the master off from the worker in `slot`: kills it (the reap comes later), closes the channel and queues
+    /// every connection it did not acknowledge for another worker.
+    func detach(slot index: Int, reason: String?, kill: Bool = true) {
+        guard slots[index].isAttached else { return }
+        if let reason {
+            logger.info(
+                "worker \(reason)", metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
+        }
+        if kill { Syscalls.kill(slots[index].pid, SIGKILL) }
+        if let channel = slots[index].channel {
+            Syscalls.epollRemove(epoll, channel.fd)
+            channel.close()
+        }
+        slots[index].channel = nil
+        slots[index].phase = .exiting
+        let owed = slots[index].inFlight.removeAll()
+        scheduler.workerExited(index)
+        if !owed.isEmpty {
+            pending.append(contentsOf: owed)
+            redispatched += UInt64(owed.count)
+            logger.info(
+                "re-dispatching \(owed.count) unacknowledged connections",
+                metadata: ["worker.id": "\(slots[index].id)"])
+        }
+    }
+
+    /// Reaps every exited child and decides about replacements.
+    func reapChildren() {
+        while let exit = Syscalls.reap() {
+            guard let index = slots.firstIndex(where: { $0.pid == exit.pid && $0.hasProcess }) else { continue }
+            detach(slot: index, reason: nil, kill: false)  // reaped: the pid may already be reused
+            let slot = slots[index]
+            let now = Syscalls.monotonicNanoseconds()
+            let uptime = Duration.nanoseconds(Int64(now - slot.startedAt))
+            let how = exit.signaled ? "killed by signal \(exit.code - 128)" : "exited with code \(exit.code)"
+            logger.info(
+                "worker \(how)",
+                metadata: ["worker.id": "\(slot.id)", "worker.pid": "\(slot.pid)",
+                           "worker.intended": "\(slot.exitIntended)"])
+            slots[index].phase = .empty
+            slots[index].pid = 0
+            guard state == .running, !slot.retired else { continue }
+            if slot.exitIntended {
+                slots[index].respawnAt = now
+                continue
+            }
+            switch restartPolicy.workerExited(uptime: uptime, now: now, random: Double.random(in: 0..<1)) {
+            case .restart(let delay):
+                slots[index].respawnAt = now + UInt64(delay.nanoseconds)
+            case .halt(let early):
+                logger.critical(
+                    "workers exited early \(early) times within \(restartPolicy.settings.crashLoopWindow): halting (crash loop)"
+                )
+                beginStop(exitCode: SwitchboardError.Code.crashLoop.exitCode)
+            }
+        }
+    }
+
+    func drain(slot index: Int, deadlineMilliseconds: UInt32) {
+        guard let channel = slots[index].channel else { return }
+        scheduler.setReady(index, false)
+        slots[index].phase = .draining
+        do {
+            if case .wouldBlock = try channel.send(.drain(deadlineMilliseconds: deadlineMilliseconds)) {
+                Syscalls.kill(slots[index].pid, SIGTERM)  // the channel is full: the signal drains it too
+            }
+        } catch {
+            Syscalls.kill(slots[index].pid, SIGTERM)
+        }
+    }
+}

@@ -1,0 +1,333 @@
+import CSwitchboardLinux
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The master process: binds, accepts, passes connections to workers and supervises them, on one thread.
+///
+/// Everything runs on the calling thread around one epoll set: the listener, a signalfd and one channel per worker.
+/// Policies (scheduling, restart backoff) are plain values; this class performs their actions.
+package final class Master {
+    enum Token {
+        static let listener: UInt64 = 1
+        static let signals: UInt64 = 2
+        static let worker: UInt64 = 3
+
+        static func worker(slot: Int, id: Int) -> UInt64 {
+            UInt64(id) << 32 | UInt64(slot) << 8 | worker
+        }
+    }
+
+    enum RunState: Equatable {
+        case running
+        case stopping(deadline: UInt64)
+        case finished(exitCode: Int32)
+    }
+
+    let configuration: Configuration
+    var logger: Logger
+    let epoll: CInt
+    let signals: CInt
+    var listener: CInt = -1
+    var listenerWatched = false
+    package private(set) var port = 0
+    var slots: [WorkerSlot] = []
+    var scheduler: Scheduler
+    var pending = PendingQueue()
+    var restartPolicy: RestartPolicy
+    var nextWorkerID = 1
+    var generation = 1
+    var announced = false
+    var state: RunState = .running
+    var acceptResumeAt: UInt64?
+    var receiveBuffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+    var receiveDescriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
+    var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
+    var baseEnvironment: [String] = []
+    /// Called once, when every configured worker is ready, with the bound port.
+    package var onListening: (Int) -> Void = { _ in }
+
+    /// Counters for status lines and tests.
+    var dispatched: UInt64 = 0
+    var redispatched: UInt64 = 0
+    var dropped: UInt64 = 0
+
+    static let handledSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU]
+
+    /// Creates the master. Blocks the signals it handles on this thread first, so threads started later inherit the
+    /// mask; call it before anything starts threads.
+    /// - Throws: ``SwitchboardError`` when the configuration is invalid or a descriptor cannot be created.
+    package init(configuration: Configuration, logger: Logger) throws(SwitchboardError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        self.scheduler = Scheduler(
+            policy: configuration.mode == .leastConnections ? .leastConnections : .roundRobin,
+            bound: configuration.maxUnacknowledged)
+        self.restartPolicy = RestartPolicy(settings: configuration.restart)
+        do {
+            self.signals = try Syscalls.signalDescriptor(Self.handledSignals)
+            self.epoll = try Syscalls.epollCreate()
+        } catch {
+            throw SwitchboardError(.system, "cannot set up the event loop: \(error)")
+        }
+        signal(SIGPIPE, SIG_IGN)
+        baseEnvironment = Syscalls.environment().filter { entry in
+            !Self.masterOnlyVariables.contains { entry.hasPrefix($0 + "=") }
+        }
+    }
+
+    static let masterOnlyVariables = [
+        "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "SWITCHBOARD_WORKER_SLOT", "NOTIFY_SOCKET",
+        "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
+    ]
+
+    deinit {
+        Syscalls.close(epoll)
+        Syscalls.close(signals)
+        if listener >= 0 { Syscalls.close(listener) }
+    }
+
+    /// Binds the listener (or takes `inherited`), starts the workers and runs until stopped.
+    /// - Returns: The process exit code: 0 after a graceful stop.
+    /// - Throws: ``SwitchboardError`` when the port cannot be bound or workers cannot be started.
+    package func run(inheritedListener: CInt? = nil) throws(SwitchboardError) -> Int32 {
+        try bindListener(inherited: inheritedListener)
+        do {
+            try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: Token.signals)
+        } catch {
+            throw SwitchboardError(.system, "cannot watch signals: \(error)")
+        }
+        for _ in 0..<configuration.workers {
+            slots.append(WorkerSlot(bound: configuration.maxUnacknowledged))
+            _ = scheduler.addSlot()
+        }
+        for slot in slots.indices {
+            try spawn(slot: slot)
+        }
+        return loop()
+    }
+
+    private func bindListener(inherited: CInt?) throws(SwitchboardError) {
+        if let inherited {
+            listener = inherited
+            do {
+                try Syscalls.setNonBlocking(inherited, true)
+                try Syscalls.setCloseOnExec(inherited, true)
+                port = try Syscalls.localPort(inherited)
+            } catch {
+                throw SwitchboardError(.system, "the inherited listener cannot be used: \(error)")
+            }
+            return
+        }
+        let host = configuration.host
+        let shown = host.isEmpty ? "*" : host
+        do {
+            let bound = try Syscalls.listenTCP(
+                host: host, port: configuration.port, backlog: configuration.backlog, reusePort: false)
+            listener = bound.fd
+            port = bound.port
+        } catch {
+            switch error.code {
+            case EADDRINUSE:
+                throw SwitchboardError(
+                    .portInUse,
+                    "port \(configuration.port) on \(shown) is in use: stop the other server or pass --port 0")
+            case EACCES:
+                throw SwitchboardError(
+                    .permissionDenied,
+                    "permission denied binding port \(configuration.port): use a port above 1023, run as root, or grant CAP_NET_BIND_SERVICE"
+                )
+            case EINVAL where Self.isNotNumericAddress(host):
+                throw SwitchboardError(
+                    .usage, "--host '\(host)' is not a numeric IPv4 or IPv6 address: pass e.g. 127.0.0.1 or ::1")
+            case EADDRNOTAVAIL:
+                throw SwitchboardError(
+                    .usage, "address \(host) is not available on this machine: pass one of its addresses or omit --host")
+            default:
+                throw SwitchboardError(.system, "cannot listen on \(shown):\(configuration.port): \(error.reason)")
+            }
+        }
+    }
+
+    static func isNotNumericAddress(_ host: String) -> Bool {
+        let v4 = host.split(separator: ".", omittingEmptySubsequences: false)
+        let looksV4 = v4.count == 4 && v4.allSatisfy { UInt8($0) != nil }
+        return !looksV4 && !host.contains(":")
+    }
+
+    /// The host part of the ready line.
+    package var displayHost: String {
+        if configuration.host.isEmpty { return "[::]" }
+        return configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+    }
+
+    // MARK: the loop
+
+    private func loop() -> Int32 {
+        while true {
+            if case .finished(let code) = state {
+                shutdownRemaining()
+                return code
+            }
+            let timeout = millisecondsUntilNextTimer()
+            let count: Int
+            do {
+                count = try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: timeout)
+            } catch {
+                logger.critical("epoll_wait failed: \(error)")
+                return SwitchboardError.Code.system.exitCode
+            }
+            for index in 0..<count {
+                let event = events[index]
+                handle(event: event)
+            }
+            runTimers()
+            pump()
+            checkFinished()
+        }
+    }
+
+    private func handle(event: sb_epoll_event) {
+        let token = event.data
+        switch token & 0xff {
+        case Token.listener:
+            break  // accepting happens in pump()
+        case Token.signals:
+            while let signal = Syscalls.readSignal(signals) {
+                handle(signal: signal)
+            }
+        case Token.worker:
+            let slot = Int((token >> 8) & 0xff_ffff)
+            let id = Int(token >> 32)
+            guard slot < slots.count, slots[slot].id == id, slots[slot].isAttached else { return }
+            if event.events & sb_EPOLLOUT != 0 {
+                writable(slot: slot)
+            }
+            if event.events & (sb_EPOLLIN | sb_EPOLLHUP | sb_EPOLLERR) != 0 {
+                readChannel(slot: slot)
+            }
+        default:
+            break
+        }
+    }
+
+    private func handle(signal: CInt) {
+        switch signal {
+        case SIGCHLD:
+            reapChildren()
+        case SIGTERM, SIGINT, SIGQUIT:
+            if case .stopping = state {
+                if signal != SIGQUIT {
+                    logger.notice("second stop signal: killing every worker now")
+                    killAll()
+                }
+            } else {
+                logger.info("stopping gracefully (signal \(signal))")
+                beginStop(exitCode: 0)
+            }
+        case SIGHUP:
+            logger.info("SIGHUP: rolling reload is not available yet; ignoring")
+        case SIGTTIN, SIGTTOU:
+            logger.info("worker scaling by signal is not available yet; ignoring signal \(signal)")
+        default:
+            break
+        }
+    }
+
+    // MARK: timers
+
+    private func millisecondsUntilNextTimer() -> Int {
+        var next: UInt64 = .max
+        for slot in slots where slot.phase == .empty {
+            if let due = slot.respawnAt { next = min(next, due) }
+        }
+        if let resume = acceptResumeAt { next = min(next, resume) }
+        if case .stopping(let deadline) = state { next = min(next, deadline) }
+        guard next != .max else { return -1 }
+        let now = Syscalls.monotonicNanoseconds()
+        guard next > now else { return 0 }
+        return Int(min((next - now + 999_999) / 1_000_000, 60_000))
+    }
+
+    private func runTimers() {
+        let now = Syscalls.monotonicNanoseconds()
+        if let resume = acceptResumeAt, resume <= now {
+            acceptResumeAt = nil
+        }
+        if case .stopping(let deadline) = state, deadline <= now {
+            if slots.contains(where: { $0.hasProcess && $0.phase != .exiting }) {
+                logger.notice("drain deadline passed: killing the workers still running")
+            }
+            killAll()
+        }
+        guard state == .running else { return }
+        for index in slots.indices where slots[index].phase == .empty && !slots[index].retired {
+            if let due = slots[index].respawnAt, due <= now {
+                slots[index].respawnAt = nil
+                do {
+                    try spawn(slot: index)
+                } catch {
+                    logger.error("cannot start a worker: \(error.message); retrying")
+                    slots[index].respawnAt = now + 1_000_000_000
+                }
+            }
+        }
+    }
+
+    // MARK: stopping
+
+    /// Stops accepting, tells every worker to drain and waits for them until the drain deadline.
+    func beginStop(exitCode: Int32) {
+        guard state == .running else { return }
+        let deadline = Syscalls.monotonicNanoseconds() + UInt64(configuration.drainTimeout.nanoseconds)
+        state = .stopping(deadline: deadline)
+        stopExitCode = exitCode
+        unwatchListener()
+        if listener >= 0 {
+            Syscalls.close(listener)
+            listener = -1
+        }
+        pump()  // hand waiting connections to workers before they are told to drain
+        if !pending.isEmpty {
+            let lost = pending.removeAll()
+            for fd in lost { Syscalls.close(fd) }
+            dropped += UInt64(lost.count)
+            logger.warning("closed \(lost.count) connections no worker could take during the stop")
+        }
+        let milliseconds = UInt32(clamping: configuration.drainTimeout.milliseconds)
+        for index in slots.indices where slots[index].isAttached {
+            slots[index].exitIntended = true
+            drain(slot: index, deadlineMilliseconds: milliseconds)
+        }
+    }
+
+    var stopExitCode: Int32 = 0
+
+    private func killAll() {
+        for index in slots.indices where slots[index].hasProcess {
+            slots[index].exitIntended = true
+            Syscalls.kill(slots[index].pid, SIGKILL)
+        }
+    }
+
+    private func checkFinished() {
+        guard case .stopping = state else { return }
+        if !slots.contains(where: { $0.hasProcess }) {
+            state = .finished(exitCode: stopExitCode)
+        }
+    }
+
+    private func shutdownRemaining() {
+        for index in slots.indices where slots[index].hasProcess {
+            detach(slot: index, reason: nil)
+        }
+        let lost = pending.removeAll()
+        for fd in lost { Syscalls.close(fd) }
+        logger.info(
+            "stopped",
+            metadata: ["connections.dispatched": "\(dispatched)", "connections.redispatched": "\(redispatched)"])
+    }
+}

@@ -1,0 +1,42 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The master's view of one worker slot (0..<n): the process filling it now, its channel and its in-flight
+/// connections. Slot numbers are stable; worker ids increase from 1 and are never reused.
+struct WorkerSlot {
+    enum Phase: Equatable {
+        /// No process; a replacement may be due at `respawnAt`.
+        case empty
+        /// Spawned, not yet ready.
+        case starting
+        /// Serving; the scheduler may pick it.
+        case ready
+        /// Told to drain; no new connections.
+        case draining
+        /// Detached (killed or its channel closed); waiting to be reaped.
+        case exiting
+    }
+
+    var phase: Phase = .empty
+    var id = 0
+    var pid: pid_t = 0
+    var generation = 0
+    var channel: DescriptorChannel?
+    var inFlight: InFlightRing
+    var startedAt: UInt64 = 0
+    var respawnAt: UInt64?
+    var lastHeartbeat: UInt64 = 0
+    var watchingWritable = false
+    /// The stop or the slot's removal was asked for: its exit is not a crash.
+    var exitIntended = false
+    /// Removed by scaling down: not refilled.
+    var retired = false
+
+    init(bound: Int) {
+        inFlight = InFlightRing(capacity: bound)
+    }
+
+    var hasProcess: Bool { phase != .empty }
+    var isAttached: Bool { phase == .starting || phase == .ready || phase == .draining }
+}

@@ -1,0 +1,94 @@
+import CSwitchboardLinux
+
+/// One end of a master↔worker `SOCK_SEQPACKET` socketpair: framed messages plus descriptors.
+///
+/// Not thread-safe for receiving; sends are single `sendmsg` calls, which the kernel keeps whole.
+package final class DescriptorChannel {
+    package let fd: CInt
+    /// Scratch frame for `connections` messages, so the hot path never allocates.
+    private var connectionFrame: [UInt8]
+    private var descriptorScratch: [CInt]
+
+    package init(fd: CInt) {
+        self.fd = fd
+        self.connectionFrame = WireCodec.encode(.connections(firstSequence: 0, count: 1))
+        self.descriptorScratch = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
+    }
+
+    /// Creates a connected pair: `(master end, worker end)`, both close-on-exec.
+    package static func pair() throws(SystemCallError) -> (DescriptorChannel, DescriptorChannel) {
+        let (a, b) = try Syscalls.socketPair()
+        return (DescriptorChannel(fd: a), DescriptorChannel(fd: b))
+    }
+
+    /// Sends one connection (non-blocking). The caller keeps its copy of `connection`.
+    package func sendConnection(sequence: UInt64, _ connection: CInt) throws(SystemCallError) -> NonBlocking<Void> {
+        WireCodec.patchConnections(&connectionFrame, firstSequence: sequence, count: 1)
+        descriptorScratch[0] = connection
+        let result = unsafe connectionFrame.withUnsafeBytes { bytes in
+            unsafe descriptorScratch.withUnsafeBufferPointer { fds in
+                Result { () throws(SystemCallError) in
+                    try unsafe Syscalls.send(fd, bytes: bytes, fds: UnsafeBufferPointer(rebasing: fds[0..<1]))
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    /// Sends a message without descriptors.
+    package func send(_ message: WireMessage, blocking: Bool = false) throws(SystemCallError) -> NonBlocking<Void> {
+        precondition(message.descriptorCount == 0, "use sendConnection for descriptors")
+        let frame = WireCodec.encode(message)
+        let result = unsafe frame.withUnsafeBytes { bytes in
+            Result { () throws(SystemCallError) in
+                try unsafe Syscalls.send(
+                    fd, bytes: bytes, fds: UnsafeBufferPointer(start: nil, count: 0), blocking: blocking)
+            }
+        }
+        return try result.get()
+    }
+
+    /// Sends a message with descriptors attached (blocking); for tests and batch sends.
+    package func send(_ message: WireMessage, descriptors: [CInt], blocking: Bool) throws(SystemCallError)
+        -> NonBlocking<Void>
+    {
+        let frame = WireCodec.encode(message)
+        let result = unsafe frame.withUnsafeBytes { bytes in
+            unsafe descriptors.withUnsafeBufferPointer { fds in
+                Result { () throws(SystemCallError) in try unsafe Syscalls.send(fd, bytes: bytes, fds: fds, blocking: blocking) }
+            }
+        }
+        return try result.get()
+    }
+
+    /// Sends raw bytes as one frame (tests use it to send malformed frames).
+    package func sendRaw(_ frame: [UInt8], descriptors: [CInt] = []) throws(SystemCallError) -> NonBlocking<Void> {
+        let result = unsafe frame.withUnsafeBytes { bytes in
+            unsafe descriptors.withUnsafeBufferPointer { fds in
+                Result { () throws(SystemCallError) in try unsafe Syscalls.send(fd, bytes: bytes, fds: fds, blocking: true) }
+            }
+        }
+        return try result.get()
+    }
+
+    /// Receives one frame into `buffer` (which must hold ``WireCodec/maxFrame`` bytes) and its descriptors into `fds`.
+    /// - Returns: byte and descriptor counts; `(0, 0)` means the peer closed its end.
+    package func receive(
+        into buffer: inout [UInt8],
+        fds: inout [CInt],
+        blocking: Bool
+    ) throws(SystemCallError) -> NonBlocking<(bytes: Int, fds: Int)> {
+        let result = unsafe buffer.withUnsafeMutableBytes { raw in
+            unsafe fds.withUnsafeMutableBufferPointer { descriptors in
+                Result { () throws(SystemCallError) in
+                    try unsafe Syscalls.receive(fd, into: raw, fds: descriptors, blocking: blocking)
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    package func close() {
+        Syscalls.close(fd)
+    }
+}

@@ -1,0 +1,273 @@
+import CSwitchboardLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Calls `body` until it returns something other than -1 with `EINTR`; throws for any other failure.
+@inline(__always)
+func retryingOnInterrupt<R: FixedWidthInteger>(
+    _ call: String,
+    _ body: () -> R
+) throws(SystemCallError) -> R {
+    while true {
+        let result = body()
+        if result != -1 { return result }
+        let code = errno  // read it before anything else runs
+        if code != EINTR { throw SystemCallError(call: call, code: code) }
+    }
+}
+
+/// The outcome of a non-blocking call that may have had nothing to do.
+package enum NonBlocking<Value> {
+    case done(Value)
+    case wouldBlock
+}
+
+/// Thin, typed wrappers over the system calls Switchboard makes. The only Swift that touches pointers.
+package enum Syscalls {
+    /// Closes `fd`, ignoring `EINTR` (Linux always releases the descriptor).
+    package static func close(_ fd: CInt) {
+        _ = Glibc.close(fd)
+    }
+
+    package static func socketPair() throws(SystemCallError) -> (CInt, CInt) {
+        var fds: (CInt, CInt) = (-1, -1)
+        _ = try retryingOnInterrupt("socketpair") {
+            unsafe withUnsafeMutablePointer(to: &fds) { pointer in
+                unsafe pointer.withMemoryRebound(to: CInt.self, capacity: 2) { unsafe sb_seqpacket_pair($0) }
+            }
+        }
+        return fds
+    }
+
+    /// Accepts one connection, non-blocking and close-on-exec.
+    package static func accept(_ listener: CInt) throws(SystemCallError) -> NonBlocking<CInt> {
+        while true {
+            let fd = sb_accept(listener)
+            if fd >= 0 { return .done(fd) }
+            let code = errno
+            switch code {
+            case EINTR, ECONNABORTED: continue
+            case EAGAIN: return .wouldBlock
+            default: throw SystemCallError(call: "accept4", code: code)
+            }
+        }
+    }
+
+    /// Sends one message with `fds` attached; never blocks unless `blocking`.
+    package static func send(
+        _ socket: CInt,
+        bytes: UnsafeRawBufferPointer,
+        fds: UnsafeBufferPointer<CInt>,
+        blocking: Bool = false
+    ) throws(SystemCallError) -> NonBlocking<Void> {
+        while true {
+            let sent = unsafe sb_send_message(
+                socket, bytes.baseAddress, bytes.count, fds.baseAddress, CInt(fds.count), blocking ? 1 : 0)
+            if sent >= 0 { return .done(()) }
+            let code = errno
+            switch code {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default: throw SystemCallError(call: "sendmsg", code: code)
+            }
+        }
+    }
+
+    /// Receives one message into `buffer` and up to `fds.count` descriptors.
+    /// - Returns: the byte count and descriptor count; `(0, 0)` at end of stream.
+    package static func receive(
+        _ socket: CInt,
+        into buffer: UnsafeMutableRawBufferPointer,
+        fds: UnsafeMutableBufferPointer<CInt>,
+        blocking: Bool
+    ) throws(SystemCallError) -> NonBlocking<(bytes: Int, fds: Int)> {
+        while true {
+            var count: CInt = 0
+            let received = unsafe sb_receive_message(
+                socket, buffer.baseAddress!, buffer.count, fds.baseAddress!, CInt(fds.count), &count,
+                blocking ? 1 : 0)
+            if received >= 0 { return .done((received, Int(count))) }
+            let code = errno
+            switch code {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default: throw SystemCallError(call: "recvmsg", code: code)
+            }
+        }
+    }
+
+    package static func listenTCP(
+        host: String,
+        port: Int,
+        backlog: Int,
+        reusePort: Bool
+    ) throws(SystemCallError) -> (fd: CInt, port: Int) {
+        var bound: CInt = 0
+        var family: CInt = 0
+        let fd = try retryingOnInterrupt("bind") {
+            unsafe sb_tcp_listen(host, CInt(port), CInt(backlog), reusePort ? 1 : 0, &bound, &family)
+        }
+        return (fd, Int(bound))
+    }
+
+    package static func localPort(_ fd: CInt) throws(SystemCallError) -> Int {
+        Int(try retryingOnInterrupt("getsockname") { sb_local_port(fd) })
+    }
+
+    package static func connectTCP(host: String, port: Int) throws(SystemCallError) -> CInt {
+        try retryingOnInterrupt("connect") { unsafe sb_tcp_connect(host, CInt(port)) }
+    }
+
+    package static func setNonBlocking(_ fd: CInt, _ on: Bool) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("fcntl") { sb_set_nonblocking(fd, on ? 1 : 0) }
+    }
+
+    package static func setCloseOnExec(_ fd: CInt, _ on: Bool) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("fcntl") { sb_set_cloexec(fd, on ? 1 : 0) }
+    }
+
+    package static func epollCreate() throws(SystemCallError) -> CInt {
+        try retryingOnInterrupt("epoll_create1") { sb_epoll_create() }
+    }
+
+    package static func epollAdd(_ ep: CInt, _ fd: CInt, events: UInt32, token: UInt64) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("epoll_ctl") { sb_epoll_add(ep, fd, events, token) }
+    }
+
+    package static func epollModify(_ ep: CInt, _ fd: CInt, events: UInt32, token: UInt64) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("epoll_ctl") { sb_epoll_modify(ep, fd, events, token) }
+    }
+
+    package static func epollRemove(_ ep: CInt, _ fd: CInt) {
+        _ = sb_epoll_remove(ep, fd)
+    }
+
+    /// Waits for events; returns how many were stored at the start of `events` (0 when interrupted).
+    package static func epollWait(
+        _ ep: CInt,
+        _ events: inout [sb_epoll_event],
+        timeoutMilliseconds: Int
+    ) throws(SystemCallError) -> Int {
+        let n = unsafe events.withUnsafeMutableBufferPointer { buffer in
+            unsafe sb_epoll_wait(ep, buffer.baseAddress!, CInt(buffer.count), CInt(timeoutMilliseconds))
+        }
+        if n >= 0 { return Int(n) }
+        let code = errno
+        if code == EINTR { return 0 }
+        throw SystemCallError(call: "epoll_wait", code: code)
+    }
+
+    package static func signalDescriptor(_ signals: [CInt]) throws(SystemCallError) -> CInt {
+        try retryingOnInterrupt("signalfd") {
+            unsafe signals.withUnsafeBufferPointer { unsafe sb_signalfd_open($0.baseAddress!, CInt($0.count)) }
+        }
+    }
+
+    /// Reads one pending signal, or nil when none is pending.
+    package static func readSignal(_ fd: CInt) -> CInt? {
+        while true {
+            let signal = sb_signalfd_read(fd)
+            if signal >= 0 { return signal }
+            if errno == EINTR { continue }
+            return nil
+        }
+    }
+
+    /// Spawns `path` with the channel at fd 3 and `extra` (if any) at fd 4.
+    package static func spawn(
+        path: String,
+        arguments: [String],
+        environment: [String],
+        channel: CInt,
+        extra: CInt?
+    ) throws(SystemCallError) -> pid_t {
+        var pid: pid_t = 0
+        let code = unsafe withCStrings(arguments) { argv in
+            unsafe withCStrings(environment) { envp in
+                unsafe sb_spawn(path, argv, envp, channel, extra ?? -1, &pid)
+            }
+        }
+        if code != 0 { throw SystemCallError(call: "posix_spawn", code: code) }
+        return pid
+    }
+
+    /// Reaps one exited child without blocking.
+    package static func reap() -> (pid: pid_t, code: Int32, signaled: Bool)? {
+        var code: CInt = 0
+        var signaled: CInt = 0
+        let pid = unsafe sb_reap(&code, &signaled)
+        guard pid > 0 else { return nil }
+        return (pid, code, signaled != 0)
+    }
+
+    package static func kill(_ pid: pid_t, _ signal: CInt) {
+        _ = Glibc.kill(pid, signal)
+    }
+
+    package static func setParentDeathSignal(_ signal: CInt) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("prctl") { sb_set_parent_death_signal(signal) }
+    }
+
+    package static func monotonicNanoseconds() -> UInt64 {
+        sb_monotonic_nanoseconds()
+    }
+
+    package static func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) throws(SystemCallError) -> Int {
+        try retryingOnInterrupt("write") { unsafe Glibc.write(fd, bytes.baseAddress, bytes.count) }
+    }
+
+    package static func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) throws(SystemCallError) -> Int {
+        try retryingOnInterrupt("read") { unsafe Glibc.read(fd, buffer.baseAddress, buffer.count) }
+    }
+
+    private static func withCStrings<R>(
+        _ strings: [String],
+        _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R
+    ) -> R {
+        var pointers: [UnsafeMutablePointer<CChar>?] = unsafe strings.map { unsafe strdup($0) }
+        unsafe pointers.append(nil)
+        defer { for unsafe pointer in unsafe pointers { unsafe free(pointer) } }
+        return unsafe pointers.withUnsafeBufferPointer { unsafe body($0.baseAddress!) }
+    }
+}
+
+extension Syscalls {
+    /// This process's environment as `NAME=value` strings.
+    package static func environment() -> [String] {
+        var result: [String] = []
+        var cursor = unsafe environ
+        while let entry = unsafe cursor.pointee {
+            result.append(unsafe String(cString: entry))
+            unsafe cursor += 1
+        }
+        return result
+    }
+
+    /// Reads an environment variable.
+    package static func environment(_ name: String) -> String? {
+        guard let value = unsafe getenv(name) else { return nil }
+        return unsafe String(cString: value)
+    }
+
+    /// Removes an environment variable from this process.
+    package static func unsetEnvironment(_ name: String) {
+        _ = unsafe unsetenv(name)
+    }
+
+    /// Writes all of `text` to `fd`, ignoring failures (for the ready line and fatal messages).
+    package static func writeAll(_ fd: CInt, _ text: String) {
+        var bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = unsafe bytes.withUnsafeMutableBytes { raw in
+                unsafe Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+            }
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 { return }
+            offset += written
+        }
+        bytes.removeAll()
+    }
+}

@@ -1,0 +1,170 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The worker side of the channel to the master (fd 3): hello, ready, acknowledgements, heartbeats, drain.
+///
+/// A worker process calls ``current()``; when it returns a runtime, the process was started by a Switchboard master.
+/// Call ``run(openConnections:_:)`` on a thread of its own: it blocks, receiving connections in batches, acknowledging
+/// each batch before handing it on, so the master can close its copies.
+public final class WorkerRuntime: @unchecked Sendable {
+    // @unchecked: `channel` is only received from on the thread inside run(); sends are single sendmsg calls, which
+    // the kernel keeps whole, so any thread may send. The other stored properties are immutable.
+
+    /// Something the master asked of this worker.
+    public enum Event: Sendable {
+        /// Connections to serve: the worker owns these descriptors (non-blocking, close-on-exec).
+        case connections([CInt])
+        /// Stop taking work, finish in-flight requests, exit within the deadline.
+        case drain(deadline: Duration)
+        /// Application bytes from the master.
+        case message([UInt8])
+        /// The master is gone (its end of the channel closed): drain and exit.
+        case masterGone
+    }
+
+    /// This worker's id (1, 2, …; never reused while the master runs).
+    public let id: Int
+    /// The slot (0..<workers) this worker fills.
+    public let slot: Int
+    /// The master's pid.
+    public let masterPID: pid_t
+    let channel: DescriptorChannel
+    let logger: Logger
+
+    /// The descriptor number the master puts the channel at.
+    public static let channelDescriptor: CInt = 3
+    /// The descriptor number of the inherited listener in shared mode.
+    public static let sharedListenerDescriptor: CInt = 4
+
+    /// Whether this process was started by a Switchboard master as a worker.
+    public static var isWorker: Bool { Syscalls.environment("SWITCHBOARD_WORKER_ID") != nil }
+
+    /// The runtime of this worker process, or nil when this process is not a worker.
+    ///
+    /// Sets the parent-death signal to SIGTERM and exits at once if the master is already gone.
+    /// - Parameter logger: Where to log.
+    /// - Returns: The runtime, or nil when `SWITCHBOARD_WORKER_ID` is not set.
+    public static func current(logger: Logger = Logger(label: "switchboard.worker")) -> WorkerRuntime? {
+        guard let idText = Syscalls.environment("SWITCHBOARD_WORKER_ID"), let id = Int(idText) else { return nil }
+        let slot = Syscalls.environment("SWITCHBOARD_WORKER_SLOT").flatMap { Int($0) } ?? 0
+        let master = Syscalls.environment("SWITCHBOARD_MASTER_PID").flatMap { pid_t($0) } ?? getppid()
+        try? Syscalls.setParentDeathSignal(SIGTERM)
+        if getppid() != master {
+            // The master died before the death signal was armed.
+            exit(0)
+        }
+        return WorkerRuntime(id: id, slot: slot, masterPID: master, fd: channelDescriptor, logger: logger)
+    }
+
+    package init(id: Int, slot: Int, masterPID: pid_t, fd: CInt, logger: Logger) {
+        self.id = id
+        self.slot = slot
+        self.masterPID = masterPID
+        self.channel = DescriptorChannel(fd: fd)
+        self.logger = logger
+        _ = try? channel.send(.hello(pid: getpid()), blocking: true)
+    }
+
+    /// Tells the master this worker serves; the master dispatches to it from now on.
+    public func announceReady() {
+        _ = try? channel.send(.ready, blocking: true)
+    }
+
+    /// Tells the master this worker is alive. Call it from the worker's event loop, so a stuck loop stops the
+    /// heartbeats and the master replaces the worker.
+    /// - Parameters:
+    ///   - open: Open connections now.
+    ///   - handled: Connections handled in total.
+    public func heartbeat(open: Int, handled: UInt64) {
+        _ = try? channel.send(.heartbeat(open: UInt32(clamping: open), handled: handled))
+    }
+
+    /// Sends application bytes to the master.
+    /// - Parameter bytes: At most 64 KiB.
+    /// - Throws: ``SwitchboardError`` when the payload is too large or the channel failed.
+    public func send(message bytes: [UInt8]) throws(SwitchboardError) {
+        guard bytes.count <= WireCodec.maxPayload else {
+            throw SwitchboardError(.usage, "message of \(bytes.count) bytes is over the \(WireCodec.maxPayload)-byte limit")
+        }
+        do {
+            _ = try channel.send(.message(bytes), blocking: true)
+        } catch {
+            throw SwitchboardError(.system, "cannot send to the master: \(error)")
+        }
+    }
+
+    /// Sends raw bytes as one frame. Only for tests of the master's protocol checks.
+    package func sendRawFrame(_ frame: [UInt8]) {
+        _ = try? channel.sendRaw(frame)
+    }
+
+    /// Receives from the master until it is gone, calling `handler` for each event. Blocks the calling thread.
+    ///
+    /// Connections that arrive together are acknowledged in one message before `handler` sees them, so nothing has
+    /// been read from a connection the master still considers its own.
+    /// - Parameters:
+    ///   - openConnections: Reports the open connections for acknowledgements.
+    ///   - handler: Called on this thread for every event; after ``Event/masterGone`` `run` returns.
+    public func run(openConnections: () -> Int, _ handler: (Event) -> Void) {
+        var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+        var descriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
+        var batch: [CInt] = []
+        var lastSequence: UInt64 = 0
+        batch.reserveCapacity(64)
+        while true {
+            var blocking = true
+            var later: [Event] = []
+            var gone = false
+            receiving: while batch.count < 256 {
+                let result: NonBlocking<(bytes: Int, fds: Int)>
+                do {
+                    result = try channel.receive(into: &buffer, fds: &descriptors, blocking: blocking)
+                } catch {
+                    logger.error("channel to the master failed: \(error)")
+                    gone = true
+                    break receiving
+                }
+                guard case .done(let received) = result else { break receiving }
+                blocking = false
+                if received.bytes == 0 && received.fds == 0 {
+                    gone = true
+                    break receiving
+                }
+                let message: WireMessage
+                do {
+                    message = try WireCodec.decode(buffer[0..<received.bytes], descriptorCount: received.fds)
+                } catch {
+                    for index in 0..<received.fds { Syscalls.close(descriptors[index]) }
+                    logger.error("malformed frame from the master: \(error)")
+                    gone = true
+                    break receiving
+                }
+                switch message {
+                case .connections(let first, let count):
+                    batch.append(contentsOf: descriptors[0..<count])
+                    lastSequence = first + UInt64(count) - 1
+                case .drain(let milliseconds):
+                    later.append(.drain(deadline: .milliseconds(Int64(milliseconds))))
+                case .message(let bytes):
+                    later.append(.message(bytes))
+                case .hello, .ready, .ack, .heartbeat:
+                    logger.warning("ignoring a worker-only message from the master")
+                }
+            }
+            if !batch.isEmpty {
+                let open = openConnections() + batch.count
+                _ = try? channel.send(.ack(sequence: lastSequence, open: UInt32(clamping: open)), blocking: true)
+                handler(.connections(batch))
+                batch.removeAll(keepingCapacity: true)
+            }
+            for event in later { handler(event) }
+            if gone {
+                handler(.masterGone)
+                return
+            }
+        }
+    }
+}

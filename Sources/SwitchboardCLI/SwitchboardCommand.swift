@@ -1,0 +1,90 @@
+import ArgumentParser
+import Logging
+import Switchboard
+
+/// `switchboard`: one master accepts, workers serve.
+struct SwitchboardCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard",
+        abstract: "Node.js cluster for Swift servers: one master accepts, N worker processes serve.",
+        discussion: """
+            The master alone binds and accepts; it passes each connection's descriptor to a worker in turn over a \
+            private UNIX socketpair (SCM_RIGHTS). Each worker answers HTTP with "Handled by worker: <pid>". \
+            Once every worker is ready, it prints: listening on <host>:<port> with <n> workers (<mode>).
+
+            Signals: TERM, INT and QUIT stop gracefully (a second TERM or INT kills the workers at once).
+            """
+    )
+
+    @Option(help: "TCP port to listen on; 0 picks a free port.")
+    var port: Int = 3000
+
+    @Option(help: "Numeric address to listen on (default: every interface, IPv6 dual-stack where available).")
+    var host: String = ""
+
+    @Option(help: "Number of worker processes (default: the number of online CPUs).")
+    var workers: Int = Configuration.onlineProcessors
+
+    @Option(help: "listen() backlog: where connections wait while every worker is busy.")
+    var backlog: Int = 511
+
+    @Option(
+        name: .customLong("max-unacked"),
+        help: "Most connections a worker may hold passed but not yet acknowledged (1 = Node's SCHED_RR gate).")
+    var maxUnacked: Int = 16
+
+    @Option(help: "Seconds workers get to finish in-flight requests on a graceful stop.")
+    var drainTimeout: Double = 30
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Flag(help: .hidden)
+    var testHooks = false
+
+    func validate() throws {
+        do {
+            try makeConfiguration().validate()
+        } catch {
+            throw ValidationError(error.message)
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError(
+                "--log-level '\(logLevel)' is not a level: pass trace, debug, info, notice, warning, error or critical")
+        }
+        guard drainTimeout >= 0, drainTimeout.isFinite else {
+            throw ValidationError("--drain-timeout must be a number of seconds, 0 or more (got \(drainTimeout))")
+        }
+    }
+
+    func makeConfiguration() throws(SwitchboardError) -> Configuration {
+        var configuration = Configuration()
+        configuration.port = port
+        configuration.host = host
+        configuration.workers = workers
+        configuration.backlog = backlog
+        configuration.maxUnacknowledged = maxUnacked
+        if drainTimeout.isFinite && drainTimeout >= 0 {
+            configuration.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
+        }
+        return configuration
+    }
+
+    var level: Logger.Level { Logger.Level(rawValue: logLevel) ?? .info }
+
+    mutating func run() throws {
+        if WorkerRuntime.isWorker {
+            BuiltinWorker(testHooks: testHooks, logLevel: level).run()
+        }
+        var logger = Logger(label: "switchboard")
+        logger.logLevel = level
+        let configuration = try makeConfiguration()
+        let master = try Master(configuration: configuration, logger: logger)
+        let host = master.displayHost
+        master.onListening = { port in
+            Output.line("listening on \(host):\(port) with \(configuration.workers) workers (\(configuration.mode))")
+        }
+        let code = try master.run()
+        if code != 0 { throw ExitCode(code) }
+    }
+}

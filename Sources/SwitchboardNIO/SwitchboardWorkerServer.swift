@@ -1,0 +1,155 @@
+import Dispatch
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Switchboard
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serves the connections a Switchboard master passes to this worker on a SwiftNIO `EventLoopGroup`.
+///
+/// Each passed descriptor becomes a NIO `Channel` (through `ClientBootstrap.withConnectedSocket`) set up by your
+/// channel initializer, spread over the group's loops. The server heartbeats from an event loop, drains on request
+/// (firing `ChannelShouldQuiesceEvent` into every open channel, which NIOHTTP1's server pipeline answers by closing
+/// idle keep-alive connections and closing the others after their response) and exits when the last connection
+/// closes or the deadline passes.
+public final class SwitchboardWorkerServer: Sendable {
+    struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var handled: UInt64 = 0
+        var draining = false
+    }
+
+    /// The channel to the master.
+    public let runtime: WorkerRuntime
+    /// The loops connections are served on.
+    public let group: any EventLoopGroup
+    let heartbeatInterval: TimeAmount
+    let logger: Logger
+    let initializer: @Sendable (any Channel) -> EventLoopFuture<Void>
+    let state = NIOLockedValueBox(State())
+
+    /// Creates a server.
+    /// - Parameters:
+    ///   - runtime: This worker's runtime (``WorkerRuntime/current(logger:)``).
+    ///   - group: The event loops to serve on.
+    ///   - heartbeatInterval: How often to tell the master this worker is alive.
+    ///   - logger: Where to log.
+    ///   - childChannelInitializer: Sets up the pipeline of each passed connection.
+    public init(
+        runtime: WorkerRuntime,
+        group: any EventLoopGroup,
+        heartbeatInterval: TimeAmount = .seconds(1),
+        logger: Logger = Logger(label: "switchboard.worker"),
+        childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) {
+        self.runtime = runtime
+        self.group = group
+        self.heartbeatInterval = heartbeatInterval
+        self.logger = logger
+        self.initializer = childChannelInitializer
+    }
+
+    /// The number of open connections.
+    public var openConnections: Int { state.withLockedValue { $0.channels.count } }
+
+    /// Announces readiness and serves until the master says drain (or disappears); then exits the process.
+    public func run() -> Never {
+        startHeartbeats()
+        let term = watchTerminationSignal()
+        runtime.announceReady()
+        runtime.run(openConnections: { self.openConnections }) { event in
+            switch event {
+            case .connections(let descriptors):
+                for descriptor in descriptors { adopt(descriptor) }
+            case .drain(let deadline):
+                beginDrain(deadline: deadline)
+            case .message:
+                break
+            case .masterGone:
+                beginDrain(deadline: .seconds(10))
+            }
+        }
+        // The master is gone: beginDrain exits the process; park until it does.
+        while true {
+            withExtendedLifetime(term) { _ = pause() }
+        }
+    }
+
+    /// Adopts one passed descriptor as a channel. On failure the descriptor is closed.
+    public func adopt(_ descriptor: CInt) {
+        let future = ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                self.track(channel)
+                return self.initializer(channel)
+            }
+            .withConnectedSocket(descriptor)
+        future.whenFailure { error in
+            self.logger.warning("cannot adopt a passed connection: \(error)")
+        }
+    }
+
+    private func track(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        let draining = state.withLockedValue { state in
+            state.channels[key] = channel
+            state.handled &+= 1
+            return state.draining
+        }
+        channel.closeFuture.whenComplete { _ in
+            let (left, draining) = self.state.withLockedValue { state in
+                state.channels[key] = nil
+                return (state.channels.count, state.draining)
+            }
+            if draining && left == 0 { self.finish() }
+        }
+        if draining {
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        }
+    }
+
+    private func startHeartbeats() {
+        let loop = group.next()
+        loop.scheduleRepeatedTask(initialDelay: .zero, delay: heartbeatInterval) { _ in
+            let (open, handled) = self.state.withLockedValue { ($0.channels.count, $0.handled) }
+            self.runtime.heartbeat(open: open, handled: handled)
+        }
+    }
+
+    private func watchTerminationSignal() -> any DispatchSourceSignal {
+        signal(SIGTERM, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        source.setEventHandler { self.beginDrain(deadline: .seconds(10)) }
+        source.resume()
+        return source
+    }
+
+    /// Stops serving: every open connection is told to quiesce; the process exits when none is left or at the
+    /// deadline.
+    public func beginDrain(deadline: Duration) {
+        let channels: [any Channel]? = state.withLockedValue { state in
+            guard !state.draining else { return nil }
+            state.draining = true
+            return Array(state.channels.values)
+        }
+        guard let channels else { return }
+        logger.info("draining", metadata: ["connections.open": "\(channels.count)"])
+        if channels.isEmpty { finish() }
+        for channel in channels {
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        }
+        let (seconds, attoseconds) = deadline.components
+        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+            self.logger.notice("drain deadline passed with connections open; exiting")
+            self.finish()
+        }
+    }
+
+    private func finish() {
+        exit(0)
+    }
+}

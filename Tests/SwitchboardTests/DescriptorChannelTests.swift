@@ -1,0 +1,114 @@
+import CSwitchboardLinux
+import Foundation
+import Testing
+
+@testable import Switchboard
+
+@Suite struct DescriptorChannelTests {
+    func inode(_ fd: CInt) -> UInt {
+        var info = stat()
+        fstat(fd, &info)
+        return UInt(info.st_ino)
+    }
+
+    func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+
+    @Test func aPassedDescriptorIsTheSameSocket() throws {
+        let (master, worker) = try DescriptorChannel.pair()
+        defer { master.close(); worker.close() }
+        var bound: CInt = 0
+        var family: CInt = 0
+        let listener = sb_tcp_listen("127.0.0.1", 0, 4, 0, &bound, &family)
+        try #require(listener >= 0)
+        defer { close(listener) }
+
+        guard case .done = try master.sendConnection(sequence: 7, listener) else {
+            Issue.record("send would block")
+            return
+        }
+        var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+        var fds = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
+        guard case .done(let received) = try worker.receive(into: &buffer, fds: &fds, blocking: true) else {
+            Issue.record("nothing received")
+            return
+        }
+        #expect(received.fds == 1)
+        let message = try WireCodec.decode(buffer[0..<received.bytes], descriptorCount: received.fds)
+        #expect(message == .connections(firstSequence: 7, count: 1))
+        #expect(fds[0] != listener)
+        #expect(inode(fds[0]) == inode(listener))
+        #expect(try Syscalls.localPort(fds[0]) == Int(bound))
+        #expect(fcntl(fds[0], F_GETFD) & FD_CLOEXEC != 0, "received close-on-exec")
+        close(fds[0])
+    }
+
+    @Test func surplusDescriptorsAreClosedAndReportedAsTooLarge() throws {
+        let (master, worker) = try DescriptorChannel.pair()
+        defer { master.close(); worker.close() }
+        let before = openDescriptors()
+        var pipeFDs: [CInt] = [-1, -1]
+        try #require(pipe(&pipeFDs) == 0)
+        _ = try master.send(.connections(firstSequence: 1, count: 2), descriptors: pipeFDs, blocking: true)
+        close(pipeFDs[0])
+        close(pipeFDs[1])
+        var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+        var room = [CInt](repeating: -1, count: 1)  // room for one: the second is surplus
+        #expect(throws: SystemCallError(call: "recvmsg", code: EMSGSIZE)) {
+            _ = try worker.receive(into: &buffer, fds: &room, blocking: true)
+        }
+        #expect(openDescriptors() == before, "every received descriptor was closed")
+    }
+
+    @Test func aFrameLargerThanTheBufferIsReportedAsTooLarge() throws {
+        let (master, worker) = try DescriptorChannel.pair()
+        defer { master.close(); worker.close() }
+        _ = try master.sendRaw([UInt8](repeating: 1, count: 64))
+        var small = [UInt8](repeating: 0, count: 16)
+        var fds = [CInt](repeating: -1, count: 1)
+        #expect(throws: SystemCallError(call: "recvmsg", code: EMSGSIZE)) {
+            _ = try worker.receive(into: &small, fds: &fds, blocking: true)
+        }
+    }
+
+    @Test func nonBlockingReceiveOnAnEmptyChannelWouldBlock() throws {
+        let (master, worker) = try DescriptorChannel.pair()
+        defer { master.close(); worker.close() }
+        var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+        var fds = [CInt](repeating: -1, count: 4)
+        guard case .wouldBlock = try worker.receive(into: &buffer, fds: &fds, blocking: false) else {
+            Issue.record("expected wouldBlock")
+            return
+        }
+    }
+
+    @Test func closingOneEndIsEndOfStreamForTheOther() throws {
+        let (master, worker) = try DescriptorChannel.pair()
+        defer { worker.close() }
+        master.close()
+        var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+        var fds = [CInt](repeating: -1, count: 4)
+        guard case .done(let received) = try worker.receive(into: &buffer, fds: &fds, blocking: true) else {
+            Issue.record("expected end of stream")
+            return
+        }
+        #expect(received.bytes == 0 && received.fds == 0)
+    }
+
+    @Test func aFullChannelWouldBlockInsteadOfBlocking() throws {
+        let (master, worker) = try DescriptorChannel.pair()
+        defer { master.close(); worker.close() }
+        var sent = 0
+        while sent < 100_000 {
+            guard case .done = try master.send(.heartbeat(open: 0, handled: 0)) else { break }
+            sent += 1
+        }
+        #expect(sent < 100_000, "the channel never filled")
+    }
+
+    @Test func systemCallErrorsNameTheCallAndReason() {
+        let error = SystemCallError(call: "bind", code: EADDRINUSE)
+        #expect(error.description == "bind: Address already in use (errno \(EADDRINUSE))")
+    }
+}

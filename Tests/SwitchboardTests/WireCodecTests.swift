@@ -1,0 +1,135 @@
+import Testing
+
+@testable import Switchboard
+
+@Suite struct WireCodecTests {
+    static let messages: [WireMessage] = [
+        .hello(pid: 4242),
+        .hello(pid: -1),
+        .ready,
+        .connections(firstSequence: 1, count: 1),
+        .connections(firstSequence: .max - 10, count: 64),
+        .ack(sequence: 99, open: 7),
+        .heartbeat(open: 3, handled: 1 << 40),
+        .drain(deadlineMilliseconds: 30_000),
+        .message([]),
+        .message(Array(0...255)),
+        .message([UInt8](repeating: 0xAB, count: WireCodec.maxPayload)),
+    ]
+
+    @Test(arguments: messages)
+    func roundTrips(_ message: WireMessage) throws {
+        let frame = WireCodec.encode(message)
+        #expect(frame.count >= WireCodec.headerSize)
+        #expect(try WireCodec.decode(frame, descriptorCount: message.descriptorCount) == message)
+    }
+
+    @Test func headerLayoutIsLittleEndian() {
+        let frame = WireCodec.encode(.ack(sequence: 0x0102_0304_0506_0708, open: 0x0A0B_0C0D))
+        #expect(frame == [1, 4, 0, 0, 4, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0x0D, 0x0C, 0x0B, 0x0A])
+    }
+
+    @Test func patchingAConnectionsFrameMatchesEncoding() {
+        var frame = WireCodec.encode(.connections(firstSequence: 1, count: 1))
+        WireCodec.patchConnections(&frame, firstSequence: 77, count: 3)
+        #expect(frame == WireCodec.encode(.connections(firstSequence: 77, count: 3)))
+    }
+
+    @Test(arguments: 0..<WireCodec.headerSize)
+    func shortFramesAreRejected(_ length: Int) {
+        let frame = Array(WireCodec.encode(.ready).prefix(length))
+        #expect(throws: WireError.truncated(bytes: length)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func futureVersionIsRejected() {
+        var frame = WireCodec.encode(.ready)
+        frame[0] = 2
+        #expect(throws: WireError.unsupportedVersion(2)) { try WireCodec.decode(frame) }
+    }
+
+    @Test(arguments: [0, 8, 200, 255] as [UInt8])
+    func unknownTypesAreRejected(_ type: UInt8) {
+        var frame = WireCodec.encode(.ready)
+        frame[1] = type
+        #expect(throws: WireError.unknownType(type)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func reservedFlagsAreRejected() {
+        var frame = WireCodec.encode(.ready)
+        frame[3] = 1
+        #expect(throws: WireError.reservedFlags(256)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func declaredLengthMustMatchTheFrame() {
+        var frame = WireCodec.encode(.ack(sequence: 1, open: 0))
+        frame.append(0)
+        #expect(throws: WireError.lengthMismatch(declared: 4, actual: 5)) { try WireCodec.decode(frame) }
+        frame.removeLast(2)
+        #expect(throws: WireError.lengthMismatch(declared: 4, actual: 3)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func oversizedPayloadIsRejected() {
+        var frame = WireCodec.encode(.message([]))
+        let size = WireCodec.maxPayload + 1
+        frame[4] = UInt8(size & 0xff)
+        frame[5] = UInt8((size >> 8) & 0xff)
+        frame[6] = UInt8((size >> 16) & 0xff)
+        frame.append(contentsOf: [UInt8](repeating: 0, count: size))
+        #expect(throws: WireError.payloadTooLarge(size)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func wrongPayloadSizeForTheTypeIsRejected() {
+        // A `ready` with a 4-byte payload.
+        var frame = WireCodec.encode(.ready)
+        frame[4] = 4
+        frame.append(contentsOf: [0, 0, 0, 0])
+        #expect(throws: WireError.badPayloadSize(type: 2, size: 4)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func descriptorsOnAMessageThatCarriesNoneAreRejected() {
+        let frame = WireCodec.encode(.ack(sequence: 1, open: 0))
+        #expect(throws: WireError.unexpectedDescriptors(type: 4, count: 1)) {
+            try WireCodec.decode(frame, descriptorCount: 1)
+        }
+    }
+
+    @Test func connectionCountMustMatchTheDescriptorsThatArrived() {
+        let frame = WireCodec.encode(.connections(firstSequence: 5, count: 2))
+        #expect(throws: WireError.descriptorCountMismatch(declared: 2, actual: 1)) {
+            try WireCodec.decode(frame, descriptorCount: 1)
+        }
+        #expect(throws: WireError.descriptorCountMismatch(declared: 2, actual: 0)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func zeroConnectionsIsRejected() {
+        var frame = WireCodec.encode(.connections(firstSequence: 5, count: 1))
+        frame[WireCodec.headerSize] = 0
+        #expect(throws: WireError.badPayloadSize(type: 3, size: 0)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func decodingArbitraryBytesNeverTraps() {
+        var generator = SplitMix64(seed: 0x5317C4B0A4D)
+        for _ in 0..<20_000 {
+            let length = Int(generator.next() % 40)
+            var frame = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            if length > 2, generator.next() % 2 == 0 {
+                frame[0] = WireCodec.version
+                frame[1] = UInt8(generator.next() % 9)
+            }
+            _ = try? WireCodec.decode(frame, descriptorCount: Int(generator.next() % 3))
+        }
+    }
+}
+
+/// A small deterministic generator for fuzz-style tests.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

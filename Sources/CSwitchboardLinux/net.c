@@ -33,7 +33,8 @@ static int parse_address(const char *host, int port, struct sockaddr_storage *ss
     return -1;
 }
 
-static int listen_on(const struct sockaddr_storage *ss, socklen_t len, int backlog, int reuseport, int dualStack) {
+static int listen_on(const struct sockaddr_storage *ss, socklen_t len, int backlog, int reuseport, int dualStack,
+                     int listening) {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1, zero = 0;
@@ -42,7 +43,7 @@ static int listen_on(const struct sockaddr_storage *ss, socklen_t len, int backl
     if (ss->ss_family == AF_INET6 && dualStack &&
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) != 0) goto fail;
     if (bind(fd, (const struct sockaddr *)ss, len) != 0) goto fail;
-    if (listen(fd, backlog) != 0) goto fail;
+    if (listening && listen(fd, backlog) != 0) goto fail;
     return fd;
 fail:;
     int saved = errno;
@@ -61,7 +62,7 @@ int sb_local_port(int fd) {
     return -1;
 }
 
-int sb_tcp_listen(const char *host, int port, int backlog, int reuseport, int *boundPort, int *family) {
+int sb_tcp_listen(const char *host, int port, int backlog, int reuseport, int listening, int *boundPort, int *family) {
     struct sockaddr_storage ss;
     socklen_t len;
     int fd;
@@ -71,18 +72,18 @@ int sb_tcp_listen(const char *host, int port, int backlog, int reuseport, int *b
         v6->sin6_family = AF_INET6;
         v6->sin6_port = htons((uint16_t)port);
         v6->sin6_addr = in6addr_any;
-        fd = listen_on(&ss, sizeof(*v6), backlog, reuseport, 1);
+        fd = listen_on(&ss, sizeof(*v6), backlog, reuseport, 1, listening);
         if (fd < 0 && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
             struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
             memset(&ss, 0, sizeof(ss));
             v4->sin_family = AF_INET;
             v4->sin_port = htons((uint16_t)port);
             v4->sin_addr.s_addr = htonl(INADDR_ANY);
-            fd = listen_on(&ss, sizeof(*v4), backlog, reuseport, 0);
+            fd = listen_on(&ss, sizeof(*v4), backlog, reuseport, 0, listening);
         }
     } else {
         if (parse_address(host, port, &ss, &len) != 0) return -1;
-        fd = listen_on(&ss, len, backlog, reuseport, 0);
+        fd = listen_on(&ss, len, backlog, reuseport, 0, listening);
     }
     if (fd < 0) return -1;
     *family = ss.ss_family;

@@ -24,6 +24,8 @@ public struct Configuration: Sendable {
     public var workerArguments: [String] = Array(CommandLine.arguments.dropFirst())
     /// Extra environment entries (`NAME=value`) for workers.
     public var workerEnvironment: [String] = []
+    /// How often workers send a heartbeat from their event loop.
+    public var heartbeatInterval: Duration = .seconds(1)
     /// Restart backoff and crash-loop budget.
     public var restart: RestartPolicy.Settings = .init()
 
@@ -53,6 +55,9 @@ public struct Configuration: Sendable {
         guard (1...1024).contains(maxUnacknowledged) else {
             throw SwitchboardError(
                 .usage, "--max-unacked must be between 1 and 1024 (got \(maxUnacknowledged))")
+        }
+        guard heartbeatInterval >= .milliseconds(10) else {
+            throw SwitchboardError(.usage, "--heartbeat-interval must be at least 0.01 seconds")
         }
         guard drainTimeout >= .zero else {
             throw SwitchboardError(.usage, "--drain-timeout cannot be negative")

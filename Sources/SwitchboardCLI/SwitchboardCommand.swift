@@ -33,8 +33,14 @@ struct SwitchboardCommand: ParsableCommand {
         help: "Most connections a worker may hold passed but not yet acknowledged (1 = Node's SCHED_RR gate).")
     var maxUnacked: Int = 16
 
+    @Option(help: "How connections reach workers: round-robin, least-connections, reuseport or shared.")
+    var mode: String = "round-robin"
+
     @Option(help: "Seconds workers get to finish in-flight requests on a graceful stop.")
     var drainTimeout: Double = 30
+
+    @Option(help: "Seconds between worker heartbeats (sent from each worker's event loop).")
+    var heartbeatInterval: Double = 1
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -47,6 +53,10 @@ struct SwitchboardCommand: ParsableCommand {
             try makeConfiguration().validate()
         } catch {
             throw ValidationError(error.message)
+        }
+        guard DispatchMode(name: mode) != nil else {
+            throw ValidationError(
+                "--mode '\(mode)' is not a mode: pass round-robin, least-connections, reuseport or shared")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError(
@@ -64,6 +74,10 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.workers = workers
         configuration.backlog = backlog
         configuration.maxUnacknowledged = maxUnacked
+        configuration.mode = DispatchMode(name: mode) ?? .roundRobin
+        if heartbeatInterval.isFinite && heartbeatInterval >= 0 {
+            configuration.heartbeatInterval = .milliseconds(Int64(heartbeatInterval * 1000))
+        }
         if drainTimeout.isFinite && drainTimeout >= 0 {
             configuration.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
         }

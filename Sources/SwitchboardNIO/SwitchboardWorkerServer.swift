@@ -18,6 +18,7 @@ import Glibc
 /// closes or the deadline passes.
 public final class SwitchboardWorkerServer: Sendable {
     struct State {
+        var listener: (any Channel)?
         var channels: [ObjectIdentifier: any Channel] = [:]
         var handled: UInt64 = 0
         var draining = false
@@ -36,19 +37,21 @@ public final class SwitchboardWorkerServer: Sendable {
     /// - Parameters:
     ///   - runtime: This worker's runtime (``WorkerRuntime/current(logger:)``).
     ///   - group: The event loops to serve on.
-    ///   - heartbeatInterval: How often to tell the master this worker is alive.
+    ///   - heartbeatInterval: How often to tell the master this worker is alive; nil takes the master's setting.
     ///   - logger: Where to log.
     ///   - childChannelInitializer: Sets up the pipeline of each passed connection.
     public init(
         runtime: WorkerRuntime,
         group: any EventLoopGroup,
-        heartbeatInterval: TimeAmount = .seconds(1),
+        heartbeatInterval: TimeAmount? = nil,
         logger: Logger = Logger(label: "switchboard.worker"),
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) {
         self.runtime = runtime
         self.group = group
-        self.heartbeatInterval = heartbeatInterval
+        self.heartbeatInterval =
+            heartbeatInterval ?? .nanoseconds(Int64(runtime.heartbeatInterval.components.seconds * 1_000_000_000
+                + runtime.heartbeatInterval.components.attoseconds / 1_000_000_000))
         self.logger = logger
         self.initializer = childChannelInitializer
     }
@@ -57,9 +60,19 @@ public final class SwitchboardWorkerServer: Sendable {
     public var openConnections: Int { state.withLockedValue { $0.channels.count } }
 
     /// Announces readiness and serves until the master says drain (or disappears); then exits the process.
+    ///
+    /// In ``DispatchMode/shared`` mode the worker accepts on the listener it inherited at fd 4, and in
+    /// ``DispatchMode/reusePort`` mode on a `SO_REUSEPORT` listener of its own; otherwise it serves the connections the
+    /// master passes.
     public func run() -> Never {
         startHeartbeats()
         let term = watchTerminationSignal()
+        do {
+            try startOwnListener()
+        } catch {
+            logger.critical("cannot listen in \(runtime.mode) mode: \(error)")
+            exit(1)
+        }
         runtime.announceReady()
         runtime.run(openConnections: { self.openConnections }) { event in
             switch event {
@@ -90,6 +103,37 @@ public final class SwitchboardWorkerServer: Sendable {
         future.whenFailure { error in
             self.logger.warning("cannot adopt a passed connection: \(error)")
         }
+    }
+
+    private func startOwnListener() throws {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: Int32(clamping: runtime.backlog))
+            .childChannelInitializer { channel in
+                self.track(channel)
+                return self.initializer(channel)
+            }
+        let listener: any Channel
+        switch runtime.mode {
+        case .shared:
+            listener = try bootstrap.withBoundSocket(WorkerRuntime.sharedListenerDescriptor).wait()
+        case .reusePort:
+            let reusing = bootstrap
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+            if runtime.listenHost.isEmpty {
+                // The master reserved the port dual-stack where it could, IPv4 otherwise.
+                do {
+                    listener = try reusing.bind(host: "::", port: runtime.listenPort).wait()
+                } catch {
+                    listener = try reusing.bind(host: "0.0.0.0", port: runtime.listenPort).wait()
+                }
+            } else {
+                listener = try reusing.bind(host: runtime.listenHost, port: runtime.listenPort).wait()
+            }
+        default:
+            return
+        }
+        state.withLockedValue { $0.listener = listener }
     }
 
     private func track(_ channel: any Channel) {
@@ -130,12 +174,16 @@ public final class SwitchboardWorkerServer: Sendable {
     /// Stops serving: every open connection is told to quiesce; the process exits when none is left or at the
     /// deadline.
     public func beginDrain(deadline: Duration) {
-        let channels: [any Channel]? = state.withLockedValue { state in
+        let snapshot: (listener: (any Channel)?, channels: [any Channel])? = state.withLockedValue { state in
             guard !state.draining else { return nil }
             state.draining = true
-            return Array(state.channels.values)
+            defer { state.listener = nil }
+            return (state.listener, Array(state.channels.values))
         }
-        guard let channels else { return }
+        guard let (listener, channels) = snapshot else { return }
+        // Stop accepting first. A reuseport listener that closes resets the connections still in its accept queue
+        // unless net.ipv4.tcp_migrate_req=1 moves them to the other workers' listeners.
+        listener?.close(promise: nil)
         logger.info("draining", metadata: ["connections.open": "\(channels.count)"])
         if channels.isEmpty { finish() }
         for channel in channels {

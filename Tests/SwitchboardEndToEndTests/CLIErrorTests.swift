@@ -102,7 +102,7 @@ final class TestListener {
     init() throws {
         var bound: Int32 = 0
         var family: Int32 = 0
-        let fd = sb_tcp_listen("127.0.0.1", 0, 16, 0, &bound, &family)
+        let fd = sb_tcp_listen("127.0.0.1", 0, 16, 0, 1, &bound, &family)
         guard fd >= 0 else { throw ProbeError.io("listen: errno \(errno)") }
         self.fd = fd
         self.port = Int(bound)

@@ -20,7 +20,7 @@ import Testing
         defer { master.close(); worker.close() }
         var bound: CInt = 0
         var family: CInt = 0
-        let listener = sb_tcp_listen("127.0.0.1", 0, 4, 0, &bound, &family)
+        let listener = sb_tcp_listen("127.0.0.1", 0, 4, 0, 1, &bound, &family)
         try #require(listener >= 0)
         defer { close(listener) }
 

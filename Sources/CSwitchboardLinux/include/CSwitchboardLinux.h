@@ -51,9 +51,10 @@ int sb_accept(int listener);
 
 /// Creates, configures, binds and listens on a TCP socket (close-on-exec, non-blocking).
 /// `host` is a numeric IPv4 or IPv6 address; an empty string means every interface (IPv6 dual-stack, falling back to
-/// IPv4). `reuseport` sets SO_REUSEPORT. On success stores the bound port in *boundPort and the family in *family.
+/// IPv4). `reuseport` sets SO_REUSEPORT. With `listening` 0 the socket is only bound (it reserves the port in a
+/// SO_REUSEPORT group without ever receiving a connection). On success stores the bound port in *boundPort and the family in *family.
 /// On failure the socket is closed, -1 is returned and errno says why (EINVAL for an address that does not parse).
-int sb_tcp_listen(const char *host, int port, int backlog, int reuseport, int *boundPort, int *family);
+int sb_tcp_listen(const char *host, int port, int backlog, int reuseport, int listening, int *boundPort, int *family);
 
 /// Reads the port a bound socket listens on, or -1.
 int sb_local_port(int fd);

@@ -15,7 +15,9 @@ extension Master {
                 _ = pending.removeFirst()
             }
         }
-        if pending.isEmpty && listener >= 0 && state == .running && acceptResumeAt == nil {
+        if configuration.mode.passesDescriptors && pending.isEmpty && listener >= 0 && state == .running
+            && acceptResumeAt == nil
+        {
             acceptLoop()
         }
         updateListenerInterest()
@@ -97,7 +99,7 @@ extension Master {
     /// backlog holds new connections (backpressure) instead of the master.
     func updateListenerInterest() {
         let wanted =
-            listener >= 0 && state == .running && pending.isEmpty && acceptResumeAt == nil && scheduler.hasCapacity
+            configuration.mode.passesDescriptors && listener >= 0 && state == .running && pending.isEmpty && acceptResumeAt == nil && scheduler.hasCapacity
         guard wanted != listenerWatched else { return }
         if wanted {
             do {

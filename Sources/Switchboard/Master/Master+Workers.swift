@@ -24,6 +24,11 @@ extension Master {
         environment.append("SWITCHBOARD_WORKER_ID=\(id)")
         environment.append("SWITCHBOARD_WORKER_SLOT=\(index)")
         environment.append("SWITCHBOARD_MASTER_PID=\(getpid())")
+        environment.append("SWITCHBOARD_MODE=\(configuration.mode.name)")
+        environment.append("SWITCHBOARD_HOST=\(configuration.host)")
+        environment.append("SWITCHBOARD_PORT=\(port)")
+        environment.append("SWITCHBOARD_BACKLOG=\(configuration.backlog)")
+        environment.append("SWITCHBOARD_HEARTBEAT_MS=\(configuration.heartbeatInterval.milliseconds)")
         environment.append(contentsOf: configuration.workerEnvironment)
         let pid: pid_t
         do {
@@ -32,7 +37,7 @@ extension Master {
                 arguments: ["switchboard-worker"] + configuration.workerArguments,
                 environment: environment,
                 channel: workerEnd.fd,
-                extra: nil)
+                extra: configuration.mode == .shared ? listener : nil)
         } catch {
             masterEnd.close()
             throw SwitchboardError(

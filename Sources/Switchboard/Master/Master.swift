@@ -80,7 +80,8 @@ package final class Master {
     }
 
     static let masterOnlyVariables = [
-        "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "SWITCHBOARD_WORKER_SLOT", "NOTIFY_SOCKET",
+        "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "SWITCHBOARD_WORKER_SLOT", "SWITCHBOARD_MODE",
+        "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_BACKLOG", "SWITCHBOARD_HEARTBEAT_MS", "NOTIFY_SOCKET",
         "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
     ]
 
@@ -125,8 +126,12 @@ package final class Master {
         let host = configuration.host
         let shown = host.isEmpty ? "*" : host
         do {
+            // In reuseport mode the master only reserves the port (bound, never listening, so the kernel never
+            // hands it a connection); each worker binds its own listener into the same SO_REUSEPORT group.
+            let reusePort = configuration.mode == .reusePort
             let bound = try Syscalls.listenTCP(
-                host: host, port: configuration.port, backlog: configuration.backlog, reusePort: false)
+                host: host, port: configuration.port, backlog: configuration.backlog, reusePort: reusePort,
+                listening: !reusePort)
             listener = bound.fd
             port = bound.port
         } catch {

@@ -102,12 +102,13 @@ package enum Syscalls {
         host: String,
         port: Int,
         backlog: Int,
-        reusePort: Bool
+        reusePort: Bool,
+        listening: Bool = true
     ) throws(SystemCallError) -> (fd: CInt, port: Int) {
         var bound: CInt = 0
         var family: CInt = 0
         let fd = try retryingOnInterrupt("bind") {
-            unsafe sb_tcp_listen(host, CInt(port), CInt(backlog), reusePort ? 1 : 0, &bound, &family)
+            unsafe sb_tcp_listen(host, CInt(port), CInt(backlog), reusePort ? 1 : 0, listening ? 1 : 0, &bound, &family)
         }
         return (fd, Int(bound))
     }

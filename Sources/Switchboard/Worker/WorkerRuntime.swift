@@ -31,6 +31,16 @@ public final class WorkerRuntime: @unchecked Sendable {
     public let slot: Int
     /// The master's pid.
     public let masterPID: pid_t
+    /// How connections reach this worker: passed by the master, or accepted by the worker itself.
+    public let mode: DispatchMode
+    /// The address to bind in ``DispatchMode/reusePort`` mode (empty: every interface).
+    public let listenHost: String
+    /// The port the master bound (the real one, also for port 0).
+    public let listenPort: Int
+    /// The `listen()` backlog for a worker's own listener.
+    public let backlog: Int
+    /// How often the master expects a heartbeat.
+    public let heartbeatInterval: Duration
     let channel: DescriptorChannel
     let logger: Logger
 
@@ -56,13 +66,28 @@ public final class WorkerRuntime: @unchecked Sendable {
             // The master died before the death signal was armed.
             exit(0)
         }
-        return WorkerRuntime(id: id, slot: slot, masterPID: master, fd: channelDescriptor, logger: logger)
+        return WorkerRuntime(
+            id: id, slot: slot, masterPID: master, fd: channelDescriptor, logger: logger,
+            mode: Syscalls.environment("SWITCHBOARD_MODE").flatMap { DispatchMode(name: $0) } ?? .roundRobin,
+            listenHost: Syscalls.environment("SWITCHBOARD_HOST") ?? "",
+            listenPort: Syscalls.environment("SWITCHBOARD_PORT").flatMap { Int($0) } ?? 0,
+            backlog: Syscalls.environment("SWITCHBOARD_BACKLOG").flatMap { Int($0) } ?? 511,
+            heartbeatInterval: .milliseconds(
+                Syscalls.environment("SWITCHBOARD_HEARTBEAT_MS").flatMap { Int64($0) } ?? 1000))
     }
 
-    package init(id: Int, slot: Int, masterPID: pid_t, fd: CInt, logger: Logger) {
+    package init(
+        id: Int, slot: Int, masterPID: pid_t, fd: CInt, logger: Logger, mode: DispatchMode = .roundRobin,
+        listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, heartbeatInterval: Duration = .seconds(1)
+    ) {
+        self.heartbeatInterval = heartbeatInterval
         self.id = id
         self.slot = slot
         self.masterPID = masterPID
+        self.mode = mode
+        self.listenHost = listenHost
+        self.listenPort = listenPort
+        self.backlog = backlog
         self.channel = DescriptorChannel(fd: fd)
         self.logger = logger
         _ = try? channel.send(.hello(pid: getpid()), blocking: true)

@@ -26,6 +26,10 @@ public struct Configuration: Sendable {
     public var workerEnvironment: [String] = []
     /// How often workers send a heartbeat from their event loop.
     public var heartbeatInterval: Duration = .seconds(1)
+    /// A worker silent for this long is considered hung: it is killed and replaced.
+    public var heartbeatTimeout: Duration = .seconds(10)
+    /// How long a new worker may take to report ready before it is killed (and, in a reload, the reload aborted).
+    public var readyTimeout: Duration = .seconds(30)
     /// Restart backoff and crash-loop budget.
     public var restart: RestartPolicy.Settings = .init()
 
@@ -58,6 +62,18 @@ public struct Configuration: Sendable {
         }
         guard heartbeatInterval >= .milliseconds(10) else {
             throw SwitchboardError(.usage, "--heartbeat-interval must be at least 0.01 seconds")
+        }
+        guard heartbeatTimeout > heartbeatInterval else {
+            throw SwitchboardError(.usage, "--heartbeat-timeout must be longer than --heartbeat-interval")
+        }
+        guard readyTimeout > .zero else {
+            throw SwitchboardError(.usage, "--ready-timeout must be more than 0 seconds")
+        }
+        guard restart.baseDelay >= .zero, restart.maxDelay >= restart.baseDelay else {
+            throw SwitchboardError(.usage, "--restart-delay must be 0 or more and at most --restart-delay-max")
+        }
+        if let limit = restart.crashLoopLimit, limit < 1 {
+            throw SwitchboardError(.usage, "--crash-loop-limit must be at least 1, or 0 to retry forever")
         }
         guard drainTimeout >= .zero else {
             throw SwitchboardError(.usage, "--drain-timeout cannot be negative")

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -23,6 +24,7 @@ struct BuiltinWorker {
             exit(78)
         }
         logger[metadataKey: "worker.id"] = "\(runtime.id)"
+        if testHooks { TestHooks.applyAtStart() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let body = "Handled by worker: \(getpid())"
         let hooks = testHooks
@@ -33,7 +35,27 @@ struct BuiltinWorker {
                     HelloHandler(body: body, testHooks: hooks ? runtime : nil))
             }
         }
+        if testHooks && TestHooks.current == "never-ready" {
+            server.runWithoutAnnouncingReady()
+        }
         server.run()
+    }
+}
+
+/// Behaviours the end-to-end tests switch on with `--test-hooks` and a file named by `SWITCHBOARD_TEST_HOOK_FILE`,
+/// read when a worker starts (so a test can change what the next workers do).
+enum TestHooks {
+    /// The first line of the hook file, or nil.
+    static var current: String? {
+        guard let path = Syscalls.environment("SWITCHBOARD_TEST_HOOK_FILE"),
+            let line = try? String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").first
+        else { return nil }
+        return String(line)
+    }
+
+    /// `exit-at-start`: the worker exits with code 3 before saying anything.
+    static func applyAtStart() {
+        if current == "exit-at-start" { exit(3) }
     }
 }
 

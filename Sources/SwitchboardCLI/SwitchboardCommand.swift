@@ -12,7 +12,9 @@ struct SwitchboardCommand: ParsableCommand {
             private UNIX socketpair (SCM_RIGHTS). Each worker answers HTTP with "Handled by worker: <pid>". \
             Once every worker is ready, it prints: listening on <host>:<port> with <n> workers (<mode>).
 
-            Signals: TERM, INT and QUIT stop gracefully (a second TERM or INT kills the workers at once).
+            Signals: TERM, INT and QUIT stop gracefully (a second TERM or INT kills the workers at once); HUP starts a \
+            rolling reload (each new worker must be ready before an old one drains); TTIN adds a worker, TTOU \
+            drains one.
             """
     )
 
@@ -42,6 +44,27 @@ struct SwitchboardCommand: ParsableCommand {
     @Option(help: "Seconds between worker heartbeats (sent from each worker's event loop).")
     var heartbeatInterval: Double = 1
 
+    @Option(help: "Seconds without a heartbeat after which a worker is killed as hung and replaced.")
+    var heartbeatTimeout: Double = 10
+
+    @Option(help: "Seconds a new worker may take to report ready (a reload aborts when its new worker misses it).")
+    var readyTimeout: Double = 30
+
+    @Option(help: "Seconds before restarting a worker after its first early exit; doubles with each further one.")
+    var restartDelay: Double = 0.1
+
+    @Option(help: "Longest delay in seconds between restarts.")
+    var restartDelayMax: Double = 10
+
+    @Option(help: "A worker that ran at least this many seconds exited healthy: no backoff.")
+    var minUptime: Double = 10
+
+    @Option(help: "Early exits within --crash-loop-window that halt the master with exit code 70; 0 retries forever.")
+    var crashLoopLimit: Int = 10
+
+    @Option(help: "Window in seconds for --crash-loop-limit.")
+    var crashLoopWindow: Double = 60
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -49,6 +72,9 @@ struct SwitchboardCommand: ParsableCommand {
     var testHooks = false
 
     func validate() throws {
+        guard crashLoopLimit >= 0 else {
+            throw ValidationError("--crash-loop-limit must be 0 (retry forever) or more (got \(crashLoopLimit))")
+        }
         do {
             try makeConfiguration().validate()
         } catch {
@@ -62,8 +88,14 @@ struct SwitchboardCommand: ParsableCommand {
             throw ValidationError(
                 "--log-level '\(logLevel)' is not a level: pass trace, debug, info, notice, warning, error or critical")
         }
-        guard drainTimeout >= 0, drainTimeout.isFinite else {
-            throw ValidationError("--drain-timeout must be a number of seconds, 0 or more (got \(drainTimeout))")
+        let seconds: [(String, Double)] = [
+            ("--drain-timeout", drainTimeout), ("--heartbeat-interval", heartbeatInterval),
+            ("--heartbeat-timeout", heartbeatTimeout), ("--ready-timeout", readyTimeout),
+            ("--restart-delay", restartDelay), ("--restart-delay-max", restartDelayMax), ("--min-uptime", minUptime),
+            ("--crash-loop-window", crashLoopWindow),
+        ]
+        for (flag, value) in seconds where !(value.isFinite && value >= 0 && value <= 86_400 * 365) {
+            throw ValidationError("\(flag) must be a number of seconds, 0 or more (got \(value))")
         }
     }
 
@@ -75,12 +107,18 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.backlog = backlog
         configuration.maxUnacknowledged = maxUnacked
         configuration.mode = DispatchMode(name: mode) ?? .roundRobin
-        if heartbeatInterval.isFinite && heartbeatInterval >= 0 {
-            configuration.heartbeatInterval = .milliseconds(Int64(heartbeatInterval * 1000))
+        func duration(_ seconds: Double) -> Duration {
+            seconds.isFinite && seconds >= 0 && seconds <= 86_400 * 365 ? .milliseconds(Int64(seconds * 1000)) : .zero
         }
-        if drainTimeout.isFinite && drainTimeout >= 0 {
-            configuration.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
-        }
+        configuration.heartbeatInterval = duration(heartbeatInterval)
+        configuration.heartbeatTimeout = duration(heartbeatTimeout)
+        configuration.readyTimeout = duration(readyTimeout)
+        configuration.restart.baseDelay = duration(restartDelay)
+        configuration.restart.maxDelay = duration(restartDelayMax)
+        configuration.restart.healthyUptime = duration(minUptime)
+        configuration.restart.crashLoopWindow = duration(crashLoopWindow)
+        configuration.restart.crashLoopLimit = crashLoopLimit == 0 ? nil : crashLoopLimit
+        configuration.drainTimeout = duration(drainTimeout)
         return configuration
     }
 

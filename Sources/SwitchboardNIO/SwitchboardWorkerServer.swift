@@ -65,6 +65,15 @@ public final class SwitchboardWorkerServer: Sendable {
     /// ``DispatchMode/reusePort`` mode on a `SO_REUSEPORT` listener of its own; otherwise it serves the connections the
     /// master passes.
     public func run() -> Never {
+        serve(announcingReady: true)
+    }
+
+    /// Serves like ``run()`` but never reports ready (for tests of the master's ready deadline).
+    package func runWithoutAnnouncingReady() -> Never {
+        serve(announcingReady: false)
+    }
+
+    private func serve(announcingReady: Bool) -> Never {
         startHeartbeats()
         let term = watchTerminationSignal()
         do {
@@ -73,7 +82,7 @@ public final class SwitchboardWorkerServer: Sendable {
             logger.critical("cannot listen in \(runtime.mode) mode: \(error)")
             exit(1)
         }
-        runtime.announceReady()
+        if announcingReady { runtime.announceReady() }
         runtime.run(openConnections: { self.openConnections }) { event in
             switch event {
             case .connections(let descriptors):

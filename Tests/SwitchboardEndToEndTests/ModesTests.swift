@@ -90,7 +90,7 @@ func listeningSocketInodes(port: Int) throws -> Set<String> {
     var inodes: Set<String> = []
     let hexPort = String(format: ":%04X", port)
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        guard let text = ProcFS.read(table) else { continue }
         for line in text.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ")
             // local_address is field 1, st is field 3 (0A = LISTEN), inode is field 9.

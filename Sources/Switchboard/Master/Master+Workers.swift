@@ -60,6 +60,7 @@ extension Master {
         slots[index].lastHeartbeat = now
         slots[index].exitIntended = false
         slots[index].watchingWritable = false
+        slots[index].drainDeadline = nil
         logger.info(
             "worker forked",
             metadata: ["worker.id": "\(id)", "worker.pid": "\(pid)", "worker.slot": "\(index)",
@@ -110,11 +111,14 @@ extension Master {
         case .ready:
             guard slots[index].phase == .starting else { return }
             slots[index].phase = .ready
+            slots[index].lastHeartbeat = Syscalls.monotonicNanoseconds()
             scheduler.setReady(index, true)
             logger.info(
                 "worker ready",
-                metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
+                metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)",
+                           "worker.generation": "\(slots[index].generation)"])
             announceIfReady()
+            replacementReady(slot: index)
         case .ack(let sequence, let open):
             acknowledge(slot: index, upTo: sequence, open: Int(open))
         case .heartbeat(let open, _):
@@ -195,7 +199,9 @@ extension Master {
                            "worker.intended": "\(slot.exitIntended)"])
             slots[index].phase = .empty
             slots[index].pid = 0
-            guard state == .running, !slot.retired else { continue }
+            guard state == .running else { continue }
+            if reloadReplacementExited(slot: index) { continue }
+            guard !slots[index].retired else { continue }
             if slot.exitIntended {
                 slots[index].respawnAt = now
                 continue
@@ -203,6 +209,9 @@ extension Master {
             switch restartPolicy.workerExited(uptime: uptime, now: now, random: Double.random(in: 0..<1)) {
             case .restart(let delay):
                 slots[index].respawnAt = now + UInt64(delay.nanoseconds)
+                logger.info(
+                    "restarting worker in \(delay.milliseconds) ms",
+                    metadata: ["worker.slot": "\(index)", "restart.early-exits": "\(restartPolicy.earlyExitsInARow)"])
             case .halt(let early):
                 logger.critical(
                     "workers exited early \(early) times within \(restartPolicy.settings.crashLoopWindow): halting (crash loop)"
@@ -216,6 +225,12 @@ extension Master {
         guard let channel = slots[index].channel else { return }
         scheduler.setReady(index, false)
         slots[index].phase = .draining
+        slots[index].exitIntended = true
+        logger.info(
+            "worker draining",
+            metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)",
+                       "worker.generation": "\(slots[index].generation)"])
+        slots[index].drainDeadline = Syscalls.monotonicNanoseconds() + UInt64(deadlineMilliseconds) * 1_000_000
         do {
             if case .wouldBlock = try channel.send(.drain(deadlineMilliseconds: deadlineMilliseconds)) {
                 Syscalls.kill(slots[index].pid, SIGTERM)  // the channel is full: the signal drains it too

@@ -42,6 +42,11 @@ package final class Master {
     var announced = false
     var state: RunState = .running
     var acceptResumeAt: UInt64?
+    /// The number of workers to keep (changed by TTIN/TTOU).
+    var targetWorkers = 0
+    var nextHealthCheck: UInt64 = 0
+    var reload: RollingReload?
+    var reloadQueued = false
     var receiveBuffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
     var receiveDescriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
     var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
@@ -101,12 +106,9 @@ package final class Master {
         } catch {
             throw SwitchboardError(.system, "cannot watch signals: \(error)")
         }
+        targetWorkers = configuration.workers
         for _ in 0..<configuration.workers {
-            slots.append(WorkerSlot(bound: configuration.maxUnacknowledged))
-            _ = scheduler.addSlot()
-        }
-        for slot in slots.indices {
-            try spawn(slot: slot)
+            try spawn(slot: allocateSlot())
         }
         return loop()
     }
@@ -234,9 +236,11 @@ package final class Master {
                 beginStop(exitCode: 0)
             }
         case SIGHUP:
-            logger.info("SIGHUP: rolling reload is not available yet; ignoring")
-        case SIGTTIN, SIGTTOU:
-            logger.info("worker scaling by signal is not available yet; ignoring signal \(signal)")
+            requestReload()
+        case SIGTTIN:
+            scaleUp()
+        case SIGTTOU:
+            scaleDown()
         default:
             break
         }
@@ -251,6 +255,7 @@ package final class Master {
         }
         if let resume = acceptResumeAt { next = min(next, resume) }
         if case .stopping(let deadline) = state { next = min(next, deadline) }
+        if nextHealthCheck > 0 { next = min(next, nextHealthCheck) }
         guard next != .max else { return -1 }
         let now = Syscalls.monotonicNanoseconds()
         guard next > now else { return 0 }
@@ -267,6 +272,10 @@ package final class Master {
                 logger.notice("drain deadline passed: killing the workers still running")
             }
             killAll()
+        }
+        if now >= nextHealthCheck {
+            checkHealth(now: now)
+            nextHealthCheck = now + UInt64(min(configuration.heartbeatInterval.nanoseconds, 250_000_000))
         }
         guard state == .running else { return }
         for index in slots.indices where slots[index].phase == .empty && !slots[index].retired {

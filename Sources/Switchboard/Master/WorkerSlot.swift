@@ -27,6 +27,8 @@ struct WorkerSlot {
     var startedAt: UInt64 = 0
     var respawnAt: UInt64?
     var lastHeartbeat: UInt64 = 0
+    /// When a draining worker is killed if it has not exited.
+    var drainDeadline: UInt64?
     var watchingWritable = false
     /// The stop or the slot's removal was asked for: its exit is not a crash.
     var exitIntended = false

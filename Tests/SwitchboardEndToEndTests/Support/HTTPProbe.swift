@@ -45,6 +45,36 @@ final class TestConnection: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// The client side's local port.
+    var localPort: Int { Int(sb_local_port(fd)) }
+
+    /// The inode of the server side of this connection (from /proc/net/tcp), once the server accepted it.
+    func serverSideInode(serverPort: Int) -> String? {
+        let local = String(format: ":%04X", serverPort)
+        let remote = String(format: ":%04X", localPort)
+        guard let table = ProcFS.read("/proc/net/tcp") else { return nil }
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            if fields.count > 9, fields[1].hasSuffix(local), fields[2].hasSuffix(remote), fields[9] != "0" {
+                return String(fields[9])
+            }
+        }
+        return nil
+    }
+
+    /// Waits until the server side of this connection is held by a worker and no longer by the master.
+    func waitUntilHeldByWorker(of server: SwitchboardProcess) -> pid_t? {
+        var holder: pid_t?
+        waitUntil {
+            guard let inode = serverSideInode(serverPort: server.port) else { return false }
+            let name = "socket:[\(inode)]"
+            guard !ProcFS.descriptors(server.pid).values.contains(name) else { return false }
+            holder = server.workerPIDs.first { ProcFS.descriptors($0).values.contains(name) }
+            return holder != nil
+        }
+        return holder
+    }
+
     func send(_ text: String) throws {
         var bytes = Array(text.utf8)
         var offset = 0

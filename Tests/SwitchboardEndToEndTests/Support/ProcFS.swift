@@ -2,6 +2,14 @@ import Foundation
 
 /// Reads process facts from /proc.
 enum ProcFS {
+    /// Reads a whole /proc file (they report size 0, so read until end of file).
+    static func read(_ path: String) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        guard let data = try? handle.readToEnd() else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     /// Number of open descriptors of `pid`.
     static func descriptorCount(_ pid: pid_t) -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
@@ -27,7 +35,7 @@ enum ProcFS {
     static func workers(ofMaster pid: pid_t) -> [pid_t] {
         allPIDs().filter { candidate in
             guard isAlive(candidate),
-                let environ = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(candidate)/environ"))
+                let environ = read("/proc/\(candidate)/environ").map({ Data($0.utf8) })
             else { return false }
             let entries = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             return entries.contains("SWITCHBOARD_MASTER_PID=\(pid)")
@@ -35,7 +43,7 @@ enum ProcFS {
     }
 
     static func parent(of pid: pid_t) -> pid_t? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        guard let stat = read("/proc/\(pid)/stat"),
             let close = stat.lastIndex(of: ")")
         else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -44,7 +52,7 @@ enum ProcFS {
 
     /// Whether `pid` exists and is not a zombie.
     static func isAlive(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        guard let stat = read("/proc/\(pid)/stat"),
             let close = stat.lastIndex(of: ")")
         else { return false }
         let fields = stat[stat.index(after: close)...].split(separator: " ")

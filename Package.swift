@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "switchboard", targets: ["SwitchboardCLI"]),
         .library(name: "Switchboard", targets: ["Switchboard"]),
         .library(name: "SwitchboardNIO", targets: ["SwitchboardNIO"]),
+        .executable(name: "switchboard-nio-example", targets: ["NIOExample"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -48,6 +49,18 @@ let package = Package(
                 "Switchboard",
                 "SwitchboardNIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "NIOExample",
+            dependencies: [
+                "Switchboard",
+                "SwitchboardNIO",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -6,6 +6,8 @@
 #include <spawn.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -131,6 +133,47 @@ pid_t sb_reap(int *exitCode, int *signaled) {
         }
     }
     return pid;
+}
+
+pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled) {
+    int status = 0;
+    pid_t result = waitpid(pid, &status, WNOHANG);
+    *signaled = 0;
+    *exitCode = 0;
+    if (result > 0) {
+        if (WIFEXITED(status)) {
+            *exitCode = WEXITSTATUS(status);
+        } else if (WIFSIGNALED(status)) {
+            *exitCode = 128 + WTERMSIG(status);
+            *signaled = 1;
+        }
+    }
+    return result;
+}
+
+int sb_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int sb_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int sb_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    ssize_t n = write(fd, &one, sizeof(one));
+    if (n < 0 && errno != EAGAIN) return -1;
+    return 0;
+}
+
+int sb_eventfd_drain(int fd) {
+    uint64_t value;
+    ssize_t n = read(fd, &value, sizeof(value));
+    if (n < 0 && errno != EAGAIN) return -1;
+    return 0;
 }
 
 int sb_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }

@@ -36,6 +36,12 @@ public struct Configuration: Sendable {
     /// Creates the default configuration.
     public init() {}
 
+    /// The host as it shows in an address: `[::]` for every interface, brackets around an IPv6 address.
+    public var displayHost: String {
+        if host.isEmpty { return "[::]" }
+        return host.contains(":") ? "[\(host)]" : host
+    }
+
     /// The number of online processors.
     public static var onlineProcessors: Int {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))

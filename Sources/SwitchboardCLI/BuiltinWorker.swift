@@ -62,7 +62,8 @@ enum TestHooks {
 /// Answers every request with 200 and the worker's greeting.
 ///
 /// With the hidden `--test-hooks` flag: `GET /slow?ms=N` answers after N ms; `GET /test/malformed-frame` makes the
-/// worker send a malformed frame to the master (which must replace it and keep running).
+/// worker send a malformed frame to the master (which must replace it and keep running); `GET /test/oversized-frame`
+/// sends a frame larger than the protocol allows.
 final class HelloHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -84,6 +85,11 @@ final class HelloHandler: ChannelInboundHandler, RemovableChannelHandler {
             delayMilliseconds = testHooks != nil ? Self.delay(in: head.uri) : 0
             if let runtime = testHooks, head.uri == "/test/malformed-frame" {
                 runtime.sendRawFrame([0xFF, 0x01, 0x02])
+            }
+            if let runtime = testHooks, head.uri == "/test/oversized-frame" {
+                var frame = WireCodec.encode(.message([]))
+                frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)
+                runtime.sendRawFrame(frame)
             }
         case .body:
             break

@@ -131,12 +131,11 @@ struct SwitchboardCommand: ParsableCommand {
         var logger = Logger(label: "switchboard")
         logger.logLevel = level
         let configuration = try makeConfiguration()
-        let master = try Master(configuration: configuration, logger: logger)
-        let host = master.displayHost
-        master.onListening = { port in
-            Output.line("listening on \(host):\(port) with \(configuration.workers) workers (\(configuration.mode))")
+        let supervisor = try Supervisor(configuration: configuration, logger: logger)
+        supervisor.onListening { port in
+            Output.line("listening on \(configuration.displayHost):\(port) with \(configuration.workers) workers (\(configuration.mode))")
         }
-        let code = try master.run()
+        let code = try supervisor.run()
         if code != 0 { throw ExitCode(code) }
     }
 }

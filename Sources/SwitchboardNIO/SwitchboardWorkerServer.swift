@@ -31,6 +31,7 @@ public final class SwitchboardWorkerServer: Sendable {
     let heartbeatInterval: TimeAmount
     let logger: Logger
     let initializer: @Sendable (any Channel) -> EventLoopFuture<Void>
+    let onMessage: @Sendable ([UInt8]) -> Void
     let state = NIOLockedValueBox(State())
 
     /// Creates a server.
@@ -39,14 +40,18 @@ public final class SwitchboardWorkerServer: Sendable {
     ///   - group: The event loops to serve on.
     ///   - heartbeatInterval: How often to tell the master this worker is alive; nil takes the master's setting.
     ///   - logger: Where to log.
+    ///   - onMessage: Called (on the channel thread) with each message from the master; answer with
+    ///     ``WorkerRuntime/send(message:)``.
     ///   - childChannelInitializer: Sets up the pipeline of each passed connection.
     public init(
         runtime: WorkerRuntime,
         group: any EventLoopGroup,
         heartbeatInterval: TimeAmount? = nil,
         logger: Logger = Logger(label: "switchboard.worker"),
+        onMessage: @escaping @Sendable ([UInt8]) -> Void = { _ in },
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) {
+        self.onMessage = onMessage
         self.runtime = runtime
         self.group = group
         self.heartbeatInterval =
@@ -89,8 +94,8 @@ public final class SwitchboardWorkerServer: Sendable {
                 for descriptor in descriptors { adopt(descriptor) }
             case .drain(let deadline):
                 beginDrain(deadline: deadline)
-            case .message:
-                break
+            case .message(let bytes):
+                onMessage(bytes)
             case .masterGone:
                 beginDrain(deadline: .seconds(10))
             }

@@ -89,6 +89,20 @@ int sb_spawn(const char *path, char *const _Nullable argv[_Nonnull], char *const
 /// killed by a signal, to 128 + signal with *signaled = 1.
 pid_t sb_reap(int *exitCode, int *signaled);
 
+/// waitpid(pid, WNOHANG) for one child. Returns pid once it has exited (setting *exitCode and *signaled like
+/// sb_reap), 0 while it runs, -1 on error (ECHILD: not our child, or already reaped).
+pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled);
+
+/// pidfd_open(pid, 0): a close-on-exec descriptor that becomes readable when the process exits.
+int sb_pidfd_open(pid_t pid);
+
+/// eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC).
+int sb_eventfd(void);
+/// Adds 1 to an eventfd. Returns 0.
+int sb_eventfd_signal(int fd);
+/// Resets an eventfd. Returns 0 (also when it was not signalled).
+int sb_eventfd_drain(int fd);
+
 /// prctl(PR_SET_PDEATHSIG, signal).
 int sb_set_parent_death_signal(int signal);
 

@@ -50,6 +50,10 @@ extension Master {
             Syscalls.kill(pid, SIGKILL)
             throw SwitchboardError(.system, "cannot watch a worker channel: \(error)")
         }
+        if let pidfd = Syscalls.processDescriptor(pid) {
+            slots[index].processDescriptor = pidfd
+            try? Syscalls.epollAdd(epoll, pidfd, events: sb_EPOLLIN, token: Token.process(slot: index, id: id))
+        }
         let now = Syscalls.monotonicNanoseconds()
         slots[index].id = id
         slots[index].pid = pid
@@ -65,6 +69,7 @@ extension Master {
             "worker forked",
             metadata: ["worker.id": "\(id)", "worker.pid": "\(pid)", "worker.slot": "\(index)",
                        "worker.generation": "\(generation)"])
+        emit(.fork(info(index)))
     }
 
     // MARK: reading a channel
@@ -108,6 +113,7 @@ extension Master {
                 protocolError(slot: index, "said hello as pid \(pid)")
                 return
             }
+            emit(.online(info(index)))
         case .ready:
             guard slots[index].phase == .starting else { return }
             slots[index].phase = .ready
@@ -117,6 +123,7 @@ extension Master {
                 "worker ready",
                 metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)",
                            "worker.generation": "\(slots[index].generation)"])
+            emit(.ready(info(index)))
             announceIfReady()
             replacementReady(slot: index)
         case .ack(let sequence, let open):
@@ -125,7 +132,7 @@ extension Master {
             slots[index].lastHeartbeat = Syscalls.monotonicNanoseconds()
             scheduler.reportOpen(index, open: Int(open))
         case .message(let bytes):
-            logger.debug("message from worker", metadata: ["worker.id": "\(slots[index].id)", "bytes": "\(bytes.count)"])
+            emit(.message(info(index), bytes))
         case .connections, .drain:
             protocolError(slot: index, "sent a master-only message")
         }
@@ -146,6 +153,48 @@ extension Master {
         guard ready >= configuration.workers else { return }
         announced = true
         onListening(port)
+        emit(.listening(port: port))
+    }
+
+    func info(_ index: Int) -> WorkerInfo {
+        WorkerInfo(id: slots[index].id, pid: slots[index].pid, slot: index, generation: slots[index].generation)
+    }
+
+    func emit(_ event: SupervisorEvent) {
+        eventSink?(event)
+    }
+
+    /// Performs a command another thread gave through ``MasterControl``.
+    func perform(_ command: MasterControl.Command) {
+        switch command {
+        case .send(let id, let bytes):
+            guard let index = slots.firstIndex(where: { $0.id == id && $0.isAttached }) else {
+                logger.notice("message for worker \(id) dropped: no such worker")
+                return
+            }
+            send(message: bytes, slot: index)
+        case .broadcast(let bytes):
+            for index in slots.indices where slots[index].isAttached { send(message: bytes, slot: index) }
+        case .reload:
+            requestReload()
+        case .stop:
+            if case .stopping = state { killAll() } else { beginStop(exitCode: 0) }
+        case .addWorker:
+            scaleUp()
+        case .removeWorker:
+            scaleDown()
+        }
+    }
+
+    private func send(message bytes: [UInt8], slot index: Int) {
+        guard let channel = slots[index].channel else { return }
+        do {
+            if case .wouldBlock = try channel.send(.message(bytes)) {
+                logger.warning("message to worker dropped: its channel is full", metadata: ["worker.id": "\(slots[index].id)"])
+            }
+        } catch {
+            detach(slot: index, reason: "channel failed while sending a message: \(error)")
+        }
     }
 
     /// A worker broke the protocol: log it, kill it, hand its connections to others, replace it.
@@ -167,6 +216,7 @@ extension Master {
                 "worker \(reason)", metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
         }
         if kill { Syscalls.kill(slots[index].pid, SIGKILL) }
+        emit(.disconnect(info(index)))
         if let channel = slots[index].channel {
             Syscalls.epollRemove(epoll, channel.fd)
             channel.close()
@@ -184,40 +234,53 @@ extension Master {
         }
     }
 
-    /// Reaps every exited child and decides about replacements.
+    /// Reaps every worker that has exited (only our own workers, by pid: an embedding program's other children are
+    /// left alone) and decides about replacements.
     func reapChildren() {
-        while let exit = Syscalls.reap() {
-            guard let index = slots.firstIndex(where: { $0.pid == exit.pid && $0.hasProcess }) else { continue }
-            detach(slot: index, reason: nil, kill: false)  // reaped: the pid may already be reused
-            let slot = slots[index]
-            let now = Syscalls.monotonicNanoseconds()
-            let uptime = Duration.nanoseconds(Int64(now - slot.startedAt))
-            let how = exit.signaled ? "killed by signal \(exit.code - 128)" : "exited with code \(exit.code)"
+        for index in slots.indices where slots[index].hasProcess {
+            reapIfExited(slot: index)
+        }
+    }
+
+    /// Reaps the worker in `slot` if it has exited.
+    func reapIfExited(slot index: Int) {
+        guard slots[index].hasProcess, let exit = Syscalls.reap(slots[index].pid) else { return }
+        detach(slot: index, reason: nil, kill: false)  // reaped: the pid may already be reused
+        if let pidfd = slots[index].processDescriptor {
+            Syscalls.epollRemove(epoll, pidfd)
+            Syscalls.close(pidfd)
+            slots[index].processDescriptor = nil
+        }
+        let slot = slots[index]
+        let now = Syscalls.monotonicNanoseconds()
+        let uptime = Duration.nanoseconds(Int64(now - slot.startedAt))
+        let how = exit.signaled ? "killed by signal \(exit.code - 128)" : "exited with code \(exit.code)"
+        logger.info(
+            "worker \(how)",
+            metadata: ["worker.id": "\(slot.id)", "worker.pid": "\(slot.pid)",
+                       "worker.intended": "\(slot.exitIntended)"])
+        emit(.exit(WorkerInfo(id: slot.id, pid: slot.pid, slot: index, generation: slot.generation), code: exit.signaled ? nil : exit.code,
+                   signal: exit.signaled ? exit.code - 128 : nil, intended: slot.exitIntended))
+        slots[index].phase = .empty
+        slots[index].pid = 0
+        guard state == .running else { return }
+        if reloadReplacementExited(slot: index) { return }
+        guard !slots[index].retired else { return }
+        if slot.exitIntended {
+            slots[index].respawnAt = now
+            return
+        }
+        switch restartPolicy.workerExited(uptime: uptime, now: now, random: Double.random(in: 0..<1)) {
+        case .restart(let delay):
+            slots[index].respawnAt = now + UInt64(delay.nanoseconds)
             logger.info(
-                "worker \(how)",
-                metadata: ["worker.id": "\(slot.id)", "worker.pid": "\(slot.pid)",
-                           "worker.intended": "\(slot.exitIntended)"])
-            slots[index].phase = .empty
-            slots[index].pid = 0
-            guard state == .running else { continue }
-            if reloadReplacementExited(slot: index) { continue }
-            guard !slots[index].retired else { continue }
-            if slot.exitIntended {
-                slots[index].respawnAt = now
-                continue
-            }
-            switch restartPolicy.workerExited(uptime: uptime, now: now, random: Double.random(in: 0..<1)) {
-            case .restart(let delay):
-                slots[index].respawnAt = now + UInt64(delay.nanoseconds)
-                logger.info(
-                    "restarting worker in \(delay.milliseconds) ms",
-                    metadata: ["worker.slot": "\(index)", "restart.early-exits": "\(restartPolicy.earlyExitsInARow)"])
-            case .halt(let early):
-                logger.critical(
-                    "workers exited early \(early) times within \(restartPolicy.settings.crashLoopWindow): halting (crash loop)"
-                )
-                beginStop(exitCode: SwitchboardError.Code.crashLoop.exitCode)
-            }
+                "restarting worker in \(delay.milliseconds) ms",
+                metadata: ["worker.slot": "\(index)", "restart.early-exits": "\(restartPolicy.earlyExitsInARow)"])
+        case .halt(let early):
+            logger.critical(
+                "workers exited early \(early) times within \(restartPolicy.settings.crashLoopWindow): halting (crash loop)"
+            )
+            beginStop(exitCode: SwitchboardError.Code.crashLoop.exitCode)
         }
     }
 

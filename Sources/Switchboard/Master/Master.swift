@@ -15,8 +15,15 @@ package final class Master {
         static let signals: UInt64 = 2
         static let worker: UInt64 = 3
 
+        static let process: UInt64 = 4
+        static let control: UInt64 = 5
+
         static func worker(slot: Int, id: Int) -> UInt64 {
             UInt64(id) << 32 | UInt64(slot) << 8 | worker
+        }
+
+        static func process(slot: Int, id: Int) -> UInt64 {
+            UInt64(id) << 32 | UInt64(slot) << 8 | process
         }
     }
 
@@ -29,7 +36,12 @@ package final class Master {
     let configuration: Configuration
     var logger: Logger
     let epoll: CInt
+    /// The signalfd, or -1 when the embedding program handles signals itself.
     let signals: CInt
+    /// Commands from other threads (``Supervisor``'s methods) and the eventfd that wakes the loop for them.
+    package let control: MasterControl
+    /// Where lifecycle events go (``Supervisor/events``).
+    package var eventSink: (@Sendable (SupervisorEvent) -> Void)?
     var listener: CInt = -1
     var listenerWatched = false
     package private(set) var port = 0
@@ -64,7 +76,7 @@ package final class Master {
     /// Creates the master. Blocks the signals it handles on this thread first, so threads started later inherit the
     /// mask; call it before anything starts threads.
     /// - Throws: ``SwitchboardError`` when the configuration is invalid or a descriptor cannot be created.
-    package init(configuration: Configuration, logger: Logger) throws(SwitchboardError) {
+    package init(configuration: Configuration, logger: Logger, handleSignals: Bool = true) throws(SwitchboardError) {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
@@ -73,8 +85,9 @@ package final class Master {
             bound: configuration.maxUnacknowledged)
         self.restartPolicy = RestartPolicy(settings: configuration.restart)
         do {
-            self.signals = try Syscalls.signalDescriptor(Self.handledSignals)
+            self.signals = handleSignals ? try Syscalls.signalDescriptor(Self.handledSignals) : -1
             self.epoll = try Syscalls.epollCreate()
+            self.control = try MasterControl()
         } catch {
             throw SwitchboardError(.system, "cannot set up the event loop: \(error)")
         }
@@ -92,7 +105,7 @@ package final class Master {
 
     deinit {
         Syscalls.close(epoll)
-        Syscalls.close(signals)
+        if signals >= 0 { Syscalls.close(signals) }
         if listener >= 0 { Syscalls.close(listener) }
     }
 
@@ -102,7 +115,8 @@ package final class Master {
     package func run(inheritedListener: CInt? = nil) throws(SwitchboardError) -> Int32 {
         try bindListener(inherited: inheritedListener)
         do {
-            try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: Token.signals)
+            if signals >= 0 { try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: Token.signals) }
+            try Syscalls.epollAdd(epoll, control.eventFD, events: sb_EPOLLIN, token: Token.control)
         } catch {
             throw SwitchboardError(.system, "cannot watch signals: \(error)")
         }
@@ -165,11 +179,6 @@ package final class Master {
         return !looksV4 && !host.contains(":")
     }
 
-    /// The host part of the ready line.
-    package var displayHost: String {
-        if configuration.host.isEmpty { return "[::]" }
-        return configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
-    }
 
     // MARK: the loop
 
@@ -206,6 +215,14 @@ package final class Master {
             while let signal = Syscalls.readSignal(signals) {
                 handle(signal: signal)
             }
+        case Token.process:
+            let slot = Int((token >> 8) & 0xff_ffff)
+            let id = Int(token >> 32)
+            guard slot < slots.count, slots[slot].id == id else { return }
+            reapIfExited(slot: slot)
+        case Token.control:
+            Syscalls.drainEvent(control.eventFD)
+            for command in control.take() { perform(command) }
         case Token.worker:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
@@ -274,6 +291,7 @@ package final class Master {
             killAll()
         }
         if now >= nextHealthCheck {
+            reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
             checkHealth(now: now)
             nextHealthCheck = now + UInt64(min(configuration.heartbeatInterval.nanoseconds, 250_000_000))
         }
@@ -320,7 +338,7 @@ package final class Master {
 
     var stopExitCode: Int32 = 0
 
-    private func killAll() {
+    func killAll() {
         for index in slots.indices where slots[index].hasProcess {
             slots[index].exitIntended = true
             Syscalls.kill(slots[index].pid, SIGKILL)

@@ -23,6 +23,8 @@ struct WorkerSlot {
     var pid: pid_t = 0
     var generation = 0
     var channel: DescriptorChannel?
+    /// A pidfd that becomes readable when the process exits (nil where the kernel has none).
+    var processDescriptor: CInt?
     var inFlight: InFlightRing
     var startedAt: UInt64 = 0
     var respawnAt: UInt64?

@@ -203,6 +203,34 @@ package enum Syscalls {
         return (pid, code, signaled != 0)
     }
 
+    /// Reaps `pid` if it has exited, without blocking.
+    /// - Returns: its exit status (128 + signal when killed), or nil while it runs or when it is not our child.
+    package static func reap(_ pid: pid_t) -> (code: Int32, signaled: Bool)? {
+        var code: CInt = 0
+        var signaled: CInt = 0
+        let result = unsafe sb_reap_pid(pid, &code, &signaled)
+        guard result == pid else { return nil }
+        return (code, signaled != 0)
+    }
+
+    /// A descriptor that becomes readable when `pid` exits, or nil where pidfds are not supported.
+    package static func processDescriptor(_ pid: pid_t) -> CInt? {
+        let fd = sb_pidfd_open(pid)
+        return fd >= 0 ? fd : nil
+    }
+
+    package static func eventDescriptor() throws(SystemCallError) -> CInt {
+        try retryingOnInterrupt("eventfd") { sb_eventfd() }
+    }
+
+    package static func signalEvent(_ fd: CInt) {
+        _ = sb_eventfd_signal(fd)
+    }
+
+    package static func drainEvent(_ fd: CInt) {
+        _ = sb_eventfd_drain(fd)
+    }
+
     package static func kill(_ pid: pid_t, _ signal: CInt) {
         _ = Glibc.kill(pid, signal)
     }

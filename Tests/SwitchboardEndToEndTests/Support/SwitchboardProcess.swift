@@ -18,22 +18,28 @@ final class SwitchboardProcess {
         return testRunner.deletingLastPathComponent().appendingPathComponent("switchboard").path
     }
 
-    init(arguments: [String], environment: [String: String] = [:], user: String? = nil) throws {
+    /// Another executable built next to the test bundle, such as `switchboard-nio-example`.
+    static func sibling(_ name: String) -> String {
+        URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    init(arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil) throws {
+        let executable = executable ?? Self.binary
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         stdoutURL = directory.appendingPathComponent("stdout")
         stderrURL = directory.appendingPathComponent("stderr")
         _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
         _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
-        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
-            throw ProbeError.io("no switchboard binary at \(Self.binary): run `swift build` first")
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw ProbeError.io("no binary at \(executable): run `swift build` first")
         }
         if let user {
             try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", Self.binary] + arguments
+            process.arguments = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", executable] + arguments
         } else {
-            process.executableURL = URL(fileURLWithPath: Self.binary)
+            process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
         }
         var env = ProcessInfo.processInfo.environment
@@ -50,9 +56,12 @@ final class SwitchboardProcess {
     }
 
     /// Starts `switchboard --host 127.0.0.1 --port 0 <arguments>` and waits for its ready line.
-    static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> SwitchboardProcess {
+    static func start(
+        _ arguments: [String], environment: [String: String] = [:], executable: String? = nil
+    ) throws -> SwitchboardProcess {
         let server = try SwitchboardProcess(
-            arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment)
+            arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment,
+            executable: executable)
         try server.waitForReady()
         return server
     }

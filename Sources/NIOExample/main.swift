@@ -1,0 +1,96 @@
+// A bare SwiftNIO HTTP server run as a Switchboard cluster, with messages between master and workers.
+//
+//   swift run switchboard-nio-example --port 8080 --workers 2 --pings 3 --events on
+//
+// The same binary is the master (it supervises) and, re-executed by the master, each worker (it serves).
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Switchboard
+import SwitchboardNIO
+
+/// Answers every request with the worker's pid.
+final class HelloHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let request) = unwrapInboundIn(data) else { return }
+        let body = "Hello from NIO worker \(getpid())\n"
+        var headers = HTTPHeaders([("Content-Length", "\(body.utf8.count)")])
+        if !request.isKeepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        let keepAlive = request.isKeepAlive
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            if !keepAlive { bound.value.close(promise: nil) }
+        }
+    }
+}
+
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+// In a worker: serve the passed connections; answer every message from the master.
+if Cluster.isWorker, let runtime = WorkerRuntime.current() {
+    let server = SwitchboardWorkerServer(
+        runtime: runtime,
+        group: MultiThreadedEventLoopGroup(numberOfThreads: 1),
+        onMessage: { bytes in try? runtime.send(message: Array("echo from \(getpid()): ".utf8) + bytes) }
+    ) { channel in
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+            try channel.pipeline.syncOperations.addHandler(HelloHandler())
+        }
+    }
+    server.run()
+}
+
+// In the master: parse a few flags, supervise, and ping every worker once it is ready.
+var configuration = Configuration()
+configuration.port = 8080
+var pings = 0
+var printEvents = false
+var arguments = CommandLine.arguments.dropFirst().makeIterator()
+while let flag = arguments.next() {
+    guard let value = arguments.next() else { break }
+    switch flag {
+    case "--port": configuration.port = Int(value) ?? configuration.port
+    case "--host": configuration.host = value
+    case "--workers": configuration.workers = Int(value) ?? configuration.workers
+    case "--pings": pings = Int(value) ?? 0
+    case "--events": printEvents = value == "on"
+    default: say("unknown flag \(flag)")
+    }
+}
+
+do {
+    let supervisor = try Supervisor(configuration: configuration)
+    let workers = configuration.workers
+    let host = configuration.displayHost
+    let pingsPerWorker = pings
+    let showEvents = printEvents
+    supervisor.onListening { port in say("listening on \(host):\(port) with \(workers) workers (round-robin)") }
+    // Detached, since run() below blocks the main thread. Who cancels: nobody; the stream finishes when run() returns.
+    Task.detached {
+        for await event in supervisor.events {
+            if showEvents { say("event: \(event)") }
+            switch event {
+            case .ready(let worker):
+                for index in 0..<pingsPerWorker { try? supervisor.send(Array("ping \(index + 1)".utf8), toWorker: worker.id) }
+            case .message(let worker, let bytes):
+                say("message from worker \(worker.id): \(String(decoding: bytes, as: UTF8.self))")
+            default:
+                break
+            }
+        }
+    }
+    exit(try supervisor.run())
+} catch {
+    FileHandle.standardError.write(Data("switchboard-nio-example: \(error.message)\n".utf8))
+    exit(error.code.exitCode)
+}

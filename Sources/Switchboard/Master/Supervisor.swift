@@ -1,0 +1,170 @@
+import Logging
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Whether this process is the primary (the master) or a worker, decided from the environment like Node's
+/// `cluster.isPrimary` / `cluster.isWorker`.
+public enum Cluster {
+    /// True in a process started by a Switchboard master as a worker (`SWITCHBOARD_WORKER_ID` is set).
+    public static var isWorker: Bool { WorkerRuntime.isWorker }
+    /// True in every other process: it should run a ``Supervisor``.
+    public static var isPrimary: Bool { !isWorker }
+}
+
+/// The master of a Switchboard cluster: binds, accepts, passes connections to worker processes and supervises them.
+///
+/// Create it early (before starting tasks or threads when it handles signals, so the signals it handles are blocked
+/// in every thread), consume ``events`` from a task, then call ``run(listener:)`` on a thread that may block:
+///
+/// ```swift
+/// let supervisor = try Supervisor(configuration: configuration)
+/// Task { for await event in supervisor.events { print(event) } }
+/// let exitCode = try supervisor.run()
+/// ```
+///
+/// Every other method is safe from any thread or task.
+public final class Supervisor: @unchecked Sendable {
+    // @unchecked: `master` is only touched by run(), on the one thread that calls it (run() traps if called twice);
+    // the other methods go through `control` (a Mutex plus an eventfd) and the stream's continuation, both thread-safe.
+    private let master: Master
+    private let control: MasterControl
+    private let continuation: AsyncStream<SupervisorEvent>.Continuation
+    private let started = AtomicFlag()
+
+    /// Lifecycle events and worker messages, in order. Finishes when ``run(listener:)`` returns.
+    public let events: AsyncStream<SupervisorEvent>
+
+    /// Creates a supervisor.
+    /// - Parameters:
+    ///   - configuration: Where to listen, how many workers, dispatch mode and timeouts.
+    ///   - logger: Where lifecycle log lines go.
+    ///   - handleSignals: Handle TERM/INT/QUIT (stop), HUP (reload), TTIN/TTOU (scale) itself. Pass false when the
+    ///     program handles signals itself (for example through swift-service-lifecycle) and calls ``stop()``.
+    /// - Throws: ``SwitchboardError`` when the configuration is invalid.
+    public init(
+        configuration: Configuration,
+        logger: Logger = Logger(label: "switchboard"),
+        handleSignals: Bool = true
+    ) throws(SwitchboardError) {
+        master = try Master(configuration: configuration, logger: logger, handleSignals: handleSignals)
+        control = master.control
+        (events, continuation) = AsyncStream.makeStream(of: SupervisorEvent.self, bufferingPolicy: .bufferingNewest(4096))
+        let continuation = self.continuation
+        master.eventSink = { continuation.yield($0) }
+    }
+
+    /// Binds the listener (or uses `listener`), starts the workers and supervises them until stopped. Blocks.
+    /// - Parameter listener: An already listening socket to use instead of binding (socket activation).
+    /// - Returns: The process exit code: 0 after a graceful stop, 70 after a crash loop.
+    /// - Throws: ``SwitchboardError`` when the port cannot be bound or the first workers cannot be started.
+    public func run(listener: CInt? = nil) throws(SwitchboardError) -> Int32 {
+        precondition(started.setOnce(), "Supervisor.run() called twice")
+        defer { continuation.finish() }
+        return try master.run(inheritedListener: listener)
+    }
+
+    /// Calls `body` with the bound port once every worker is ready (before ``SupervisorEvent/listening(port:)``).
+    /// Set it before ``run(listener:)``.
+    public func onListening(_ body: @escaping (Int) -> Void) {
+        precondition(!started.isSet, "set onListening before run()")
+        master.onListening = body
+    }
+
+    /// Starts a rolling reload (like SIGHUP).
+    public func reload() { control.submit(.reload) }
+
+    /// Stops gracefully (like SIGTERM); a second call kills the workers at once.
+    public func stop() { control.submit(.stop) }
+
+    /// Adds one worker (like SIGTTIN).
+    public func addWorker() { control.submit(.addWorker) }
+
+    /// Drains and removes one worker, never the last (like SIGTTOU).
+    public func removeWorker() { control.submit(.removeWorker) }
+
+    /// Sends application bytes to one worker (Node's `worker.send`).
+    /// - Parameters:
+    ///   - bytes: At most 64 KiB.
+    ///   - worker: The worker's id (``WorkerInfo/id``).
+    /// - Throws: ``SwitchboardError`` when the payload is too large.
+    public func send(_ bytes: [UInt8], toWorker worker: Int) throws(SwitchboardError) {
+        try Self.checkSize(bytes)
+        control.submit(.send(worker: worker, bytes))
+    }
+
+    /// Sends application bytes to every worker.
+    /// - Parameter bytes: At most 64 KiB.
+    /// - Throws: ``SwitchboardError`` when the payload is too large.
+    public func broadcast(_ bytes: [UInt8]) throws(SwitchboardError) {
+        try Self.checkSize(bytes)
+        control.submit(.broadcast(bytes))
+    }
+
+    /// Sends a value as JSON to one worker, which decodes it with ``WorkerRuntime/decode(_:fromJSON:)``.
+    /// - Parameters:
+    ///   - value: Any `Encodable` value whose JSON is at most 64 KiB.
+    ///   - worker: The worker's id.
+    /// - Throws: ``SwitchboardError`` when encoding fails or the JSON is too large.
+    public func send(json value: some Encodable, toWorker worker: Int) throws(SwitchboardError) {
+        try send(Self.encode(value), toWorker: worker)
+    }
+
+    static func checkSize(_ bytes: [UInt8]) throws(SwitchboardError) {
+        guard bytes.count <= WireCodec.maxPayload else {
+            throw SwitchboardError(
+                .usage, "message of \(bytes.count) bytes is over the \(WireCodec.maxPayload)-byte limit: send less")
+        }
+    }
+
+    static func encode(_ value: some Encodable) throws(SwitchboardError) -> [UInt8] {
+        do {
+            return Array(try JSONEncoder().encode(value))
+        } catch {
+            throw SwitchboardError(.usage, "cannot encode the message as JSON: \(error)")
+        }
+    }
+}
+
+extension WorkerRuntime {
+    /// Sends a value as JSON to the master.
+    /// - Parameter value: Any `Encodable` value whose JSON is at most 64 KiB.
+    /// - Throws: ``SwitchboardError`` when encoding fails, the JSON is too large or the channel failed.
+    public func send(json value: some Encodable) throws(SwitchboardError) {
+        try send(message: Supervisor.encode(value))
+    }
+
+    /// Decodes a JSON message sent with ``Supervisor/send(json:toWorker:)``.
+    /// - Parameters:
+    ///   - type: The type to decode.
+    ///   - bytes: The message.
+    /// - Returns: The value.
+    /// - Throws: ``SwitchboardError`` when the bytes are not that type's JSON.
+    public static func decode<T: Decodable>(_ type: T.Type, fromJSON bytes: [UInt8]) throws(SwitchboardError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw SwitchboardError(.usage, "message is not a \(T.self) in JSON: \(error)")
+        }
+    }
+}
+
+/// A flag that can be set once, from any thread.
+final class AtomicFlag: Sendable {
+    private let value = Mutex(false)
+
+    /// Sets the flag; returns false when it was already set.
+    func setOnce() -> Bool {
+        value.withLock { value in
+            defer { value = true }
+            return !value
+        }
+    }
+
+    var isSet: Bool { value.withLock { $0 } }
+}
+
+import Synchronization

@@ -25,10 +25,16 @@ let package = Package(
             name: "CSwitchboardLinux",
             cSettings: [.define("_GNU_SOURCE")]
         ),
+        .systemLibrary(
+            name: "CSwitchboardSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
         .target(
             name: "Switchboard",
             dependencies: [
                 "CSwitchboardLinux",
+                "CSwitchboardSystemd",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift + [.strictMemorySafety()]

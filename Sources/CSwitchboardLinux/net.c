@@ -52,6 +52,30 @@ fail:;
     return -1;
 }
 
+int sb_local_address(int fd, char *buf, size_t cap) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (cap < INET6_ADDRSTRLEN + 2) {
+        errno = ENOSPC;
+        return -1;
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return -1;
+    if (ss.ss_family == AF_INET) {
+        if (inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)cap) == NULL) return -1;
+        return 0;
+    }
+    if (ss.ss_family == AF_INET6) {
+        buf[0] = '[';
+        if (inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf + 1, (socklen_t)cap - 2) == NULL) return -1;
+        size_t n = strlen(buf);
+        buf[n] = ']';
+        buf[n + 1] = '\0';
+        return 0;
+    }
+    errno = EAFNOSUPPORT;
+    return -1;
+}
+
 int sb_local_port(int fd) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);

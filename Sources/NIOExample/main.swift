@@ -71,10 +71,9 @@ while let flag = arguments.next() {
 do {
     let supervisor = try Supervisor(configuration: configuration)
     let workers = configuration.workers
-    let host = configuration.displayHost
     let pingsPerWorker = pings
     let showEvents = printEvents
-    supervisor.onListening { port in say("listening on \(host):\(port) with \(workers) workers (round-robin)") }
+    supervisor.onListening { host, port in say("listening on \(host):\(port) with \(workers) workers (round-robin)") }
     // Detached, since run() below blocks the main thread. Who cancels: nobody; the stream finishes when run() returns.
     Task.detached {
         for await event in supervisor.events {

@@ -132,8 +132,8 @@ struct SwitchboardCommand: ParsableCommand {
         logger.logLevel = level
         let configuration = try makeConfiguration()
         let supervisor = try Supervisor(configuration: configuration, logger: logger)
-        supervisor.onListening { port in
-            Output.line("listening on \(configuration.displayHost):\(port) with \(configuration.workers) workers (\(configuration.mode))")
+        supervisor.onListening { host, port in
+            Output.line("listening on \(host):\(port) with \(configuration.workers) workers (\(configuration.mode))")
         }
         let code = try supervisor.run()
         if code != 0 { throw ExitCode(code) }

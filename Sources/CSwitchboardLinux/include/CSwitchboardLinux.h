@@ -56,6 +56,10 @@ int sb_accept(int listener);
 /// On failure the socket is closed, -1 is returned and errno says why (EINVAL for an address that does not parse).
 int sb_tcp_listen(const char *host, int port, int backlog, int reuseport, int listening, int *boundPort, int *family);
 
+/// Writes the numeric address a bound socket is bound to into buf (IPv6 in brackets, "[::]" for every interface).
+/// Returns 0.
+int sb_local_address(int fd, char *buf, size_t cap);
+
 /// Reads the port a bound socket listens on, or -1.
 int sb_local_port(int fd);
 

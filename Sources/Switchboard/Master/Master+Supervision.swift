@@ -65,6 +65,7 @@ extension Master {
         generation += 1
         let old = slots.indices.filter { !slots[$0].retired && slots[$0].hasProcess && slots[$0].phase != .draining }
         logger.info("rolling reload started", metadata: ["reload.generation": "\(generation)", "workers": "\(old.count)"])
+        notifyReloading()
         var plan = RollingReload(oldSlots: old)
         let step = plan.start()
         reload = plan
@@ -108,6 +109,10 @@ extension Master {
     }
 
     private func reloadFinished(aborted: Bool) {
+        notifyReady(
+            event: aborted
+                ? "reload to generation \(generation) aborted: a new worker failed or was not ready in time; old workers keep serving"
+                : "reload to generation \(generation) finished")
         if reloadQueued {
             reloadQueued = false
             requestReload()

@@ -124,6 +124,7 @@ extension Master {
                 metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)",
                            "worker.generation": "\(slots[index].generation)"])
             emit(.ready(info(index)))
+            if announced { notifySystemd("", event: "worker \(slots[index].id) ready") }
             announceIfReady()
             replacementReady(slot: index)
         case .ack(let sequence, let open):
@@ -152,8 +153,10 @@ extension Master {
         let ready = slots.filter { $0.phase == .ready }.count
         guard ready >= configuration.workers else { return }
         announced = true
-        onListening(port)
+        let host = (try? Syscalls.localAddress(listener)) ?? configuration.displayHost
+        onListening(host, port)
         emit(.listening(port: port))
+        notifyReady(event: "listening on port \(port)")
     }
 
     func info(_ index: Int) -> WorkerInfo {
@@ -264,6 +267,7 @@ extension Master {
         slots[index].phase = .empty
         slots[index].pid = 0
         guard state == .running else { return }
+        if !slot.exitIntended { notifySystemd("", event: "worker \(slot.id) \(how)") }
         if reloadReplacementExited(slot: index) { return }
         guard !slots[index].retired else { return }
         if slot.exitIntended {
@@ -277,6 +281,7 @@ extension Master {
                 "restarting worker in \(delay.milliseconds) ms",
                 metadata: ["worker.slot": "\(index)", "restart.early-exits": "\(restartPolicy.earlyExitsInARow)"])
         case .halt(let early):
+            notifyHalt(earlyExits: early)
             logger.critical(
                 "workers exited early \(early) times within \(restartPolicy.settings.crashLoopWindow): halting (crash loop)"
             )

@@ -58,13 +58,14 @@ package final class Master {
     var targetWorkers = 0
     var nextHealthCheck: UInt64 = 0
     var reload: RollingReload?
+    var systemd = SystemdLink()
     var reloadQueued = false
     var receiveBuffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
     var receiveDescriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
     var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
     var baseEnvironment: [String] = []
     /// Called once, when every configured worker is ready, with the bound port.
-    package var onListening: (Int) -> Void = { _ in }
+    package var onListening: (_ host: String, _ port: Int) -> Void = { _, _ in }
 
     /// Counters for status lines and tests.
     var dispatched: UInt64 = 0
@@ -113,7 +114,21 @@ package final class Master {
     /// - Returns: The process exit code: 0 after a graceful stop.
     /// - Throws: ``SwitchboardError`` when the port cannot be bound or workers cannot be started.
     package func run(inheritedListener: CInt? = nil) throws(SwitchboardError) -> Int32 {
-        try bindListener(inherited: inheritedListener)
+        setUpSystemd()
+        var inherited = inheritedListener
+        if inherited == nil, let passed = takeSystemdListener() {
+            if configuration.mode == .reusePort {
+                logger.warning("reuseport mode binds its own listeners: closing the listener systemd passed")
+                Syscalls.close(passed.fd)
+            } else {
+                inherited = passed.fd
+            }
+        }
+        try bindListener(inherited: inherited)
+        if inherited == nil {
+            // Bound here: keep a copy in the fd store. One that came from the store or a socket unit is kept there.
+            storeListener()
+        }
         do {
             if signals >= 0 { try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: Token.signals) }
             try Syscalls.epollAdd(epoll, control.eventFD, events: sb_EPOLLIN, token: Token.control)
@@ -273,6 +288,7 @@ package final class Master {
         if let resume = acceptResumeAt { next = min(next, resume) }
         if case .stopping(let deadline) = state { next = min(next, deadline) }
         if nextHealthCheck > 0 { next = min(next, nextHealthCheck) }
+        if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
         guard next != .max else { return -1 }
         let now = Syscalls.monotonicNanoseconds()
         guard next > now else { return 0 }
@@ -290,6 +306,7 @@ package final class Master {
             }
             killAll()
         }
+        systemdTick(now: now)
         if now >= nextHealthCheck {
             reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
             checkHealth(now: now)
@@ -317,6 +334,8 @@ package final class Master {
         let deadline = Syscalls.monotonicNanoseconds() + UInt64(configuration.drainTimeout.nanoseconds)
         state = .stopping(deadline: deadline)
         stopExitCode = exitCode
+        notifyStopping()
+        if systemd.nextTick > 0 { systemd.nextTick = Syscalls.monotonicNanoseconds() }
         unwatchListener()
         if listener >= 0 {
             Syscalls.close(listener)

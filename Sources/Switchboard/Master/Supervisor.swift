@@ -67,9 +67,9 @@ public final class Supervisor: @unchecked Sendable {
         return try master.run(inheritedListener: listener)
     }
 
-    /// Calls `body` with the bound port once every worker is ready (before ``SupervisorEvent/listening(port:)``).
-    /// Set it before ``run(listener:)``.
-    public func onListening(_ body: @escaping (Int) -> Void) {
+    /// Calls `body` with the bound address (numeric, IPv6 in brackets) and port once every worker is ready (before
+    /// ``SupervisorEvent/listening(port:)``). Set it before ``run(listener:)``.
+    public func onListening(_ body: @escaping (_ host: String, _ port: Int) -> Void) {
         precondition(!started.isSet, "set onListening before run()")
         master.onListening = body
     }

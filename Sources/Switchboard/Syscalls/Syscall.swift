@@ -113,6 +113,15 @@ package enum Syscalls {
         return (fd, Int(bound))
     }
 
+    /// The numeric address `fd` is bound to, IPv6 in brackets.
+    package static func localAddress(_ fd: CInt) throws(SystemCallError) -> String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        _ = try retryingOnInterrupt("getsockname") {
+            unsafe buffer.withUnsafeMutableBufferPointer { unsafe sb_local_address(fd, $0.baseAddress!, $0.count) }
+        }
+        return unsafe buffer.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }
+    }
+
     package static func localPort(_ fd: CInt) throws(SystemCallError) -> Int {
         Int(try retryingOnInterrupt("getsockname") { sb_local_port(fd) })
     }

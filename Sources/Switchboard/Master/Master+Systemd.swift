@@ -1,0 +1,138 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the master tells systemd: READY/STATUS/RELOADING/STOPPING/WATCHDOG/EXTEND_TIMEOUT_USEC/ERRNO, and the
+/// listener in the fd store. Everything is a no-op when systemd did not start the master.
+struct SystemdLink {
+    /// `NOTIFY_SOCKET` was set.
+    var notifying = false
+    /// Half the watchdog interval, when systemd's watchdog is on for this process.
+    var watchdogPeriod: UInt64?
+    var watchdog = WatchdogPolicy(staleAfter: .seconds(2))
+    var nextTick: UInt64 = 0
+    var lastEvent = "starting"
+    var withheld = false
+    /// Live workers plus their open connections at the last drain check (progress means it went down).
+    var drainMarker = Int.max
+
+    static let storeName = "switchboard-listener"
+}
+
+extension Master {
+    /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`. Call once, before the workers start.
+    func setUpSystemd() {
+        systemd.notifying = Syscalls.environment("NOTIFY_SOCKET") != nil
+        if let interval = Systemd.watchdogInterval() {
+            systemd.watchdogPeriod = UInt64(interval.nanoseconds / 2)
+            // A worker that missed two heartbeats (and a little) is stuck: withhold the ping until it is replaced.
+            systemd.watchdog = WatchdogPolicy(staleAfter: configuration.heartbeatInterval * 2 + .milliseconds(500))
+            logger.info("systemd watchdog on", metadata: ["watchdog.interval": "\(interval)"])
+        }
+        systemd.nextTick = systemd.notifying ? Syscalls.monotonicNanoseconds() : 0
+    }
+
+    /// A listener passed by socket activation or kept in the fd store, if systemd passed one. Closes the others.
+    func takeSystemdListener() -> (fd: CInt, name: String)? {
+        let passed = Systemd.listenDescriptors()
+        guard !passed.isEmpty else { return nil }
+        var chosen: (fd: CInt, name: String)?
+        for (fd, name) in passed {
+            if chosen == nil && Systemd.isListeningStreamSocket(fd) {
+                chosen = (fd, name)
+                logger.info(
+                    "using the listener systemd passed; --port and --host are ignored",
+                    metadata: ["listener.name": "\(name)", "listener.fd": "\(fd)"])
+            } else {
+                // A duplicate (the socket unit's listener also kept in the store) or not a listening stream socket.
+                Syscalls.close(fd)
+            }
+        }
+        return chosen
+    }
+
+    /// Keeps the listener in systemd's fd store so a restart of the master never closes the port.
+    func storeListener() {
+        guard systemd.notifying, listener >= 0 else { return }
+        if Systemd.notify("FDSTORE=1\nFDNAME=\(SystemdLink.storeName)", descriptor: listener) {
+            logger.info("listener kept in systemd's fd store", metadata: ["listener.name": "\(SystemdLink.storeName)"])
+        }
+    }
+
+    /// The STATUS= text: ready/total workers, connections dispatched, the last notable event.
+    func statusText(_ event: String? = nil) -> String {
+        if let event { systemd.lastEvent = event }
+        let ready = slots.filter { $0.phase == .ready }.count
+        return "\(ready)/\(targetWorkers) workers ready, \(dispatched) connections dispatched; \(systemd.lastEvent)"
+    }
+
+    func notifySystemd(_ assignments: String, event: String) {
+        guard systemd.notifying else { return }
+        Systemd.notify(assignments.isEmpty ? "STATUS=\(statusText(event))" : "\(assignments)\nSTATUS=\(statusText(event))")
+    }
+
+    func notifyReady(event: String) {
+        notifySystemd("READY=1\nMAINPID=\(getpid())", event: event)
+    }
+
+    func notifyReloading() {
+        let usec = Syscalls.monotonicNanoseconds() / 1000
+        notifySystemd("RELOADING=1\nMONOTONIC_USEC=\(usec)", event: "rolling reload to generation \(generation)")
+    }
+
+    func notifyStopping() {
+        notifySystemd("STOPPING=1", event: "stopping: draining workers")
+    }
+
+    func notifyHalt(earlyExits: Int) {
+        notifySystemd("ERRNO=\(ECHILD)", event: "halted: workers exited early \(earlyExits) times (crash loop)")
+    }
+
+    /// Runs from the loop's timers: watchdog pings (only while healthy), drain progress, status refresh.
+    func systemdTick(now: UInt64) {
+        guard systemd.nextTick > 0, now >= systemd.nextTick else { return }
+        var period: UInt64 = 5_000_000_000
+        if let watchdogPeriod = systemd.watchdogPeriod {
+            period = min(period, watchdogPeriod)
+            pingWatchdog(now: now)
+        }
+        if case .stopping(let deadline) = state {
+            period = min(period, 1_000_000_000)
+            let marker = slots.filter(\.hasProcess).count + scheduler.slots.reduce(0) { $0 + $1.open }
+            if marker < systemd.drainMarker && deadline > now {
+                // The drain still makes progress: ask systemd to wait until our own deadline (plus a margin).
+                Systemd.notify("EXTEND_TIMEOUT_USEC=\((deadline - now) / 1000 + 5_000_000)")
+            }
+            systemd.drainMarker = marker
+        } else if systemd.watchdogPeriod == nil {
+            Systemd.notify("STATUS=\(statusText())")
+        }
+        systemd.nextTick = now + period
+    }
+
+    private func pingWatchdog(now: UInt64) {
+        let workers = slots.indices.filter { slots[$0].isAttached }.map { index in
+            WatchdogPolicy.Worker(
+                id: slots[index].id, pid: slots[index].pid,
+                serving: slots[index].phase == .ready || slots[index].phase == .draining,
+                lastHeartbeat: slots[index].lastHeartbeat)
+        }
+        switch systemd.watchdog.verdict(now: now, workers: workers) {
+        case .ping:
+            if systemd.withheld {
+                systemd.withheld = false
+                logger.notice("every worker heartbeats again: watchdog pings resume")
+            }
+            Systemd.notify("WATCHDOG=1\nSTATUS=\(statusText())")
+        case .withhold(let worker, let silent):
+            let text = "watchdog withheld: worker \(worker.id) (pid \(worker.pid)) silent for \(silent.milliseconds) ms"
+            if !systemd.withheld {
+                logger.warning("\(text)")
+            }
+            systemd.withheld = true
+            Systemd.notify("STATUS=\(statusText(text))")
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+
+/// The repository's unit files under a real systemd 252, booted as PID 1 of private namespaces.
+extension EndToEndTests {
+    @Suite(.enabled(if: SystemdSandbox.available, "needs root and PID + mount namespaces to boot a real systemd"))
+    struct RealSystemd {
+        /// Waits until `systemctl show` satisfies `condition`; returns the last values seen.
+        func waitForUnit(
+            _ sandbox: SystemdSandbox, _ unit: String = "switchboard.service", timeout: Duration = .seconds(30),
+            _ condition: ([String: String]) -> Bool
+        ) -> [String: String] {
+            var last: [String: String] = [:]
+            waitUntil(timeout: timeout) {
+                last = (try? sandbox.show(unit, ["ActiveState", "SubState", "StatusText", "NRestarts", "MainPID"])) ?? [:]
+                return condition(last)
+            }
+            return last
+        }
+
+        func workerPIDs(_ port: Int, requests: Int = 20) -> Set<pid_t> {
+            Set((0..<requests).compactMap { _ in try? get(port: port).workerPID })
+        }
+
+        @Test func socketActivatedServiceBecomesActiveServesAndReloads() throws {
+            let port = try freePort()
+            let units = try makeUnits(
+                port: port, socket: true,
+                serviceDropIn: "ExecStart=\nExecStart=/usr/local/bin/switchboard --workers 2 --drain-timeout 5")
+            defer { try? FileManager.default.removeItem(at: units) }
+            let sandbox = try SystemdSandbox(units: units)
+            defer { sandbox.stop() }
+            let active = waitForUnit(sandbox) {
+                $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2 workers ready") == true
+            }
+            #expect(active["ActiveState"] == "active", "\(active)\n\(sandbox.journal("switchboard.service"))")
+            #expect(active["StatusText"]?.contains("listening on port \(port)") == true, "\(active)")
+            #expect(active["NRestarts"] == "0")
+            let before = workerPIDs(port)
+            #expect(before.count == 2, "both workers answer through the socket unit's listener")
+            #expect(sandbox.journal("switchboard.service").contains("using the listener systemd passed"))
+
+            try sandbox.exec(["systemctl", "reload", "switchboard.service"])
+            let reloaded = waitForUnit(sandbox) { $0["StatusText"]?.contains("reload to generation 2 finished") == true }
+            #expect(reloaded["ActiveState"] == "active", "\(reloaded)")
+            #expect(reloaded["MainPID"] == active["MainPID"], "a reload keeps the master")
+            let after = workerPIDs(port)
+            #expect(after.count == 2 && after.isDisjoint(with: before), "new workers: \(before) → \(after)")
+            let journal = sandbox.journal("switchboard.service")
+            #expect(journal.contains("rolling reload started") && journal.contains("rolling reload finished"))
+        }
+
+        @Test func watchdogRestartsTheServiceWhenEveryWorkerIsStopped() throws {
+            let port = try freePort()
+            let units = try makeUnits(
+                port: port, socket: true,
+                serviceDropIn: """
+                    ExecStart=
+                    ExecStart=/usr/local/bin/switchboard --workers 2 --drain-timeout 2 --heartbeat-interval 0.2 --heartbeat-timeout 600
+                    WatchdogSec=2s
+                    """)
+            defer { try? FileManager.default.removeItem(at: units) }
+            let sandbox = try SystemdSandbox(units: units)
+            defer { sandbox.stop() }
+            let active = waitForUnit(sandbox) { $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true }
+            let master = try #require(active["MainPID"])
+            #expect(workerPIDs(port).count == 2)
+            // Stop every worker: the master keeps running but withholds WATCHDOG=1, so systemd restarts the service.
+            let stopped = try sandbox.exec(["/bin/sh", "-c", "kill -STOP $(cat /proc/\(master)/task/*/children)"])
+            #expect(stopped.status == 0, "\(stopped.stderr)")
+            let restarted = waitForUnit(sandbox, timeout: .seconds(60)) {
+                $0["NRestarts"] == "1" && $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true
+            }
+            #expect(restarted["NRestarts"] == "1", "\(restarted)\n\(sandbox.journal("switchboard.service"))")
+            #expect(restarted["MainPID"] != master)
+            let journal = sandbox.journal("switchboard.service")
+            #expect(journal.contains("watchdog withheld: worker"), "STATUS/log named the stuck worker")
+            #expect(workerPIDs(port).count == 2, "serving again after the restart")
+        }
+
+        @Test func theFdStoreKeepsThePortOpenAcrossARestart() throws {
+            let port = try freePort()
+            let units = try makeUnits(
+                port: port, socket: false,
+                serviceDropIn: """
+                    ExecStart=
+                    ExecStart=/usr/local/bin/switchboard --host 127.0.0.1 --port \(port) --workers 2 --drain-timeout 5
+                    """)
+            defer { try? FileManager.default.removeItem(at: units) }
+            let sandbox = try SystemdSandbox(units: units)
+            defer { sandbox.stop() }
+            let active = waitForUnit(sandbox) { $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true }
+            let firstMaster = try #require(active["MainPID"])
+            #expect(sandbox.journal("switchboard.service").contains("listener kept in systemd's fd store"))
+
+            let load = LoadLoop(port: port)
+            #expect(waitUntil { load.count > 50 })
+            let restart = try sandbox.exec(["systemctl", "restart", "switchboard.service"])
+            #expect(restart.status == 0, "\(restart.stderr)")
+            let again = waitForUnit(sandbox) {
+                $0["ActiveState"] == "active" && $0["MainPID"] != firstMaster && $0["StatusText"]?.hasPrefix("2/2") == true
+            }
+            let served = load.count
+            #expect(waitUntil { load.count > served + 50 })
+            let outcomes = load.stop()
+            let refused = outcomes.filter {
+                if case .failure(let error) = $0.result, case ProbeError.connect = error { return true }
+                return false
+            }
+            let failures = outcomes.filter { if case .failure = $0.result { true } else { false } }
+            #expect(refused.isEmpty, "refused connections across the restart: \(refused.count)")
+            #expect(failures.isEmpty, "failed requests across the restart: \(failures.prefix(3).map(\.result))")
+            #expect(again["MainPID"] != firstMaster)
+            #expect(sandbox.journal("switchboard.service").contains("using the listener systemd passed"),
+                    "the new master took the listener back from the fd store")
+        }
+    }
+}

@@ -109,10 +109,7 @@ public final class SwitchboardWorkerServer: Sendable {
     /// Adopts one passed descriptor as a channel. On failure the descriptor is closed.
     public func adopt(_ descriptor: CInt) {
         let future = ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                self.track(channel)
-                return self.initializer(channel)
-            }
+            .channelInitializer { channel in self.setUp(channel) }
             .withConnectedSocket(descriptor)
         future.whenFailure { error in
             self.logger.warning("cannot adopt a passed connection: \(error)")
@@ -122,10 +119,7 @@ public final class SwitchboardWorkerServer: Sendable {
     private func startOwnListener() throws {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Int32(clamping: runtime.backlog))
-            .childChannelInitializer { channel in
-                self.track(channel)
-                return self.initializer(channel)
-            }
+            .childChannelInitializer { channel in self.setUp(channel) }
         let listener: any Channel
         switch runtime.mode {
         case .shared:
@@ -148,6 +142,16 @@ public final class SwitchboardWorkerServer: Sendable {
             return
         }
         state.withLockedValue { $0.listener = listener }
+    }
+
+    private func setUp(_ channel: any Channel) -> EventLoopFuture<Void> {
+        do {
+            try channel.pipeline.syncOperations.addHandler(DrainGate(), position: .first)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        track(channel)
+        return initializer(channel)
     }
 
     private func track(_ channel: any Channel) {

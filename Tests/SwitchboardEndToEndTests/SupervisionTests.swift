@@ -117,6 +117,20 @@ extension EndToEndTests {
             #expect(waitUntil { ProcFS.workers(ofMaster: server.pid).isEmpty })
         }
 
+        /// A connection handed to a worker just before a stop, whose request has not been read yet, is served.
+        @Test func aConnectionPassedJustBeforeAStopStillGetsItsResponse() throws {
+            let server = try SwitchboardProcess.start(["--workers", "1", "--drain-timeout", "10"])
+            defer { server.cleanUp() }
+            let connection = try TestConnection(port: server.port)
+            #expect(connection.waitUntilHeldByWorker(of: server) != nil)
+            server.signal(SIGTERM)
+            #expect(server.waitForLog("stopping gracefully"))
+            try connection.request()
+            let response = try connection.readResponse()
+            #expect(response.status == 200 && response.headers["connection"] == "close")
+            #expect(server.waitForExit() == 0)
+        }
+
         @Test func aRequestSlowerThanTheDrainDeadlineIsCutAndTheMasterStillExits() throws {
             let server = try SwitchboardProcess.start(["--workers", "1", "--test-hooks", "--drain-timeout", "1"])
             defer { server.cleanUp() }

@@ -36,12 +36,12 @@ public final class SwitchboardWorkerServer: Sendable {
 
     /// Creates a server.
     /// - Parameters:
-    ///   - runtime: This worker's runtime (``WorkerRuntime/current(logger:)``).
+    ///   - runtime: This worker's runtime (`WorkerRuntime/current(logger:)`).
     ///   - group: The event loops to serve on.
     ///   - heartbeatInterval: How often to tell the master this worker is alive; nil takes the master's setting.
     ///   - logger: Where to log.
     ///   - onMessage: Called (on the channel thread) with each message from the master; answer with
-    ///     ``WorkerRuntime/send(message:)``.
+    ///     `WorkerRuntime/send(message:)`.
     ///   - childChannelInitializer: Sets up the pipeline of each passed connection.
     public init(
         runtime: WorkerRuntime,
@@ -66,8 +66,8 @@ public final class SwitchboardWorkerServer: Sendable {
 
     /// Announces readiness and serves until the master says drain (or disappears); then exits the process.
     ///
-    /// In ``DispatchMode/shared`` mode the worker accepts on the listener it inherited at fd 4, and in
-    /// ``DispatchMode/reusePort`` mode on a `SO_REUSEPORT` listener of its own; otherwise it serves the connections the
+    /// In `DispatchMode/shared` mode the worker accepts on the listener it inherited at fd 4, and in
+    /// `DispatchMode/reusePort` mode on a `SO_REUSEPORT` listener of its own; otherwise it serves the connections the
     /// master passes.
     public func run() -> Never {
         serve(announcingReady: true)

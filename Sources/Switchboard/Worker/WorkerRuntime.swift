@@ -6,7 +6,7 @@ import Glibc
 
 /// The worker side of the channel to the master (fd 3): hello, ready, acknowledgements, heartbeats, drain.
 ///
-/// A worker process calls ``current()``; when it returns a runtime, the process was started by a Switchboard master.
+/// A worker process calls ``current(logger:)``; when it returns a runtime, the process was started by a Switchboard master.
 /// Call ``run(openConnections:_:)`` on a thread of its own: it blocks, receiving connections in batches, acknowledging
 /// each batch before handing it on, so the master can close its copies.
 public final class WorkerRuntime: @unchecked Sendable {

@@ -80,6 +80,28 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "SwitchboardNIOTests",
+            dependencies: [
+                "Switchboard",
+                "SwitchboardNIO",
+                "CSwitchboardLinux",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "SwitchboardAPITests",
+            dependencies: [
+                "Switchboard",
+                "SwitchboardNIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "SwitchboardEndToEndTests",
             dependencies: ["Switchboard"],
             swiftSettings: strictSwift

@@ -106,8 +106,15 @@ public final class SwitchboardWorkerServer: Sendable {
         }
     }
 
-    /// Adopts one passed descriptor as a channel. On failure the descriptor is closed.
+    /// Adopts one passed descriptor as a channel. On failure the descriptor is closed (exactly once).
+    /// - Parameter descriptor: A connected stream socket; this server owns it from now on.
     public func adopt(_ descriptor: CInt) {
+        guard WorkerRuntime.isStreamSocket(descriptor) else {
+            logger.warning("a passed descriptor is not a connected stream socket; closing it")
+            WorkerRuntime.closeDescriptor(descriptor)
+            return
+        }
+        // From here NIO owns the descriptor: it closes it when the channel cannot be set up, and when it closes.
         let future = ClientBootstrap(group: group)
             .channelInitializer { channel in self.setUp(channel) }
             .withConnectedSocket(descriptor)

@@ -122,6 +122,13 @@ package enum Syscalls {
         return unsafe buffer.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }
     }
 
+    /// Whether `fd` is a socket of type SOCK_STREAM.
+    package static func isStreamSocket(_ fd: CInt) -> Bool {
+        var type: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        return unsafe getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == CInt(SOCK_STREAM.rawValue)
+    }
+
     package static func localPort(_ fd: CInt) throws(SystemCallError) -> Int {
         Int(try retryingOnInterrupt("getsockname") { sb_local_port(fd) })
     }

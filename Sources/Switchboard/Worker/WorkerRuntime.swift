@@ -121,6 +121,19 @@ public final class WorkerRuntime: @unchecked Sendable {
         }
     }
 
+    /// The channel itself, for in-process tests that stand in for the master.
+    package var channelForTests: DescriptorChannel { channel }
+
+    /// Whether `fd` is a stream socket (what a passed connection must be).
+    public static func isStreamSocket(_ fd: CInt) -> Bool {
+        Syscalls.isStreamSocket(fd)
+    }
+
+    /// Closes a descriptor this worker owns and will not use.
+    public static func closeDescriptor(_ fd: CInt) {
+        Syscalls.close(fd)
+    }
+
     /// Sends raw bytes as one frame. Only for tests of the master's protocol checks.
     package func sendRawFrame(_ frame: [UInt8]) {
         _ = try? channel.sendRaw(frame)

@@ -1,0 +1,170 @@
+import CSwitchboardLinux
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Switchboard
+import Testing
+
+@testable import SwitchboardNIO
+
+/// Passed connections adopted by SwitchboardWorkerServer in this process: a real loopback TCP connection, a real
+/// socketpair, a real NIO pipeline.
+@Suite(.serialized) struct NIOConnectionAdopterTests {
+    final class Greeter: ChannelInboundHandler, Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = unwrapInboundIn(data) else { return }
+            let headers = HTTPHeaders([("Content-Length", "5"), ("Connection", "close")])
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "hello")))), promise: nil)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }
+        }
+    }
+
+    /// A server whose runtime talks to a socketpair end the test holds (no master process).
+    struct Fixture {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let server: SwitchboardWorkerServer
+        let masterEnd: DescriptorChannel
+        let listener: CInt
+        let port: Int
+
+        init(initializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)? = nil) throws {
+            let (master, worker) = try DescriptorChannel.pair()
+            masterEnd = master
+            let runtime = WorkerRuntime(id: 1, slot: 0, masterPID: getpid(), fd: worker.fd, logger: Logger(label: "test"))
+            server = SwitchboardWorkerServer(runtime: runtime, group: group, childChannelInitializer: initializer ?? { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Greeter())
+                }
+            })
+            var bound: CInt = 0
+            var family: CInt = 0
+            listener = sb_tcp_listen("127.0.0.1", 0, 128, 0, 1, &bound, &family)
+            port = Int(bound)
+        }
+
+        /// Connects a client, accepts it here and passes the accepted descriptor through the socketpair, like the
+        /// master does; returns the client's fd.
+        func connectAndPass() throws -> (client: CInt, passed: CInt) {
+            let client = sb_tcp_connect("127.0.0.1", CInt(port))
+            guard client >= 0 else { throw SwitchboardError(.system, "connect failed") }
+            var accepted: CInt = -1
+            for _ in 0..<1000 where accepted < 0 {
+                accepted = sb_accept(listener)
+                if accepted < 0 { usleep(1000) }
+            }
+            guard accepted >= 0 else { throw SwitchboardError(.system, "accept failed") }
+            _ = try masterEnd.sendConnection(sequence: 1, accepted)
+            close(accepted)  // the master's copy: the worker's copy arrives through the socketpair
+            var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+            var fds = [CInt](repeating: -1, count: 4)
+            _ = try server.runtime.channelForTests.receive(into: &buffer, fds: &fds, blocking: true)
+            return (client, fds[0])
+        }
+
+        func shutdown() {
+            close(listener)
+            masterEnd.close()
+            try? group.syncShutdownGracefully()
+        }
+    }
+
+    static func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+
+    static func readAll(_ fd: CInt) -> String {
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n <= 0 { break }
+            result += chunk[0..<n]
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    @Test func aPassedConnectionIsServedByTheNIOPipeline() throws {
+        let fixture = try Fixture()
+        defer { fixture.shutdown() }
+        let (client, passed) = try fixture.connectAndPass()
+        defer { close(client) }
+        fixture.server.adopt(passed)
+        let request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        _ = request.withCString { write(client, $0, strlen($0)) }
+        let response = Self.readAll(client)
+        #expect(response.hasPrefix("HTTP/1.1 200 OK"))
+        #expect(response.hasSuffix("hello"))
+    }
+
+    @Test func descriptorCountIsUnchangedAfterAThousandConnections() throws {
+        let fixture = try Fixture()
+        defer { fixture.shutdown() }
+        _ = try { let (client, passed) = try fixture.connectAndPass(); fixture.server.adopt(passed); close(client) }()
+        #expect(waitFor { fixture.server.openConnections == 0 })
+        let baseline = Self.openDescriptors()
+        for _ in 0..<1000 {
+            let (client, passed) = try fixture.connectAndPass()
+            fixture.server.adopt(passed)
+            _ = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".withCString { write(client, $0, strlen($0)) }
+            let response = Self.readAll(client)
+            close(client)
+            #expect(response.hasSuffix("hello"))
+        }
+        // No growth (it may be one lower: the warm-up connection was still closing when the baseline was taken).
+        #expect(waitFor { fixture.server.openConnections == 0 && Self.openDescriptors() <= baseline },
+                "fds: baseline \(baseline), now \(Self.openDescriptors()), open \(fixture.server.openConnections): \(Self.listing())")
+    }
+
+    @Test func aDescriptorThatIsNotAStreamSocketIsClosedExactlyOnce() throws {
+        let fixture = try Fixture()
+        defer { fixture.shutdown() }
+        let baseline = Self.openDescriptors()
+        var pipeFDs: [CInt] = [-1, -1]
+        try #require(pipe(&pipeFDs) == 0)
+        close(pipeFDs[1])
+        fixture.server.adopt(pipeFDs[0])  // adoption fails: not a socket
+        #expect(fcntl(pipeFDs[0], F_GETFD) == -1 && errno == EBADF, "the failed descriptor was closed")
+        // The number is free again; a new descriptor takes it and must not be closed a second time.
+        let reused = open("/dev/null", O_RDONLY)
+        #expect(reused == pipeFDs[0])
+        usleep(200_000)
+        #expect(fcntl(reused, F_GETFD) != -1, "closed exactly once: the reused number stays open")
+        close(reused)
+        #expect(Self.openDescriptors() <= baseline, "no descriptor leaked")
+    }
+
+    @Test func aFailingChannelInitializerClosesTheConnection() throws {
+        struct Refused: Error {}
+        let fixture = try Fixture(initializer: { channel in channel.eventLoop.makeFailedFuture(Refused()) })
+        defer { fixture.shutdown() }
+        let baseline = Self.openDescriptors()
+        let (client, passed) = try fixture.connectAndPass()
+        fixture.server.adopt(passed)
+        #expect(Self.readAll(client).isEmpty, "the client sees the connection closed")
+        close(client)
+        #expect(waitFor { Self.openDescriptors() <= baseline }, "no descriptor leaked")
+    }
+
+    static func listing() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return names.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }.sorted()
+    }
+
+    func waitFor(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<500 {
+            if condition() { return true }
+            usleep(20_000)
+        }
+        return condition()
+    }
+}

@@ -14,11 +14,14 @@ let package = Package(
         .library(name: "Switchboard", targets: ["Switchboard"]),
         .library(name: "SwitchboardNIO", targets: ["SwitchboardNIO"]),
         .executable(name: "switchboard-nio-example", targets: ["NIOExample"]),
+        .library(name: "SwitchboardHummingbird", targets: ["SwitchboardHummingbird"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -104,6 +107,20 @@ let package = Package(
         .testTarget(
             name: "SwitchboardEndToEndTests",
             dependencies: ["Switchboard"],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "SwitchboardHummingbird",
+            dependencies: [
+                "Switchboard",
+                "SwitchboardNIO",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: strictSwift
         ),
     ]

@@ -1,0 +1,190 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import ServiceLifecycle
+@_exported import Switchboard
+import SwitchboardNIO
+
+/// Runs a Hummingbird 2 application as a Switchboard cluster: one master process accepts, N worker processes serve.
+///
+/// The same executable is both: ``run(configuration:http1:logger:application:)`` supervises in the process you start
+/// and, in each worker the master re-executes, builds your application and serves the connections the master passes
+/// with Hummingbird's own HTTP/1.1 pipeline, so routes, middleware, request contexts and error responses are the ones
+/// the application has when it listens by itself.
+///
+/// ```swift
+/// import Hummingbird
+/// import SwitchboardHummingbird
+///
+/// var cluster = SwitchboardCluster.Configuration()
+/// cluster.port = 8080
+/// await SwitchboardCluster.run(configuration: cluster) {
+///     let router = Router()
+///     router.get("/") { _, _ in "Hello" }
+///     return Application(router: router)
+/// }
+/// ```
+public enum SwitchboardCluster {
+    /// Where the master listens, how many workers it runs, the dispatch mode and the timeouts.
+    public typealias Configuration = Switchboard.Configuration
+
+    /// Runs the master in this process, or, in a worker the master started, serves the application.
+    ///
+    /// In the master (the process you start) it binds `configuration.host`:`configuration.port`, starts
+    /// `configuration.workers` copies of this executable with the same arguments, prints
+    /// `listening on <host>:<port> with <n> workers (<mode>)` on standard output once every worker is ready and
+    /// supervises them: SIGTERM, SIGINT and SIGQUIT stop gracefully (in-flight requests finish within
+    /// `configuration.drainTimeout`), SIGHUP reloads the workers one by one, SIGTTIN and SIGTTOU add and remove one.
+    /// The master never calls `application`. It exits with 0 after a graceful stop, or with the
+    /// ``SwitchboardError/Code/exitCode`` of the error after printing it on standard error.
+    ///
+    /// In a worker it does what ``runWorker(http1:logger:application:)`` does.
+    ///
+    /// Call it at the top of `main` (or of an `AsyncParsableCommand`'s `run()`) and build the application, with its
+    /// event loop group, database clients and the like, only inside `application`: the master needs none of it.
+    /// - Parameters:
+    ///   - configuration: The master's settings; `host`, `port` and `workers` are the usual ones to set. The
+    ///     application's own `ApplicationConfiguration.address` is not used: the master binds.
+    ///   - http1: The HTTP/1.1 settings of each connection (idle timeout, decoder limits, extra channel handlers), as
+    ///     you would pass them to `HTTPServerBuilder.http1(configuration:)`.
+    ///   - logger: Where the master's and the workers' lifecycle log lines go.
+    ///   - application: Builds the application; called once in each worker, never in the master.
+    /// - Returns: Never: the process exits when the master stops (or, in a worker, when it has drained).
+    public static func run<App: ApplicationProtocol>(
+        configuration: Configuration = Configuration(),
+        http1: HTTP1Channel.Configuration = .init(),
+        logger: Logger = Logger(label: "switchboard"),
+        application: @escaping @Sendable () async throws -> App
+    ) async -> Never {
+        if Cluster.isWorker {
+            await runWorker(http1: http1, logger: logger, application: application)
+        }
+        await runPrimary(configuration: configuration, logger: logger)
+    }
+
+    /// Serves the application in a worker process: the connections the master passes go through Hummingbird's
+    /// HTTP/1.1 pipeline to the application's responder.
+    ///
+    /// It builds the application, runs its `services` in a `ServiceGroup` and its `beforeServerStarts` processes,
+    /// then reports ready to the master and serves. Each response gets the `Date` header and, when
+    /// `ApplicationConfiguration.serverName` is set, the `Server` header, as with `Application.run()`. When the master
+    /// says drain (on its SIGTERM, a reload or a scale-down), idle keep-alive connections close at once and each
+    /// connection with a request in flight closes after its response; the process exits when the last one is closed
+    /// (or at the master's drain deadline). The application's services are not shut down gracefully: the process
+    /// exits. The application's `onServerRunning` is not called, since the worker has no listening channel.
+    ///
+    /// Use it instead of ``run(configuration:http1:logger:application:)`` when your program runs its own
+    /// `Supervisor` in the master (for its events and messages) and tells the roles apart with `Cluster.isWorker`.
+    /// - Parameters:
+    ///   - http1: The HTTP/1.1 settings of each connection.
+    ///   - logger: Where the worker's lifecycle log lines go (the application's own logger serves requests).
+    ///   - application: Builds the application.
+    /// - Returns: Never: the process exits when the worker has drained, or with code 1 when `application` throws or
+    ///   the application's services fail before the worker serves.
+    public static func runWorker<App: ApplicationProtocol>(
+        http1: HTTP1Channel.Configuration = .init(),
+        logger: Logger = Logger(label: "switchboard.worker"),
+        application: @escaping @Sendable () async throws -> App
+    ) async -> Never {
+        var logger = logger
+        guard let runtime = WorkerRuntime.current(logger: logger) else {
+            fail("SWITCHBOARD_WORKER_ID is missing or not a number: a worker is started by a Switchboard master", code: 78)
+        }
+        logger[metadataKey: "worker.id"] = "\(runtime.id)"
+        var service: WorkerService<App>?
+        do {
+            let app = try await application()
+            let worker = WorkerService(
+                application: app, responder: try await app.responder, runtime: runtime, http1: http1, logger: logger)
+            service = worker
+            let group = ServiceGroup(configuration: .init(services: app.services + [worker], logger: app.logger))
+            try await group.run()
+            logger.error("the application's services ended")
+        } catch {
+            logger.critical("the application failed: \(error)")
+        }
+        // Serving: finish what is in flight, then the server exits the process. Not serving yet: exit now.
+        guard let service, service.drain() else { exit(1) }
+        await parkUntilExit()
+    }
+
+    /// Runs the master until it stops, then exits with its exit code.
+    private static func runPrimary(configuration: Configuration, logger: Logger) async -> Never {
+        let supervisor: Supervisor
+        do {
+            // The supervisor's own signal handling needs the signals blocked in every thread, which an async program
+            // cannot promise (Swift's main thread waits with every signal unblocked): dispatch sources deliver them.
+            supervisor = try Supervisor(configuration: configuration, logger: logger, handleSignals: false)
+        } catch {
+            fail(error.message, code: error.code.exitCode)
+        }
+        let signalSources = forwardSignals(to: supervisor)
+        let workers = configuration.workers
+        let mode = configuration.mode
+        supervisor.onListening { host, port in
+            writeLine("listening on \(host):\(port) with \(workers) workers (\(mode))", to: .standardOutput)
+        }
+        // Supervisor.run() blocks: give it a thread of its own rather than one of the concurrency pool's.
+        let code = await withCheckedContinuation { (done: CheckedContinuation<Int32, Never>) in
+            Thread.detachNewThread {
+                do throws(SwitchboardError) {
+                    done.resume(returning: try supervisor.run())
+                } catch {
+                    writeLine("\(programName): \(error.message)", to: .standardError)
+                    done.resume(returning: error.code.exitCode)
+                }
+            }
+        }
+        withExtendedLifetime(signalSources) {}
+        exit(code)
+    }
+
+    /// Turns the master's signals into supervisor commands, like the `switchboard` command does: TERM and INT stop
+    /// gracefully (a second one stops at once), QUIT stops gracefully, HUP reloads, TTIN and TTOU add and remove a
+    /// worker.
+    private static func forwardSignals(to supervisor: Supervisor) -> [any DispatchSourceSignal] {
+        let actions: [(CInt, @Sendable (UInt) -> Void)] = [
+            (SIGTERM, { count in for _ in 0..<min(count, 2) { supervisor.stop() } }),
+            (SIGINT, { count in for _ in 0..<min(count, 2) { supervisor.stop() } }),
+            (SIGQUIT, { _ in supervisor.stop() }),
+            (SIGHUP, { _ in supervisor.reload() }),
+            (SIGTTIN, { count in for _ in 0..<count { supervisor.addWorker() } }),
+            (SIGTTOU, { count in for _ in 0..<count { supervisor.removeWorker() } }),
+        ]
+        return actions.map { signal, action in
+            let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
+            source.setEventHandler { action(source.data) }
+            source.resume()
+            return source
+        }
+    }
+
+    private static var programName: String {
+        CommandLine.arguments.first.flatMap { $0.split(separator: "/").last.map(String.init) } ?? "switchboard"
+    }
+
+    private static func fail(_ message: String, code: Int32) -> Never {
+        writeLine("\(programName): \(message)", to: .standardError)
+        exit(code)
+    }
+
+    private static func writeLine(_ text: String, to handle: FileHandle) {
+        handle.write(Data((text + "\n").utf8))
+    }
+
+    /// Suspends until the process exits (the worker server ends it once drained).
+    private static func parkUntilExit() async -> Never {
+        while true {
+            try? await Task.sleep(for: .seconds(3600))
+            if Task.isCancelled {
+                // Sleeping returns at once from now on: block instead, until the drain deadline ends the process.
+                blockThread()
+            }
+        }
+    }
+
+    private static func blockThread() -> Never {
+        while true { pause() }
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import Switchboard
+import SwitchboardNIO
+import Synchronization
+
+/// The worker's HTTP server as a `Service`: runs the application's `beforeServerStarts` processes, then serves the
+/// connections the master passes through Hummingbird's `HTTP1Channel` until the process exits.
+final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConvertible {
+    let childChannel: HTTP1Channel
+    let processes: [@Sendable () async throws -> Void]
+    let eventLoopGroup: any EventLoopGroup
+    let runtime: WorkerRuntime
+    let appLogger: Logger
+    let logger: Logger
+    /// Set once the server runs.
+    let server = Mutex<SwitchboardWorkerServer?>(nil)
+
+    var description: String { "SwitchboardWorker" }
+
+    init(application: App, responder: App.Responder, runtime: WorkerRuntime, http1: HTTP1Channel.Configuration,
+         logger: Logger) {
+        self.childChannel = HTTP1Channel(
+            responder: Self.httpResponder(application: application, responder: responder), configuration: http1)
+        self.processes = application.processesRunBeforeServerStart
+        self.eventLoopGroup = application.eventLoopGroup
+        self.runtime = runtime
+        self.appLogger = application.logger
+        self.logger = logger
+    }
+
+    func run() async throws {
+        for process in processes {
+            try await process()
+        }
+        let (connections, newConnection) = AsyncStream.makeStream(of: HTTP1Channel.Value.self)
+        let childChannel = self.childChannel
+        let appLogger = self.appLogger
+        let server = SwitchboardWorkerServer(runtime: runtime, group: eventLoopGroup, logger: logger) { channel in
+            do {
+                // As Hummingbird's own server: a client's half-close still gets its response.
+                try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+            return childChannel.setup(channel: channel, logger: appLogger).map { newConnection.yield($0) }
+        }
+        self.server.withLock { $0 = server }
+        // SwitchboardWorkerServer.run() blocks its thread, receiving from the master, and never returns.
+        Thread.detachNewThread { server.run() }
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await connection in connections {
+                    group.addTask { await childChannel.handle(value: connection, logger: appLogger) }
+                }
+            }
+        } onGracefulShutdown: {
+            server.beginDrain(deadline: .seconds(10))
+        }
+    }
+
+    /// Starts draining when the server runs.
+    /// - Returns: Whether it runs (and so will end the process).
+    func drain() -> Bool {
+        guard let server = server.withLock({ $0 }) else { return false }
+        server.beginDrain(deadline: .seconds(10))
+        return true
+    }
+
+    /// The responder `Application.run()` builds: a request context per request, errors the application does not
+    /// turn into responses become 500, and each response gets the `Date` and (when configured) `Server` headers.
+    static func httpResponder(application: App, responder: App.Responder) -> HTTPChannelHandler.Responder {
+        let dates = HTTPDateCache()
+        let serverName = application.configuration.serverName
+        let appLogger = application.logger
+        return { (request, responseWriter: consuming ResponseWriter, channel) in
+            var logger = appLogger
+            logger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
+            let response = try await withLogger(logger) { logger in
+                let context = App.Context(source: .init(channel: channel, logger: logger))
+                var response: Response
+                do {
+                    response = try await responder.respond(to: request, context: context)
+                } catch let error as HTTPParserError {
+                    throw error
+                } catch {
+                    logger.debug("Unrecognised Error", metadata: ["error.type": "\(error)"])
+                    response = Response(status: .internalServerError, body: .init())
+                }
+                response.headers[.date] = dates.current
+                if let serverName {
+                    response.headers[.server] = serverName
+                }
+                return response
+            }
+            do {
+                try await responseWriter.write(response: response.head, body: response.body)
+            } catch is HTTPParserError {
+                // Not the parser error itself: the channel handler would answer it with a second response.
+                throw ParseErrorWhileWritingResponse()
+            }
+        }
+    }
+}
+
+/// The request body turned out malformed while the response was being written.
+struct ParseErrorWhileWritingResponse: Error {}

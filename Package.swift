@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "SwitchboardNIO", targets: ["SwitchboardNIO"]),
         .executable(name: "switchboard-nio-example", targets: ["NIOExample"]),
         .library(name: "SwitchboardHummingbird", targets: ["SwitchboardHummingbird"]),
+        .executable(name: "switchboard-hummingbird-example", targets: ["HummingbirdExample"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -120,6 +121,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "HummingbirdExample",
+            dependencies: [
+                "SwitchboardHummingbird",
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: strictSwift
         ),

@@ -1,0 +1,47 @@
+// A Hummingbird 2 application run as a Switchboard cluster: the master accepts, each worker runs the application.
+//
+//   swift run switchboard-hummingbird-example --port 8080 --workers 4     (or PORT=8080 WORKERS=4 ...)
+//
+// The same binary is the master (the process you start) and, re-executed by the master, each worker.
+import Foundation
+import Hummingbird
+import SwitchboardHummingbird
+
+/// The application, exactly as it would be built to listen by itself.
+func buildApplication() -> some ApplicationProtocol {
+    let router = Router()
+    router.get("/") { _, _ in "Hello from Hummingbird worker \(getpid())" }
+    router.get("/slow") { request, _ -> String in
+        let milliseconds = min(max(request.uri.queryParameters.get("ms", as: Int.self) ?? 0, 0), 10_000)
+        try await Task.sleep(for: .milliseconds(milliseconds))
+        return "Slept \(milliseconds) ms in Hummingbird worker \(getpid())"
+    }
+    return Application(router: router)
+}
+
+/// `--port`, `--host`, `--workers`, `--drain-timeout` (seconds), or `PORT`, `HOST`, `WORKERS`, `DRAIN_TIMEOUT`.
+func clusterConfiguration() -> SwitchboardCluster.Configuration {
+    var cluster = SwitchboardCluster.Configuration()
+    cluster.port = 8080
+    var values = ProcessInfo.processInfo.environment
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    for index in stride(from: 0, to: arguments.count, by: 2) {
+        let name = arguments[index].dropFirst(2).uppercased().replacingOccurrences(of: "-", with: "_")
+        values[name] = index + 1 < arguments.count ? arguments[index + 1] : ""
+    }
+    func value<T: LosslessStringConvertible>(_ name: String, _ body: (T) -> Void) {
+        guard let text = values[name] else { return }
+        guard let value = T(text), (value as? Double)?.isFinite != false else {
+            FileHandle.standardError.write(Data("invalid \(name): '\(text)'\n".utf8))
+            exit(64)
+        }
+        body(value)
+    }
+    value("PORT") { cluster.port = $0 }
+    value("HOST") { cluster.host = $0 }
+    value("WORKERS") { cluster.workers = $0 }
+    value("DRAIN_TIMEOUT") { (seconds: Double) in cluster.drainTimeout = .milliseconds(Int64(min(seconds, 1e9) * 1000)) }
+    return cluster
+}
+
+await SwitchboardCluster.run(configuration: clusterConfiguration()) { buildApplication() }

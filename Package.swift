@@ -132,5 +132,10 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .testTarget(
+            name: "SwitchboardHummingbirdTests",
+            dependencies: ["SwitchboardHummingbird", "CSwitchboardLinux"],
+            swiftSettings: strictSwift
+        ),
     ]
 )

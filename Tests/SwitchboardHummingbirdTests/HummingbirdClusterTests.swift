@@ -1,0 +1,103 @@
+import Foundation
+import Testing
+
+/// End-to-end: `switchboard-hummingbird-example` under its master on 127.0.0.1, port 0, as real processes. Serialized
+/// so the 2-core machine is not oversubscribed.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct HummingbirdClusterTests {
+    @Test func everyWorkerServesTheApplicationsRoutes() throws {
+        let server = try SwitchboardProcess.start(["--workers", "2"])
+        defer { server.cleanUp() }
+        #expect(server.stdout.contains("listening on 127.0.0.1:\(server.port) with 2 workers (round-robin)"))
+        let workers = Set(server.workerPIDs)
+        #expect(workers.count == 2)
+
+        var greeted: Set<pid_t> = []
+        for _ in 0..<6 {
+            let response = try get(port: server.port)
+            #expect(response.status == 200)
+            #expect(response.body.hasPrefix("Hello from Hummingbird worker "), "body: \(response.body)")
+            // Hummingbird's own response headers, as when the application listens by itself.
+            #expect(response.headers["date"]?.hasSuffix(" GMT") == true, "headers: \(response.headers)")
+            greeted.insert(try #require(response.workerPID))
+        }
+        #expect(greeted == workers, "greeted by \(greeted), workers \(workers)")
+
+        var slept: Set<pid_t> = []
+        for _ in 0..<2 {
+            let response = try get(port: server.port, path: "/slow?ms=50")
+            #expect(response.status == 200)
+            #expect(response.body.hasPrefix("Slept 50 ms in Hummingbird worker "), "body: \(response.body)")
+            slept.insert(try #require(response.workerPID))
+        }
+        #expect(slept == workers)
+
+        // The router's own answer for a path it does not know.
+        #expect(try get(port: server.port, path: "/nowhere").status == 404)
+        server.stopAndCheckNoOrphans()
+    }
+
+    @Test func keepAliveServesSeveralRequestsOnOneConnection() throws {
+        let server = try SwitchboardProcess.start(["--workers", "2"])
+        defer { server.cleanUp() }
+        let connection = try TestConnection(port: server.port)
+        var pids: Set<pid_t> = []
+        for index in 0..<5 {
+            try connection.request(path: index.isMultiple(of: 2) ? "/" : "/slow?ms=10", keepAlive: true)
+            let response = try connection.readResponse()
+            #expect(response.status == 200)
+            #expect(response.headers["connection"]?.lowercased() != "close")
+            pids.insert(try #require(response.workerPID))
+        }
+        // One connection, one worker: every request went over the same socket.
+        #expect(pids.count == 1)
+        // Two requests written at once (pipelined) are answered in order.
+        try connection.send(
+            "GET /slow?ms=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        #expect(try connection.readResponse().body.hasPrefix("Slept 30 ms"))
+        #expect(try connection.readResponse().body.hasPrefix("Hello from Hummingbird worker "))
+        server.stopAndCheckNoOrphans()
+    }
+
+    @Test func sigtermLetsAnInFlightRequestFinish() throws {
+        let server = try SwitchboardProcess.start(["--workers", "2", "--drain-timeout", "20"])
+        defer { server.cleanUp() }
+        let master = server.pid
+
+        // An idle keep-alive connection, and one with a slow request in flight.
+        let idle = try TestConnection(port: server.port)
+        try idle.request(path: "/", keepAlive: true)
+        #expect(try idle.readResponse().status == 200)
+        let busy = try TestConnection(port: server.port)
+        try busy.request(path: "/slow?ms=1500", keepAlive: true)
+        #expect(busy.waitUntilHeldByWorker(of: server) != nil)
+        // Give the worker a moment to read the request, so it is in flight when the drain starts.
+        Thread.sleep(forTimeInterval: 0.3)
+
+        let clock = ContinuousClock()
+        let stopped = clock.now
+        server.signal(SIGTERM)
+
+        // The idle connection is closed at once, without a response.
+        #expect(try idle.readUntilClosed())
+        #expect(clock.now - stopped < .milliseconds(1000), "idle connection closed after \(clock.now - stopped)")
+
+        // The request in flight completes, then the worker closes that connection too.
+        let response = try busy.readResponse()
+        #expect(response.status == 200)
+        #expect(response.body.hasPrefix("Slept 1500 ms in Hummingbird worker "), "body: \(response.body)")
+        #expect(try busy.readUntilClosed())
+
+        #expect(server.waitForExit() == 0, "master exit status; stderr:\n\(server.stderr)")
+        #expect(
+            waitUntil(timeout: .seconds(10)) { ProcFS.workers(ofMaster: master).isEmpty },
+            "workers left behind: \(ProcFS.workers(ofMaster: master))")
+    }
+
+    @Test func aBadFlagIsReportedWithExitCode64() throws {
+        let server = try SwitchboardProcess(arguments: ["--workers", "none"])
+        defer { server.cleanUp() }
+        #expect(server.waitForExit() == 64)
+        #expect(server.stderr.contains("invalid WORKERS: 'none'"), "stderr: \(server.stderr)")
+    }
+}

@@ -1,0 +1,66 @@
+// Copied from Tests/SwitchboardEndToEndTests/Support.
+import Foundation
+
+/// Reads process facts from /proc.
+enum ProcFS {
+    /// Reads a whole /proc file (they report size 0, so read until end of file).
+    static func read(_ path: String) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        guard let data = try? handle.readToEnd() else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Number of open descriptors of `pid`.
+    static func descriptorCount(_ pid: pid_t) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    /// What each descriptor of `pid` points at, by number.
+    static func descriptors(_ pid: pid_t) -> [Int: String] {
+        var result: [Int: String] = [:]
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        for name in names {
+            guard let fd = Int(name) else { continue }
+            result[fd] = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)")
+        }
+        return result
+    }
+
+    /// Pids whose parent is `pid`.
+    static func children(of pid: pid_t) -> [pid_t] {
+        allPIDs().filter { parent(of: $0) == pid }
+    }
+
+    /// Pids of every live process started as a worker of the master `pid` (wherever it was reparented to).
+    static func workers(ofMaster pid: pid_t) -> [pid_t] {
+        allPIDs().filter { candidate in
+            guard isAlive(candidate),
+                let environ = read("/proc/\(candidate)/environ").map({ Data($0.utf8) })
+            else { return false }
+            let entries = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            return entries.contains("SWITCHBOARD_MASTER_PID=\(pid)")
+        }
+    }
+
+    static func parent(of pid: pid_t) -> pid_t? {
+        guard let stat = read("/proc/\(pid)/stat"),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? pid_t(fields[1]) : nil
+    }
+
+    /// Whether `pid` exists and is not a zombie.
+    static func isAlive(_ pid: pid_t) -> Bool {
+        guard let stat = read("/proc/\(pid)/stat"),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.first.map { $0 != "Z" && $0 != "X" } ?? false
+    }
+
+    static func allPIDs() -> [pid_t] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+    }
+}

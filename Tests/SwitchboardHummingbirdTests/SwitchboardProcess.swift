@@ -1,0 +1,129 @@
+// Copied from Tests/SwitchboardEndToEndTests/Support; runs switchboard-hummingbird-example by default.
+import Foundation
+import Testing
+
+/// The built `switchboard` binary running as a real process, with its output in temporary files.
+final class SwitchboardProcess {
+    let process = Process()
+    let directory: URL
+    let stdoutURL: URL
+    let stderrURL: URL
+    private(set) var port = 0
+
+    var pid: pid_t { process.processIdentifier }
+
+    /// The `switchboard-hummingbird-example` executable next to the test bundle (or
+    /// `SWITCHBOARD_HUMMINGBIRD_EXAMPLE`).
+    static var binary: String {
+        if let path = ProcessInfo.processInfo.environment["SWITCHBOARD_HUMMINGBIRD_EXAMPLE"] { return path }
+        let testRunner = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return testRunner.deletingLastPathComponent().appendingPathComponent("switchboard-hummingbird-example").path
+    }
+
+    /// Another executable built next to the test bundle, such as `switchboard-nio-example`.
+    static func sibling(_ name: String) -> String {
+        URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    init(arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil) throws {
+        let executable = executable ?? Self.binary
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        stdoutURL = directory.appendingPathComponent("stdout")
+        stderrURL = directory.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw ProbeError.io("no binary at \(executable): run `swift build` first")
+        }
+        if let user {
+            try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
+        var env = ProcessInfo.processInfo.environment
+        for name in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
+                     "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID"] {
+            env[name] = nil
+        }
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
+        process.standardError = try FileHandle(forWritingTo: stderrURL)
+        try process.run()
+    }
+
+    /// Starts `switchboard --host 127.0.0.1 --port 0 <arguments>` and waits for its ready line.
+    static func start(
+        _ arguments: [String], environment: [String: String] = [:], executable: String? = nil
+    ) throws -> SwitchboardProcess {
+        let server = try SwitchboardProcess(
+            arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment,
+            executable: executable)
+        try server.waitForReady()
+        return server
+    }
+
+    var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
+
+    /// Waits for `listening on <host>:<port> with ...` and records the port.
+    func waitForReady(timeout: Duration = .seconds(60)) throws {
+        let ready = waitUntil(timeout: timeout) {
+            guard let line = stdout.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }) else {
+                return !process.isRunning
+            }
+            let address = line.split(separator: " ")[2]
+            port = Int(address.split(separator: ":").last ?? "") ?? 0
+            return true
+        }
+        guard ready, port > 0 else {
+            throw ProbeError.io("switchboard did not become ready: stdout=\(stdout) stderr=\(stderr)")
+        }
+    }
+
+    /// Current worker pids (children of the master).
+    var workerPIDs: [pid_t] { ProcFS.children(of: pid) }
+
+    func signal(_ signal: Int32) {
+        kill(pid, signal)
+    }
+
+    /// Waits for the process to exit; returns its status (exit code, or 128+signal), or nil on timeout.
+    @discardableResult
+    func waitForExit(timeout: Duration = .seconds(30)) -> Int32? {
+        guard waitUntil(timeout: timeout, { !process.isRunning }) else { return nil }
+        process.waitUntilExit()
+        return process.terminationReason == .uncaughtSignal
+            ? 128 + process.terminationStatus : process.terminationStatus
+    }
+
+    /// Stops the master with SIGTERM and checks that it exits 0 and leaves no worker behind.
+    func stopAndCheckNoOrphans(sourceLocation: SourceLocation = #_sourceLocation) {
+        let master = pid
+        signal(SIGTERM)
+        let status = waitForExit()
+        #expect(status == 0, "master exit status; stderr:\n\(stderr)", sourceLocation: sourceLocation)
+        let orphansGone = waitUntil(timeout: .seconds(10)) { ProcFS.workers(ofMaster: master).isEmpty }
+        #expect(orphansGone, "workers left behind: \(ProcFS.workers(ofMaster: master))", sourceLocation: sourceLocation)
+        cleanUp()
+    }
+
+    /// Kills whatever is left (the master and its workers) and removes the temporary files.
+    func cleanUp() {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+        for worker in ProcFS.workers(ofMaster: pid) { kill(worker, SIGKILL) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit {
+        if process.isRunning { kill(pid, SIGKILL) }
+    }
+}

@@ -17,9 +17,7 @@ import SwitchboardNIO
 /// import Hummingbird
 /// import SwitchboardHummingbird
 ///
-/// var cluster = SwitchboardCluster.Configuration()
-/// cluster.port = 8080
-/// await SwitchboardCluster.run(configuration: cluster) {
+/// await SwitchboardCluster.run(port: 8080) {
 ///     let router = Router()
 ///     router.get("/") { _, _ in "Hello" }
 ///     return Application(router: router)
@@ -61,6 +59,33 @@ public enum SwitchboardCluster {
             await runWorker(http1: http1, logger: logger, application: application)
         }
         await runPrimary(configuration: configuration, logger: logger)
+    }
+
+    /// Runs the master in this process, or, in a worker the master started, serves the application; the master
+    /// listens on `host`:`port` with `workers` workers and otherwise default settings.
+    ///
+    /// The same as ``run(configuration:http1:logger:application:)`` with a configuration made of these three values.
+    /// - Parameters:
+    ///   - host: The numeric address to listen on; empty (the default) listens on every interface.
+    ///   - port: The TCP port; 0 picks a free one (the ready line names it).
+    ///   - workers: The number of worker processes (default: the number of online CPUs).
+    ///   - http1: The HTTP/1.1 settings of each connection.
+    ///   - logger: Where the master's and the workers' lifecycle log lines go.
+    ///   - application: Builds the application; called once in each worker, never in the master.
+    /// - Returns: Never: the process exits when the master stops (or, in a worker, when it has drained).
+    public static func run<App: ApplicationProtocol>(
+        host: String = "",
+        port: Int,
+        workers: Int = Configuration.onlineProcessors,
+        http1: HTTP1Channel.Configuration = .init(),
+        logger: Logger = Logger(label: "switchboard"),
+        application: @escaping @Sendable () async throws -> App
+    ) async -> Never {
+        var configuration = Configuration()
+        configuration.host = host
+        configuration.port = port
+        configuration.workers = workers
+        await run(configuration: configuration, http1: http1, logger: logger, application: application)
     }
 
     /// Serves the application in a worker process: the connections the master passes go through Hummingbird's

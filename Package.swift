@@ -17,6 +17,11 @@ let package = Package(
         .library(name: "SwitchboardHummingbird", targets: ["SwitchboardHummingbird"]),
         .executable(name: "switchboard-hummingbird-example", targets: ["HummingbirdExample"]),
     ],
+    traits: [
+        .trait(
+            name: "Hummingbird",
+            description: "Builds SwitchboardHummingbird, switchboard-hummingbird-example and their tests."),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -115,9 +120,9 @@ let package = Package(
             dependencies: [
                 "Switchboard",
                 "SwitchboardNIO",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Hummingbird"])),
+                .product(name: "HummingbirdCore", package: "hummingbird", condition: .when(traits: ["Hummingbird"])),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: ["Hummingbird"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -128,7 +133,7 @@ let package = Package(
             name: "HummingbirdExample",
             dependencies: [
                 "SwitchboardHummingbird",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Hummingbird"])),
             ],
             swiftSettings: strictSwift
         ),

@@ -1,8 +1,10 @@
 // A Hummingbird 2 application run as a Switchboard cluster: the master accepts, each worker runs the application.
 //
-//   swift run switchboard-hummingbird-example --port 8080 --workers 4     (or PORT=8080 WORKERS=4 ...)
+//   swift run --traits Hummingbird switchboard-hummingbird-example --port 8080 --workers 4
+//   (or PORT=8080 WORKERS=4 ...)
 //
 // The same binary is the master (the process you start) and, re-executed by the master, each worker.
+#if Hummingbird
 import Foundation
 import Hummingbird
 import SwitchboardHummingbird
@@ -45,3 +47,12 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
 }
 
 await SwitchboardCluster.run(configuration: clusterConfiguration()) { buildApplication() }
+#else
+import Foundation
+
+FileHandle.standardError.write(Data("""
+    switchboard-hummingbird-example was built without the Hummingbird package trait: \
+    build it with `swift build --traits Hummingbird`\n
+    """.utf8))
+exit(69)
+#endif

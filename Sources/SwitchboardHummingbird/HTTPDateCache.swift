@@ -1,3 +1,5 @@
+// Built only with the package trait `Hummingbird` (`swift build --traits Hummingbird`).
+#if Hummingbird
 import Synchronization
 
 #if canImport(Glibc)
@@ -45,3 +47,4 @@ final class HTTPDateCache: Sendable {
             + "\(twoDigits(time / 3600)):\(twoDigits(time / 60 % 60)):\(twoDigits(time % 60)) GMT"
     }
 }
+#endif

@@ -1,3 +1,5 @@
+// Built only with the package trait `Hummingbird` (`swift build --traits Hummingbird`).
+#if Hummingbird
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -213,3 +215,4 @@ public enum SwitchboardCluster {
         while true { pause() }
     }
 }
+#endif

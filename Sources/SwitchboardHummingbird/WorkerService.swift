@@ -1,3 +1,5 @@
+// Built only with the package trait `Hummingbird` (`swift build --traits Hummingbird`).
+#if Hummingbird
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -110,3 +112,4 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
 
 /// The request body turned out malformed while the response was being written.
 struct ParseErrorWhileWritingResponse: Error {}
+#endif

@@ -1,3 +1,5 @@
+// Built only with the package trait `Hummingbird` (`swift build --traits Hummingbird`).
+#if Hummingbird
 import Foundation
 import Testing
 
@@ -32,3 +34,4 @@ struct HTTPDateTests {
         #expect(now.hasSuffix(" GMT") && now.count == 29, "\(now)")
     }
 }
+#endif

@@ -1,3 +1,5 @@
+// Built only with the package trait `Hummingbird` (`swift build --traits Hummingbird`).
+#if Hummingbird
 import Foundation
 import Testing
 
@@ -101,3 +103,4 @@ struct HummingbirdClusterTests {
         #expect(server.stderr.contains("invalid WORKERS: 'none'"), "stderr: \(server.stderr)")
     }
 }
+#endif

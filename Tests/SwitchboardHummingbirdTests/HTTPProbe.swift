@@ -1,4 +1,5 @@
-// Copied from Tests/SwitchboardEndToEndTests/Support (the worker pid is parsed from the example's greeting).
+// Copied from Tests/SwitchboardEndToEndTests/Support (the worker pid is parsed from the example's greeting). Only with the `Hummingbird` trait.
+#if Hummingbird
 import CSwitchboardLinux
 import Foundation
 
@@ -155,3 +156,4 @@ func get(port: Int, path: String = "/") throws -> HTTPResponse {
     try connection.request(path: path)
     return try connection.readResponse()
 }
+#endif

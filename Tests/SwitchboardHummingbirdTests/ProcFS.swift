@@ -1,4 +1,5 @@
-// Copied from Tests/SwitchboardEndToEndTests/Support.
+// Copied from Tests/SwitchboardEndToEndTests/Support. Only with the `Hummingbird` trait.
+#if Hummingbird
 import Foundation
 
 /// Reads process facts from /proc.
@@ -64,3 +65,4 @@ enum ProcFS {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
     }
 }
+#endif

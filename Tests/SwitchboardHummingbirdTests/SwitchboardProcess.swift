@@ -1,4 +1,5 @@
-// Copied from Tests/SwitchboardEndToEndTests/Support; runs switchboard-hummingbird-example by default.
+// Copied from Tests/SwitchboardEndToEndTests/Support; runs switchboard-hummingbird-example by default. Only with the `Hummingbird` trait.
+#if Hummingbird
 import Foundation
 import Testing
 
@@ -127,3 +128,4 @@ final class SwitchboardProcess {
         if process.isRunning { kill(pid, SIGKILL) }
     }
 }
+#endif

@@ -1,4 +1,5 @@
-// Copied from Tests/SwitchboardEndToEndTests/Support.
+// Copied from Tests/SwitchboardEndToEndTests/Support. Only with the `Hummingbird` trait.
+#if Hummingbird
 import Foundation
 
 /// Waits for a condition to hold, checking every 20 ms, up to `timeout`. Returns whether it held.
@@ -13,3 +14,4 @@ func waitUntil(timeout: Duration = .seconds(20), _ condition: () throws -> Bool)
     }
     return try condition()
 }
+#endif

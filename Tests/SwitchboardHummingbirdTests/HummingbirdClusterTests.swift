@@ -95,6 +95,25 @@ struct HummingbirdClusterTests {
             "workers left behind: \(ProcFS.workers(ofMaster: master))")
     }
 
+    @Test func aRollingReloadReplacesEveryWorkerWithoutAFailedRequest() throws {
+        let server = try SwitchboardProcess.start(["--workers", "2"])
+        defer { server.cleanUp() }
+        let old = Set(server.workerPIDs)
+        server.signal(SIGHUP)
+        var requests = 0
+        while !server.stderr.contains("rolling reload finished") && requests < 2000 {
+            let response = try get(port: server.port, path: "/slow?ms=5")
+            #expect(response.status == 200)
+            requests += 1
+        }
+        #expect(server.stderr.contains("rolling reload finished"), "stderr: \(server.stderr)")
+        #expect(waitUntil { server.workerPIDs.count == 2 && Set(server.workerPIDs).isDisjoint(with: old) })
+        var greeted: Set<pid_t> = []
+        for _ in 0..<4 { greeted.insert(try #require(try get(port: server.port).workerPID)) }
+        #expect(greeted == Set(server.workerPIDs))
+        server.stopAndCheckNoOrphans()
+    }
+
     @Test func aBadFlagIsReportedWithExitCode64() throws {
         let server = try SwitchboardProcess(arguments: ["--workers", "none"])
         defer { server.cleanUp() }

@@ -22,6 +22,8 @@ public final class SwitchboardWorkerServer: Sendable {
         var channels: [ObjectIdentifier: any Channel] = [:]
         var handled: UInt64 = 0
         var draining = false
+        /// Passed connections handed to `ClientBootstrap` whose channel is not set up yet.
+        var adopting = 0
     }
 
     /// The channel to the master.
@@ -115,11 +117,20 @@ public final class SwitchboardWorkerServer: Sendable {
             return
         }
         // From here NIO owns the descriptor: it closes it when the channel cannot be set up, and when it closes.
+        state.withLockedValue { $0.adopting += 1 }
         let future = ClientBootstrap(group: group)
             .channelInitializer { channel in self.setUp(channel) }
             .withConnectedSocket(descriptor)
         future.whenFailure { error in
             self.logger.warning("cannot adopt a passed connection: \(error)")
+        }
+        // The channel is tracked (or failed) by now; a drain that found no channel waited for this one.
+        future.whenComplete { _ in
+            let idle = self.state.withLockedValue { state in
+                state.adopting -= 1
+                return state.draining && state.adopting == 0 && state.channels.isEmpty
+            }
+            if idle { self.finish() }
         }
     }
 
@@ -171,7 +182,7 @@ public final class SwitchboardWorkerServer: Sendable {
         channel.closeFuture.whenComplete { _ in
             let (left, draining) = self.state.withLockedValue { state in
                 state.channels[key] = nil
-                return (state.channels.count, state.draining)
+                return (state.channels.count + state.adopting, state.draining)
             }
             if draining && left == 0 { self.finish() }
         }
@@ -199,18 +210,19 @@ public final class SwitchboardWorkerServer: Sendable {
     /// Stops serving: every open connection is told to quiesce; the process exits when none is left or at the
     /// deadline.
     public func beginDrain(deadline: Duration) {
-        let snapshot: (listener: (any Channel)?, channels: [any Channel])? = state.withLockedValue { state in
+        let snapshot: (listener: (any Channel)?, channels: [any Channel], adopting: Int)? = state.withLockedValue {
+            state in
             guard !state.draining else { return nil }
             state.draining = true
             defer { state.listener = nil }
-            return (state.listener, Array(state.channels.values))
+            return (state.listener, Array(state.channels.values), state.adopting)
         }
-        guard let (listener, channels) = snapshot else { return }
+        guard let (listener, channels, adopting) = snapshot else { return }
         // Stop accepting first. A reuseport listener that closes resets the connections still in its accept queue
         // unless net.ipv4.tcp_migrate_req=1 moves them to the other workers' listeners.
         listener?.close(promise: nil)
         logger.info("draining", metadata: ["connections.open": "\(channels.count)"])
-        if channels.isEmpty { finish() }
+        if channels.isEmpty && adopting == 0 { finish() }
         for channel in channels {
             channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         }

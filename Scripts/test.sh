@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash Scripts/bootstrap.sh
 bash Scripts/soundness.sh
-swift build --build-tests -Xswiftc -warnings-as-errors
-# The end-to-end tests start the built `switchboard` binary next to the test bundle.
-swift test --skip-build "$@"
+# With the Hummingbird trait, so SwitchboardHummingbird, its example and its tests are built and run too.
+swift build --build-tests --traits Hummingbird -Xswiftc -warnings-as-errors
+# The end-to-end tests start the built `switchboard` binaries next to the test bundle.
+swift test --skip-build --traits Hummingbird "$@"

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import Switchboard
 import SwitchboardNIO
 import Testing
@@ -77,6 +78,36 @@ import Testing
         #expect(forks == [1, 2] && ready == [1, 2])
         #expect(port > 0)
         #expect(exits.count == 2 && exits.allSatisfy { $0.1 }, "both workers exited as intended")
+    }
+
+    @Test func aSupervisorServiceStopsGracefullyWithItsServiceGroup() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.workerBinary), "build the switchboard product first")
+        var configuration = Configuration()
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.workers = 2
+        configuration.workerExecutable = Self.workerBinary
+        configuration.workerArguments = []
+        var logger = Logger(label: "api-test")
+        logger.logLevel = .warning
+        let supervisor = try Supervisor(configuration: configuration, logger: logger, handleSignals: false)
+        let group = ServiceGroup(services: [SupervisorService(supervisor)], logger: logger)
+        let running = Task { try await group.run() }
+        var exits = 0
+        for await event in supervisor.events {
+            switch event {
+            case .listening(let port):
+                #expect(try await fetch(port: port).hasPrefix("Handled by worker: "))
+                await group.triggerGracefulShutdown()
+            case .exit(_, _, _, let intended):
+                #expect(intended)
+                exits += 1
+            default:
+                break
+            }
+        }
+        try await running.value  // the group finished without error: the master stopped with exit code 0
+        #expect(exits == 2)
     }
 
     /// One HTTP/1.0 GET over a plain blocking socket; returns the body.

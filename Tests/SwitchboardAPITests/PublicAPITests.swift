@@ -13,6 +13,20 @@ import Testing
             .appendingPathComponent("switchboard").path
     }
 
+    /// A supervisor of two built-in workers on 127.0.0.1 and a free port, handling no signals.
+    static func makeSupervisor() throws -> (Supervisor, Logger) {
+        try #require(FileManager.default.isExecutableFile(atPath: workerBinary), "build the switchboard product first")
+        var configuration = Configuration()
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.workers = 2
+        configuration.workerExecutable = workerBinary
+        configuration.workerArguments = []
+        var logger = Logger(label: "api-test")
+        logger.logLevel = .warning
+        return (try Supervisor(configuration: configuration, logger: logger, handleSignals: false), logger)
+    }
+
     @Test func thisProcessIsThePrimary() {
         #expect(Cluster.isPrimary)
         #expect(!Cluster.isWorker)
@@ -44,16 +58,7 @@ import Testing
     }
 
     @Test func aSupervisorRunsWorkersReportsEventsAndStops() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.workerBinary), "build the switchboard product first")
-        var configuration = Configuration()
-        configuration.host = "127.0.0.1"
-        configuration.port = 0
-        configuration.workers = 2
-        configuration.workerExecutable = Self.workerBinary
-        configuration.workerArguments = []
-        var logger = Logger(label: "api-test")
-        logger.logLevel = .warning
-        let supervisor = try Supervisor(configuration: configuration, logger: logger, handleSignals: false)
+        let (supervisor, _) = try Self.makeSupervisor()
         let exitCode = Task.detached { try supervisor.run() }
 
         var forks: Set<Int> = []
@@ -81,16 +86,7 @@ import Testing
     }
 
     @Test func aSupervisorServiceStopsGracefullyWithItsServiceGroup() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.workerBinary), "build the switchboard product first")
-        var configuration = Configuration()
-        configuration.host = "127.0.0.1"
-        configuration.port = 0
-        configuration.workers = 2
-        configuration.workerExecutable = Self.workerBinary
-        configuration.workerArguments = []
-        var logger = Logger(label: "api-test")
-        logger.logLevel = .warning
-        let supervisor = try Supervisor(configuration: configuration, logger: logger, handleSignals: false)
+        let (supervisor, logger) = try Self.makeSupervisor()
         let group = ServiceGroup(services: [SupervisorService(supervisor)], logger: logger)
         let running = Task { try await group.run() }
         var exits = 0

@@ -2,7 +2,7 @@ import Dispatch
 import ServiceLifecycle
 import Switchboard
 
-/// A ``Supervisor`` as a swift-service-lifecycle `Service`, so the master sits in a `ServiceGroup` beside the
+/// A `Supervisor` as a swift-service-lifecycle `Service`, so the master sits in a `ServiceGroup` beside the
 /// program's other services and stops gracefully with them.
 ///
 /// Create the supervisor with `handleSignals: false` and give the group the signals (`gracefulShutdownSignals:

@@ -112,9 +112,15 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .target(
+            name: "SwitchboardTestSupport",
+            dependencies: ["CSwitchboardLinux"],
+            path: "Tests/SwitchboardTestSupport",
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "SwitchboardEndToEndTests",
-            dependencies: ["Switchboard"],
+            dependencies: ["Switchboard", "SwitchboardTestSupport"],
             swiftSettings: strictSwift
         ),
         .target(
@@ -141,7 +147,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardHummingbirdTests",
-            dependencies: ["SwitchboardHummingbird", "CSwitchboardLinux"],
+            dependencies: ["SwitchboardHummingbird", "CSwitchboardLinux", "SwitchboardTestSupport"],
             swiftSettings: strictSwift
         ),
     ]

@@ -1,5 +1,6 @@
 import CSwitchboardLinux
 import Foundation
+import SwitchboardTestSupport
 import Testing
 
 extension EndToEndTests {

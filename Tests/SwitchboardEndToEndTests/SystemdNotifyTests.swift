@@ -1,5 +1,6 @@
 import CSwitchboardLinux
 import Foundation
+import SwitchboardTestSupport
 import Testing
 
 /// systemd behaviour against a datagram NOTIFY_SOCKET stand-in and Debian's systemd-socket-activate.

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardTestSupport
 import Testing
 
 /// The repository's unit files under a real systemd 252, booted as PID 1 of private namespaces.

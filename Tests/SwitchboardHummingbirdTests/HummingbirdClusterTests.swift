@@ -1,6 +1,7 @@
 // Built only with the package trait `Hummingbird` (`swift build --traits Hummingbird`).
 #if Hummingbird
 import Foundation
+import SwitchboardTestSupport
 import Synchronization
 import Testing
 
@@ -8,8 +9,11 @@ import Testing
 /// so the 2-core machine is not oversubscribed.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct HummingbirdClusterTests {
+    /// The example app, built next to the test bundle.
+    let example = SwitchboardProcess.sibling("switchboard-hummingbird-example")
+
     @Test func everyWorkerServesTheApplicationsRoutes() throws {
-        let server = try SwitchboardProcess.start(["--workers", "2"])
+        let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
         defer { server.cleanUp() }
         #expect(server.stdout.contains("listening on 127.0.0.1:\(server.port) with 2 workers (round-robin)"))
         let workers = Set(server.workerPIDs)
@@ -41,7 +45,7 @@ struct HummingbirdClusterTests {
     }
 
     @Test func keepAliveServesSeveralRequestsOnOneConnection() throws {
-        let server = try SwitchboardProcess.start(["--workers", "2"])
+        let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
         defer { server.cleanUp() }
         let connection = try TestConnection(port: server.port)
         var pids: Set<pid_t> = []
@@ -63,7 +67,7 @@ struct HummingbirdClusterTests {
     }
 
     @Test func sigtermLetsAnInFlightRequestFinish() throws {
-        let server = try SwitchboardProcess.start(["--workers", "2", "--drain-timeout", "20"])
+        let server = try SwitchboardProcess.start(["--workers", "2", "--drain-timeout", "20"], executable: example)
         defer { server.cleanUp() }
         let master = server.pid
 
@@ -97,7 +101,7 @@ struct HummingbirdClusterTests {
     }
 
     @Test func rollingReloadsUnderLoadLoseNoRequest() throws {
-        let server = try SwitchboardProcess.start(["--workers", "2"])
+        let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
         defer { server.cleanUp() }
         let before = Set(server.workerPIDs)
         let port = server.port
@@ -133,7 +137,7 @@ struct HummingbirdClusterTests {
     }
 
     @Test func aBadFlagIsReportedWithExitCode64() throws {
-        let server = try SwitchboardProcess(arguments: ["--workers", "none"])
+        let server = try SwitchboardProcess(arguments: ["--workers", "none"], executable: example)
         defer { server.cleanUp() }
         #expect(server.waitForExit() == 64)
         #expect(server.stderr.contains("invalid WORKERS: 'none'"), "stderr: \(server.stderr)")

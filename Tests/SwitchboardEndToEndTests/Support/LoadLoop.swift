@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardTestSupport
 
 /// A client loop on its own thread: one request per new connection, until stopped. Records every outcome with the
 /// time it started and ended.

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardTestSupport
 
 /// Reads the master's log lines (swift-log's stream handler format: `<time> <level> <label>: k=v ... [Module] text`).
 struct LogLine {

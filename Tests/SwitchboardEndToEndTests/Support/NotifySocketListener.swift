@@ -1,5 +1,6 @@
 import CSwitchboardLinux
 import Foundation
+import SwitchboardTestSupport
 
 /// A datagram socket standing in for systemd's NOTIFY_SOCKET: collects every notification (and any descriptors
 /// passed with FDSTORE=1) in order.

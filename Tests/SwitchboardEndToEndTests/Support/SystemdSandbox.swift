@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardTestSupport
 
 /// A real systemd booted as PID 1 of private PID + mount namespaces by `Scripts/systemd-sandbox.sh` (which mounts
 /// private tmpfs over /tmp, /var/tmp and /run first, so the machine's /tmp is never touched).

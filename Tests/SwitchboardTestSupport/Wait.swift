@@ -1,11 +1,9 @@
-// Copied from Tests/SwitchboardEndToEndTests/Support. Only with the `Hummingbird` trait.
-#if Hummingbird
 import Foundation
 
 /// Waits for a condition to hold, checking every 20 ms, up to `timeout`. Returns whether it held.
 /// Tests wait on events this way; the bound is generous and never a pass/fail timing criterion.
 @discardableResult
-func waitUntil(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) rethrows -> Bool {
+package func waitUntil(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) rethrows -> Bool {
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
     while clock.now < deadline {
@@ -14,4 +12,3 @@ func waitUntil(timeout: Duration = .seconds(20), _ condition: () throws -> Bool)
     }
     return try condition()
 }
-#endif

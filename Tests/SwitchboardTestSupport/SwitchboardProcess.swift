@@ -2,28 +2,28 @@ import Foundation
 import Testing
 
 /// The built `switchboard` binary running as a real process, with its output in temporary files.
-final class SwitchboardProcess {
-    let process = Process()
-    let directory: URL
-    let stdoutURL: URL
-    let stderrURL: URL
-    private(set) var port = 0
+package final class SwitchboardProcess {
+    package let process = Process()
+    package let directory: URL
+    package let stdoutURL: URL
+    package let stderrURL: URL
+    package private(set) var port = 0
 
-    var pid: pid_t { process.processIdentifier }
+    package var pid: pid_t { process.processIdentifier }
 
     /// The `switchboard` executable next to the test bundle (or `SWITCHBOARD_BINARY`).
-    static var binary: String {
+    package static var binary: String {
         if let path = ProcessInfo.processInfo.environment["SWITCHBOARD_BINARY"] { return path }
         let testRunner = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         return testRunner.deletingLastPathComponent().appendingPathComponent("switchboard").path
     }
 
     /// Another executable built next to the test bundle, such as `switchboard-nio-example`.
-    static func sibling(_ name: String) -> String {
+    package static func sibling(_ name: String) -> String {
         URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent(name).path
     }
 
-    init(arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil) throws {
+    package init(arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil) throws {
         let executable = executable ?? Self.binary
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -56,7 +56,7 @@ final class SwitchboardProcess {
     }
 
     /// Starts `switchboard --host 127.0.0.1 --port 0 <arguments>` and waits for its ready line.
-    static func start(
+    package static func start(
         _ arguments: [String], environment: [String: String] = [:], executable: String? = nil
     ) throws -> SwitchboardProcess {
         let server = try SwitchboardProcess(
@@ -66,11 +66,11 @@ final class SwitchboardProcess {
         return server
     }
 
-    var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
-    var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
+    package var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
+    package var stderr: String { (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "" }
 
     /// Waits for `listening on <host>:<port> with ...` and records the port.
-    func waitForReady(timeout: Duration = .seconds(60)) throws {
+    package func waitForReady(timeout: Duration = .seconds(60)) throws {
         let ready = waitUntil(timeout: timeout) {
             guard let line = stdout.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }) else {
                 return !process.isRunning
@@ -85,15 +85,15 @@ final class SwitchboardProcess {
     }
 
     /// Current worker pids (children of the master).
-    var workerPIDs: [pid_t] { ProcFS.children(of: pid) }
+    package var workerPIDs: [pid_t] { ProcFS.children(of: pid) }
 
-    func signal(_ signal: Int32) {
+    package func signal(_ signal: Int32) {
         kill(pid, signal)
     }
 
     /// Waits for the process to exit; returns its status (exit code, or 128+signal), or nil on timeout.
     @discardableResult
-    func waitForExit(timeout: Duration = .seconds(30)) -> Int32? {
+    package func waitForExit(timeout: Duration = .seconds(30)) -> Int32? {
         guard waitUntil(timeout: timeout, { !process.isRunning }) else { return nil }
         process.waitUntilExit()
         return process.terminationReason == .uncaughtSignal
@@ -101,7 +101,7 @@ final class SwitchboardProcess {
     }
 
     /// Stops the master with SIGTERM and checks that it exits 0 and leaves no worker behind.
-    func stopAndCheckNoOrphans(sourceLocation: SourceLocation = #_sourceLocation) {
+    package func stopAndCheckNoOrphans(sourceLocation: SourceLocation = #_sourceLocation) {
         let master = pid
         signal(SIGTERM)
         let status = waitForExit()
@@ -112,7 +112,7 @@ final class SwitchboardProcess {
     }
 
     /// Kills whatever is left (the master and its workers) and removes the temporary files.
-    func cleanUp() {
+    package func cleanUp() {
         if process.isRunning {
             kill(pid, SIGKILL)
             process.waitUntilExit()

@@ -1,9 +1,9 @@
 import Foundation
 
 /// Reads process facts from /proc.
-enum ProcFS {
+package enum ProcFS {
     /// Reads a whole /proc file (they report size 0, so read until end of file).
-    static func read(_ path: String) -> String? {
+    package static func read(_ path: String) -> String? {
         guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
         defer { try? handle.close() }
         guard let data = try? handle.readToEnd() else { return nil }
@@ -11,12 +11,12 @@ enum ProcFS {
     }
 
     /// Number of open descriptors of `pid`.
-    static func descriptorCount(_ pid: pid_t) -> Int {
+    package static func descriptorCount(_ pid: pid_t) -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
     }
 
     /// What each descriptor of `pid` points at, by number.
-    static func descriptors(_ pid: pid_t) -> [Int: String] {
+    package static func descriptors(_ pid: pid_t) -> [Int: String] {
         var result: [Int: String] = [:]
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
         for name in names {
@@ -27,12 +27,12 @@ enum ProcFS {
     }
 
     /// Pids whose parent is `pid`.
-    static func children(of pid: pid_t) -> [pid_t] {
+    package static func children(of pid: pid_t) -> [pid_t] {
         allPIDs().filter { parent(of: $0) == pid }
     }
 
     /// Pids of every live process started as a worker of the master `pid` (wherever it was reparented to).
-    static func workers(ofMaster pid: pid_t) -> [pid_t] {
+    package static func workers(ofMaster pid: pid_t) -> [pid_t] {
         allPIDs().filter { candidate in
             guard isAlive(candidate),
                 let environ = read("/proc/\(candidate)/environ").map({ Data($0.utf8) })
@@ -42,7 +42,7 @@ enum ProcFS {
         }
     }
 
-    static func parent(of pid: pid_t) -> pid_t? {
+    package static func parent(of pid: pid_t) -> pid_t? {
         guard let stat = read("/proc/\(pid)/stat"),
             let close = stat.lastIndex(of: ")")
         else { return nil }
@@ -51,7 +51,7 @@ enum ProcFS {
     }
 
     /// Whether `pid` exists and is not a zombie.
-    static func isAlive(_ pid: pid_t) -> Bool {
+    package static func isAlive(_ pid: pid_t) -> Bool {
         guard let stat = read("/proc/\(pid)/stat"),
             let close = stat.lastIndex(of: ")")
         else { return false }
@@ -59,7 +59,7 @@ enum ProcFS {
         return fields.first.map { $0 != "Z" && $0 != "X" } ?? false
     }
 
-    static func allPIDs() -> [pid_t] {
+    package static func allPIDs() -> [pid_t] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
     }
 }

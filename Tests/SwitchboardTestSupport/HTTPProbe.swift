@@ -2,24 +2,26 @@ import CSwitchboardLinux
 import Foundation
 
 /// A minimal blocking HTTP/1.1 client for tests: one request per call.
-struct HTTPResponse {
-    var status: Int
-    var body: String
-    var headers: [String: String]
+package struct HTTPResponse {
+    package var status: Int
+    package var body: String
+    package var headers: [String: String]
 
-    /// The pid in "Handled by worker: <pid>".
-    var workerPID: pid_t? {
-        guard body.hasPrefix("Handled by worker: ") else { return nil }
-        return pid_t(body.dropFirst("Handled by worker: ".count))
+    /// The pid at the end of a worker's greeting: "Handled by worker: <pid>" (the built-in worker) or
+    /// "Hello from Hummingbird worker <pid>" (the Hummingbird example).
+    package var workerPID: pid_t? {
+        let words = body.split(separator: " ")
+        guard words.count >= 2, words[words.count - 2].hasPrefix("worker") else { return nil }
+        return pid_t(words[words.count - 1])
     }
 }
 
-enum ProbeError: Error, CustomStringConvertible {
+package enum ProbeError: Error, CustomStringConvertible {
     case connect(Int32)
     case io(String)
     case malformed(String)
 
-    var description: String {
+    package var description: String {
         switch self {
         case .connect(let code): "connect failed: errno \(code)"
         case .io(let what): "i/o failed: \(what)"
@@ -29,12 +31,12 @@ enum ProbeError: Error, CustomStringConvertible {
 }
 
 /// A blocking TCP connection with receive and send timeouts.
-final class TestConnection: @unchecked Sendable {
+package final class TestConnection: @unchecked Sendable {
     // @unchecked: a connection is used by one thread at a time (handed over, never shared).
-    let fd: Int32
+    package let fd: Int32
     private var buffered: [UInt8] = []
 
-    init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 15) throws {
+    package init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 15) throws {
         let fd = sb_tcp_connect(host, Int32(port))
         guard fd >= 0 else { throw ProbeError.connect(errno) }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
@@ -46,10 +48,10 @@ final class TestConnection: @unchecked Sendable {
     deinit { close(fd) }
 
     /// The client side's local port.
-    var localPort: Int { Int(sb_local_port(fd)) }
+    package var localPort: Int { Int(sb_local_port(fd)) }
 
     /// The inode of the server side of this connection (from /proc/net/tcp), once the server accepted it.
-    func serverSideInode(serverPort: Int) -> String? {
+    package func serverSideInode(serverPort: Int) -> String? {
         let local = String(format: ":%04X", serverPort)
         let remote = String(format: ":%04X", localPort)
         guard let table = ProcFS.read("/proc/net/tcp") else { return nil }
@@ -63,7 +65,7 @@ final class TestConnection: @unchecked Sendable {
     }
 
     /// Waits until the server side of this connection is held by a worker and no longer by the master.
-    func waitUntilHeldByWorker(of server: SwitchboardProcess) -> pid_t? {
+    package func waitUntilHeldByWorker(of server: SwitchboardProcess) -> pid_t? {
         var holder: pid_t?
         waitUntil {
             guard let inode = serverSideInode(serverPort: server.port) else { return false }
@@ -75,7 +77,7 @@ final class TestConnection: @unchecked Sendable {
         return holder
     }
 
-    func send(_ text: String) throws {
+    package func send(_ text: String) throws {
         var bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
@@ -85,12 +87,12 @@ final class TestConnection: @unchecked Sendable {
         }
     }
 
-    func request(path: String = "/", keepAlive: Bool = false) throws {
+    package func request(path: String = "/", keepAlive: Bool = false) throws {
         try send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: \(keepAlive ? "keep-alive" : "close")\r\n\r\n")
     }
 
     /// Reads one response (headers plus Content-Length body).
-    func readResponse() throws -> HTTPResponse {
+    package func readResponse() throws -> HTTPResponse {
         while true {
             if let end = findHeaderEnd() {
                 let head = String(decoding: buffered[..<end], as: UTF8.self)
@@ -118,7 +120,7 @@ final class TestConnection: @unchecked Sendable {
     }
 
     /// Reads until the peer closes; returns whether it closed cleanly with no more bytes.
-    func readUntilClosed() throws -> Bool {
+    package func readUntilClosed() throws -> Bool {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
@@ -149,7 +151,7 @@ final class TestConnection: @unchecked Sendable {
 }
 
 /// One GET on a new connection.
-func get(port: Int, path: String = "/") throws -> HTTPResponse {
+package func get(port: Int, path: String = "/") throws -> HTTPResponse {
     let connection = try TestConnection(port: port)
     try connection.request(path: path)
     return try connection.readResponse()

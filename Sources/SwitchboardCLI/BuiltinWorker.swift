@@ -26,13 +26,13 @@ struct BuiltinWorker {
         logger[metadataKey: "worker.id"] = "\(runtime.id)"
         if testHooks { TestHooks.applyAtStart() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let body = "Handled by worker: \(getpid())"
+        let response = HelloHandler.Response(body: "Handled by worker: \(getpid())")
         let hooks = testHooks
         let server = SwitchboardWorkerServer(runtime: runtime, group: group, logger: logger) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                 try channel.pipeline.syncOperations.addHandler(
-                    HelloHandler(body: body, testHooks: hooks ? runtime : nil))
+                    HelloHandler(response: response, testHooks: hooks ? runtime : nil))
             }
         }
         if testHooks && TestHooks.current == "never-ready" {
@@ -68,13 +68,31 @@ final class HelloHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let body: String
+    /// The parts of the one response this worker gives, built once per worker and shared by every connection
+    /// (`HTTPHeaders` and `ByteBuffer` are copy-on-write, so writing them costs no allocation).
+    struct Response: Sendable {
+        let keepAlive: HTTPResponseHead
+        let close: HTTPResponseHead
+        let body: ByteBuffer
+
+        init(body text: String) {
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "text/plain")
+            headers.add(name: "Content-Length", value: String(text.utf8.count))
+            keepAlive = HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)
+            headers.add(name: "Connection", value: "close")
+            close = HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)
+            body = ByteBuffer(string: text)
+        }
+    }
+
+    private let response: Response
     private let testHooks: WorkerRuntime?
     private var keepAlive = true
     private var delayMilliseconds: Int64 = 0
 
-    init(body: String, testHooks: WorkerRuntime?) {
-        self.body = body
+    init(response: Response, testHooks: WorkerRuntime?) {
+        self.response = response
         self.testHooks = testHooks
     }
 
@@ -82,11 +100,12 @@ final class HelloHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             keepAlive = head.isKeepAlive
-            delayMilliseconds = testHooks != nil ? Self.delay(in: head.uri) : 0
-            if let runtime = testHooks, head.uri == "/test/malformed-frame" {
+            guard let runtime = testHooks else { return }
+            delayMilliseconds = Self.delay(in: head.uri)
+            if head.uri == "/test/malformed-frame" {
                 runtime.sendRawFrame([0xFF, 0x01, 0x02])
             }
-            if let runtime = testHooks, head.uri == "/test/oversized-frame" {
+            if head.uri == "/test/oversized-frame" {
                 var frame = WireCodec.encode(.message([]))
                 frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)
                 runtime.sendRawFrame(frame)
@@ -107,19 +126,15 @@ final class HelloHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func respond(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "text/plain")
-        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
-        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-        buffer.writeString(body)
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        let keepAlive = self.keepAlive
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            if !keepAlive { loopBound.value.close(promise: nil) }
+        context.write(wrapOutboundOut(.head(keepAlive ? response.keepAlive : response.close)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+                loopBound.value.close(promise: nil)
+            }
         }
     }
 

@@ -21,6 +21,43 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Connections already waiting in the backlog are accepted in bursts and go out several per message (one
+        /// `sendmsg` per worker per burst), still in strict rotation, and every one is answered.
+        @Test func aBurstWaitingInTheBacklogGoesOutSeveralConnectionsPerMessage() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2"])
+            defer { server.cleanUp() }
+            let workers = server.workerPIDs
+            try #require(workers.count == 2)
+            // With the master stopped, the kernel completes the handshakes and queues all thirty in the backlog. Thirty
+            // keeps each worker below its bound of 16 unacknowledged, so rotation is never skipped.
+            server.signal(SIGSTOP)
+            var connections: [TestConnection] = []
+            for _ in 0..<30 {
+                let connection = try TestConnection(port: server.port, timeoutSeconds: 30)
+                try connection.request()
+                connections.append(connection)
+            }
+            server.signal(SIGCONT)
+            var counts: [pid_t: Int] = [:]
+            for connection in connections {
+                let response = try connection.readResponse()
+                #expect(response.status == 200)
+                counts[try #require(response.workerPID), default: 0] += 1
+            }
+            #expect(counts == [workers[0]: 15, workers[1]: 15], "per-worker counts: \(counts)")
+            server.signal(SIGTERM)
+            #expect(server.waitForExit() == 0)
+            let log = server.stderr
+            let stopped = try #require(log.split(separator: "\n").last { $0.contains("stopped") }, "\(log)")
+            func figure(_ name: String) -> Int? {
+                stopped.split(separator: " ").first { $0.hasPrefix("\(name)=") }.flatMap { Int($0.split(separator: "=")[1]) }
+            }
+            #expect(figure("connections.dispatched") == 30, "\(stopped)")
+            let messages = try #require(figure("connections.messages"), "\(stopped)")
+            print("30 queued connections went out in \(messages) messages")
+            #expect(messages <= 15, "a burst should carry several connections per message: \(stopped)")
+        }
+
         @Test func keepAliveConnectionServesManyRequestsOnOneWorker() throws {
             let server = try SwitchboardProcess.start(["--workers", "2"])
             defer { server.cleanUp() }

@@ -6,42 +6,93 @@ import Glibc
 #endif
 
 extension Master {
+    /// The most connections accepted in one go before they are sent; at most ``WireCodec/maxDescriptors``.
+    static let acceptBurst = 16
+
     /// Hands waiting connections to workers, then accepts new ones while some worker has room.
     /// The hot path: no allocation, no logging, no locks per connection.
     func pump() {
+        dispatchPending()
+        if configuration.mode.passesDescriptors && pending.isEmpty && listener >= 0 && state == .running
+            && acceptResumeAt == nil
+        {
+            acceptLoop()
+            dispatchPending()
+        }
+        updateListenerInterest()
+    }
+
+    /// Hands connections that are waiting (given back by a blocked or failed worker) to workers with room.
+    private func dispatchPending() {
         while let fd = pending.first {
             guard let index = scheduler.next() else { break }
             if send(fd, to: index) {
                 _ = pending.removeFirst()
             }
         }
-        if configuration.mode.passesDescriptors && pending.isEmpty && listener >= 0 && state == .running
-            && acceptResumeAt == nil
-        {
-            acceptLoop()
-        }
-        updateListenerInterest()
     }
 
+    /// Accepts a burst of connections (up to ``acceptBurst``, while some worker has room), picking a worker for each
+    /// in scheduling order, then sends each worker its share in one message: one `sendmsg`, one wakeup and one
+    /// acknowledgement per worker per burst instead of per connection.
     private func acceptLoop() {
-        while scheduler.next() != nil {
-            let fd: CInt
-            do {
-                guard case .done(let accepted) = try Syscalls.accept(listener) else { return }
-                fd = accepted
-            } catch {
-                acceptFailed(error)
-                return
-            }
-            // Find a worker that takes it; a failed worker is detached and the next one tried.
-            while true {
-                guard let index = scheduler.next() else {
-                    pending.append(fd)
-                    return
+        while true {
+            var staged = 0
+            accepting: while staged < Self.acceptBurst, let index = scheduler.next() {
+                let accepted: NonBlocking<CInt>
+                do {
+                    accepted = try Syscalls.accept(listener)
+                } catch {
+                    acceptFailed(error)
+                    break accepting
                 }
-                if send(fd, to: index) { break }
+                guard case .done(let fd) = accepted else { break accepting }
+                slots[index].outbox.append(fd)
+                scheduler.dispatched(to: index)
+                staged += 1
+            }
+            if staged > 0 { flushOutboxes() }
+            // A full burst means more may be waiting; anything else means the backlog is empty or nobody has room.
+            guard staged == Self.acceptBurst, pending.isEmpty, acceptResumeAt == nil else { return }
+        }
+    }
+
+    /// Sends every worker the connections staged for it. A worker whose channel would block or fails gives its
+    /// share back to `pending`, from where `pump()` hands it to the others.
+    private func flushOutboxes() {
+        for index in slots.indices where !slots[index].outbox.isEmpty {
+            let count = slots[index].outbox.count
+            guard let channel = slots[index].channel else {
+                giveBack(slot: index)
+                scheduler.setReady(index, false)
+                continue
+            }
+            do {
+                switch try channel.sendConnections(
+                    firstSequence: slots[index].inFlight.nextSequence, slots[index].outbox, count: count)
+                {
+                case .done:
+                    for fd in slots[index].outbox { _ = slots[index].inFlight.push(fd) }
+                    slots[index].outbox.removeAll(keepingCapacity: true)
+                    dispatched &+= UInt64(count)
+                    connectionMessages &+= 1
+                case .wouldBlock:
+                    giveBack(slot: index)
+                    scheduler.setBlocked(index, true)
+                    watchWritable(slot: index, true)
+                }
+            } catch {
+                giveBack(slot: index)
+                detach(slot: index, reason: "channel failed while sending connections: \(error)")
             }
         }
+    }
+
+    /// Moves the connections staged for `slot` (not sent) to `pending` and takes back their scheduling.
+    private func giveBack(slot index: Int) {
+        scheduler.undispatched(index, count: slots[index].outbox.count)
+        for fd in slots[index].outbox { pending.append(fd) }
+        slots[index].outbox.removeAll(keepingCapacity: true)
     }
 
     /// Sends `fd` to the worker in `slot`. Returns true when it was sent (the master keeps its copy until the ack).
@@ -59,6 +110,7 @@ extension Master {
                 _ = slots[index].inFlight.push(fd)
                 scheduler.dispatched(to: index)
                 dispatched &+= 1
+                connectionMessages &+= 1
                 return true
             case .wouldBlock:
                 scheduler.setBlocked(index, true)

@@ -70,6 +70,8 @@ package final class Master {
     /// Counters for status lines and tests.
     var dispatched: UInt64 = 0
     var redispatched: UInt64 = 0
+    /// `connections` messages sent: below `dispatched` when bursts went out several connections per message.
+    var connectionMessages: UInt64 = 0
     var dropped: UInt64 = 0
 
     static let handledSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU]
@@ -379,6 +381,9 @@ package final class Master {
         for fd in lost { Syscalls.close(fd) }
         logger.info(
             "stopped",
-            metadata: ["connections.dispatched": "\(dispatched)", "connections.redispatched": "\(redispatched)"])
+            metadata: [
+                "connections.dispatched": "\(dispatched)", "connections.redispatched": "\(redispatched)",
+                "connections.messages": "\(connectionMessages)",
+            ])
     }
 }

@@ -26,6 +26,8 @@ struct WorkerSlot {
     /// A pidfd that becomes readable when the process exits (nil where the kernel has none).
     var processDescriptor: CInt?
     var inFlight: InFlightRing
+    /// Connections picked for this worker during one accept burst, sent together in one message.
+    var outbox: [CInt]
     var startedAt: UInt64 = 0
     var respawnAt: UInt64?
     var lastHeartbeat: UInt64 = 0
@@ -39,6 +41,8 @@ struct WorkerSlot {
 
     init(bound: Int) {
         inFlight = InFlightRing(capacity: bound)
+        outbox = []
+        outbox.reserveCapacity(Master.acceptBurst)
     }
 
     var hasProcess: Bool { phase != .empty }

@@ -79,6 +79,12 @@ package struct Scheduler {
         cursor = (slot + 1) % slots.count
     }
 
+    /// Takes back `count` connections recorded with ``dispatched(to:)`` that were never sent after all.
+    package mutating func undispatched(_ slot: Int, count: Int) {
+        precondition(count <= slots[slot].unacknowledged, "took back more than was recorded")
+        slots[slot].unacknowledged -= count
+    }
+
     /// Records that `slot` acknowledged `count` connections and reports `open` connections.
     package mutating func acknowledged(_ slot: Int, count: Int, open: Int? = nil) {
         precondition(count <= slots[slot].unacknowledged, "acknowledged more than was sent")

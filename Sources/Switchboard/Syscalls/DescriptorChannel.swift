@@ -23,12 +23,21 @@ package final class DescriptorChannel {
 
     /// Sends one connection (non-blocking). The caller keeps its copy of `connection`.
     package func sendConnection(sequence: UInt64, _ connection: CInt) throws(SystemCallError) -> NonBlocking<Void> {
-        WireCodec.patchConnections(&connectionFrame, firstSequence: sequence, count: 1)
         descriptorScratch[0] = connection
+        return try sendConnections(firstSequence: sequence, descriptorScratch, count: 1)
+    }
+
+    /// Sends the first `count` descriptors of `connections` in one message, numbered from `firstSequence`
+    /// (non-blocking; `count` is at most ``WireCodec/maxDescriptors``). The caller keeps its copies.
+    package func sendConnections(firstSequence: UInt64, _ connections: [CInt], count: Int) throws(SystemCallError)
+        -> NonBlocking<Void>
+    {
+        precondition(count >= 1 && count <= min(connections.count, WireCodec.maxDescriptors))
+        WireCodec.patchConnections(&connectionFrame, firstSequence: firstSequence, count: count)
         let result = unsafe connectionFrame.withUnsafeBytes { bytes in
-            unsafe descriptorScratch.withUnsafeBufferPointer { fds in
+            unsafe connections.withUnsafeBufferPointer { fds in
                 Result { () throws(SystemCallError) in
-                    try unsafe Syscalls.send(fd, bytes: bytes, fds: UnsafeBufferPointer(rebasing: fds[0..<1]))
+                    try unsafe Syscalls.send(fd, bytes: bytes, fds: UnsafeBufferPointer(rebasing: fds[0..<count]))
                 }
             }
         }

@@ -7,18 +7,47 @@
 #if Hummingbird
 import Foundation
 import Hummingbird
+import ServiceLifecycle
 import SwitchboardHummingbird
+import Synchronization
+
+/// Counts the requests this worker answered.
+final class RequestCount: RouterMiddleware, Sendable {
+    typealias Context = BasicRequestContext
+    let value = Atomic<Int>(0)
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        value.add(1, ordering: .relaxed)
+        return try await next(request, context)
+    }
+}
+
+/// An application service that has work to do at shutdown (think of flushing metrics or closing a database pool):
+/// it waits for the service group's graceful shutdown, which comes after the worker has drained, then reports.
+struct ShutdownReport: Service {
+    let count: RequestCount
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let line = "worker \(getpid()) shut down gracefully after \(count.value.load(ordering: .relaxed)) requests\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}
 
 /// The application, exactly as it would be built to listen by itself.
 func buildApplication() -> some ApplicationProtocol {
+    let count = RequestCount()
     let router = Router()
+    router.add(middleware: count)
     router.get("/") { _, _ in "Hello from Hummingbird worker \(getpid())" }
     router.get("/slow") { request, _ -> String in
         let milliseconds = min(max(request.uri.queryParameters.get("ms", as: Int.self) ?? 0, 0), 10_000)
         try await Task.sleep(for: .milliseconds(milliseconds))
         return "Slept \(milliseconds) ms in Hummingbird worker \(getpid())"
     }
-    return Application(router: router)
+    return Application(router: router, services: [ShutdownReport(count: count)])
 }
 
 /// `--port`, `--host`, `--workers`, `--drain-timeout` (seconds), or `PORT`, `HOST`, `WORKERS`, `DRAIN_TIMEOUT`.

@@ -98,8 +98,9 @@ public enum SwitchboardCluster {
     /// `ApplicationConfiguration.serverName` is set, the `Server` header, as with `Application.run()`. When the master
     /// says drain (on its SIGTERM, a reload or a scale-down), idle keep-alive connections close at once and each
     /// connection with a request in flight closes after its response; the process exits when the last one is closed
-    /// (or at the master's drain deadline). The application's services are not shut down gracefully: the process
-    /// exits. The application's `onServerRunning` is not called, since the worker has no listening channel.
+    /// (or at the master's drain deadline). Then the application's services shut down gracefully (each gets the
+    /// `ServiceGroup`'s graceful shutdown, as under `Application.runService()`) and the process exits with 0. The
+    /// application's `onServerRunning` is not called, since the worker has no listening channel of its own.
     ///
     /// Use it instead of ``run(configuration:http1:logger:application:)`` when your program runs its own
     /// `Supervisor` in the master (for its events and messages) and tells the roles apart with `Cluster.isWorker`.
@@ -107,8 +108,8 @@ public enum SwitchboardCluster {
     ///   - http1: The HTTP/1.1 settings of each connection.
     ///   - logger: Where the worker's lifecycle log lines go (the application's own logger serves requests).
     ///   - application: Builds the application.
-    /// - Returns: Never: the process exits when the worker has drained, or with code 1 when `application` throws or
-    ///   the application's services fail before the worker serves.
+    /// - Returns: Never: the process exits with 0 when the worker has drained and the application's services have
+    ///   shut down, or with 1 when `application` throws or one of the application's services fails.
     public static func runWorker<App: ApplicationProtocol>(
         http1: HTTP1Channel.Configuration = .init(),
         logger: Logger = Logger(label: "switchboard.worker"),
@@ -119,21 +120,26 @@ public enum SwitchboardCluster {
             fail("SWITCHBOARD_WORKER_ID is missing or not a number: a worker is started by a Switchboard master", code: 78)
         }
         logger[metadataKey: "worker.id"] = "\(runtime.id)"
-        var service: WorkerService<App>?
         do {
             let app = try await application()
             let worker = WorkerService(
                 application: app, responder: try await app.responder, runtime: runtime, http1: http1, logger: logger)
-            service = worker
-            let group = ServiceGroup(configuration: .init(services: app.services + [worker], logger: app.logger))
+            // The worker ends when it has drained; then the application's services shut down gracefully. If one of
+            // them fails, the worker drains and the others shut down as well.
+            let services =
+                app.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) } + [
+                    .init(
+                        service: worker, successTerminationBehavior: .gracefullyShutdownGroup,
+                        failureTerminationBehavior: .gracefullyShutdownGroup)
+                ]
+            let group = ServiceGroup(
+                configuration: .init(services: services, gracefulShutdownSignals: [], logger: app.logger))
             try await group.run()
-            logger.error("the application's services ended")
         } catch {
             logger.critical("the application failed: \(error)")
+            exit(1)
         }
-        // Serving: finish what is in flight, then the server exits the process. Not serving yet: exit now.
-        guard let service, service.drain() else { exit(1) }
-        await parkUntilExit()
+        exit(0)
     }
 
     /// Runs the master until it stops, then exits with its exit code.
@@ -198,21 +204,6 @@ public enum SwitchboardCluster {
 
     private static func writeLine(_ text: String, to handle: FileHandle) {
         handle.write(Data((text + "\n").utf8))
-    }
-
-    /// Suspends until the process exits (the worker server ends it once drained).
-    private static func parkUntilExit() async -> Never {
-        while true {
-            try? await Task.sleep(for: .seconds(3600))
-            if Task.isCancelled {
-                // Sleeping returns at once from now on: block instead, until the drain deadline ends the process.
-                blockThread()
-            }
-        }
-    }
-
-    private static func blockThread() -> Never {
-        while true { pause() }
     }
 }
 #endif

@@ -9,10 +9,10 @@ import NIOHTTP1
 import ServiceLifecycle
 import Switchboard
 import SwitchboardNIO
-import Synchronization
 
 /// The worker's HTTP server as a `Service`: runs the application's `beforeServerStarts` processes, then serves the
-/// connections the master passes through Hummingbird's `HTTP1Channel` until the process exits.
+/// connections the master passes through Hummingbird's `HTTP1Channel` until the worker has drained (the master said
+/// drain, or the group shuts down gracefully), and returns.
 final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConvertible {
     let childChannel: HTTP1Channel
     let processes: [@Sendable () async throws -> Void]
@@ -20,8 +20,6 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
     let runtime: WorkerRuntime
     let appLogger: Logger
     let logger: Logger
-    /// Set once the server runs.
-    let server = Mutex<SwitchboardWorkerServer?>(nil)
 
     var description: String { "SwitchboardWorker" }
 
@@ -52,11 +50,13 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
             }
             return childChannel.setup(channel: channel, logger: appLogger).map { newConnection.yield($0) }
         }
-        self.server.withLock { $0 = server }
-        // SwitchboardWorkerServer.run() blocks its thread, receiving from the master, and never returns.
-        Thread.detachNewThread { server.run() }
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask {
+                    // Returns once every connection has closed after a drain; that ends the loop below.
+                    defer { newConnection.finish() }
+                    try await server.serveUntilDrained()
+                }
                 for await connection in connections {
                     group.addTask { await childChannel.handle(value: connection, logger: appLogger) }
                 }
@@ -64,14 +64,6 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
         } onGracefulShutdown: {
             server.beginDrain(deadline: .seconds(10))
         }
-    }
-
-    /// Starts draining when the server runs.
-    /// - Returns: Whether it runs (and so will end the process).
-    func drain() -> Bool {
-        guard let server = server.withLock({ $0 }) else { return false }
-        server.beginDrain(deadline: .seconds(10))
-        return true
     }
 
     /// The responder `Application.run()` builds: a request context per request, errors the application does not

@@ -1,4 +1,5 @@
 import Dispatch
+import class Foundation.Thread
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -24,6 +25,11 @@ public final class SwitchboardWorkerServer: Sendable {
         var draining = false
         /// Passed connections handed to `ClientBootstrap` whose channel is not set up yet.
         var adopting = 0
+        /// Serving has ended (drained, or the drain deadline passed).
+        var finished = false
+        /// What ending does: exit the process (``run()``) or return from ``serveUntilDrained()``.
+        var onFinished: (@Sendable () -> Void)?
+        var heartbeats: RepeatedTask?
     }
 
     /// The channel to the master.
@@ -66,7 +72,10 @@ public final class SwitchboardWorkerServer: Sendable {
     /// The number of open connections.
     public var openConnections: Int { state.withLockedValue { $0.channels.count } }
 
-    /// Announces readiness and serves until the master says drain (or disappears); then exits the process.
+    /// Announces readiness and serves until the master says drain (or disappears); then exits the process with 0.
+    ///
+    /// To return instead, so that the program's other services can shut down after the worker has drained, use
+    /// ``serveUntilDrained()`` or put a ``SwitchboardWorkerService`` in a `ServiceGroup`.
     ///
     /// In `DispatchMode/shared` mode the worker accepts on the listener it inherited at fd 4, and in
     /// `DispatchMode/reusePort` mode on a `SO_REUSEPORT` listener of its own; otherwise it serves the connections the
@@ -81,7 +90,6 @@ public final class SwitchboardWorkerServer: Sendable {
     }
 
     private func serve(announcingReady: Bool) -> Never {
-        startHeartbeats()
         let term = watchTerminationSignal()
         do {
             try startOwnListener()
@@ -89,7 +97,57 @@ public final class SwitchboardWorkerServer: Sendable {
             logger.critical("cannot listen in \(runtime.mode) mode: \(error)")
             exit(1)
         }
+        guard arm(onFinished: { exit(0) }) else {
+            logger.critical("this server is already serving")
+            exit(1)
+        }
+        startHeartbeats()
         if announcingReady { runtime.announceReady() }
+        receiveFromMaster()
+        // The master is gone: the drain exits the process; park until it does.
+        while true {
+            withExtendedLifetime(term) { _ = pause() }
+        }
+    }
+
+    /// Announces readiness and serves until the master says drain (or disappears) and every connection has closed,
+    /// or the drain deadline has passed (the connections still open are closed then); then returns.
+    ///
+    /// Unlike ``run()`` it leaves the process running, so whatever called it can shut the rest of the program down
+    /// gracefully. It installs no signal handler: call ``beginDrain(deadline:)`` to stop from your own (a
+    /// ``SwitchboardWorkerService`` does on a `ServiceGroup`'s graceful shutdown). The thread that receives from
+    /// the master stays blocked on the channel afterwards; it ends with the process.
+    /// - Throws: `SwitchboardError` when the worker's own listener (`shared` and `reuseport` modes) cannot start, or
+    ///   when this server is already serving.
+    public func serveUntilDrained() async throws {
+        do {
+            try startOwnListener()
+        } catch {
+            throw SwitchboardError(.system, "cannot listen in \(runtime.mode) mode: \(error)")
+        }
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+            guard arm(onFinished: { done.resume() }) else {
+                done.resume(throwing: SwitchboardError(.usage, "this server is already serving"))
+                return
+            }
+            startHeartbeats()
+            runtime.announceReady()
+            // WorkerRuntime.run blocks its thread on the channel: give it one of its own, not the concurrency pool's.
+            Thread.detachNewThread { self.receiveFromMaster() }
+        }
+    }
+
+    /// Sets what finishing does; false when serving already began.
+    private func arm(onFinished: @escaping @Sendable () -> Void) -> Bool {
+        state.withLockedValue { state in
+            guard state.onFinished == nil, !state.finished else { return false }
+            state.onFinished = onFinished
+            return true
+        }
+    }
+
+    /// Receives connections, drains and messages from the master until it is gone (blocks the calling thread).
+    private func receiveFromMaster() {
         runtime.run(openConnections: { self.openConnections }) { event in
             switch event {
             case .connections(let descriptors):
@@ -101,10 +159,6 @@ public final class SwitchboardWorkerServer: Sendable {
             case .masterGone:
                 beginDrain(deadline: .seconds(10))
             }
-        }
-        // The master is gone: beginDrain exits the process; park until it does.
-        while true {
-            withExtendedLifetime(term) { _ = pause() }
         }
     }
 
@@ -193,10 +247,11 @@ public final class SwitchboardWorkerServer: Sendable {
 
     private func startHeartbeats() {
         let loop = group.next()
-        loop.scheduleRepeatedTask(initialDelay: .zero, delay: heartbeatInterval) { _ in
+        let task = loop.scheduleRepeatedTask(initialDelay: .zero, delay: heartbeatInterval) { _ in
             let (open, handled) = self.state.withLockedValue { ($0.channels.count, $0.handled) }
             self.runtime.heartbeat(open: open, handled: handled)
         }
+        state.withLockedValue { $0.heartbeats = task }
     }
 
     private func watchTerminationSignal() -> any DispatchSourceSignal {
@@ -229,12 +284,24 @@ public final class SwitchboardWorkerServer: Sendable {
         let (seconds, attoseconds) = deadline.components
         let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
         DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
-            self.logger.notice("drain deadline passed with connections open; exiting")
+            let open = self.state.withLockedValue { $0.finished ? [] : Array($0.channels.values) }
+            guard !open.isEmpty else { return self.finish() }
+            self.logger.notice("drain deadline passed with \(open.count) connections open; closing them")
+            for channel in open { channel.close(promise: nil) }
             self.finish()
         }
     }
 
+    /// Ends serving once: stops the heartbeats and exits the process (``run()``) or returns from
+    /// ``serveUntilDrained()``.
     private func finish() {
-        exit(0)
+        let onFinished: (@Sendable () -> Void)? = state.withLockedValue { state in
+            guard !state.finished else { return nil }
+            state.finished = true
+            state.heartbeats?.cancel()
+            state.heartbeats = nil
+            return state.onFinished
+        }
+        onFinished?()
     }
 }

@@ -100,6 +100,40 @@ struct HummingbirdClusterTests {
             "workers left behind: \(ProcFS.workers(ofMaster: master))")
     }
 
+    /// After a worker drains, the application's own services get a graceful shutdown before the process exits (the
+    /// example's ShutdownReport writes how many requests its worker answered), on a stop and on a reload alike.
+    @Test func theApplicationsServicesShutDownGracefullyAfterTheWorkerDrains() throws {
+        let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
+        defer { server.cleanUp() }
+        let first = Set(server.workerPIDs)
+        var answered: [pid_t: Int] = [:]
+        for _ in 0..<6 {
+            let response = try get(port: server.port)
+            #expect(response.status == 200)
+            answered[try #require(response.workerPID), default: 0] += 1
+        }
+        func reports() -> [pid_t: Int] {
+            var found: [pid_t: Int] = [:]
+            for line in server.stderr.split(separator: "\n") where line.contains("shut down gracefully after") {
+                let words = line.split(separator: " ")
+                guard words.count >= 8, let pid = pid_t(words[1]), let count = Int(words[6]) else { continue }
+                found[pid] = count
+            }
+            return found
+        }
+        // A reload replaces both workers: each old one drains, then its services shut down and report.
+        server.signal(SIGHUP)
+        #expect(waitUntil(timeout: .seconds(30)) { Set(reports().keys) == first }, "stderr:\n\(server.stderr)")
+        #expect(reports() == answered, "each worker reports the requests it answered: \(reports()) vs \(answered)")
+        #expect(waitUntil(timeout: .seconds(30)) { Set(server.workerPIDs).isDisjoint(with: first) && server.workerPIDs.count == 2 })
+
+        // A stop: the new generation reports too (no requests answered), and the master exits 0.
+        let second = Set(server.workerPIDs)
+        server.signal(SIGTERM)
+        #expect(server.waitForExit() == 0, "master exit status; stderr:\n\(server.stderr)")
+        #expect(Set(reports().keys) == first.union(second), "stderr:\n\(server.stderr)")
+    }
+
     @Test func rollingReloadsUnderLoadLoseNoRequest() throws {
         let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
         defer { server.cleanUp() }

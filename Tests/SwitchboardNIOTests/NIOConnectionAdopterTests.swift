@@ -4,7 +4,9 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
 import Switchboard
+import Synchronization
 import Testing
 
 @testable import SwitchboardNIO
@@ -150,6 +152,59 @@ import Testing
         #expect(Self.readAll(client).isEmpty, "the client sees the connection closed")
         close(client)
         #expect(waitFor { Self.heldServerSockets(port: fixture.port) == 0 }, "the passed descriptor was closed")
+    }
+
+    /// Records when the service group shut it down gracefully.
+    final class ShutdownWitness: Service, Sendable {
+        private let flag = Atomic<Bool>(false)
+        var shutDownGracefully: Bool { flag.load(ordering: .sequentiallyConsistent) }
+
+        func run() async throws {
+            try await gracefulShutdown()
+            flag.store(true, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// As a ServiceLifecycle service the worker serves what the master passes, drains when the master says so, then
+    /// returns (it does not exit the process), and its end shuts the rest of the group down gracefully.
+    @Test func aWorkerServiceServesDrainsAndThenShutsItsGroupDownGracefully() async throws {
+        let fixture = try Fixture()
+        defer { fixture.shutdown() }
+        let witness = ShutdownWitness()
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: witness),
+                    .init(
+                        service: SwitchboardWorkerService(fixture.server),
+                        successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                logger: Logger(label: "test")))
+        let running = Task { try await group.run() }
+
+        // A connection passed the way the master passes it: through the channel, to the runtime's receiving thread.
+        let client = sb_tcp_connect("127.0.0.1", CInt(fixture.port))
+        try #require(client >= 0)
+        defer { close(client) }
+        var accepted: CInt = -1
+        for _ in 0..<1000 where accepted < 0 {
+            accepted = sb_accept(fixture.listener)
+            if accepted < 0 { usleep(1000) }
+        }
+        try #require(accepted >= 0)
+        _ = try fixture.masterEnd.sendConnection(sequence: 1, accepted)
+        close(accepted)
+        let request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        _ = request.withCString { write(client, $0, strlen($0)) }
+        let response = Self.readAll(client)
+        #expect(response.hasPrefix("HTTP/1.1 200 OK"), "response: \(response)")
+        #expect(!witness.shutDownGracefully, "nothing stops before the drain")
+
+        // The master says drain: with no connection left open the service returns and the group shuts down.
+        _ = try fixture.masterEnd.send(.drain(deadlineMilliseconds: 5_000), blocking: true)
+        try await running.value
+        #expect(witness.shutDownGracefully)
+        #expect(Self.heldServerSockets(port: fixture.port) == 0, "the passed connection was closed")
     }
 
     /// Accepted (not listening) sockets on `port` that this process still holds.

@@ -64,6 +64,7 @@ RATIO_METRICS = [
     ("keepalive_req_per_s", "keep-alive req/s"),
     ("close_p99_ms", "close p99"),
     ("keepalive_p99_ms", "keep-alive p99"),
+    ("server_us_per_conn", "server CPU µs/conn"),
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -338,7 +339,10 @@ def cleanup_all() -> None:
 # wrk
 
 def run_wrk(wrk: str, url: str, duration: int, connections: int, close: bool,
-            script: bool = True) -> dict | None:
+            script: bool = True, count: bool = False) -> dict | None:
+    """Runs wrk once. With `count` the Lua script tallies every response per
+    worker pid, which makes wrk itself several times slower per response: use
+    it for distribution only, never for throughput or latency."""
     cmd = [wrk, "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency"]
     if script:
         cmd += ["-s", str(LUA_SCRIPT)]
@@ -346,8 +350,9 @@ def run_wrk(wrk: str, url: str, duration: int, connections: int, close: bool,
         cmd += ["-H", "Connection: close"]
     cmd.append(url)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = dict(os.environ, SWITCHBOARD_BENCH_COUNT="1" if count else "0")
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
     _WRK.append(p)
     try:
         out, _ = p.communicate(timeout=duration + 30)
@@ -441,9 +446,11 @@ def spread(values):
 # --------------------------------------------------------------------------
 # One measurement of one subject
 
-def summarize_load(raw: dict, workers: list[int], master_ticks: int | None,
+def summarize_load(raw: dict, counted: dict, workers: list[int], master_ticks: int | None,
                    worker_ticks: int | None) -> dict:
-    per_pid = {str(k): int(v) for k, v in raw["per_pid"].items()}
+    """Throughput, latency and CPU come from the plain pass `raw`; the per-worker
+    distribution and body checks from the counting pass `counted`; errors from both."""
+    per_pid = {str(k): int(v) for k, v in counted["per_pid"].items()}
     worker_keys = [str(p) for p in workers]
     if worker_keys:
         counts = {k: per_pid.get(k, 0) for k in worker_keys}
@@ -454,11 +461,12 @@ def summarize_load(raw: dict, workers: list[int], master_ticks: int | None,
     total = sum(values)
     requests = int(raw["requests"])
     duration_s = raw["duration_us"] / 1e6 if raw["duration_us"] else None
-    e = raw["errors"]
-    socket_errors = int(e["connect"] + e["read"] + e["write"] + e["timeout"])
+    errors = {k: int(raw["errors"][k]) + int(counted["errors"][k]) for k in raw["errors"]}
+    socket_errors = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
     pct = raw["latency_us"]["percentiles"]
     master_us = master_ticks * 1e6 / CLK_TCK if master_ticks is not None else None
     workers_us = worker_ticks * 1e6 / CLK_TCK if worker_ticks is not None else None
+    counted_s = counted["duration_us"] / 1e6 if counted["duration_us"] else None
     return {
         "requests": requests,
         "duration_s": duration_s,
@@ -468,10 +476,14 @@ def summarize_load(raw: dict, workers: list[int], master_ticks: int | None,
             "p99": pct["99"] / 1000.0, "p99.9": pct["99.9"] / 1000.0,
             "mean": raw["latency_us"]["mean"] / 1000.0, "max": raw["latency_us"]["max"] / 1000.0,
         },
-        "errors": {k: int(v) for k, v in e.items()},
+        "errors": errors,
         "socket_errors": socket_errors,
-        "non2xx": int(raw["non2xx"]),
-        "unmatched_bodies": int(raw["unmatched"]),
+        # wrk counts HTTP statuses above 399 as status errors in both passes; the
+        # counting pass also sees 1xx/3xx.
+        "non2xx": int(counted["non2xx"]) + int(raw["errors"]["status"]),
+        "unmatched_bodies": int(counted["unmatched"]),
+        "counted_responses": int(counted["requests"]),
+        "counted_req_per_s": counted["requests"] / counted_s if counted_s else None,
         "per_worker": counts,
         "unknown_pids": unknown,
         "shares": {k: (v / total if total else 0.0) for k, v in counts.items()},
@@ -485,6 +497,7 @@ def summarize_load(raw: dict, workers: list[int], master_ticks: int | None,
         "master_us_per_req": master_us / requests if master_us is not None and requests else None,
         "workers_us_per_req": workers_us / requests if workers_us is not None and requests else None,
         "wrk": raw,
+        "wrk_counting": counted,
     }
 
 
@@ -508,8 +521,10 @@ def measure(srv: Server, wrk: str, args, round_no: int) -> dict:
         m0, w0 = cpu_ticks(master), total_ticks(srv.workers)
         raw = run_wrk(wrk, url, args.duration, args.connections, close=close)
         m1, w1 = cpu_ticks(master), total_ticks(srv.workers)
+        counted = run_wrk(wrk, url, args.count_duration, args.connections, close=close,
+                          count=True)
         loads[load] = summarize_load(
-            raw, srv.workers,
+            raw, counted, srv.workers,
             m1 - m0 if m0 is not None and m1 is not None else None,
             w1 - w0 if w0 is not None and w1 is not None else None)
     return {
@@ -539,6 +554,9 @@ def key_figures(r: dict) -> dict:
         "master_us_per_conn": cl["master_us_per_req"],
         "master_us_per_req_keepalive": ka["master_us_per_req"],
         "workers_us_per_conn": cl["workers_us_per_req"],
+        "workers_us_per_req_keepalive": ka["workers_us_per_req"],
+        "server_us_per_conn": (cl["master_us_per_req"] or 0) + cl["workers_us_per_req"]
+        if cl["workers_us_per_req"] is not None else None,
         "errors": ka["socket_errors"] + cl["socket_errors"],
         "non2xx": ka["non2xx"] + cl["non2xx"],
     }
@@ -677,7 +695,7 @@ def results_table(subjects: dict, rounds: int) -> str:
     show = rounds > 1
     head = ["subject", "keep-alive req/s", "ka p50 ms", "ka p99 ms", "close conn/s",
             "close p50 ms", "close p99 ms", "Jain close / ka", "max/min close / ka",
-            "master µs/conn", "errors"]
+            "master µs/conn", "workers µs/conn", "errors"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name, s in subjects.items():
@@ -696,6 +714,7 @@ def results_table(subjects: dict, rounds: int) -> str:
             f"{fmt_num(m['jain_close'], 3)} / {fmt_num(m['jain_keepalive'], 3)}",
             f"{fmt_num(m['max_min_close'], -1)} / {fmt_num(m['max_min_keepalive'], -1)}",
             fmt_spread(m["master_us_per_conn"], sp["master_us_per_conn"], 1, show),
+            fmt_num(m["workers_us_per_conn"], 1),
             fmt_num(err_total),
         ]) + " |")
     return "\n".join(lines)
@@ -829,6 +848,9 @@ def parse_args(argv):
         description="Benchmark Switchboard modes against Node.js cluster (loopback only).")
     p.add_argument("--duration", type=int, default=None,
                    help="seconds per load (default 10; --quick 2; --smoke 1)")
+    p.add_argument("--count-duration", type=int, default=None,
+                   help="seconds of each load's second, counting pass that measures the "
+                        "per-worker distribution (default: half of --duration, at least 1)")
     p.add_argument("--rounds", type=int, default=None,
                    help="interleaved rounds (default 3; --quick/--smoke 1)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -863,6 +885,10 @@ def main(argv=None) -> int:
     args.rounds = default_rounds if args.rounds is None else args.rounds
     if args.duration < 1:
         raise BenchError("--duration must be a whole number of seconds >= 1")
+    if args.count_duration is None:
+        args.count_duration = max(1, args.duration // 2)
+    if args.count_duration < 1:
+        raise BenchError("--count-duration must be a whole number of seconds >= 1")
     if args.rounds < 1:
         raise BenchError("--rounds must be >= 1")
     if args.workers < 1:
@@ -908,7 +934,8 @@ def main(argv=None) -> int:
 
     wrk = ensure_wrk()
     info = machine_info(wrk, node if any(m in NODE_MODES for m in modes) else None, binary)
-    log(f"modes {','.join(modes)}; {args.rounds} round(s) x {args.duration} s per load; "
+    log(f"modes {','.join(modes)}; {args.rounds} round(s) x ({args.duration} s timed + "
+        f"{args.count_duration} s counting) per load; "
         f"{args.workers} workers; {args.connections} connections; "
         f"{info['nproc']} CPUs ({info['cpu_model']}); {info['wrk']}")
 
@@ -945,6 +972,9 @@ def main(argv=None) -> int:
           f"{info['wrk']}" + (f"; node {info['node']}" if info["node"] else ""))
     print()
     print(results_table(subjects, args.rounds))
+    print()
+    print("Throughput, latency and CPU come from a plain wrk pass; Jain and max/min from a second pass "
+          "whose Lua script tallies every response by worker pid (too costly for wrk to time with).")
     print()
     if args.rounds > 1:
         print("Figures are medians over rounds; (min–max) shows the spread.")
@@ -987,7 +1017,8 @@ def main(argv=None) -> int:
         "finished": finished.isoformat(timespec="seconds"),
         "config": {
             "modes": modes, "rounds": args.rounds, "duration_s": args.duration,
-            "warmup_s": WARMUP_S, "workers": args.workers, "connections": args.connections,
+            "warmup_s": WARMUP_S, "count_duration_s": args.count_duration,
+            "workers": args.workers, "connections": args.connections,
             "wrk_threads": 1, "host": HOST, "quick": args.quick, "smoke": args.smoke,
             "command": [sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)),
         },

@@ -10,9 +10,16 @@ import SwitchboardNIO
 import Glibc
 #endif
 
-/// The built-in worker: HTTP/1.1 with keep-alive on SwiftNIO, answering every request with
-/// `Handled by worker: <pid>`, like Node's cluster example.
+/// The built-in worker, answering every request with `Handled by worker: <pid>` like Node's cluster example: by
+/// default on its own epoll loop (``NativeWorker``), or with `--worker nio` through SwiftNIO's HTTP/1.1 pipeline
+/// on a `SwitchboardWorkerServer`, as an embedding program would.
 struct BuiltinWorker {
+    enum Engine: String, CaseIterable {
+        case native
+        case nio
+    }
+
+    var engine: Engine
     var testHooks: Bool
     var logLevel: Logger.Level
 
@@ -25,6 +32,10 @@ struct BuiltinWorker {
         }
         logger[metadataKey: "worker.id"] = "\(runtime.id)"
         if testHooks { TestHooks.applyAtStart() }
+        let announceReady = !(testHooks && TestHooks.current == "never-ready")
+        if engine == .native {
+            NativeWorker(runtime: runtime, logger: logger, testHooks: testHooks).run(announcingReady: announceReady)
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let response = HelloHandler.Response(body: "Handled by worker: \(getpid())")
         let hooks = testHooks
@@ -35,7 +46,7 @@ struct BuiltinWorker {
                     HelloHandler(response: response, testHooks: hooks ? runtime : nil))
             }
         }
-        if testHooks && TestHooks.current == "never-ready" {
+        if !announceReady {
             server.runWithoutAnnouncingReady()
         }
         server.run()

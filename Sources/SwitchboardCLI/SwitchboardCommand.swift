@@ -65,6 +65,13 @@ struct SwitchboardCommand: ParsableCommand {
     @Option(help: "Window in seconds for --crash-loop-limit.")
     var crashLoopWindow: Double = 60
 
+    @Option(
+        help: """
+            The built-in worker: native (its own epoll loop, the default) or nio (SwiftNIO's HTTP/1.1 pipeline, as \
+            an embedding program serves).
+            """)
+    var worker: String = "native"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -83,6 +90,9 @@ struct SwitchboardCommand: ParsableCommand {
         guard DispatchMode(name: mode) != nil else {
             throw ValidationError(
                 "--mode '\(mode)' is not a mode: pass round-robin, least-connections, reuseport or shared")
+        }
+        guard BuiltinWorker.Engine(rawValue: worker) != nil else {
+            throw ValidationError("--worker '\(worker)' is not a built-in worker: pass native or nio")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError(
@@ -126,7 +136,8 @@ struct SwitchboardCommand: ParsableCommand {
 
     mutating func run() throws {
         if WorkerRuntime.isWorker {
-            BuiltinWorker(testHooks: testHooks, logLevel: level).run()
+            BuiltinWorker(engine: BuiltinWorker.Engine(rawValue: worker) ?? .native, testHooks: testHooks, logLevel: level)
+                .run()
         }
         var logger = Logger(label: "switchboard")
         logger.logLevel = level

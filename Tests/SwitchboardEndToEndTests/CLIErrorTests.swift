@@ -33,6 +33,13 @@ extension EndToEndTests {
             expectOneLineError(outcome, status: 64, "switchboard: Unknown option '--colour' (see 'switchboard --help')")
         }
 
+        @Test func unknownBuiltinWorker() throws {
+            let outcome = try run(["--worker", "tokio"])
+            expectOneLineError(
+                outcome, status: 64,
+                "switchboard: --worker 'tokio' is not a built-in worker: pass native or nio (see 'switchboard --help')")
+        }
+
         @Test func zeroWorkers() throws {
             let outcome = try run(["--workers", "0"])
             expectOneLineError(

@@ -316,3 +316,51 @@ extension Syscalls {
         bytes.removeAll()
     }
 }
+
+extension Syscalls {
+    /// Reads from a non-blocking socket into `buffer[offset...]`.
+    /// - Returns: The bytes read (0 at the end of the stream), or `.wouldBlock`.
+    package static func read(_ fd: CInt, into buffer: inout [UInt8], at offset: Int) throws(SystemCallError)
+        -> NonBlocking<Int>
+    {
+        precondition(offset >= 0 && offset < buffer.count)
+        while true {
+            let count = unsafe buffer.withUnsafeMutableBytes { raw in
+                unsafe Glibc.read(fd, raw.baseAddress! + offset, raw.count - offset)
+            }
+            if count >= 0 { return .done(count) }
+            let code = errno
+            switch code {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default: throw SystemCallError(call: "read", code: code)
+            }
+        }
+    }
+
+    /// Writes `bytes[offset..<end]` to a non-blocking socket, without SIGPIPE.
+    /// - Returns: The bytes written, or `.wouldBlock`.
+    package static func write(_ fd: CInt, _ bytes: [UInt8], from offset: Int, to end: Int) throws(SystemCallError)
+        -> NonBlocking<Int>
+    {
+        precondition(offset >= 0 && offset < end && end <= bytes.count)
+        while true {
+            let count = unsafe bytes.withUnsafeBytes { raw in
+                unsafe Glibc.send(fd, raw.baseAddress! + offset, end - offset, CInt(MSG_NOSIGNAL))
+            }
+            if count >= 0 { return .done(count) }
+            let code = errno
+            switch code {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default: throw SystemCallError(call: "send", code: code)
+            }
+        }
+    }
+
+    /// Turns Nagle's algorithm off, so a response written in one call leaves at once.
+    package static func setNoDelay(_ fd: CInt) {
+        var on: CInt = 1
+        _ = unsafe setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<CInt>.size))
+    }
+}

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -46,6 +47,9 @@ public final class WorkerRuntime: @unchecked Sendable {
 
     /// The descriptor number the master puts the channel at.
     public static let channelDescriptor: CInt = 3
+    /// The channel's descriptor in this process: watch it for readability and call
+    /// ``receiveAvailable(openConnections:_:)``.
+    public var descriptor: CInt { channel.fd }
     /// The descriptor number of the inherited listener in shared mode.
     public static let sharedListenerDescriptor: CInt = 4
 
@@ -147,21 +151,48 @@ public final class WorkerRuntime: @unchecked Sendable {
     ///   - openConnections: Reports the open connections for acknowledgements.
     ///   - handler: Called on this thread for every event; after ``Event/masterGone`` `run` returns.
     public func run(openConnections: () -> Int, _ handler: (Event) -> Void) {
+        var receiver = Receiver()
+        while receiver.receive(from: self, blocking: true, openConnections: openConnections, handler) {}
+    }
+
+    /// For a worker with an event loop of its own: receives whatever the master has sent, without blocking, and
+    /// calls `handler` for each event, as ``run(openConnections:_:)`` does. Call it when the channel is
+    /// readable (``descriptor``; watch it level-triggered). Do not call it from `handler`.
+    /// - Returns: false once the master is gone (after `handler` saw ``Event/masterGone``).
+    public func receiveAvailable(openConnections: () -> Int, _ handler: (Event) -> Void) -> Bool {
+        receiver.withLock { receiver in
+            receiver.receive(from: self, blocking: false, openConnections: openConnections, handler)
+        }
+    }
+
+    private let receiver = Mutex(Receiver())
+
+    /// Receive buffers, kept between calls so receiving allocates nothing.
+    struct Receiver: ~Copyable {
         var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
         var descriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
         var batch: [CInt] = []
-        var lastSequence: UInt64 = 0
-        batch.reserveCapacity(64)
-        while true {
-            var blocking = true
-            var later: [Event] = []
+        var later: [Event] = []
+
+        init() {
+            batch.reserveCapacity(256)
+        }
+
+        /// Receives every message that is waiting (blocking for the first one if asked), acknowledges the
+        /// connections among them in one message, then hands the events on.
+        /// - Returns: false when the master is gone.
+        mutating func receive(
+            from runtime: WorkerRuntime, blocking: Bool, openConnections: () -> Int, _ handler: (Event) -> Void
+        ) -> Bool {
+            var blocking = blocking
             var gone = false
+            var lastSequence: UInt64 = 0
             receiving: while batch.count < 256 {
                 let result: NonBlocking<(bytes: Int, fds: Int)>
                 do {
-                    result = try channel.receive(into: &buffer, fds: &descriptors, blocking: blocking)
+                    result = try runtime.channel.receive(into: &buffer, fds: &descriptors, blocking: blocking)
                 } catch {
-                    logger.error("channel to the master failed: \(error)")
+                    runtime.logger.error("channel to the master failed: \(error)")
                     gone = true
                     break receiving
                 }
@@ -176,7 +207,7 @@ public final class WorkerRuntime: @unchecked Sendable {
                     message = try WireCodec.decode(buffer[0..<received.bytes], descriptorCount: received.fds)
                 } catch {
                     for index in 0..<received.fds { Syscalls.close(descriptors[index]) }
-                    logger.error("malformed frame from the master: \(error)")
+                    runtime.logger.error("malformed frame from the master: \(error)")
                     gone = true
                     break receiving
                 }
@@ -189,20 +220,22 @@ public final class WorkerRuntime: @unchecked Sendable {
                 case .message(let bytes):
                     later.append(.message(bytes))
                 case .hello, .ready, .ack, .heartbeat:
-                    logger.warning("ignoring a worker-only message from the master")
+                    runtime.logger.warning("ignoring a worker-only message from the master")
                 }
             }
             if !batch.isEmpty {
                 let open = openConnections() + batch.count
-                _ = try? channel.send(.ack(sequence: lastSequence, open: UInt32(clamping: open)), blocking: true)
+                _ = try? runtime.channel.send(.ack(sequence: lastSequence, open: UInt32(clamping: open)), blocking: true)
                 handler(.connections(batch))
                 batch.removeAll(keepingCapacity: true)
             }
             for event in later { handler(event) }
+            later.removeAll(keepingCapacity: true)
             if gone {
                 handler(.masterGone)
-                return
+                return false
             }
+            return true
         }
     }
 }

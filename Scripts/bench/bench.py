@@ -37,7 +37,9 @@ REPO_ROOT = HERE.parent.parent
 LUA_SCRIPT = HERE / "count.lua"
 NODE_SCRIPT = HERE / "node-cluster.js"
 
-SWITCHBOARD_MODES = ["round-robin", "least-connections", "reuseport", "shared"]
+SWITCHBOARD_MODES = ["round-robin", "least-connections", "reuseport", "shared", "round-robin-nio", "reuseport-nio"]
+# Subjects named <mode>-nio run the built-in worker on SwiftNIO (`--worker nio`) instead of its own epoll loop.
+NIO_SUFFIX = "-nio"
 NODE_MODES = ["node-rr", "node-none"]
 ALL_MODES = SWITCHBOARD_MODES + NODE_MODES
 
@@ -58,6 +60,8 @@ RATIO_PAIRS = [
     ("reuseport", "round-robin"),
     ("shared", "round-robin"),
     ("node-rr", "node-none"),
+    ("round-robin-nio", "reuseport-nio"),
+    ("round-robin-nio", "node-rr"),
 ]
 RATIO_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -68,6 +72,14 @@ RATIO_METRICS = [
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# Subjects and wrk each lead a process group of their own (so everything a subject started can be found and
+# stopped), but stay in this session. A new session would also put each of them in an autogroup of its own where
+# the kernel has sched_autogroup_enabled=1, and on 2 cores shared with wrk that group scheduling costs the designs
+# whose processes hand work to each other (an accepting master and its workers) 30-40% of their
+# connection-per-request throughput, while barely touching the others. See BENCHMARKS.md.
+GROUP = {"process_group": 0}
 
 
 class BenchError(Exception):
@@ -178,11 +190,10 @@ class Server:
         try:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=self._log_fh, env=self.env, cwd=str(REPO_ROOT),
-                start_new_session=True)
+                stderr=self._log_fh, env=self.env, cwd=str(REPO_ROOT), **GROUP)
         except OSError as e:
             raise BenchError(f"{self.name}: cannot start {self.argv[0]}: {e.strerror}")
-        self.pgid = self.proc.pid  # start_new_session: the master leads its own group
+        self.pgid = self.proc.pid  # process_group=0: the master leads its own group
         _LIVE.append(self)
         self._wait_ready()
         self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
@@ -231,7 +242,7 @@ class Server:
                         self.port = int(m.group(2))
                         n = int(m.group(3))
                         self.ready_mode = m.group(4)
-                        if self.ready_mode != self.name:
+                        if self.ready_mode != self.name.removesuffix(NIO_SUFFIX):
                             log(f"warning: {self.name}: ready line reports mode "
                                 f"'{self.ready_mode}'")
                         if n != self.expected_workers:
@@ -352,7 +363,7 @@ def run_wrk(wrk: str, url: str, duration: int, connections: int, close: bool,
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = dict(os.environ, SWITCHBOARD_BENCH_COUNT="1" if count else "0")
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+                         stderr=subprocess.STDOUT, text=True, env=env, **GROUP)
     _WRK.append(p)
     try:
         out, _ = p.communicate(timeout=duration + 30)
@@ -569,7 +580,8 @@ def subject_command(mode: str, args, binary: str | None, node: str | None):
     env = dict(os.environ)
     if mode in SWITCHBOARD_MODES:
         argv = [binary, "--host", HOST, "--port", "0", "--workers", str(args.workers),
-                "--mode", mode]
+                "--mode", mode.removesuffix(NIO_SUFFIX),
+                "--worker", "nio" if mode.endswith(NIO_SUFFIX) else "native"]
     else:
         env["NODE_CLUSTER_SCHED_POLICY"] = "rr" if mode == "node-rr" else "none"
         argv = [node, str(NODE_SCRIPT), "--host", HOST, "--port", "0",
@@ -599,6 +611,14 @@ def build_switchboard(logdir: Path) -> str:
 
 # --------------------------------------------------------------------------
 # Machine info
+
+def _read_first_line(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return None
+
 
 def machine_info(wrk: str, node: str | None, binary: str | None) -> dict:
     cpu_model = None
@@ -660,6 +680,8 @@ def machine_info(wrk: str, node: str | None, binary: str | None) -> dict:
         "node": node_version,
         "switchboard_binary": bin_info,
         "git_commit": git_rev,
+        "sched_autogroup_enabled": _read_first_line("/proc/sys/kernel/sched_autogroup_enabled"),
+        "new_sessions": "start_new_session" in GROUP,
         "clk_tck": CLK_TCK,
     }
 
@@ -866,6 +888,10 @@ def parse_args(argv):
                    help="PNG chart (default: the JSON path with .png, bench-results/bench.png)")
     p.add_argument("--no-chart", action="store_true", help="do not draw the chart")
     p.add_argument("--quick", action="store_true", help="duration 2 s, 1 round")
+    p.add_argument("--new-sessions", action="store_true",
+                   help="start every subject and wrk in a session of its own (and so, where "
+                        "sched_autogroup_enabled=1, in an autogroup of its own), to measure what "
+                        "group scheduling does to each design")
     p.add_argument("--smoke", action="store_true",
                    help="CI check: 1 round of 1 s; fail unless every subject answered "
                         "without errors from every worker")
@@ -875,6 +901,9 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = _dt.datetime.now().astimezone()
+    if args.new_sessions:
+        GROUP.clear()
+        GROUP["start_new_session"] = True
 
     node = shutil.which("node")
     if args.quick or args.smoke:
@@ -1020,6 +1049,7 @@ def main(argv=None) -> int:
             "warmup_s": WARMUP_S, "count_duration_s": args.count_duration,
             "workers": args.workers, "connections": args.connections,
             "wrk_threads": 1, "host": HOST, "quick": args.quick, "smoke": args.smoke,
+            "new_sessions": args.new_sessions,
             "command": [sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)),
         },
         "machine": info,

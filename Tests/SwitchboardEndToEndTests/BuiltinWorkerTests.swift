@@ -70,7 +70,8 @@ extension EndToEndTests {
             defer { server.cleanUp() }
             let pid = server.workerPIDs[0]
             let head = try Self.exchange("HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n", port: server.port)
-            #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.contains("Content-Length: 23\r\n"), "\(head)")
+            let length = "Handled by worker: \(pid)".utf8.count
+            #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.contains("Content-Length: \(length)\r\n"), "\(head)")
             #expect(head.hasSuffix("\r\n\r\n"), "no body after the head: \(head)")
 
             // A body with Content-Length (even one spelling "GET /"), then a second request: two answers.
@@ -112,6 +113,34 @@ extension EndToEndTests {
             #expect(try split.readResponse().status == 200)
             #expect(try get(port: server.port).status == 200)
             #expect(server.workerPIDs == worker, "the same worker still serves")
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// Every connection the worker took is closed once: after a thousand (answered, reset by the client, closed
+        /// mid-request), the worker holds as many descriptors as before.
+        @Test func theWorkerHoldsNoDescriptorAfterAThousandConnections() throws {
+            let server = try SwitchboardProcess.start(["--workers", "1"])
+            defer { server.cleanUp() }
+            let worker = try #require(server.workerPIDs.first)
+            _ = try get(port: server.port)
+            let baseline = ProcFS.descriptorCount(worker)
+            for index in 0..<1000 {
+                let connection = try TestConnection(port: server.port)
+                switch index % 4 {
+                case 0, 1:
+                    try connection.request()
+                    #expect(try connection.readResponse().status == 200)
+                case 2:
+                    try connection.send("GET / HTTP/1.1\r\nHost: x\r\n")  // half a request, then gone
+                default:
+                    var reset = linger(l_onoff: 1, l_linger: 0)  // close with RST
+                    setsockopt(connection.fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
+                }
+            }
+            #expect(
+                waitUntil(timeout: .seconds(10)) { ProcFS.descriptorCount(worker) == baseline },
+                "worker descriptors: \(ProcFS.descriptorCount(worker)), before: \(baseline)")
+            #expect(server.workerPIDs == [worker], "the same worker served them all")
             server.stopAndCheckNoOrphans()
         }
 

@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 out=${1:-.build-docs/site}
 graphs=$PWD/.build-docs/symbol-graphs
 rm -rf "$graphs" && mkdir -p "$graphs/all" "$out"
-# Graphs are only written when a module compiles: make our two modules compile again.
-rm -rf .build-docs/*/debug/Switchboard.build .build-docs/*/debug/SwitchboardNIO.build
+# Graphs are only written when a module compiles: make our two modules compile again. Their build folders go, and so
+# does the build description, or SwiftPM would look for the output file maps it no longer has.
+rm -rf .build-docs/*/debug/Switchboard.build .build-docs/*/debug/SwitchboardNIO.build \
+    .build-docs/*/debug/description.json .build-docs/debug.yaml .build-docs/build.db
 # One build emits every module's symbol graph (a separate scratch path keeps the main build's flags intact).
 swift build --scratch-path .build-docs --target SwitchboardNIO \
     -Xswiftc -emit-symbol-graph -Xswiftc -emit-symbol-graph-dir -Xswiftc "$graphs/all" | grep -E "error|warning:" || true

@@ -132,8 +132,9 @@ public enum SwitchboardCluster {
                         service: worker, successTerminationBehavior: .gracefullyShutdownGroup,
                         failureTerminationBehavior: .gracefullyShutdownGroup)
                 ]
+            // SIGTERM is the worker's parent-death signal: if the master dies, drain rather than die mid-request.
             let group = ServiceGroup(
-                configuration: .init(services: services, gracefulShutdownSignals: [], logger: app.logger))
+                configuration: .init(services: services, gracefulShutdownSignals: [.sigterm], logger: app.logger))
             try await group.run()
         } catch {
             logger.critical("the application failed: \(error)")

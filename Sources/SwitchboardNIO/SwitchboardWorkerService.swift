@@ -7,7 +7,8 @@ import Switchboard
 /// `run()` serves until the master says drain (or disappears) and every connection has closed, then returns. On the
 /// group's graceful shutdown (or cancellation) it starts the drain itself. Give the worker
 /// `successTerminationBehavior: .gracefullyShutdownGroup` so that its end shuts down the other services gracefully
-/// (a database pool, a metrics exporter) before the process exits:
+/// (a database pool, a metrics exporter) before the process exits. A worker gets SIGTERM when its master dies (its
+/// parent-death signal): list it in `gracefulShutdownSignals` so that the worker drains instead of dying mid-request:
 ///
 /// ```swift
 /// let worker = SwitchboardWorkerService(server)
@@ -17,6 +18,7 @@ import Switchboard
 ///         .init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup,
 ///               failureTerminationBehavior: .gracefullyShutdownGroup),
 ///     ],
+///     gracefulShutdownSignals: [.sigterm],
 ///     logger: logger))
 /// try await group.run()
 /// ```

@@ -134,6 +134,27 @@ struct HummingbirdClusterTests {
         #expect(Set(reports().keys) == first.union(second), "stderr:\n\(server.stderr)")
     }
 
+    /// A worker's parent-death signal is SIGTERM: when the master is killed, the workers drain (the request in flight
+    /// is answered) instead of dying mid-request, and then exit.
+    @Test func whenTheMasterIsKilledWorkersFinishTheirRequestAndExit() throws {
+        let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
+        defer { server.cleanUp() }
+        let master = server.pid
+        let busy = try TestConnection(port: server.port)
+        try busy.request(path: "/slow?ms=1000", keepAlive: true)
+        #expect(busy.waitUntilHeldByWorker(of: server) != nil)
+        Thread.sleep(forTimeInterval: 0.3)
+
+        server.signal(SIGKILL)
+        _ = server.waitForExit()
+        let response = try busy.readResponse()
+        #expect(response.status == 200)
+        #expect(response.body.hasPrefix("Slept 1000 ms in Hummingbird worker "), "body: \(response.body)")
+        #expect(
+            waitUntil(timeout: .seconds(15)) { ProcFS.workers(ofMaster: master).isEmpty },
+            "workers left behind: \(ProcFS.workers(ofMaster: master))")
+    }
+
     @Test func rollingReloadsUnderLoadLoseNoRequest() throws {
         let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
         defer { server.cleanUp() }

@@ -364,7 +364,7 @@ final class NativeWorker {
             }
             let keepAlive = request.keepAlive && !draining
             let response = self.response(for: request, keepAlive: keepAlive)
-            if testHooks, let delay = applyTestHooks(request.target) {
+            if testHooks, let delay = applyTestHooks(String(decoding: bytes[request.target], as: UTF8.self)) {
                 table[index]!.delayed = .init(
                     due: Syscalls.monotonicNanoseconds() + delay, response: response, keepAlive: keepAlive)
                 delayedDescriptors.append(fd)
@@ -551,7 +551,8 @@ struct Request {
         case transferEncoding
     }
 
-    var target: String
+    /// Where the request target is in the parsed bytes (made a `String` only for the test hooks).
+    var target: Range<Int>
     var isHead: Bool
     var isHTTP10: Bool
     var keepAlive: Bool
@@ -628,7 +629,7 @@ struct Request {
         }
         return .success(
             Request(
-                target: String(decoding: target, as: UTF8.self),
+                target: target.indices,
                 isHead: method.elementsEqual("HEAD".utf8),
                 isHTTP10: isHTTP10,
                 keepAlive: isHTTP10 ? connectionKeepAlive && !connectionClose : !connectionClose,

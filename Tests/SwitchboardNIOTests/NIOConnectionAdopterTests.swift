@@ -130,13 +130,16 @@ import Testing
     @Test func aDescriptorThatIsNotAStreamSocketIsClosedExactlyOnce() throws {
         let fixture = try Fixture()
         defer { fixture.shutdown() }
+        let null = open("/dev/null", O_RDONLY)
+        defer { close(null) }
         var pipeFDs: [CInt] = [-1, -1]
         try #require(pipe(&pipeFDs) == 0)
         close(pipeFDs[1])
         fixture.server.adopt(pipeFDs[0])  // adoption fails: not a socket
         #expect(fcntl(pipeFDs[0], F_GETFD) == -1 && errno == EBADF, "the failed descriptor was closed")
-        // The number is free again; a new descriptor takes it and must not be closed a second time.
-        let reused = open("/dev/null", O_RDONLY)
+        // The number is free again; a new descriptor takes it and must not be closed a second time. (F_DUPFD from that
+        // number on: other suites in this process may free lower numbers meanwhile, which open() would take.)
+        let reused = fcntl(null, F_DUPFD, pipeFDs[0])
         #expect(reused == pipeFDs[0])
         usleep(200_000)
         #expect(fcntl(reused, F_GETFD) != -1, "closed exactly once: the reused number stays open")

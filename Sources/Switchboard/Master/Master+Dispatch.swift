@@ -22,13 +22,19 @@ extension Master {
         updateListenerInterest()
     }
 
-    /// Hands connections that are waiting (given back by a blocked or failed worker) to workers with room.
+    /// Hands connections that are waiting (given back by a blocked or failed worker) to workers with room, through
+    /// the same outboxes as freshly accepted ones. Each round either sends or takes a worker out of the rotation
+    /// (blocked, not ready, detached), so it ends.
     private func dispatchPending() {
-        while let fd = pending.first {
-            guard let index = scheduler.next() else { break }
-            if send(fd, to: index) {
-                _ = pending.removeFirst()
+        while !pending.isEmpty {
+            var staged = 0
+            while staged < Self.acceptBurst, !pending.isEmpty, let index = scheduler.next() {
+                slots[index].outbox.append(pending.removeFirst())
+                scheduler.dispatched(to: index)
+                staged += 1
             }
+            guard staged > 0 else { return }
+            flushOutboxes()
         }
     }
 
@@ -57,8 +63,9 @@ extension Master {
         }
     }
 
-    /// Sends every worker the connections staged for it. A worker whose channel would block or fails gives its
-    /// share back to `pending`, from where `pump()` hands it to the others.
+    /// Sends every worker the connections staged for it, one message each: the only place connections are sent.
+    /// A worker whose channel would block or fails gives its share back to `pending`, from where `dispatchPending()`
+    /// hands it to the others.
     private func flushOutboxes() {
         for index in slots.indices where !slots[index].outbox.isEmpty {
             let count = slots[index].outbox.count
@@ -93,34 +100,6 @@ extension Master {
         scheduler.undispatched(index, count: slots[index].outbox.count)
         for fd in slots[index].outbox { pending.append(fd) }
         slots[index].outbox.removeAll(keepingCapacity: true)
-    }
-
-    /// Sends `fd` to the worker in `slot`. Returns true when it was sent (the master keeps its copy until the ack).
-    /// Returns false when the worker's channel would block (the slot is marked blocked) or failed (the slot is
-    /// detached); the caller still owns `fd`.
-    private func send(_ fd: CInt, to index: Int) -> Bool {
-        guard let channel = slots[index].channel else {
-            scheduler.setReady(index, false)
-            return false
-        }
-        let sequence = slots[index].inFlight.nextSequence
-        do {
-            switch try channel.sendConnection(sequence: sequence, fd) {
-            case .done:
-                _ = slots[index].inFlight.push(fd)
-                scheduler.dispatched(to: index)
-                dispatched &+= 1
-                connectionMessages &+= 1
-                return true
-            case .wouldBlock:
-                scheduler.setBlocked(index, true)
-                watchWritable(slot: index, true)
-                return false
-            }
-        } catch {
-            detach(slot: index, reason: "channel failed while sending a connection: \(error)")
-            return false
-        }
     }
 
     private func acceptFailed(_ error: SystemCallError) {

@@ -116,8 +116,7 @@ final class NativeWorker {
         self.logger = logger
         self.testHooks = testHooks
         self.responses = Responses(body: "Handled by worker: \(getpid())")
-        let (seconds, attoseconds) = runtime.heartbeatInterval.components
-        self.heartbeatNanoseconds = max(UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000), 1_000_000)
+        self.heartbeatNanoseconds = max(UInt64(runtime.heartbeatInterval.nanoseconds), 1_000_000)
     }
 
     /// Serves until drained, then exits the process with 0.
@@ -149,30 +148,9 @@ final class NativeWorker {
         }
     }
 
-    private func startOwnListener() throws(SystemCallError) {
-        switch runtime.mode {
-        case .shared:
-            listener = WorkerRuntime.sharedListenerDescriptor
-        case .reusePort:
-            if runtime.listenHost.isEmpty {
-                // The master reserved the port dual-stack where it could, IPv4 otherwise.
-                do {
-                    listener = try Syscalls.listenTCP(
-                        host: "::", port: runtime.listenPort, backlog: runtime.backlog, reusePort: true
-                    ).fd
-                } catch {
-                    listener = try Syscalls.listenTCP(
-                        host: "0.0.0.0", port: runtime.listenPort, backlog: runtime.backlog, reusePort: true
-                    ).fd
-                }
-            } else {
-                listener = try Syscalls.listenTCP(
-                    host: runtime.listenHost, port: runtime.listenPort, backlog: runtime.backlog, reusePort: true
-                ).fd
-            }
-        default:
-            return
-        }
+    private func startOwnListener() throws {
+        guard let own = try runtime.ownListener() else { return }
+        listener = own
         try Syscalls.setNonBlocking(listener, true)
         try Syscalls.epollAdd(epoll, listener, events: sb_EPOLLIN, token: Token.listener)
     }
@@ -209,8 +187,7 @@ final class NativeWorker {
             case .connections(let descriptors):
                 for fd in descriptors { adopt(fd) }
             case .drain(let deadline):
-                let (seconds, attoseconds) = deadline.components
-                beginDrain(deadline: UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000))
+                beginDrain(deadline: UInt64(max(deadline.nanoseconds, 0)))
             case .message:
                 break  // the built-in worker takes no messages
             case .masterGone:

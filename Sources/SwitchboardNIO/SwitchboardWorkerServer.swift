@@ -63,8 +63,7 @@ public final class SwitchboardWorkerServer: Sendable {
         self.runtime = runtime
         self.group = group
         self.heartbeatInterval =
-            heartbeatInterval ?? .nanoseconds(Int64(runtime.heartbeatInterval.components.seconds * 1_000_000_000
-                + runtime.heartbeatInterval.components.attoseconds / 1_000_000_000))
+            heartbeatInterval ?? .nanoseconds(Int64(runtime.heartbeatInterval.nanoseconds))
         self.logger = logger
         self.initializer = childChannelInitializer
     }
@@ -189,30 +188,12 @@ public final class SwitchboardWorkerServer: Sendable {
     }
 
     private func startOwnListener() throws {
-        let bootstrap = ServerBootstrap(group: group)
+        guard let own = try runtime.ownListener() else { return }
+        let listener = try ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Int32(clamping: runtime.backlog))
             .childChannelInitializer { channel in self.setUp(channel) }
-        let listener: any Channel
-        switch runtime.mode {
-        case .shared:
-            listener = try bootstrap.withBoundSocket(WorkerRuntime.sharedListenerDescriptor).wait()
-        case .reusePort:
-            let reusing = bootstrap
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
-            if runtime.listenHost.isEmpty {
-                // The master reserved the port dual-stack where it could, IPv4 otherwise.
-                do {
-                    listener = try reusing.bind(host: "::", port: runtime.listenPort).wait()
-                } catch {
-                    listener = try reusing.bind(host: "0.0.0.0", port: runtime.listenPort).wait()
-                }
-            } else {
-                listener = try reusing.bind(host: runtime.listenHost, port: runtime.listenPort).wait()
-            }
-        default:
-            return
-        }
+            .withBoundSocket(own)
+            .wait()
         state.withLockedValue { $0.listener = listener }
     }
 
@@ -281,9 +262,7 @@ public final class SwitchboardWorkerServer: Sendable {
         for channel in channels {
             channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         }
-        let (seconds, attoseconds) = deadline.components
-        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(deadline.nanoseconds))) {
             let open = self.state.withLockedValue { $0.finished ? [] : Array($0.channels.values) }
             guard !open.isEmpty else { return self.finish() }
             self.logger.notice("drain deadline passed with \(open.count) connections open; closing them")

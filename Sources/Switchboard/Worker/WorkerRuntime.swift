@@ -97,6 +97,26 @@ public final class WorkerRuntime: @unchecked Sendable {
         _ = try? channel.send(.hello(pid: getpid()), blocking: true)
     }
 
+    /// The listener this worker accepts on by itself, or nil when the master passes it connections: in
+    /// ``DispatchMode/shared`` mode the one inherited at ``sharedListenerDescriptor``, in ``DispatchMode/reusePort``
+    /// mode a new `SO_REUSEPORT` listener on the master's port (on ``listenHost``; dual-stack `::` with an IPv4
+    /// fallback when that is empty, as the master binds). The worker owns it.
+    /// - Throws: ``SwitchboardError`` when the reuseport listener cannot be bound.
+    public func ownListener() throws(SwitchboardError) -> CInt? {
+        switch mode {
+        case .shared:
+            return Self.sharedListenerDescriptor
+        case .reusePort:
+            do {
+                return try Syscalls.listenTCP(host: listenHost, port: listenPort, backlog: backlog, reusePort: true).fd
+            } catch {
+                throw SwitchboardError(.system, "cannot listen on port \(listenPort) with SO_REUSEPORT: \(error)")
+            }
+        default:
+            return nil
+        }
+    }
+
     /// Tells the master this worker serves; the master dispatches to it from now on.
     public func announceReady() {
         _ = try? channel.send(.ready, blocking: true)

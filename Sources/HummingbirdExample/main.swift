@@ -30,7 +30,11 @@ struct ShutdownReport: Service {
     let count: RequestCount
 
     func run() async throws {
-        try? await gracefulShutdown()
+        do {
+            try await gracefulShutdown()
+        } catch {
+            return  // cancelled, not shut down gracefully: nothing to report
+        }
         let line = "worker \(getpid()) shut down gracefully after \(count.value.load(ordering: .relaxed)) requests\n"
         FileHandle.standardError.write(Data(line.utf8))
     }

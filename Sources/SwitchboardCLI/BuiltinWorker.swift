@@ -68,6 +68,23 @@ enum TestHooks {
     static func applyAtStart() {
         if current == "exit-at-start" { exit(3) }
     }
+
+    /// The request hooks, the same for both engines: `/test/malformed-frame` and `/test/oversized-frame` make the
+    /// worker send the master a frame it must reject; `/slow?ms=N` delays the response.
+    /// - Returns: How many milliseconds to delay the response (0: answer now).
+    static func apply(to target: String, runtime: WorkerRuntime) -> Int64 {
+        if target == "/test/malformed-frame" {
+            runtime.sendRawFrame([0xFF, 0x01, 0x02])
+        } else if target == "/test/oversized-frame" {
+            var frame = WireCodec.encode(.message([]))
+            frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)
+            runtime.sendRawFrame(frame)
+        } else if target.hasPrefix("/slow?ms=") {
+            let digits = target.dropFirst("/slow?ms=".count).prefix { $0.isNumber }
+            return min(Int64(digits) ?? 0, 600_000)
+        }
+        return 0
+    }
 }
 
 /// Answers every request with 200 and the worker's greeting.
@@ -112,15 +129,7 @@ final class HelloHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let head):
             keepAlive = head.isKeepAlive
             guard let runtime = testHooks else { return }
-            delayMilliseconds = Self.delay(in: head.uri)
-            if head.uri == "/test/malformed-frame" {
-                runtime.sendRawFrame([0xFF, 0x01, 0x02])
-            }
-            if head.uri == "/test/oversized-frame" {
-                var frame = WireCodec.encode(.message([]))
-                frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)
-                runtime.sendRawFrame(frame)
-            }
+            delayMilliseconds = TestHooks.apply(to: head.uri, runtime: runtime)
         case .body:
             break
         case .end:
@@ -147,11 +156,5 @@ final class HelloHandler: ChannelInboundHandler, RemovableChannelHandler {
                 loopBound.value.close(promise: nil)
             }
         }
-    }
-
-    private static func delay(in uri: String) -> Int64 {
-        guard uri.hasPrefix("/slow?ms=") else { return 0 }
-        let digits = uri.dropFirst("/slow?ms=".count).prefix { $0.isNumber }
-        return min(Int64(digits) ?? 0, 600_000)
     }
 }

@@ -341,9 +341,12 @@ final class NativeWorker {
             }
             let keepAlive = request.keepAlive && !draining
             let response = self.response(for: request, keepAlive: keepAlive)
-            if testHooks, let delay = applyTestHooks(String(decoding: bytes[request.target], as: UTF8.self)) {
+            let delay =
+                testHooks ? TestHooks.apply(to: String(decoding: bytes[request.target], as: UTF8.self), runtime: runtime) : 0
+            if delay > 0 {
                 table[index]!.delayed = .init(
-                    due: Syscalls.monotonicNanoseconds() + delay, response: response, keepAlive: keepAlive)
+                    due: Syscalls.monotonicNanoseconds() + UInt64(delay) * 1_000_000, response: response,
+                    keepAlive: keepAlive)
                 delayedDescriptors.append(fd)
                 return cursor
             }
@@ -433,25 +436,6 @@ final class NativeWorker {
         Syscalls.close(fd)
         table[index] = nil
         open -= 1
-    }
-
-    // MARK: test hooks
-
-    /// `/slow?ms=N` delays the response (returns the delay); `/test/malformed-frame` and `/test/oversized-frame`
-    /// make this worker send the master a frame it must reject.
-    private func applyTestHooks(_ target: String) -> UInt64? {
-        if target == "/test/malformed-frame" {
-            runtime.sendRawFrame([0xFF, 0x01, 0x02])
-        } else if target == "/test/oversized-frame" {
-            var frame = WireCodec.encode(.message([]))
-            frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)
-            runtime.sendRawFrame(frame)
-        } else if target.hasPrefix("/slow?ms=") {
-            let digits = target.dropFirst("/slow?ms=".count).prefix { $0.isNumber }
-            let milliseconds = min(UInt64(digits) ?? 0, 600_000)
-            return milliseconds > 0 ? milliseconds * 1_000_000 : nil
-        }
-        return nil
     }
 
     // MARK: timers and draining

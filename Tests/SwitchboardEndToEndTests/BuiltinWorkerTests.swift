@@ -5,23 +5,11 @@ import Testing
 extension EndToEndTests {
     /// The built-in worker's HTTP/1.1 handling (the native engine, the default), over real TCP.
     @Suite struct BuiltinWorker {
-        /// Reads what the server sends until it closes the connection (or the 15 s timeout).
-        static func readToEnd(_ connection: TestConnection) -> String {
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { read(connection.fd, $0.baseAddress!, $0.count) }
-                if n <= 0 { break }
-                bytes += chunk[0..<n]
-            }
-            return String(decoding: bytes, as: UTF8.self)
-        }
-
         /// Sends `request` on a new connection and returns everything the server sent before closing.
         static func exchange(_ request: String, port: Int) throws -> String {
             let connection = try TestConnection(port: port)
             try connection.send(request)
-            return readToEnd(connection)
+            return connection.readToEnd()
         }
 
         static func occurrences(of text: String, in whole: String) -> Int {

@@ -119,6 +119,13 @@ package final class TestConnection: @unchecked Sendable {
         }
     }
 
+    /// Everything the peer sends (after what was already buffered) until it closes or the receive timeout passes.
+    package func readToEnd() -> String {
+        _ = try? readUntilClosed()
+        defer { buffered.removeAll() }
+        return String(decoding: buffered, as: UTF8.self)
+    }
+
     /// Reads until the peer closes; returns whether it closed cleanly with no more bytes.
     package func readUntilClosed() throws -> Bool {
         var chunk = [UInt8](repeating: 0, count: 4096)

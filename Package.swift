@@ -59,10 +59,20 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .target(
+            name: "SwitchboardHTTP1",
+            dependencies: [
+                "Switchboard",
+                "CSwitchboardLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "SwitchboardCLI",
             dependencies: [
                 "Switchboard",
+                "SwitchboardHTTP1",
                 "SwitchboardNIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -87,6 +97,11 @@ let package = Package(
         .testTarget(
             name: "SwitchboardTests",
             dependencies: ["Switchboard", "CSwitchboardLinux"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "SwitchboardHTTP1Tests",
+            dependencies: ["SwitchboardHTTP1", "Switchboard"],
             swiftSettings: strictSwift
         ),
         .testTarget(

@@ -37,8 +37,10 @@ ssize_t sb_send_message(int sock, const void *buf, size_t len, const int *fds, i
     return sendmsg(sock, &msg, flags);
 }
 
-ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds, int *nfds, int blocking) {
+ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds, int *nfds, int *truncated,
+                           int blocking) {
     *nfds = 0;
+    *truncated = 0;
     struct iovec iov = {.iov_base = buf, .iov_len = cap};
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));
@@ -70,11 +72,14 @@ ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds
             }
         }
     }
-    if (overflow || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+    if (overflow || (msg.msg_flags & MSG_TRUNC)) {
         for (int i = 0; i < received; i++) close(fds[i]);
         errno = EMSGSIZE;
         return -1;
     }
+    // MSG_CTRUNC alone: the receiver ran out of descriptors (EMFILE) part way. The kernel installed the first
+    // `received` and dropped the rest; the caller decides what that means.
+    if (msg.msg_flags & MSG_CTRUNC) *truncated = 1;
     *nfds = received;
     return n;
 }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -102,12 +104,18 @@ int sb_spawn(const char *path, char *const argv[], char *const envp[], int chann
     if ((rc = posix_spawn_file_actions_adddup2(&actions, channelCopy, 3)) != 0) goto done;
     if (extraCopy >= 0 && (rc = posix_spawn_file_actions_adddup2(&actions, extraCopy, 4)) != 0) goto done;
     if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, extraCopy >= 0 ? 5 : 4)) != 0) goto done;
-    sigset_t empty, defaults;
-    sigemptyset(&empty);
+    // The worker starts with the master's own signals blocked: a terminal's Ctrl-C (SIGINT), SIGQUIT and SIGHUP
+    // reach the whole foreground process group, and a worker must not die of one in the window before it ignores
+    // them (WorkerRuntime.current). Everything else is unblocked and at its default.
+    sigset_t masterOnly, defaults;
+    sigemptyset(&masterOnly);
+    sigaddset(&masterOnly, SIGINT);
+    sigaddset(&masterOnly, SIGQUIT);
+    sigaddset(&masterOnly, SIGHUP);
     sigfillset(&defaults);
     sigdelset(&defaults, SIGKILL);
     sigdelset(&defaults, SIGSTOP);
-    if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto done;
+    if ((rc = posix_spawnattr_setsigmask(&attr, &masterOnly)) != 0) goto done;
     if ((rc = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0) goto done;
     if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto done;
     rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
@@ -182,4 +190,28 @@ uint64_t sb_monotonic_nanoseconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int sb_ignore_master_signals(void) {
+    // Ignoring discards what is pending; then the mask no longer matters for them.
+    if (signal(SIGINT, SIG_IGN) == SIG_ERR || signal(SIGQUIT, SIG_IGN) == SIG_ERR || signal(SIGHUP, SIG_IGN) == SIG_ERR)
+        return -1;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGHUP);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}
+
+int sb_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+    if (limit.rlim_cur < limit.rlim_max) {
+        struct rlimit raised = {.rlim_cur = limit.rlim_max, .rlim_max = limit.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+    }
+    *soft = limit.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_cur;
+    *hard = limit.rlim_max == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_max;
+    return 0;
 }

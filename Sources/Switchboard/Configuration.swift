@@ -32,6 +32,8 @@ public struct Configuration: Sendable {
     public var readyTimeout: Duration = .seconds(30)
     /// Restart backoff and crash-loop budget.
     public var restart: RestartPolicy.Settings = .init()
+    /// What each worker allows a client connection (timeouts and the per-worker connection cap).
+    public var limits: ConnectionLimits = .init()
 
     /// Creates the default configuration.
     public init() {}
@@ -84,5 +86,6 @@ public struct Configuration: Sendable {
         guard drainTimeout >= .zero else {
             throw SwitchboardError(.usage, "--drain-timeout cannot be negative")
         }
+        try limits.validate()
     }
 }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Switchboard
+import SwitchboardHTTP1
 import SwitchboardNIO
 
 #if canImport(Glibc)
@@ -11,7 +12,7 @@ import Glibc
 #endif
 
 /// The built-in worker, answering every request with `Handled by worker: <pid>` like Node's cluster example: by
-/// default on its own epoll loop (``NativeWorker``), or with `--worker nio` through SwiftNIO's HTTP/1.1 pipeline
+/// default on its own epoll loop (`HTTP1Server` from SwitchboardHTTP1), or with `--worker nio` through SwiftNIO's HTTP/1.1 pipeline
 /// on a `SwitchboardWorkerServer`, as an embedding program would.
 struct BuiltinWorker {
     enum Engine: String, CaseIterable {
@@ -34,7 +35,12 @@ struct BuiltinWorker {
         if testHooks { TestHooks.applyAtStart() }
         let announceReady = !(testHooks && TestHooks.current == "never-ready")
         if engine == .native {
-            NativeWorker(runtime: runtime, logger: logger, testHooks: testHooks).run(announcingReady: announceReady)
+            let responder = FixedResponder(body: "Handled by worker: \(getpid())")
+            if testHooks {
+                HTTP1Server(runtime: runtime, logger: logger, responder: TestHookResponder(base: responder, runtime: runtime))
+                    .run(announcingReady: announceReady)
+            }
+            HTTP1Server(runtime: runtime, logger: logger, responder: responder).run(announcingReady: announceReady)
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let response = HelloHandler.Response(body: "Handled by worker: \(getpid())")
@@ -70,11 +76,17 @@ enum TestHooks {
     }
 
     /// The request hooks, the same for both engines: `/test/malformed-frame` and `/test/oversized-frame` make the
-    /// worker send the master a frame it must reject; `/slow?ms=N` delays the response.
+    /// worker send the master a frame it must reject; `/test/malformed-frames?count=N` sends N of them as fast as
+    /// the channel takes them (until the master cuts the channel); `/slow?ms=N` delays the response.
     /// - Returns: How many milliseconds to delay the response (0: answer now).
     static func apply(to target: String, runtime: WorkerRuntime) -> Int64 {
         if target == "/test/malformed-frame" {
             runtime.sendRawFrame([0xFF, 0x01, 0x02])
+        } else if target.hasPrefix("/test/malformed-frames?count=") {
+            let count = Int(target.dropFirst("/test/malformed-frames?count=".count)) ?? 0
+            for _ in 0..<min(max(count, 0), 10_000_000) {
+                guard runtime.sendRawFrame([0xFF, 0x01, 0x02]) else { break }
+            }
         } else if target == "/test/oversized-frame" {
             var frame = WireCodec.encode(.message([]))
             frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)
@@ -84,6 +96,20 @@ enum TestHooks {
             return min(Int64(digits) ?? 0, 600_000)
         }
         return 0
+    }
+}
+
+/// The built-in engine's responder with the test hooks in front: injected only with `--test-hooks`, so the
+/// production path has no hook branch.
+struct TestHookResponder: HTTP1Responder {
+    let base: FixedResponder
+    let runtime: WorkerRuntime
+
+    func respond(to request: RequestHead, in bytes: [UInt8], keepAlive: Bool) -> HTTP1Reply {
+        var reply = base.respond(to: request, in: bytes, keepAlive: keepAlive)
+        let delay = TestHooks.apply(to: String(decoding: bytes[request.target], as: UTF8.self), runtime: runtime)
+        reply.delayNanoseconds = UInt64(max(delay, 0)) * 1_000_000
+        return reply
     }
 }
 

@@ -67,6 +67,26 @@ struct SwitchboardCommand: ParsableCommand {
 
     @Option(
         help: """
+            Seconds a client has from connecting (or from the end of the previous response) to the end of its \
+            request head; then 408 if part of it arrived, else the connection closes. Also the longest pause in a body.
+            """)
+    var headerTimeout: Double = 30
+
+    @Option(name: .customLong("keepalive-timeout"), help: "Seconds an idle keep-alive connection stays open.")
+    var keepAliveTimeout: Double = 75
+
+    @Option(help: "Seconds a client may take no byte of its response before it is cut.")
+    var sendTimeout: Double = 60
+
+    @Option(
+        help: """
+            Most connections one worker holds at once; the master skips a worker at its cap and the backlog holds \
+            the rest. 0: the worker's descriptor limit less 64.
+            """)
+    var maxConnections: Int = 0
+
+    @Option(
+        help: """
             The built-in worker: native (its own epoll loop, the default) or nio (SwiftNIO's HTTP/1.1 pipeline, as \
             an embedding program serves).
             """)
@@ -79,6 +99,9 @@ struct SwitchboardCommand: ParsableCommand {
     var testHooks = false
 
     func validate() throws {
+        guard maxConnections >= 0 else {
+            throw ValidationError("--max-connections must be 0 (the descriptor limit) or more (got \(maxConnections))")
+        }
         guard crashLoopLimit >= 0 else {
             throw ValidationError("--crash-loop-limit must be 0 (retry forever) or more (got \(crashLoopLimit))")
         }
@@ -102,7 +125,8 @@ struct SwitchboardCommand: ParsableCommand {
             ("--drain-timeout", drainTimeout), ("--heartbeat-interval", heartbeatInterval),
             ("--heartbeat-timeout", heartbeatTimeout), ("--ready-timeout", readyTimeout),
             ("--restart-delay", restartDelay), ("--restart-delay-max", restartDelayMax), ("--min-uptime", minUptime),
-            ("--crash-loop-window", crashLoopWindow),
+            ("--crash-loop-window", crashLoopWindow), ("--header-timeout", headerTimeout),
+            ("--keepalive-timeout", keepAliveTimeout), ("--send-timeout", sendTimeout),
         ]
         for (flag, value) in seconds where !(value.isFinite && value >= 0 && value <= 86_400 * 365) {
             throw ValidationError("\(flag) must be a number of seconds, 0 or more (got \(value))")
@@ -129,6 +153,10 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.restart.crashLoopWindow = duration(crashLoopWindow)
         configuration.restart.crashLoopLimit = crashLoopLimit == 0 ? nil : crashLoopLimit
         configuration.drainTimeout = duration(drainTimeout)
+        configuration.limits.headerTimeout = duration(headerTimeout)
+        configuration.limits.keepAliveTimeout = duration(keepAliveTimeout)
+        configuration.limits.sendTimeout = duration(sendTimeout)
+        configuration.limits.maxConnections = maxConnections == 0 ? nil : maxConnections
         return configuration
     }
 

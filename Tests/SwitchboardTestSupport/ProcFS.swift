@@ -26,6 +26,14 @@ package enum ProcFS {
         return result
     }
 
+    /// Resident memory of `pid` in KiB (`VmRSS`), or nil when it is gone.
+    package static func residentKiB(_ pid: pid_t) -> Int? {
+        guard let status = read("/proc/\(pid)/status"),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+        else { return nil }
+        return Int(line.split(separator: " ").dropFirst().first ?? "")
+    }
+
     /// Pids whose parent is `pid`.
     package static func children(of pid: pid_t) -> [pid_t] {
         allPIDs().filter { parent(of: $0) == pid }

@@ -23,7 +23,13 @@ package final class SwitchboardProcess {
         URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent(name).path
     }
 
-    package init(arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil) throws {
+    /// Starts `executable` (default: `switchboard`) with `arguments`, as `user` if given, and with its descriptor limit
+    /// (soft and hard) set to `descriptorLimit` if given, as `ulimit -n` in a shell does. Foundation starts it in a
+    /// process group of its own (its pid), so `signalGroup` reaches it and its workers only.
+    package init(
+        arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil,
+        descriptorLimit: Int? = nil
+    ) throws {
         let executable = executable ?? Self.binary
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -38,6 +44,10 @@ package final class SwitchboardProcess {
             try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
             process.arguments = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", executable] + arguments
+        } else if let descriptorLimit {
+            // The shell execs the binary, so the pid stays the master's.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", executable] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
@@ -57,11 +67,12 @@ package final class SwitchboardProcess {
 
     /// Starts `switchboard --host 127.0.0.1 --port 0 <arguments>` and waits for its ready line.
     package static func start(
-        _ arguments: [String], environment: [String: String] = [:], executable: String? = nil
+        _ arguments: [String], environment: [String: String] = [:], executable: String? = nil,
+        descriptorLimit: Int? = nil
     ) throws -> SwitchboardProcess {
         let server = try SwitchboardProcess(
             arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment,
-            executable: executable)
+            executable: executable, descriptorLimit: descriptorLimit)
         try server.waitForReady()
         return server
     }
@@ -89,6 +100,16 @@ package final class SwitchboardProcess {
 
     package func signal(_ signal: Int32) {
         kill(pid, signal)
+    }
+
+    /// Sends `signal` to the master's whole process group, as a terminal's Ctrl-C or `kill -INT -<pgid>` does.
+    package func signalGroup(_ signal: Int32) {
+        kill(-pid, signal)
+    }
+
+    /// How many lines of the master's log contain `text`.
+    package func logCount(_ text: String) -> Int {
+        stderr.split(separator: "\n").filter { $0.contains(text) }.count
     }
 
     /// Waits for the process to exit; returns its status (exit code, or 128+signal), or nil on timeout.

@@ -66,4 +66,15 @@ import Testing
         #expect(queue.removeAll() == [2, 3])
         #expect(queue.isEmpty)
     }
+
+    @Test func refusedConnectionsAreTakenBackOnlyFromTheFront() throws {
+        var ring = InFlightRing(capacity: 8)
+        for fd in 10..<15 { _ = ring.push(CInt(fd)) }  // sequences 1...5
+        _ = try ring.acknowledge(upTo: 2) { _ in }
+        #expect(ring.takeBack(from: 4, count: 1) == nil)  // 3 is older: not a refusal the worker could make
+        #expect(ring.takeBack(from: 3, count: 4) == nil)  // only 3 are held
+        #expect(ring.takeBack(from: 3, count: 2) == [12, 13])
+        #expect(ring.firstSequence == 5)
+        #expect(ring.count == 1)
+    }
 }

@@ -68,4 +68,17 @@ import Testing
             }
         }
     }
+
+    @Test func exitsForLackOfResourcesBackOffButNeverHalt() {
+        var policy = RestartPolicy(settings: settings(limit: 2))
+        for index in 0..<50 {
+            let decision = policy.workerExited(
+                uptime: .milliseconds(5), now: UInt64(index) * second / 10, random: 0, resourcePressure: true)
+            guard case .restart = decision else {
+                Issue.record("exit \(index) under resource pressure halted: \(decision)")
+                return
+            }
+        }
+        #expect(policy.workerExited(uptime: .zero, now: 6 * second, random: 0) == .restart(after: .seconds(1)))
+    }
 }

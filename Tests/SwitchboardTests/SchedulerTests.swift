@@ -107,4 +107,34 @@ import Testing
         let order = (0..<6).compactMap { _ in dispatchAndAck(&scheduler) }
         #expect(order == [0, 1, 2, 0, 1, 2])
     }
+
+    @Test func aWorkerAtItsConnectionCapIsSkippedUntilItReportsRoom() {
+        var scheduler = Scheduler(policy: .roundRobin, bound: 8, capacity: 2, slots: 2)
+        scheduler.setReady(0, true)
+        scheduler.setReady(1, true)
+        scheduler.dispatched(to: 0)
+        scheduler.acknowledged(0, count: 1, open: 1)
+        scheduler.dispatched(to: 1)
+        scheduler.acknowledged(1, count: 1, open: 1)
+        scheduler.dispatched(to: 0)  // open 1 + unacknowledged 1 = the cap
+        #expect(scheduler.next() == 1)
+        scheduler.dispatched(to: 1)
+        #expect(scheduler.next() == nil)
+        #expect(!scheduler.hasCapacity)
+        scheduler.reportOpen(1, open: 0)  // a heartbeat: it closed one
+        #expect(scheduler.next() == 1)
+    }
+
+    @Test func aWorkerThatRefusedIsFullUntilItsNextReport() {
+        var scheduler = readyScheduler(2)
+        scheduler.dispatched(to: 0)
+        scheduler.dispatched(to: 1)
+        scheduler.refused(0, count: 1)
+        #expect(scheduler.slots[0].unacknowledged == 0)
+        #expect(scheduler.next() == 1)
+        scheduler.dispatched(to: 1)
+        #expect(scheduler.next() == 1)  // slot 0 stays out, even when its turn comes
+        scheduler.reportOpen(0, open: 3)
+        #expect(scheduler.next() == 0)
+    }
 }

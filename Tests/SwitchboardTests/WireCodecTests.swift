@@ -10,6 +10,7 @@ import Testing
         .connections(firstSequence: 1, count: 1),
         .connections(firstSequence: .max - 10, count: 64),
         .ack(sequence: 99, open: 7),
+        .refused(firstSequence: 12, count: 3),
         .heartbeat(open: 3, handled: 1 << 40),
         .drain(deadlineMilliseconds: 30_000),
         .message([]),
@@ -47,7 +48,7 @@ import Testing
         #expect(throws: WireError.unsupportedVersion(2)) { try WireCodec.decode(frame) }
     }
 
-    @Test(arguments: [0, 8, 200, 255] as [UInt8])
+    @Test(arguments: [0, 9, 200, 255] as [UInt8])
     func unknownTypesAreRejected(_ type: UInt8) {
         var frame = WireCodec.encode(.ready)
         frame[1] = type
@@ -131,5 +132,26 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+extension WireCodecTests {
+    @Test func aConnectionsFrameMayBringFewerDescriptorsOnlyWhenTheyWereDropped() throws {
+        let frame = WireCodec.encode(.connections(firstSequence: 5, count: 4))
+        #expect(throws: WireError.descriptorCountMismatch(declared: 4, actual: 1)) {
+            try WireCodec.decode(frame, descriptorCount: 1)
+        }
+        #expect(
+            try WireCodec.decode(frame, descriptorCount: 1, descriptorsDropped: true)
+                == .connections(firstSequence: 5, count: 4))
+        #expect(throws: WireError.descriptorCountMismatch(declared: 4, actual: 5)) {
+            try WireCodec.decode(frame, descriptorCount: 5, descriptorsDropped: true)
+        }
+    }
+
+    @Test func aRefusalOfNothingIsRejected() {
+        var frame = WireCodec.encode(.refused(firstSequence: 3, count: 1))
+        frame[WireCodec.headerSize] = 0
+        #expect(throws: WireError.badPayloadSize(type: 8, size: 0)) { try WireCodec.decode(frame) }
     }
 }

@@ -43,8 +43,11 @@ ssize_t sb_send_message(int sock, const void *_Nullable buf, size_t len, const i
 
 /// Receives one message into buf (capacity cap) and up to `maxfds` descriptors (received close-on-exec).
 /// Returns bytes received (0 means end of stream) and sets *nfds. A payload longer than cap or more fds than maxfds:
-/// every received fd is closed and -1 with errno EMSGSIZE is returned. `blocking` 0 adds MSG_DONTWAIT.
-ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds, int *nfds, int blocking);
+/// every received fd is closed and -1 with errno EMSGSIZE is returned. When the receiver is out of descriptors the
+/// kernel installs only the first *nfds of those sent and drops the rest (MSG_CTRUNC): *truncated is set to 1.
+/// `blocking` 0 adds MSG_DONTWAIT.
+ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds, int *nfds, int *truncated,
+                           int blocking);
 
 /// accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) without the peer address.
 int sb_accept(int listener);
@@ -88,6 +91,14 @@ int sb_signalfd_read(int fd);
 /// Returns 0 and sets *pid; on failure returns an errno value (posix_spawn's convention), not -1.
 int sb_spawn(const char *path, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
              int channel, int extra, pid_t *pid);
+
+/// In a worker: ignores SIGINT, SIGQUIT and SIGHUP (the master's signals, which a terminal or `kill -<pgid>` sends
+/// to the whole process group; ignoring discards any already pending) and unblocks them in the calling thread.
+int sb_ignore_master_signals(void);
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (as Go does and systemd advises) and reports both after it
+/// (UINT64_MAX for unlimited). Returns 0; the limit stays as it was when raising is refused.
+int sb_raise_descriptor_limit(uint64_t *soft, uint64_t *hard);
 
 /// waitpid(-1, WNOHANG). Returns the pid (0 when none has exited) and sets *exitCode to the exit status or, when
 /// killed by a signal, to 128 + signal with *signaled = 1.

@@ -29,6 +29,7 @@ extension Master {
         environment.append("SWITCHBOARD_PORT=\(port)")
         environment.append("SWITCHBOARD_BACKLOG=\(configuration.backlog)")
         environment.append("SWITCHBOARD_HEARTBEAT_MS=\(configuration.heartbeatInterval.milliseconds)")
+        environment.append(contentsOf: configuration.limits.environment)
         environment.append(contentsOf: configuration.workerEnvironment)
         let pid: pid_t
         do {
@@ -77,7 +78,7 @@ extension Master {
     func readChannel(slot index: Int) {
         guard let channel = slots[index].channel else { return }
         while slots[index].isAttached {
-            let result: NonBlocking<(bytes: Int, fds: Int)>
+            let result: NonBlocking<(bytes: Int, fds: Int, truncated: Bool)>
             do {
                 result = try channel.receive(into: &receiveBuffer, fds: &receiveDescriptors, blocking: false)
             } catch {
@@ -95,6 +96,10 @@ extension Master {
             }
             // A worker never sends descriptors: close any that arrived before judging the frame.
             for position in 0..<received.fds { Syscalls.close(receiveDescriptors[position]) }
+            if received.truncated {
+                protocolError(slot: index, "sent descriptors")
+                return
+            }
             let message: WireMessage
             do {
                 message = try WireCodec.decode(receiveBuffer[0..<received.bytes], descriptorCount: received.fds)
@@ -129,6 +134,17 @@ extension Master {
             replacementReady(slot: index)
         case .ack(let sequence, let open):
             acknowledge(slot: index, upTo: sequence, open: Int(open))
+        case .refused(let first, let count):
+            guard let returned = slots[index].inFlight.takeBack(from: first, count: Int(count)) else {
+                protocolError(slot: index, "refused connections \(first)+\(count) it does not hold")
+                return
+            }
+            scheduler.refused(index, count: returned.count)
+            pending.append(contentsOf: returned)
+            redispatched &+= UInt64(returned.count)
+            logger.warning(
+                "worker is out of descriptors: \(returned.count) connections go to other workers",
+                metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
         case .heartbeat(let open, _):
             slots[index].lastHeartbeat = Syscalls.monotonicNanoseconds()
             scheduler.reportOpen(index, open: Int(open))
@@ -274,7 +290,10 @@ extension Master {
             slots[index].respawnAt = now
             return
         }
-        switch restartPolicy.workerExited(uptime: uptime, now: now, random: Double.random(in: 0..<1)) {
+        let pressure = !exit.signaled && exit.code == WorkerRuntime.resourcePressureExitCode
+        switch restartPolicy.workerExited(
+            uptime: uptime, now: now, random: Double.random(in: 0..<1), resourcePressure: pressure)
+        {
         case .restart(let delay):
             slots[index].respawnAt = now + UInt64(delay.nanoseconds)
             logger.info(

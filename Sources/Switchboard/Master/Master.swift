@@ -54,6 +54,8 @@ package final class Master {
     var announced = false
     var state: RunState = .running
     var acceptResumeAt: UInt64?
+    /// The descriptor limits in effect (the soft one raised to the hard one at start).
+    let descriptorLimit: (soft: UInt64, hard: UInt64)
     /// The number of workers to keep (changed by TTIN/TTOU).
     var targetWorkers = 0
     var nextHealthCheck: UInt64 = 0
@@ -83,9 +85,12 @@ package final class Master {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
+        // Raised to the hard limit (workers inherit it) before the per-worker cap is derived from it.
+        self.descriptorLimit = Syscalls.raiseDescriptorLimit()
         self.scheduler = Scheduler(
             policy: configuration.mode == .leastConnections ? .leastConnections : .roundRobin,
-            bound: configuration.maxUnacknowledged)
+            bound: configuration.maxUnacknowledged,
+            capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
         self.restartPolicy = RestartPolicy(settings: configuration.restart)
         do {
             self.signals = handleSignals ? try Syscalls.signalDescriptor(Self.handledSignals) : -1
@@ -104,7 +109,7 @@ package final class Master {
         "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "SWITCHBOARD_WORKER_SLOT", "SWITCHBOARD_MODE",
         "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_BACKLOG", "SWITCHBOARD_HEARTBEAT_MS", "NOTIFY_SOCKET",
         "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
-    ]
+    ] + ConnectionLimits.environmentNames
 
     deinit {
         Syscalls.close(epoll)
@@ -127,6 +132,13 @@ package final class Master {
             }
         }
         try bindListener(inherited: inherited)
+        func describe(_ limit: UInt64) -> String { limit == .max ? "unlimited" : "\(limit)" }
+        logger.info(
+            "descriptor limit \(describe(descriptorLimit.soft))",
+            metadata: [
+                "limit.hard": "\(describe(descriptorLimit.hard))",
+                "worker.max-connections": "\(scheduler.capacity)",
+            ])
         if inherited == nil {
             // Bound here: keep a copy in the fd store. One that came from the store or a socket unit is kept there.
             storeListener()

@@ -48,17 +48,24 @@ public struct RestartPolicy: Sendable {
     ///   - now: Monotonic time in nanoseconds.
     ///   - random: A value in 0..<1 for the jitter.
     /// - Returns: Restart after a delay, or halt.
-    public mutating func workerExited(uptime: Duration, now: UInt64, random: Double) -> Decision {
+    ///   - resourcePressure: The worker exited for lack of descriptors or memory
+    ///     (``WorkerRuntime/resourcePressureExitCode``): it backs off like an early exit but never counts toward the
+    ///     crash-loop halt, since a flood of clients must not be able to stop the service.
+    public mutating func workerExited(
+        uptime: Duration, now: UInt64, random: Double, resourcePressure: Bool = false
+    ) -> Decision {
         guard uptime < settings.healthyUptime else {
             consecutiveEarly = 0
             return .restart(after: .zero)
         }
         consecutiveEarly += 1
-        let window = UInt64(settings.crashLoopWindow.nanoseconds)
-        earlyExits.removeAll { now >= window && $0 < now - window }
-        earlyExits.append(now)
-        if let limit = settings.crashLoopLimit, earlyExits.count > limit {
-            return .halt(earlyExits: earlyExits.count)
+        if !resourcePressure {
+            let window = UInt64(settings.crashLoopWindow.nanoseconds)
+            earlyExits.removeAll { now >= window && $0 < now - window }
+            earlyExits.append(now)
+            if let limit = settings.crashLoopLimit, earlyExits.count > limit {
+                return .halt(earlyExits: earlyExits.count)
+            }
         }
         let exponent = min(consecutiveEarly - 1, 30)
         let raw = settings.baseDelay.nanoseconds * Double(1 << exponent)

@@ -62,6 +62,22 @@ package struct InFlightRing {
         return removed
     }
 
+    /// Takes back the `count` oldest connections when they are numbered from `sequence` (a worker refused them: the
+    /// kernel dropped its copies), handing them to the caller instead of closing them.
+    /// - Returns: The descriptors, oldest first, or nil when the oldest ones are not those.
+    package mutating func takeBack(from sequence: UInt64, count taken: Int) -> [CInt]? {
+        guard taken >= 1, taken <= count, firstSequence == sequence else { return nil }
+        var result: [CInt] = []
+        result.reserveCapacity(taken)
+        for _ in 0..<taken {
+            result.append(storage[head])
+            storage[head] = -1
+            head = (head + 1) % storage.count
+            count -= 1
+        }
+        return result
+    }
+
     /// Removes and returns every unacknowledged fd, oldest first.
     package mutating func removeAll() -> [CInt] {
         var result: [CInt] = []

@@ -1,7 +1,8 @@
 /// Chooses the worker slot for each accepted connection. A plain value that does no I/O.
 ///
-/// Slots are numbered 0..<n. A slot is eligible when it is ready, not blocked (its channel would block) and below
-/// the bound of unacknowledged connections. Round-robin rotates strictly over eligible slots: a slot that is skipped
+/// Slots are numbered 0..<n. A slot is eligible when it is ready, not blocked (its channel would block), not full
+/// (it refused connections for lack of descriptors, until its next report), below the bound of unacknowledged
+/// connections and below its connection cap (open plus unacknowledged). Round-robin rotates strictly over eligible slots: a slot that is skipped
 /// keeps its place in the rotation. Least-connections picks the eligible slot with the fewest open plus unacknowledged
 /// connections, rotation breaking ties.
 package struct Scheduler {
@@ -15,17 +16,22 @@ package struct Scheduler {
         package var blocked = false
         package var unacknowledged = 0
         package var open = 0
+        package var full = false
     }
 
     package let policy: Policy
     package let bound: Int
+    /// The most connections (open plus unacknowledged) a worker may hold; `Int.max` for no cap.
+    package let capacity: Int
     package private(set) var slots: [Slot] = []
     private var cursor = 0
 
-    package init(policy: Policy = .roundRobin, bound: Int, slots count: Int = 0) {
+    package init(policy: Policy = .roundRobin, bound: Int, capacity: Int = .max, slots count: Int = 0) {
         precondition(bound >= 1, "bound must be at least 1")
+        precondition(capacity >= 1, "capacity must be at least 1")
         self.policy = policy
         self.bound = bound
+        self.capacity = capacity
         self.slots = Array(repeating: Slot(), count: count)
     }
 
@@ -36,7 +42,8 @@ package struct Scheduler {
     }
 
     private func eligible(_ slot: Slot) -> Bool {
-        slot.ready && !slot.blocked && slot.unacknowledged < bound
+        slot.ready && !slot.blocked && !slot.full && slot.unacknowledged < bound
+            && slot.open + slot.unacknowledged < capacity
     }
 
     /// Whether any slot can take a connection now.
@@ -92,9 +99,18 @@ package struct Scheduler {
         if let open { slots[slot].open = open }
     }
 
-    /// Updates the open-connection count a worker reported.
+    /// Updates the open-connection count a worker reported in a heartbeat; a full worker may take work again.
     package mutating func reportOpen(_ slot: Int, open: Int) {
         slots[slot].open = open
+        slots[slot].full = false
+    }
+
+    /// Records that `slot` refused `count` unacknowledged connections (they go elsewhere) and is full until its next
+    /// report.
+    package mutating func refused(_ slot: Int, count: Int) {
+        precondition(count <= slots[slot].unacknowledged, "refused more than was sent")
+        slots[slot].unacknowledged -= count
+        slots[slot].full = true
     }
 
     package mutating func setReady(_ slot: Int, _ ready: Bool) {

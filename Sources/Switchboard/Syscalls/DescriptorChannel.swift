@@ -81,12 +81,13 @@ package final class DescriptorChannel {
     }
 
     /// Receives one frame into `buffer` (which must hold ``WireCodec/maxFrame`` bytes) and its descriptors into `fds`.
-    /// - Returns: byte and descriptor counts; `(0, 0)` means the peer closed its end.
+    /// - Returns: byte and descriptor counts; `(0, 0)` means the peer closed its end. `truncated`: this process ran
+    ///   out of descriptors, so only the first `fds` of those sent arrived; the kernel dropped the rest.
     package func receive(
         into buffer: inout [UInt8],
         fds: inout [CInt],
         blocking: Bool
-    ) throws(SystemCallError) -> NonBlocking<(bytes: Int, fds: Int)> {
+    ) throws(SystemCallError) -> NonBlocking<(bytes: Int, fds: Int, truncated: Bool)> {
         let result = unsafe buffer.withUnsafeMutableBytes { raw in
             unsafe fds.withUnsafeMutableBufferPointer { descriptors in
                 Result { () throws(SystemCallError) in

@@ -82,13 +82,14 @@ package enum Syscalls {
         into buffer: UnsafeMutableRawBufferPointer,
         fds: UnsafeMutableBufferPointer<CInt>,
         blocking: Bool
-    ) throws(SystemCallError) -> NonBlocking<(bytes: Int, fds: Int)> {
+    ) throws(SystemCallError) -> NonBlocking<(bytes: Int, fds: Int, truncated: Bool)> {
         while true {
             var count: CInt = 0
+            var truncated: CInt = 0
             let received = unsafe sb_receive_message(
-                socket, buffer.baseAddress!, buffer.count, fds.baseAddress!, CInt(fds.count), &count,
+                socket, buffer.baseAddress!, buffer.count, fds.baseAddress!, CInt(fds.count), &count, &truncated,
                 blocking ? 1 : 0)
-            if received >= 0 { return .done((received, Int(count))) }
+            if received >= 0 { return .done((received, Int(count), truncated != 0)) }
             let code = errno
             switch code {
             case EINTR: continue
@@ -249,6 +250,21 @@ package enum Syscalls {
 
     package static func kill(_ pid: pid_t, _ signal: CInt) {
         _ = Glibc.kill(pid, signal)
+    }
+
+    /// Ignores SIGINT, SIGQUIT and SIGHUP, which are the master's (a terminal sends them to the whole process
+    /// group), and unblocks them in this thread; a worker spawned by the master starts with them blocked.
+    package static func ignoreMasterSignals() {
+        _ = sb_ignore_master_signals()
+    }
+
+    /// Raises the soft descriptor limit to the hard limit.
+    /// - Returns: The soft and hard limits in effect afterwards (`UInt64.max` for unlimited).
+    package static func raiseDescriptorLimit() -> (soft: UInt64, hard: UInt64) {
+        var soft: UInt64 = 0
+        var hard: UInt64 = 0
+        _ = unsafe sb_raise_descriptor_limit(&soft, &hard)
+        return (soft, hard)
     }
 
     package static func setParentDeathSignal(_ signal: CInt) throws(SystemCallError) {

@@ -19,6 +19,7 @@ public enum WireCodec {
         case heartbeat = 5
         case drain = 6
         case message = 7
+        case refused = 8
     }
 
     /// Encodes `message` into a new frame.
@@ -44,6 +45,9 @@ public enum WireCodec {
         case .ack(let sequence, let open):
             header(.ack, length: 4, sequence: sequence)
             append32(open, to: &frame)
+        case .refused(let first, let count):
+            header(.refused, length: 4, sequence: first)
+            append32(count, to: &frame)
         case .heartbeat(let open, let handled):
             header(.heartbeat, length: 12)
             append32(open, to: &frame)
@@ -65,7 +69,11 @@ public enum WireCodec {
     ///   - descriptorCount: How many descriptors arrived with it.
     /// - Returns: The message.
     /// - Throws: ``WireError`` for anything but a well-formed frame of this version.
-    public static func decode(_ frame: ArraySlice<UInt8>, descriptorCount: Int = 0) throws(WireError) -> WireMessage {
+    ///   - descriptorsDropped: The receiver ran out of descriptors, so a `connections` frame may have brought
+    ///     fewer than it declares (the first `descriptorCount` of them).
+    public static func decode(
+        _ frame: ArraySlice<UInt8>, descriptorCount: Int = 0, descriptorsDropped: Bool = false
+    ) throws(WireError) -> WireMessage {
         guard frame.count >= headerSize else { throw .truncated(bytes: frame.count) }
         let base = frame.startIndex
         let frameVersion = frame[base]
@@ -97,13 +105,20 @@ public enum WireCodec {
             try expect(4)
             let count = Int(read32(frame, at: payload))
             guard count >= 1, count <= maxDescriptors else { throw .badPayloadSize(type: rawType, size: count) }
-            guard count == descriptorCount else {
+            guard count == descriptorCount || (descriptorsDropped && descriptorCount < count) else {
                 throw .descriptorCountMismatch(declared: count, actual: descriptorCount)
             }
             return .connections(firstSequence: sequence, count: count)
         case .ack:
             try expect(4)
             return .ack(sequence: sequence, open: read32(frame, at: payload))
+        case .refused:
+            try expect(4)
+            let count = read32(frame, at: payload)
+            guard count >= 1, count <= maxDescriptors, sequence >= 1 else {
+                throw .badPayloadSize(type: rawType, size: Int(count))
+            }
+            return .refused(firstSequence: sequence, count: count)
         case .heartbeat:
             try expect(12)
             return .heartbeat(open: read32(frame, at: payload), handled: read64(frame, at: payload + 4))
@@ -116,8 +131,10 @@ public enum WireCodec {
     }
 
     /// Decodes a whole array.
-    public static func decode(_ frame: [UInt8], descriptorCount: Int = 0) throws(WireError) -> WireMessage {
-        try decode(frame[...], descriptorCount: descriptorCount)
+    public static func decode(
+        _ frame: [UInt8], descriptorCount: Int = 0, descriptorsDropped: Bool = false
+    ) throws(WireError) -> WireMessage {
+        try decode(frame[...], descriptorCount: descriptorCount, descriptorsDropped: descriptorsDropped)
     }
 
     // MARK: little-endian helpers

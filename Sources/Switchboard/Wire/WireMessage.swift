@@ -11,6 +11,11 @@ public enum WireMessage: Equatable, Sendable {
     case connections(firstSequence: UInt64, count: Int)
     /// Worker → master: every connection up to and including `sequence` was received; `open` connections are open.
     case ack(sequence: UInt64, open: UInt32)
+    /// Worker → master: the `count` connections numbered from `firstSequence` never arrived (the worker was out of
+    /// descriptors, so the kernel dropped them from its message). The master still holds them and serves them
+    /// elsewhere; the worker is full until its next heartbeat. Sent right after an ``ack(sequence:open:)`` of
+    /// `firstSequence - 1`.
+    case refused(firstSequence: UInt64, count: UInt32)
     /// Worker → master, from the worker's event loop: it is alive; `open` connections, `handled` in total.
     case heartbeat(open: UInt32, handled: UInt64)
     /// Master → worker: stop taking work, finish what is in flight, exit within `deadlineMilliseconds`.

@@ -42,8 +42,24 @@ public final class WorkerRuntime: @unchecked Sendable {
     public let backlog: Int
     /// How often the master expects a heartbeat.
     public let heartbeatInterval: Duration
+    /// What this worker allows each client connection, as the master's ``Configuration/limits`` says.
+    public let limits: ConnectionLimits
+    /// The most connections this worker may hold at once (``ConnectionLimits/maxConnections``, or what its
+    /// descriptor limit allows). The master sends no more than this; a worker that accepts by itself
+    /// (``DispatchMode/reusePort``, ``DispatchMode/shared``) stops accepting at it.
+    public let maxConnections: Int
     let channel: DescriptorChannel
     let logger: Logger
+
+    /// The exit code of a worker that gives up for lack of descriptors or memory (`EX_TEMPFAIL`): the master
+    /// restarts it with backoff but never counts it toward the crash-loop halt.
+    public static let resourcePressureExitCode: Int32 = 75
+
+    /// Whether a failure with `code` (an `errno` value) means the system or process is out of a resource (EMFILE,
+    /// ENFILE, ENOBUFS, ENOMEM) rather than broken.
+    public static func isResourcePressure(_ code: Int32) -> Bool {
+        code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM
+    }
 
     /// The descriptor number the master puts the channel at.
     public static let channelDescriptor: CInt = 3
@@ -70,6 +86,10 @@ public final class WorkerRuntime: @unchecked Sendable {
             // The master died before the death signal was armed.
             exit(0)
         }
+        // SIGINT, SIGQUIT and SIGHUP belong to the master (a terminal's Ctrl-C reaches the whole process group): the
+        // master spawned this worker with them blocked, so none was lost or fatal before this line.
+        Syscalls.ignoreMasterSignals()
+        let descriptorLimit = Syscalls.raiseDescriptorLimit().soft
         return WorkerRuntime(
             id: id, slot: slot, masterPID: master, fd: channelDescriptor, logger: logger,
             mode: Syscalls.environment("SWITCHBOARD_MODE").flatMap { DispatchMode(name: $0) } ?? .roundRobin,
@@ -77,14 +97,18 @@ public final class WorkerRuntime: @unchecked Sendable {
             listenPort: Syscalls.environment("SWITCHBOARD_PORT").flatMap { Int($0) } ?? 0,
             backlog: Syscalls.environment("SWITCHBOARD_BACKLOG").flatMap { Int($0) } ?? 511,
             heartbeatInterval: .milliseconds(
-                Syscalls.environment("SWITCHBOARD_HEARTBEAT_MS").flatMap { Int64($0) } ?? 1000))
+                Syscalls.environment("SWITCHBOARD_HEARTBEAT_MS").flatMap { Int64($0) } ?? 1000),
+            limits: ConnectionLimits.fromEnvironment(), descriptorLimit: descriptorLimit)
     }
 
     package init(
         id: Int, slot: Int, masterPID: pid_t, fd: CInt, logger: Logger, mode: DispatchMode = .roundRobin,
-        listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, heartbeatInterval: Duration = .seconds(1)
+        listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, heartbeatInterval: Duration = .seconds(1),
+        limits: ConnectionLimits = .init(), descriptorLimit: UInt64 = .max
     ) {
         self.heartbeatInterval = heartbeatInterval
+        self.limits = limits
+        self.maxConnections = limits.effectiveMaxConnections(descriptorLimit: descriptorLimit)
         self.id = id
         self.slot = slot
         self.masterPID = masterPID
@@ -158,9 +182,11 @@ public final class WorkerRuntime: @unchecked Sendable {
         Syscalls.close(fd)
     }
 
-    /// Sends raw bytes as one frame. Only for tests of the master's protocol checks.
-    package func sendRawFrame(_ frame: [UInt8]) {
-        _ = try? channel.sendRaw(frame)
+    /// Sends raw bytes as one frame (blocking). Only for tests of the master's protocol checks.
+    /// - Returns: false once the channel failed (the master cut it).
+    @discardableResult
+    package func sendRawFrame(_ frame: [UInt8]) -> Bool {
+        (try? channel.sendRaw(frame)) != nil
     }
 
     /// Receives from the master until it is gone, calling `handler` for each event. Blocks the calling thread.
@@ -193,6 +219,10 @@ public final class WorkerRuntime: @unchecked Sendable {
         var descriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
         var batch: [CInt] = []
         var later: [Event] = []
+        /// The sequence this receive already acknowledged (before a refusal).
+        var acknowledged: UInt64 = 0
+        /// How often connections were handed back for lack of descriptors.
+        var refusals = 0
 
         init() {
             batch.reserveCapacity(256)
@@ -207,8 +237,9 @@ public final class WorkerRuntime: @unchecked Sendable {
             var blocking = blocking
             var gone = false
             var lastSequence: UInt64 = 0
+            acknowledged = 0
             receiving: while batch.count < 256 {
-                let result: NonBlocking<(bytes: Int, fds: Int)>
+                let result: NonBlocking<(bytes: Int, fds: Int, truncated: Bool)>
                 do {
                     result = try runtime.channel.receive(into: &buffer, fds: &descriptors, blocking: blocking)
                 } catch {
@@ -218,13 +249,15 @@ public final class WorkerRuntime: @unchecked Sendable {
                 }
                 guard case .done(let received) = result else { break receiving }
                 blocking = false
-                if received.bytes == 0 && received.fds == 0 {
+                if received.bytes == 0 && received.fds == 0 && !received.truncated {
                     gone = true
                     break receiving
                 }
                 let message: WireMessage
                 do {
-                    message = try WireCodec.decode(buffer[0..<received.bytes], descriptorCount: received.fds)
+                    message = try WireCodec.decode(
+                        buffer[0..<received.bytes], descriptorCount: received.fds,
+                        descriptorsDropped: received.truncated)
                 } catch {
                     for index in 0..<received.fds { Syscalls.close(descriptors[index]) }
                     runtime.logger.error("malformed frame from the master: \(error)")
@@ -233,19 +266,28 @@ public final class WorkerRuntime: @unchecked Sendable {
                 }
                 switch message {
                 case .connections(let first, let count):
-                    batch.append(contentsOf: descriptors[0..<count])
-                    lastSequence = first + UInt64(count) - 1
+                    let arrived = received.fds
+                    batch.append(contentsOf: descriptors[0..<arrived])
+                    if arrived > 0 { lastSequence = first &+ UInt64(arrived) &- 1 }
+                    if arrived < count {
+                        // Out of descriptors: the kernel dropped the rest, but the master still holds them. Settle
+                        // what arrived, then hand the rest back; this worker counts as full until its heartbeat.
+                        refuse(from: runtime, acknowledging: first &+ UInt64(arrived) &- 1, first: first &+ UInt64(arrived),
+                               count: count - arrived, openConnections: openConnections)
+                    }
                 case .drain(let milliseconds):
                     later.append(.drain(deadline: .milliseconds(Int64(milliseconds))))
                 case .message(let bytes):
                     later.append(.message(bytes))
-                case .hello, .ready, .ack, .heartbeat:
+                case .hello, .ready, .ack, .heartbeat, .refused:
                     runtime.logger.warning("ignoring a worker-only message from the master")
                 }
             }
-            if !batch.isEmpty {
+            if lastSequence > acknowledged {
                 let open = openConnections() + batch.count
                 _ = try? runtime.channel.send(.ack(sequence: lastSequence, open: UInt32(clamping: open)), blocking: true)
+            }
+            if !batch.isEmpty {
                 handler(.connections(batch))
                 batch.removeAll(keepingCapacity: true)
             }
@@ -256,6 +298,23 @@ public final class WorkerRuntime: @unchecked Sendable {
                 return false
             }
             return true
+        }
+
+        /// Acknowledges everything up to `sequence`, then tells the master that `count` connections from `first` did
+        /// not arrive.
+        private mutating func refuse(
+            from runtime: WorkerRuntime, acknowledging sequence: UInt64, first: UInt64, count: Int,
+            openConnections: () -> Int
+        ) {
+            let open = UInt32(clamping: openConnections() + batch.count)
+            _ = try? runtime.channel.send(.ack(sequence: sequence, open: open), blocking: true)
+            acknowledged = sequence
+            _ = try? runtime.channel.send(.refused(firstSequence: first, count: UInt32(count)), blocking: true)
+            refusals &+= 1
+            if refusals == 1 || refusals % 1000 == 0 {
+                runtime.logger.warning(
+                    "out of descriptors: handed \(count) connections back to the master (\(refusals) times so far)")
+            }
         }
     }
 }

@@ -51,8 +51,11 @@ final class NotifySocketListener: @unchecked Sendable {
         var fds = [Int32](repeating: -1, count: 16)
         while !lock.withLock({ closed }) {
             var count: Int32 = 0
+            var truncated: Int32 = 0
             let n = buffer.withUnsafeMutableBytes { raw in
-                fds.withUnsafeMutableBufferPointer { sb_receive_message(fd, raw.baseAddress!, raw.count, $0.baseAddress!, 16, &count, 1) }
+                fds.withUnsafeMutableBufferPointer {
+                    sb_receive_message(fd, raw.baseAddress!, raw.count, $0.baseAddress!, 16, &count, &truncated, 1)
+                }
             }
             guard n > 0 else { continue }
             let text = String(decoding: buffer[0..<n], as: UTF8.self)

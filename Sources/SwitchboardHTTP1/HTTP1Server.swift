@@ -1,0 +1,360 @@
+import CSwitchboardLinux
+import Logging
+import Switchboard
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What an epoll event of ``HTTP1Server`` is about.
+enum HTTP1Token {
+    static let channel: UInt64 = 1
+    static let listener: UInt64 = 2
+    static let signals: UInt64 = 3
+    static let connectionKind: UInt64 = 4
+    static func connection(_ fd: CInt) -> UInt64 { UInt64(fd) << 8 | connectionKind }
+}
+
+/// The built-in worker's engine: one thread and one epoll set for the channel to the master, the worker's own
+/// listener (in `reuseport` and `shared` modes) and every connection, each a ``HTTP1Connection`` answered by
+/// `Responder`.
+///
+/// It receives passed connections on the thread that serves them (no hand-off between threads), reads what is
+/// already waiting as soon as a connection arrives, and writes each response with one `send`. The connection
+/// machines decide everything about a connection; this loop only performs their reads, writes and closes, sweeps
+/// their timers every ``sweepInterval``, and keeps at most ``WorkerRuntime/maxConnections`` open (in the modes where
+/// it accepts by itself it stops accepting at the cap; in the passing modes the master sends no more than that).
+/// On a drain it stops accepting, lets each machine close what is idle and finish what is in flight, and exits
+/// when none is left or at the deadline.
+package final class HTTP1Server<Responder: HTTP1Responder> {
+    /// A connection's machine and the events epoll watches for it.
+    struct Entry {
+        var machine: HTTP1Connection
+        var watching: UInt32
+    }
+
+    /// How often connection timers are checked while any connection is open.
+    package static var sweepInterval: UInt64 { 100_000_000 }
+    /// The default drain deadline when the master is gone or SIGTERM arrives.
+    static var fallbackDrain: UInt64 { 10_000_000_000 }
+
+    let runtime: WorkerRuntime
+    let logger: Logger
+    let responder: Responder
+    let limits: HTTP1Limits
+    let maxConnections: Int
+    private var epoll: CInt = -1
+    private var signals: CInt = -1
+    private var listener: CInt = -1
+    private var listenerWatched = false
+    /// Accepting paused until then after running out of descriptors.
+    private var acceptResumeAt: UInt64 = 0
+    /// Connections by descriptor number.
+    private var table: [Entry?] = []
+    private var open = 0
+    private var handled: UInt64 = 0
+    private var draining = false
+    private var drainDeadline: UInt64 = .max
+    private var nextHeartbeat: UInt64 = 0
+    private var nextSweep: UInt64 = .max
+    private var now: UInt64 = 0
+    private let heartbeatNanoseconds: UInt64
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private var events = [sb_epoll_event](repeating: sb_epoll_event(events: 0, data: 0), count: 256)
+
+    /// - Parameters:
+    ///   - runtime: This worker's channel to the master; its ``WorkerRuntime/limits`` apply to every connection.
+    ///   - logger: Where to log.
+    ///   - responder: Answers each request.
+    package init(runtime: WorkerRuntime, logger: Logger, responder: Responder) {
+        self.runtime = runtime
+        self.logger = logger
+        self.responder = responder
+        self.limits = HTTP1Limits(runtime.limits)
+        self.maxConnections = runtime.maxConnections
+        self.heartbeatNanoseconds = max(UInt64(runtime.heartbeatInterval.components.seconds) * 1_000_000_000
+            + UInt64(runtime.heartbeatInterval.components.attoseconds / 1_000_000_000), 1_000_000)
+    }
+
+    /// Serves until drained, then exits the process with 0.
+    package func run(announcingReady: Bool) -> Never {
+        do {
+            epoll = try Syscalls.epollCreate()
+            signals = try Syscalls.signalDescriptor([SIGTERM])
+            try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: HTTP1Token.signals)
+            try Syscalls.epollAdd(epoll, runtime.descriptor, events: sb_EPOLLIN, token: HTTP1Token.channel)
+            try startOwnListener()
+        } catch {
+            logger.critical("cannot start the worker: \(error)")
+            exit(WorkerRuntime.isResourcePressure(error.code) ? WorkerRuntime.resourcePressureExitCode : 1)
+        }
+        if announcingReady { runtime.announceReady() }
+        while true {
+            let count: Int
+            do {
+                count = try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: millisecondsUntilNextTimer())
+            } catch {
+                logger.critical("epoll_wait failed: \(error)")
+                exit(1)
+            }
+            now = Syscalls.monotonicNanoseconds()
+            for index in 0..<count {
+                handle(events[index])
+            }
+            runTimers()
+            if draining && open == 0 { exit(0) }
+        }
+    }
+
+    private func startOwnListener() throws(SystemCallError) {
+        let own: CInt?
+        do {
+            own = try runtime.ownListener()
+        } catch {
+            logger.critical("\(error.message)")
+            exit(1)
+        }
+        guard let own else { return }
+        listener = own
+        try Syscalls.setNonBlocking(listener, true)
+        updateListenerInterest()
+    }
+
+    // MARK: events
+
+    private func handle(_ event: sb_epoll_event) {
+        switch event.data & 0xff {
+        case HTTP1Token.connectionKind:
+            let fd = CInt(truncatingIfNeeded: event.data >> 8)
+            guard Int(fd) < table.count, table[Int(fd)] != nil else { return }
+            if event.events & (sb_EPOLLIN | sb_EPOLLHUP | sb_EPOLLERR) != 0 {
+                readable(fd)
+            }
+            service(fd)
+        case HTTP1Token.channel:
+            receiveFromMaster()
+        case HTTP1Token.listener:
+            acceptConnections()
+        case HTTP1Token.signals:
+            while let signal = Syscalls.readSignal(signals) {
+                if signal == SIGTERM { beginDrain(deadline: Self.fallbackDrain) }
+            }
+        default:
+            break
+        }
+    }
+
+    private func receiveFromMaster() {
+        let present = runtime.receiveAvailable(openConnections: { self.open }) { event in
+            switch event {
+            case .connections(let descriptors):
+                for fd in descriptors { adopt(fd) }
+            case .drain(let deadline):
+                let (seconds, attoseconds) = deadline.components
+                beginDrain(deadline: UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000))
+            case .message:
+                break  // the built-in worker takes no messages
+            case .masterGone:
+                break
+            }
+        }
+        if !present {
+            // Level-triggered: a closed channel stays readable, so stop watching it.
+            Syscalls.epollRemove(epoll, runtime.descriptor)
+            beginDrain(deadline: Self.fallbackDrain)
+        }
+    }
+
+    private func acceptConnections() {
+        for _ in 0..<64 {
+            guard listener >= 0, open < maxConnections else { break }
+            do {
+                guard case .done(let fd) = try Syscalls.accept(listener) else { break }
+                adopt(fd)
+            } catch {
+                if WorkerRuntime.isResourcePressure(error.code) {
+                    // The backlog holds the connections meanwhile; epoll would report the listener again at once.
+                    logger.warning("accept failed: \(error.reason); pausing accepts for 100 ms")
+                    acceptResumeAt = now &+ 100_000_000
+                } else {
+                    logger.warning("accept failed: \(error)")
+                }
+                break
+            }
+        }
+        updateListenerInterest()
+    }
+
+    /// Watches the own listener only while this worker takes connections: not at its cap, not paused, not draining.
+    private func updateListenerInterest() {
+        guard listener >= 0 else { return }
+        let wanted = !draining && open < maxConnections && now >= acceptResumeAt
+        guard wanted != listenerWatched else { return }
+        if wanted {
+            listenerWatched = (try? Syscalls.epollAdd(epoll, listener, events: sb_EPOLLIN, token: HTTP1Token.listener)) != nil
+        } else {
+            Syscalls.epollRemove(epoll, listener)
+            listenerWatched = false
+        }
+    }
+
+    /// Takes a connection (passed or accepted; this worker owns the descriptor) and answers what it already sent.
+    private func adopt(_ fd: CInt) {
+        guard Syscalls.isStreamSocket(fd) else {
+            logger.warning("a passed descriptor is not a connected stream socket; closing it")
+            Syscalls.close(fd)
+            return
+        }
+        Syscalls.setNoDelay(fd)
+        do {
+            try Syscalls.epollAdd(epoll, fd, events: sb_EPOLLIN, token: HTTP1Token.connection(fd))
+        } catch {
+            logger.warning("cannot watch a connection: \(error); closing it")
+            Syscalls.close(fd)
+            return
+        }
+        let index = Int(fd)
+        if index >= table.count {
+            table.append(contentsOf: repeatElement(nil, count: max(index + 1 - table.count, table.count)))
+        }
+        if now == 0 { now = Syscalls.monotonicNanoseconds() }
+        var machine = HTTP1Connection(limits: limits, now: now)
+        if draining { machine.drain() }
+        table[index] = Entry(machine: machine, watching: sb_EPOLLIN)
+        open += 1
+        handled &+= 1
+        if nextSweep == .max { nextSweep = now &+ Self.sweepInterval }
+        // The request is usually there already: answering now saves a trip through epoll.
+        readable(fd)
+        service(fd)
+    }
+
+    // MARK: reading and writing
+
+    /// Reads what the machine wants read.
+    private func readable(_ fd: CInt) {
+        let index = Int(fd)
+        while table[index]?.machine.wantsRead == true {
+            let result: NonBlocking<Int>
+            do {
+                result = try Syscalls.read(fd, into: &readBuffer, at: 0)
+            } catch {
+                closeConnection(fd)  // reset by the client
+                return
+            }
+            guard case .done(let count) = result else { return }
+            if count == 0 {
+                table[index]?.machine.receivedEnd(now: now)
+                return
+            }
+            table[index]?.machine.received(readBuffer, count: count, now: now, responder: responder)
+            flush(fd)
+            if count < readBuffer.count { return }  // drained; epoll says when there is more
+        }
+    }
+
+    /// Writes what the machine has queued, as far as the socket takes it.
+    private func flush(_ fd: CInt) {
+        let index = Int(fd)
+        while let entry = table[index], entry.machine.wantsWrite {
+            let output = entry.machine.output
+            do {
+                guard
+                    case .done(let written) = try Syscalls.write(
+                        fd, output, from: entry.machine.outputOffset, to: output.count)
+                else { return }
+                table[index]?.machine.wrote(written, now: now, responder: responder)
+            } catch {
+                closeConnection(fd)
+                return
+            }
+        }
+    }
+
+    /// After anything happened to `fd`: write what is queued, close it when its machine is done, and watch what
+    /// the machine wants next.
+    private func service(_ fd: CInt) {
+        flush(fd)
+        let index = Int(fd)
+        guard let entry = table[index] else { return }
+        if entry.machine.isFinished {
+            closeConnection(fd)
+            return
+        }
+        let wanted = (entry.machine.wantsRead ? sb_EPOLLIN : 0) | (entry.machine.wantsWrite ? sb_EPOLLOUT : 0)
+        guard wanted != entry.watching else { return }
+        table[index]?.watching = wanted
+        try? Syscalls.epollModify(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
+    }
+
+    private func closeConnection(_ fd: CInt) {
+        let index = Int(fd)
+        guard table[index] != nil else { return }
+        // Remove it explicitly: the master may still hold a copy of this socket, which would keep it in the set.
+        Syscalls.epollRemove(epoll, fd)
+        Syscalls.close(fd)
+        table[index] = nil
+        open -= 1
+        if open == maxConnections - 1 {
+            // Room again: tell the master now rather than at the next heartbeat, and accept again.
+            runtime.heartbeat(open: open, handled: handled)
+            updateListenerInterest()
+        }
+    }
+
+    // MARK: timers and draining
+
+    private func millisecondsUntilNextTimer() -> Int {
+        var next = min(nextHeartbeat, open > 0 ? nextSweep : .max)
+        if draining { next = min(next, drainDeadline) }
+        if listener >= 0 && !listenerWatched && acceptResumeAt > 0 { next = min(next, acceptResumeAt) }
+        let current = Syscalls.monotonicNanoseconds()
+        guard next > current else { return 0 }
+        return Int(min((next - current + 999_999) / 1_000_000, 60_000))
+    }
+
+    private func runTimers() {
+        if now >= nextHeartbeat {
+            runtime.heartbeat(open: open, handled: handled)
+            nextHeartbeat = now &+ heartbeatNanoseconds
+        }
+        if now >= nextSweep {
+            nextSweep = open > 0 ? now &+ Self.sweepInterval : .max
+            for index in table.indices where table[index] != nil {
+                guard let deadline = table[index]?.machine.deadline, deadline <= now else { continue }
+                table[index]?.machine.tick(now: now, responder: responder)
+                if let ending = table[index]?.machine.ending, table[index]?.machine.isFinished == true {
+                    logger.debug("closing a connection", metadata: ["connection.ending": "\(ending)"])
+                }
+                service(CInt(index))
+            }
+        }
+        if acceptResumeAt > 0 && now >= acceptResumeAt {
+            acceptResumeAt = 0
+            updateListenerInterest()
+        }
+        if draining && now >= drainDeadline {
+            if open > 0 { logger.notice("drain deadline passed with \(open) connections open; exiting") }
+            exit(0)
+        }
+    }
+
+    /// Stops accepting, closes idle keep-alive connections and lets the others finish their response.
+    private func beginDrain(deadline nanoseconds: UInt64) {
+        guard !draining else { return }
+        draining = true
+        drainDeadline = Syscalls.monotonicNanoseconds() &+ nanoseconds
+        if listener >= 0 {
+            updateListenerInterest()
+            // A reuseport listener that closes resets the connections still in its accept queue unless
+            // net.ipv4.tcp_migrate_req=1 moves them to the other workers' listeners.
+            Syscalls.close(listener)
+            listener = -1
+        }
+        logger.info("draining", metadata: ["connections.open": "\(open)"])
+        for index in table.indices where table[index] != nil {
+            table[index]?.machine.drain()
+            service(CInt(index))
+        }
+    }
+}

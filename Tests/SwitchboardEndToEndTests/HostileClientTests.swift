@@ -1,0 +1,130 @@
+import Foundation
+import SwitchboardTestSupport
+import Testing
+
+extension EndToEndTests {
+    /// Slow, silent, greedy and unlucky clients against the real binary: each is cut or served within its limit,
+    /// and none of them stops the service.
+    @Suite struct HostileClients {
+        /// Opens a connection that sends `text` and then nothing.
+        static func open(_ text: String, port: Int, timeoutSeconds: Int = 20) throws -> TestConnection {
+            let connection = try TestConnection(port: port, timeoutSeconds: timeoutSeconds)
+            if !text.isEmpty { try connection.send(text) }
+            return connection
+        }
+
+        @Test func halfRequestsGet408AndSilentConnectionsCloseAfterTheHeaderTimeout() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2", "--header-timeout", "1"])
+            defer { server.cleanUp() }
+            let workers = server.workerPIDs
+            let baseline = Dictionary(uniqueKeysWithValues: workers.map { ($0, ProcFS.descriptorCount($0)) })
+            let halves = try (0..<40).map { _ in try Self.open("GET / HT", port: server.port) }
+            let silent = try (0..<10).map { _ in try Self.open("", port: server.port) }
+            for connection in halves {
+                let reply = connection.readToEnd()  // returns when the server closes (or after 20 s)
+                #expect(reply.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), "\(reply)")
+            }
+            for connection in silent {
+                #expect(try connection.readUntilClosed(), "a silent connection is closed without a word")
+            }
+            // Nothing of theirs is left in the workers.
+            let settled = waitUntil { workers.allSatisfy { ProcFS.descriptorCount($0) == baseline[$0] } }
+            #expect(settled, "worker descriptors \(workers.map(ProcFS.descriptorCount)) vs \(baseline)")
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test func anIdleKeepAliveConnectionClosesAfterTheKeepAliveTimeout() throws {
+            let server = try SwitchboardProcess.start(["--workers", "1", "--keepalive-timeout", "1"])
+            defer { server.cleanUp() }
+            let connection = try TestConnection(port: server.port, timeoutSeconds: 20)
+            for _ in 0..<2 {
+                try connection.request(keepAlive: true)
+                #expect(try connection.readResponse().status == 200)
+            }
+            #expect(try connection.readUntilClosed(), "the server closed the idle connection")
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test func aPipeliningClientThatNeverReadsIsCutAndTheWorkerStaysSmall() throws {
+            let server = try SwitchboardProcess.start(["--workers", "1", "--send-timeout", "2"])
+            defer { server.cleanUp() }
+            let worker = try #require(server.workerPIDs.first)
+            let before = try #require(ProcFS.residentKiB(worker))
+            let connection = try TestConnection(port: server.port, timeoutSeconds: 1)
+            let burst = Array(String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: 200).utf8)
+            var largest = before
+            var cut = false
+            let clock = ContinuousClock()
+            let end = clock.now + .seconds(30)
+            // Writes block for at most 1 s (the send timeout of the socket) while the server reads nothing more.
+            while clock.now < end && !cut {
+                let written = burst.withUnsafeBytes { send(connection.fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
+                if written < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { cut = true }
+                largest = max(largest, ProcFS.residentKiB(worker) ?? 0)
+            }
+            #expect(cut, "the server never cut a client that does not read")
+            #expect(largest - before < 16 * 1024, "worker RSS grew from \(before) KiB to \(largest) KiB")
+            #expect(server.workerPIDs == [worker])
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// A flood of half-open connections against a master and workers started under a low descriptor limit.
+        /// `maxConnections` above what the limit allows makes the workers actually run out (the truncated
+        /// descriptor message); the default cap keeps them from it.
+        @Test(arguments: [nil, 400] as [Int?])
+        func aDescriptorFloodAtALowLimitNeitherHaltsTheMasterNorEndsAWorker(maxConnections: Int?) throws {
+            var arguments = ["--workers", "2", "--header-timeout", "1"]
+            if let maxConnections { arguments += ["--max-connections", "\(maxConnections)"] }
+            let server = try SwitchboardProcess.start(arguments, descriptorLimit: 96)
+            defer { server.cleanUp() }
+            let workers = Set(server.workerPIDs)
+            let flood = try (0..<240).map { _ in try Self.open("GET / HT", port: server.port, timeoutSeconds: 30) }
+            // Every one of them reaches a worker in the end and is answered 408: none is lost on the way.
+            var answered = 0
+            for connection in flood where connection.readToEnd().hasPrefix("HTTP/1.1 408 ") { answered += 1 }
+            #expect(answered == flood.count, "\(answered) of \(flood.count) answered 408; stderr:\n\(server.stderr)")
+            #expect(Set(server.workerPIDs) == workers, "a worker was replaced; stderr:\n\(server.stderr)")
+            #expect(server.logCount("crash loop") == 0)
+            if maxConnections != nil {
+                #expect(server.logCount("out of descriptors") > 0, "the flood never reached the workers' limit")
+            }
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test(arguments: [SIGINT, SIGQUIT], ["native", "nio"])
+        func aSignalToTheWholeProcessGroupStopsGracefully(signal: Int32, engine: String) throws {
+            let server = try SwitchboardProcess.start(["--workers", "2", "--worker", engine, "--test-hooks"])
+            defer { server.cleanUp() }
+            let master = server.pid
+            let slow = try (0..<3).map { _ in try TestConnection(port: server.port) }
+            for connection in slow {
+                try connection.request(path: "/slow?ms=1500")
+                #expect(connection.waitUntilHeldByWorker(of: server) != nil)
+            }
+            server.signalGroup(signal)  // as a terminal's Ctrl-C (or Ctrl-\) does
+            for connection in slow {
+                #expect(try connection.readResponse().status == 200)
+            }
+            #expect(server.waitForExit() == 0, "stderr:\n\(server.stderr)")
+            #expect(server.logCount("killed by signal") == 0, "stderr:\n\(server.stderr)")
+            #expect(waitUntil(timeout: .seconds(10)) { ProcFS.workers(ofMaster: master).isEmpty })
+        }
+
+        @Test func sighupToTheWholeProcessGroupReloadsExactlyOnce() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2"])
+            defer { server.cleanUp() }
+            let old = Set(server.workerPIDs)
+            server.signalGroup(SIGHUP)
+            #expect(waitUntil { server.logCount("rolling reload finished") == 1 }, "stderr:\n\(server.stderr)")
+            #expect(waitUntil { Set(server.workerPIDs).isDisjoint(with: old) && server.workerPIDs.count == 2 })
+            #expect(server.logCount("rolling reload started") == 1)
+            #expect(server.logCount("worker forked") == 4, "stderr:\n\(server.stderr)")
+            #expect(server.logCount("killed by signal") == 0, "stderr:\n\(server.stderr)")
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+    }
+}

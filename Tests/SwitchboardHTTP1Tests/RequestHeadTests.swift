@@ -1,0 +1,46 @@
+import Testing
+
+@testable import SwitchboardHTTP1
+
+@Suite struct RequestHeadTests {
+    func parse(_ text: String) -> Result<RequestHead, RequestHead.Failure>? {
+        let bytes = Array(text.utf8)
+        guard let end = RequestHead.headEnd(bytes, 0, bytes.count) else { return nil }
+        return RequestHead.parse(bytes, 0, end)
+    }
+
+    @Test func keepAliveFollowsTheVersionAndConnectionHeader() throws {
+        #expect(try parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n")?.get().keepAlive == true)
+        #expect(try parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")?.get().keepAlive == false)
+        #expect(try parse("GET / HTTP/1.0\r\n\r\n")?.get().keepAlive == false)
+        #expect(try parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")?.get().keepAlive == true)
+        #expect(try parse("GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n")?.get().keepAlive == false)
+    }
+
+    @Test func headBodyAndContinueAreRead() throws {
+        let head = try #require(try parse("HEAD /x HTTP/1.1\r\ncontent-length: 12\r\nExpect: 100-continue\r\n\r\n")?.get())
+        #expect(head.isHead)
+        #expect(head.contentLength == 12)
+        #expect(head.expectsContinue)
+        #expect(head.target == 5..<7)
+    }
+
+    @Test func badInputHasAStatus() {
+        #expect(parse("GET /\r\n\r\n") == .failure(.malformed))
+        #expect(parse("get / HTTP/1.1\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/2.0\r\n\r\n") == .failure(.version))
+        #expect(parse("GET / HTTX/1.1\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nno colon\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\n folded: x\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n") == .failure(.malformed))
+        #expect(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") == .failure(.transferEncoding))
+        #expect(parse("GET /a\u{7f}b HTTP/1.1\r\n\r\n") == .failure(.malformed))
+    }
+
+    @Test func headEndIsFoundOnlyWhenComplete() {
+        let bytes = Array("GET / HTTP/1.1\r\nHost: a\r\n\r\nrest".utf8)
+        #expect(RequestHead.headEnd(bytes, 0, bytes.count) == 23)
+        #expect(RequestHead.headEnd(bytes, 0, 25) == nil)
+    }
+}

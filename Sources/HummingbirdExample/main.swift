@@ -75,7 +75,12 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
     value("PORT") { cluster.port = $0 }
     value("HOST") { cluster.host = $0 }
     value("WORKERS") { cluster.workers = $0 }
-    value("DRAIN_TIMEOUT") { (seconds: Double) in cluster.drainTimeout = .milliseconds(Int64(min(seconds, 1e9) * 1000)) }
+    func seconds(_ value: Double) -> Duration { .milliseconds(Int64(min(max(value, 0), 1e9) * 1000)) }
+    value("DRAIN_TIMEOUT") { (value: Double) in cluster.drainTimeout = seconds(value) }
+    value("HEADER_TIMEOUT") { (value: Double) in cluster.limits.headerTimeout = seconds(value) }
+    value("KEEPALIVE_TIMEOUT") { (value: Double) in cluster.limits.keepAliveTimeout = seconds(value) }
+    value("SEND_TIMEOUT") { (value: Double) in cluster.limits.sendTimeout = seconds(value) }
+    value("MAX_CONNECTIONS") { (value: Int) in cluster.limits.maxConnections = value > 0 ? value : nil }
     return cluster
 }
 

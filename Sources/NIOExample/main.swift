@@ -44,6 +44,9 @@ if Cluster.isWorker, let runtime = WorkerRuntime.current() {
     ) { channel in
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+            // The master's header and keep-alive timeouts (SwitchboardWorkerServer applies the send timeout and
+            // backpressure to every connection by itself).
+            try channel.pipeline.syncOperations.addHandler(HTTPTimeoutsHandler(limits: runtime.limits))
             try channel.pipeline.syncOperations.addHandler(HelloHandler())
         }
     }

@@ -48,6 +48,7 @@ struct BuiltinWorker {
         let server = SwitchboardWorkerServer(runtime: runtime, group: group, logger: logger) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                try channel.pipeline.syncOperations.addHandler(HTTPTimeoutsHandler(limits: runtime.limits))
                 try channel.pipeline.syncOperations.addHandler(
                     HelloHandler(response: response, testHooks: hooks ? runtime : nil))
             }

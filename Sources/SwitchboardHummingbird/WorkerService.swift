@@ -6,6 +6,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypes
 import ServiceLifecycle
 import Switchboard
 import SwitchboardNIO
@@ -25,6 +26,18 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
 
     init(application: App, responder: App.Responder, runtime: WorkerRuntime, http1: HTTP1Channel.Configuration,
          logger: Logger) {
+        // The master's header and keep-alive timeouts, right after Hummingbird's HTTP codec (the send timeout and
+        // backpressure come with SwitchboardWorkerServer for every connection).
+        var http1 = http1
+        let limits = runtime.limits
+        let applicationHandlers = http1.additionalChannelHandlers
+        http1.additionalChannelHandlers = {
+            let timeouts = HTTPTimeoutsHandler<HTTPRequestPart, HTTPResponsePart>(
+                limits: limits,
+                isHead: { if case .head = $0 { true } else { false } },
+                isEnd: { if case .end = $0 { true } else { false } })
+            return [timeouts] + applicationHandlers()
+        }
         self.childChannel = HTTP1Channel(
             responder: Self.httpResponder(application: application, responder: responder), configuration: http1)
         self.processes = application.processesRunBeforeServerStart

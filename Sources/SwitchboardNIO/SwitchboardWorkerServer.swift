@@ -199,7 +199,12 @@ public final class SwitchboardWorkerServer: Sendable {
 
     private func setUp(_ channel: any Channel) -> EventLoopFuture<Void> {
         do {
-            try channel.pipeline.syncOperations.addHandler(DrainGate(), position: .first)
+            // The limits that hold whatever the protocol: stop reading while the client does not take its output,
+            // and cut it when it takes none for the send timeout. HTTP's own timeouts need the HTTP codec: see
+            // HTTPTimeoutsHandler.
+            try channel.pipeline.syncOperations.addHandlers(
+                [DrainGate(), BackPressureHandler(), SendTimeoutHandler(sendTimeout: runtime.limits.sendTimeout)],
+                position: .first)
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
@@ -209,16 +214,22 @@ public final class SwitchboardWorkerServer: Sendable {
 
     private func track(_ channel: any Channel) {
         let key = ObjectIdentifier(channel)
-        let draining = state.withLockedValue { state in
+        let cap = runtime.maxConnections
+        let (draining, fullListener) = state.withLockedValue { state in
             state.channels[key] = channel
             state.handled &+= 1
-            return state.draining
+            return (state.draining, state.channels.count == cap ? state.listener : nil)
         }
+        // At the cap a worker with its own listener stops accepting; the backlog holds the rest (in the passing
+        // modes the master sends no more than the cap).
+        fullListener?.setOption(.autoRead, value: false).whenFailure { _ in }
         channel.closeFuture.whenComplete { _ in
-            let (left, draining) = self.state.withLockedValue { state in
+            let (left, draining, roomAgain) = self.state.withLockedValue { state in
                 state.channels[key] = nil
-                return (state.channels.count + state.adopting, state.draining)
+                return (state.channels.count + state.adopting, state.draining,
+                        state.channels.count == cap - 1 ? state.listener : nil)
             }
+            roomAgain?.setOption(.autoRead, value: true).whenFailure { _ in }
             if draining && left == 0 { self.finish() }
         }
         if draining {

@@ -34,8 +34,20 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
-        @Test func anIdleKeepAliveConnectionClosesAfterTheKeepAliveTimeout() throws {
-            let server = try SwitchboardProcess.start(["--workers", "1", "--keepalive-timeout", "1"])
+        @Test func theNIOWorkerClosesHalfRequestsAndSilentConnectionsAfterTheHeaderTimeout() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2", "--worker", "nio", "--header-timeout", "1"])
+            defer { server.cleanUp() }
+            let waiting = try (0..<20).map { index in try Self.open(index % 2 == 0 ? "GET / HT" : "", port: server.port) }
+            for connection in waiting {
+                #expect((try? connection.readUntilClosed()) != nil, "the server closed it")
+            }
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test(arguments: ["native", "nio"])
+        func anIdleKeepAliveConnectionClosesAfterTheKeepAliveTimeout(engine: String) throws {
+            let server = try SwitchboardProcess.start(["--workers", "1", "--worker", engine, "--keepalive-timeout", "1"])
             defer { server.cleanUp() }
             let connection = try TestConnection(port: server.port, timeoutSeconds: 20)
             for _ in 0..<2 {
@@ -46,8 +58,9 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
-        @Test func aPipeliningClientThatNeverReadsIsCutAndTheWorkerStaysSmall() throws {
-            let server = try SwitchboardProcess.start(["--workers", "1", "--send-timeout", "2"])
+        @Test(arguments: ["native", "nio"])
+        func aPipeliningClientThatNeverReadsIsCutAndTheWorkerStaysSmall(engine: String) throws {
+            let server = try SwitchboardProcess.start(["--workers", "1", "--worker", engine, "--send-timeout", "2"])
             defer { server.cleanUp() }
             let worker = try #require(server.workerPIDs.first)
             let before = try #require(ProcFS.residentKiB(worker))
@@ -111,6 +124,49 @@ extension EndToEndTests {
             #expect(server.waitForExit() == 0, "stderr:\n\(server.stderr)")
             #expect(server.logCount("killed by signal") == 0, "stderr:\n\(server.stderr)")
             #expect(waitUntil(timeout: .seconds(10)) { ProcFS.workers(ofMaster: master).isEmpty })
+        }
+
+        @Test(arguments: ["native", "nio"])
+        func aWorkerAtItsConnectionCapGetsNoMoreUntilOneCloses(engine: String) throws {
+            let server = try SwitchboardProcess.start(["--workers", "1", "--worker", engine, "--max-connections", "2"])
+            defer { server.cleanUp() }
+            let first = try TestConnection(port: server.port)
+            let second = try TestConnection(port: server.port)
+            for connection in [first, second] {
+                try connection.request(keepAlive: true)
+                #expect(try connection.readResponse().status == 200)
+            }
+            let waiting = try TestConnection(port: server.port)
+            try waiting.request(keepAlive: true)
+            // The worker is at its cap: the third waits in the backlog while the first two keep being served.
+            for _ in 0..<5 {
+                for connection in [first, second] {
+                    try connection.request(keepAlive: true)
+                    #expect(try connection.readResponse().status == 200)
+                }
+            }
+            #expect(waiting.serverSideInode(serverPort: server.port) == nil, "the third was accepted past the cap")
+            _ = consume first  // closes it: room for one
+            #expect(try waiting.readResponse().status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test func workersKilledFromOutsideAreReplacedWithoutEverHaltingTheMaster() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2", "--crash-loop-limit", "2"])
+            defer { server.cleanUp() }
+            for round in 0..<6 {
+                let victim = try #require(server.workerPIDs.first)
+                kill(victim, SIGKILL)  // as the OOM killer or an operator would
+                let replaced = waitUntil {
+                    let now = server.workerPIDs
+                    return !now.contains(victim) && now.count == 2 && server.logCount("worker ready") >= 3 + round
+                }
+                #expect(replaced, "round \(round): stderr:\n\(server.stderr)")
+            }
+            #expect(server.process.isRunning, "the master halted: stderr:\n\(server.stderr)")
+            #expect(server.logCount("crash loop") == 0)
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
         }
 
         @Test func sighupToTheWholeProcessGroupReloadsExactlyOnce() throws {

@@ -215,4 +215,26 @@ final class Outcomes: Sendable {
 
     func stop() { state.withLock { $0.stopped = true } }
 }
+
+extension HummingbirdClusterTests {
+    @Test func halfRequestsAndIdleKeepAliveConnectionsAreClosedByTheLimits() throws {
+        let server = try SwitchboardProcess.start(
+            ["--workers", "2", "--header-timeout", "1", "--keepalive-timeout", "1"], executable: example)
+        defer { server.cleanUp() }
+        let halves = try (0..<200).map { _ in
+            let connection = try TestConnection(port: server.port, timeoutSeconds: 20)
+            try connection.send("GET / HT")
+            return connection
+        }
+        let kept = try TestConnection(port: server.port, timeoutSeconds: 20)
+        try kept.request(keepAlive: true)
+        #expect(try kept.readResponse().status == 200)
+        var closed = 0
+        for connection in halves where (try? connection.readUntilClosed()) != nil { closed += 1 }
+        #expect(closed == halves.count, "\(closed) of \(halves.count) half requests closed by the server")
+        #expect((try? kept.readUntilClosed()) == true, "the idle keep-alive connection was closed")
+        #expect(try get(port: server.port).status == 200)
+        server.stopAndCheckNoOrphans()
+    }
+}
 #endif

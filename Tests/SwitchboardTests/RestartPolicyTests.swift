@@ -73,12 +73,23 @@ import Testing
         var policy = RestartPolicy(settings: settings(limit: 2))
         for index in 0..<50 {
             let decision = policy.workerExited(
-                uptime: .milliseconds(5), now: UInt64(index) * second / 10, random: 0, resourcePressure: true)
+                uptime: .milliseconds(5), now: UInt64(index) * second / 10, random: 0, cause: .resourcePressure)
             guard case .restart = decision else {
                 Issue.record("exit \(index) under resource pressure halted: \(decision)")
                 return
             }
         }
         #expect(policy.workerExited(uptime: .zero, now: 6 * second, random: 0) == .restart(after: .seconds(1)))
+    }
+
+    @Test func outsideKillsRestartAfterTheBaseDelayAndNeverHalt() {
+        var policy = RestartPolicy(settings: settings(limit: 2))
+        for index in 0..<30 {
+            let decision = policy.workerExited(
+                uptime: .seconds(1), now: UInt64(index) * second, random: 0, cause: .killedFromOutside)
+            #expect(decision == .restart(after: .milliseconds(100)), "kill \(index)")
+        }
+        // They neither grew the backoff nor used up the crash-loop budget.
+        #expect(policy.workerExited(uptime: .zero, now: 30 * second, random: 0) == .restart(after: .milliseconds(100)))
     }
 }

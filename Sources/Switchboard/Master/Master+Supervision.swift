@@ -37,15 +37,15 @@ extension Master {
             switch slot.phase {
             case .starting where now - slot.startedAt > readyTimeout:
                 logger.warning("worker did not become ready within \(configuration.readyTimeout); killing it", metadata: metadata)
-                detach(slot: index, reason: nil)
+                detach(slot: index, reason: nil, verdict: true)
             case .ready where now - slot.lastHeartbeat > heartbeatTimeout,
                 .draining where now - slot.lastHeartbeat > heartbeatTimeout:
                 logger.warning(
                     "worker sent no heartbeat for \(configuration.heartbeatTimeout) (hung); killing it", metadata: metadata)
-                detach(slot: index, reason: nil)
+                detach(slot: index, reason: nil, verdict: true)
             case .draining where slot.drainDeadline.map { now > $0 } ?? false:
                 logger.notice("worker did not finish draining in time; killing it", metadata: metadata)
-                detach(slot: index, reason: nil)
+                detach(slot: index, reason: nil, verdict: true)
             default:
                 break
             }

@@ -64,6 +64,7 @@ extension Master {
         slots[index].startedAt = now
         slots[index].lastHeartbeat = now
         slots[index].exitIntended = false
+        slots[index].killedByMaster = false
         slots[index].watchingWritable = false
         slots[index].drainDeadline = nil
         logger.info(
@@ -221,20 +222,26 @@ extension Master {
         logger.error(
             "worker \(what); replacing it",
             metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
-        detach(slot: index, reason: nil)
+        detach(slot: index, reason: nil, verdict: true)
     }
 
     // MARK: losing a worker
 
     /// Cuts the master off from the worker in `slot`: kills it (the reap comes later), closes the channel and queues
-    /// every connection it did not acknowledge for another worker.
-    func detach(slot index: Int, reason: String?, kill: Bool = true) {
+    /// every connection it did not acknowledge for another worker. `verdict`: the master decided this worker must go
+    /// (its SIGKILL then does not count as an outside kill).
+    func detach(slot index: Int, reason: String?, kill: Bool = true, verdict: Bool = false) {
         guard slots[index].isAttached else { return }
         if let reason {
             logger.info(
                 "worker \(reason)", metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
         }
-        if kill { Syscalls.kill(slots[index].pid, SIGKILL) }
+        if kill {
+            Syscalls.kill(slots[index].pid, SIGKILL)
+            // Unless it is the master's verdict, the channel closed or failed because the worker is dying anyway:
+            // the SIGKILL only makes sure, and whatever ended it (a crash, an outside kill) is what its status tells.
+            if verdict { slots[index].killedByMaster = true }
+        }
         emit(.disconnect(info(index)))
         if let channel = slots[index].channel {
             Syscalls.epollRemove(epoll, channel.fd)
@@ -290,10 +297,15 @@ extension Master {
             slots[index].respawnAt = now
             return
         }
-        let pressure = !exit.signaled && exit.code == WorkerRuntime.resourcePressureExitCode
-        switch restartPolicy.workerExited(
-            uptime: uptime, now: now, random: Double.random(in: 0..<1), resourcePressure: pressure)
-        {
+        let cause: RestartPolicy.ExitCause
+        if !exit.signaled && exit.code == WorkerRuntime.resourcePressureExitCode {
+            cause = .resourcePressure
+        } else if exit.signaled && exit.code - 128 == SIGKILL && !slot.killedByMaster {
+            cause = .killedFromOutside
+        } else {
+            cause = .failed
+        }
+        switch restartPolicy.workerExited(uptime: uptime, now: now, random: Double.random(in: 0..<1), cause: cause) {
         case .restart(let delay):
             slots[index].respawnAt = now + UInt64(delay.nanoseconds)
             logger.info(

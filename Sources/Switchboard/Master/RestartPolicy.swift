@@ -24,6 +24,19 @@ public struct RestartPolicy: Sendable {
         public init() {}
     }
 
+    /// Why a worker exited, as far as the master can tell.
+    public enum ExitCause: Equatable, Sendable {
+        /// It crashed or exited by itself (or the master killed it as hung or broken): counts toward the halt.
+        case failed
+        /// It gave up for lack of descriptors or memory (``WorkerRuntime/resourcePressureExitCode``): it backs off
+        /// like a failure but never counts toward the halt, since a flood of clients must not stop the service.
+        case resourcePressure
+        /// SIGKILL that the master did not send (the OOM killer, an operator): restarted after the base delay,
+        /// without growing the backoff and without counting toward the halt. The process did nothing wrong that a
+        /// restart loop would repeat; halting would turn one bad minute into an outage.
+        case killedFromOutside
+    }
+
     /// What to do about an exit.
     public enum Decision: Equatable, Sendable {
         /// Start a replacement after the delay.
@@ -48,18 +61,19 @@ public struct RestartPolicy: Sendable {
     ///   - now: Monotonic time in nanoseconds.
     ///   - random: A value in 0..<1 for the jitter.
     /// - Returns: Restart after a delay, or halt.
-    ///   - resourcePressure: The worker exited for lack of descriptors or memory
-    ///     (``WorkerRuntime/resourcePressureExitCode``): it backs off like an early exit but never counts toward the
-    ///     crash-loop halt, since a flood of clients must not be able to stop the service.
+    ///   - cause: Why it exited; only ``ExitCause/failed`` counts toward the crash-loop halt.
     public mutating func workerExited(
-        uptime: Duration, now: UInt64, random: Double, resourcePressure: Bool = false
+        uptime: Duration, now: UInt64, random: Double, cause: ExitCause = .failed
     ) -> Decision {
         guard uptime < settings.healthyUptime else {
             consecutiveEarly = 0
             return .restart(after: .zero)
         }
+        if cause == .killedFromOutside {
+            return .restart(after: settings.baseDelay)
+        }
         consecutiveEarly += 1
-        if !resourcePressure {
+        if cause == .failed {
             let window = UInt64(settings.crashLoopWindow.nanoseconds)
             earlyExits.removeAll { now >= window && $0 < now - window }
             earlyExits.append(now)

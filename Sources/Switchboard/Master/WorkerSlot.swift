@@ -36,6 +36,9 @@ struct WorkerSlot {
     var watchingWritable = false
     /// The stop or the slot's removal was asked for: its exit is not a crash.
     var exitIntended = false
+    /// The master killed this worker (hung, protocol error, missed deadline): its SIGKILL is the master's verdict,
+    /// not an outside kill.
+    var killedByMaster = false
     /// Removed by scaling down: not refilled.
     var retired = false
 

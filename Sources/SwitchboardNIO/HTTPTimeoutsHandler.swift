@@ -5,8 +5,8 @@ import Switchboard
 /// Closes an HTTP/1 connection that keeps a worker waiting for a request: no request head within the header timeout
 /// of the connection's arrival, or none within the keep-alive timeout of the end of the previous response.
 ///
-/// The SwiftNIO form of ``Switchboard/ConnectionLimits/headerTimeout`` and
-/// ``Switchboard/ConnectionLimits/keepAliveTimeout``. Add it right after the HTTP server codec, as
+/// The SwiftNIO form of `ConnectionLimits.headerTimeout` and
+/// `ConnectionLimits.keepAliveTimeout`. Add it right after the HTTP server codec, as
 /// `configureHTTPServerPipeline` leaves it:
 ///
 /// ```swift
@@ -29,7 +29,7 @@ public final class HTTPTimeoutsHandler<RequestPart, ResponsePart>: ChannelDuplex
 
     /// For request and response parts of another HTTP codec than NIOHTTP1's (Hummingbird's swift-http-types parts).
     /// - Parameters:
-    ///   - limits: The worker's limits (``Switchboard/WorkerRuntime/limits``).
+    ///   - limits: The worker's limits (`WorkerRuntime.limits`).
     ///   - isHead: Whether a request part is a head.
     ///   - isEnd: Whether a response part ends a response.
     package init(
@@ -71,7 +71,7 @@ public final class HTTPTimeoutsHandler<RequestPart, ResponsePart>: ChannelDuplex
 
 extension HTTPTimeoutsHandler where RequestPart == HTTPServerRequestPart, ResponsePart == HTTPServerResponsePart {
     /// Times NIOHTTP1's request and response parts.
-    /// - Parameter limits: The worker's limits (``Switchboard/WorkerRuntime/limits``).
+    /// - Parameter limits: The worker's limits (`WorkerRuntime.limits`).
     public convenience init(limits: ConnectionLimits) {
         self.init(
             limits: limits,

@@ -91,10 +91,22 @@ extension EndToEndTests {
             )
         }
 
+        @Test func aConnectionLimitOfZeroSecondsIsRefused() throws {
+            let outcome = try run(["--header-timeout", "0"])
+            #expect(outcome.status == 64)
+            #expect(outcome.stderr.contains("--header-timeout must be more than 0 seconds"), "\(outcome.stderr)")
+            let negative = try run(["--max-connections=-1"])
+            #expect(negative.status == 64)
+            #expect(negative.stderr.contains("--max-connections must be 0"), "\(negative.stderr)")
+        }
+
         @Test func helpListsEveryFlag() throws {
             let outcome = try run(["--help"])
             #expect(outcome.status == 0)
-            for flag in ["--port", "--host", "--workers", "--backlog", "--max-unacked", "--drain-timeout", "--log-level"] {
+            for flag in [
+                "--port", "--host", "--workers", "--backlog", "--max-unacked", "--drain-timeout", "--log-level",
+                "--header-timeout", "--keepalive-timeout", "--send-timeout", "--max-connections",
+            ] {
                 #expect(outcome.stdout.contains(flag), "help lacks \(flag)")
             }
             #expect(!outcome.stdout.contains("--test-hooks"))

@@ -131,7 +131,9 @@ extension EndToEndTests {
                 }
             }
             #expect(failures.count == 0, "failed requests: \(failures.all.prefix(5))")
-            let settled = waitUntil { ProcFS.descriptorCount(server.pid) == baseline }
+            // The baseline may still include the first connection's copy (closed when its acknowledgement is read,
+            // which can come after the response): at most the baseline, and a leak of even one in 10,000 shows.
+            let settled = waitUntil { ProcFS.descriptorCount(server.pid) <= baseline }
             #expect(settled, "master fds: baseline \(baseline), now \(ProcFS.descriptorCount(server.pid))")
             server.stopAndCheckNoOrphans()
         }

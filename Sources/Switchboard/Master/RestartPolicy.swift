@@ -60,8 +60,8 @@ public struct RestartPolicy: Sendable {
     ///   - uptime: How long the worker ran.
     ///   - now: Monotonic time in nanoseconds.
     ///   - random: A value in 0..<1 for the jitter.
-    /// - Returns: Restart after a delay, or halt.
     ///   - cause: Why it exited; only ``ExitCause/failed`` counts toward the crash-loop halt.
+    /// - Returns: Restart after a delay, or halt.
     public mutating func workerExited(
         uptime: Duration, now: UInt64, random: Double, cause: ExitCause = .failed
     ) -> Decision {

@@ -67,10 +67,10 @@ public enum WireCodec {
     /// - Parameters:
     ///   - frame: The bytes of exactly one frame.
     ///   - descriptorCount: How many descriptors arrived with it.
-    /// - Returns: The message.
-    /// - Throws: ``WireError`` for anything but a well-formed frame of this version.
     ///   - descriptorsDropped: The receiver ran out of descriptors, so a `connections` frame may have brought
     ///     fewer than it declares (the first `descriptorCount` of them).
+    /// - Returns: The message.
+    /// - Throws: ``WireError`` for anything but a well-formed frame of this version.
     public static func decode(
         _ frame: ArraySlice<UInt8>, descriptorCount: Int = 0, descriptorsDropped: Bool = false
     ) throws(WireError) -> WireMessage {

@@ -167,8 +167,11 @@ class Server:
     """One running subject (master plus its workers)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], logfile: Path,
-                 workers: int):
+                 workers: int, popen_options: dict | None = None, mode: str | None = None):
         self.name = name
+        # How the master is started (default: leading its own process group) and the mode its ready line names.
+        self.popen_options = popen_options if popen_options is not None else dict(GROUP)
+        self.mode = mode if mode is not None else name.removesuffix(NIO_SUFFIX)
         self.argv = argv
         self.env = env
         self.logfile = logfile
@@ -190,7 +193,7 @@ class Server:
         try:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=self._log_fh, env=self.env, cwd=str(REPO_ROOT), **GROUP)
+                stderr=self._log_fh, env=self.env, cwd=str(REPO_ROOT), **self.popen_options)
         except OSError as e:
             raise BenchError(f"{self.name}: cannot start {self.argv[0]}: {e.strerror}")
         self.pgid = self.proc.pid  # process_group=0: the master leads its own group
@@ -242,7 +245,7 @@ class Server:
                         self.port = int(m.group(2))
                         n = int(m.group(3))
                         self.ready_mode = m.group(4)
-                        if self.ready_mode != self.name.removesuffix(NIO_SUFFIX):
+                        if self.ready_mode != self.mode:
                             log(f"warning: {self.name}: ready line reports mode "
                                 f"'{self.ready_mode}'")
                         if n != self.expected_workers:

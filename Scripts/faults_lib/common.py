@@ -97,39 +97,17 @@ class FaultServer(bench.Server):
 
     def __init__(self, label: str, argv: list[str], logfile: Path, workers: int,
                  popen_options: dict | None = None):
-        super().__init__(label, argv, dict(os.environ), logfile, workers)
-        self.popen_options = popen_options if popen_options is not None else dict(bench.GROUP)
+        super().__init__(label, argv, dict(os.environ), logfile, workers, popen_options, mode="round-robin")
         self.seen: dict[int, int | None] = {}  # worker pid -> start time
         self.master_started: int | None = None
         self._seen_lock = threading.Lock()
 
     def start(self) -> None:
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        self._log_fh = open(self.logfile, "ab", buffering=0)
-        self._log_fh.write(f"# {' '.join(self.argv)}\n".encode())
         try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log_fh,
-                env=self.env, cwd=str(REPO_ROOT), **self.popen_options)
-        except OSError as e:
-            raise FaultError(f"{self.name}: cannot start {self.argv[0]}: {e.strerror}")
-        self.pgid = self.proc.pid  # its own process group (process_group=0 or a new session)
+            super().start()
+        except bench.BenchError as e:
+            raise FaultError(str(e))
         self.master_started = start_time(self.proc.pid)
-        bench._LIVE.append(self)
-        # bench.Server._wait_ready compares the mode in the ready line with the subject's name.
-        label, self.name = self.name, "round-robin"
-        try:
-            self._wait_ready()
-        finally:
-            self.name = label
-        self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
-        self._drain.start()
-        deadline = time.monotonic() + 3.0
-        while True:
-            self.workers = self.live_workers()
-            if len(self.workers) >= self.expected_workers or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
 
     @property
     def pid(self) -> int:

@@ -100,6 +100,28 @@ def take_client(row: Row, client: NormalClient) -> dict:
     return s
 
 
+def finish_under_wrk(ctx, row, srv, sampler, settle_s, client, wrk_result) -> dict:
+    """The common end of a fault run under wrk: settle and record, take the client's and wrk's figures, count the
+    log lines that matter."""
+    finish(ctx, row, srv, sampler, settle_s)
+    take_client(row, client)
+    take_wrk(row, wrk_result)
+    return count_log(row, srv)
+
+
+def workers_left_after_master(row, srv, sampler, identities) -> list[int]:
+    """One second after the master ended: the workers (known by pid and start time, or naming the master in their
+    environment) still alive; records them and the master's state in the row."""
+    time.sleep(1.0)
+    remaining = [p for p, t in identities.items() if same_process(p, t)]
+    remaining += [p for p in pids_with_master_env(srv.pid) if p not in remaining]
+    sampler.stop()
+    record_rss(row, sampler)
+    row.workers_after = len(remaining)
+    row.master_alive = srv.master_alive()
+    return remaining
+
+
 def take_wrk(row: Row, r: dict) -> None:
     row.requests["wrk"] = int(r["requests"])
     row.failures["wrk"] = wrk_failures(r)
@@ -316,13 +338,7 @@ def ctrl_c(ctx, row: Row) -> None:
     watcher.join(timeout=slow_ms / 1000 + 50)
     code = srv.proc.returncode if exited_at else None
     exit_after = exited_at[0] - t_sig if exited_at else None
-    time.sleep(1.0)
-    remaining = [p for p, t in identities.items() if same_process(p, t)]
-    remaining += [p for p in pids_with_master_env(srv.pid) if p not in remaining]
-    sampler.stop()
-    record_rss(row, sampler)
-    row.workers_after = len(remaining)
-    row.master_alive = srv.master_alive()
+    remaining = workers_left_after_master(row, srv, sampler, identities)
     row.master_exit = code
     done = [r for r in results if r is not None]
     ok = sum(1 for r in done if r.ok)
@@ -376,10 +392,7 @@ def kill_workers(ctx, row: Row) -> None:
     finally:
         wrk.kill()
         client.stop()
-    finish(ctx, row, srv, sampler, 25)
-    take_client(row, client)
-    take_wrk(row, r)
-    counts = count_log(row, srv)
+    counts = finish_under_wrk(ctx, row, srv, sampler, 25, client, r)
     row.extra.update({"kills": kills, "seconds_without_a_worker_to_kill": no_target,
                       "seconds_after_the_master_exited": master_gone})
     row.note(f"killed {len(kills)} workers in {seconds} s (wrk -t1 -c20 with 'Connection: close')"
@@ -425,10 +438,7 @@ def sigstop(ctx, row: Row) -> None:
             os.kill(target, signal.SIGCONT)  # never leave it stopped
         wrk.kill()
         client.stop()
-    finish(ctx, row, srv, sampler, 20)
-    take_client(row, client)
-    take_wrk(row, r)
-    counts = count_log(row, srv)
+    counts = finish_under_wrk(ctx, row, srv, sampler, 20, client, r)
     row.extra.update({"stopped_worker": target, "stop_s": stop_s, "replaced_after_s":
                       None if gone_after is None else round(gone_after, 1), "resumed": resumed})
     row.note(f"worker {target} stopped {stop_s:.0f} s under wrk -t1 -c20 --timeout 30s ('Connection: close'): "
@@ -460,10 +470,7 @@ def sighup(ctx, row: Row) -> None:
     finally:
         wrk.kill()
         client.stop()
-    finish(ctx, row, srv, sampler, 40)
-    take_client(row, client)
-    take_wrk(row, r)
-    counts = count_log(row, srv)
+    counts = finish_under_wrk(ctx, row, srv, sampler, 40, client, r)
     row.note(f"{n} × SIGHUP every 0.5 s under wrk -t1 -c20 ('Connection: close'); log: "
              f"{counts.get('reload_started', 0)} reloads started, {counts.get('reload_finished', 0)} finished, "
              f"{counts.get('reload_aborted', 0)} aborted, {counts.get('reload_queued', 0)} queued")
@@ -532,13 +539,7 @@ def master_kill(ctx, row: Row) -> None:
         srv.proc.wait(timeout=5)
     except Exception:  # noqa: BLE001
         pass
-    time.sleep(1.0)
-    remaining = [p for p, t in identities.items() if same_process(p, t)]
-    remaining += [p for p in pids_with_master_env(srv.pid) if p not in remaining]
-    sampler.stop()
-    record_rss(row, sampler)
-    row.workers_after = len(remaining)
-    row.master_alive = srv.master_alive()
+    remaining = workers_left_after_master(row, srv, sampler, identities)
     row.master_exit = srv.proc.returncode
     row.extra["workers_remaining"] = remaining
     row.note(f"workers left 1 s after kill -9 of the master: {remaining or 'none'}")

@@ -169,6 +169,29 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// A burst of HUPs to the group lands on workers in every state, including new ones between their exec and
+        /// their signal set-up (the master spawns them with the master's signals blocked).
+        @Test func aBurstOfHangupsToTheGroupKillsNoWorkerEvenOneStartingUp() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2"])
+            defer { server.cleanUp() }
+            let clock = ContinuousClock()
+            let end = clock.now + .milliseconds(600)
+            while clock.now < end {
+                server.signalGroup(SIGHUP)
+                Thread.sleep(forTimeInterval: 0.003)
+            }
+            let settled = waitUntil(timeout: .seconds(60)) {
+                let started = server.logCount("rolling reload started")
+                return started >= 1 && server.logCount("rolling reload finished") == started
+                    && server.workerPIDs.count == 2
+            }
+            #expect(settled, "stderr:\n\(server.stderr)")
+            #expect(server.logCount("killed by signal") == 0, "stderr:\n\(server.stderr)")
+            #expect(server.logCount("rolling reload aborted") == 0)
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
         @Test func sighupToTheWholeProcessGroupReloadsExactlyOnce() throws {
             let server = try SwitchboardProcess.start(["--workers", "2"])
             defer { server.cleanUp() }

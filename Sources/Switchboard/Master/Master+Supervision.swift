@@ -25,6 +25,28 @@ extension Master {
         slots.indices.filter { !slots[$0].retired && slots[$0].phase != .draining }
     }
 
+    /// Slots that count toward the target: a worker starting, ready or about to be reaped and refilled, or a
+    /// restart that is due (not retired, not draining away).
+    var countedSlots: Int {
+        slots.indices.filter { index in
+            let slot = slots[index]
+            return !slot.retired && ((slot.hasProcess && slot.phase != .draining) || slot.respawnAt != nil)
+        }.count
+    }
+
+    /// The target worker count is what the master keeps, whatever path lost a worker: outside a reload, a shortfall
+    /// gets new workers (a reload that aborted after the worker it was replacing died left one slot short).
+    func convergeToTarget(now: UInt64) {
+        guard reload == nil else { return }
+        let missing = targetWorkers - countedSlots
+        guard missing > 0 else { return }
+        logger.warning("\(missing) worker(s) short of the target of \(targetWorkers): starting replacements")
+        for _ in 0..<missing {
+            let index = allocateSlot()
+            slots[index].respawnAt = now
+        }
+    }
+
     // MARK: health
 
     /// Kills workers that missed their ready deadline, stopped heartbeating, or outlived their drain deadline.

@@ -327,6 +327,7 @@ package final class Master {
             nextHealthCheck = now + UInt64(min(configuration.heartbeatInterval.nanoseconds, 250_000_000))
         }
         guard state == .running else { return }
+        convergeToTarget(now: now)
         for index in slots.indices where slots[index].phase == .empty && !slots[index].retired {
             if let due = slots[index].respawnAt, due <= now {
                 slots[index].respawnAt = nil

@@ -17,24 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-const int sb_SOCK_SEQPACKET = SOCK_SEQPACKET;
-const int sb_EAGAIN = EAGAIN;
-const int sb_EINTR = EINTR;
-const int sb_EADDRINUSE = EADDRINUSE;
-const int sb_EACCES = EACCES;
-const int sb_EPIPE = EPIPE;
-const int sb_ECONNRESET = ECONNRESET;
-const int sb_EMSGSIZE = EMSGSIZE;
-const int sb_EMFILE = EMFILE;
-const int sb_ENFILE = ENFILE;
-const int sb_ENOBUFS = ENOBUFS;
-const int sb_ENOMEM = ENOMEM;
-const int sb_ECONNABORTED = ECONNABORTED;
 const uint32_t sb_EPOLLIN = EPOLLIN;
 const uint32_t sb_EPOLLOUT = EPOLLOUT;
 const uint32_t sb_EPOLLERR = EPOLLERR;
 const uint32_t sb_EPOLLHUP = EPOLLHUP;
-const uint32_t sb_EPOLLRDHUP = EPOLLRDHUP;
 
 int sb_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 

@@ -63,7 +63,7 @@ import Testing
                 if accepted < 0 { usleep(1000) }
             }
             guard accepted >= 0 else { throw SwitchboardError(.system, "accept failed") }
-            _ = try masterEnd.sendConnection(sequence: 1, accepted)
+            _ = try masterEnd.sendConnections(firstSequence: 1, [accepted], count: 1)
             close(accepted)  // the master's copy: the worker's copy arrives through the socketpair
             var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
             var fds = [CInt](repeating: -1, count: 4)
@@ -195,7 +195,7 @@ import Testing
             if accepted < 0 { usleep(1000) }
         }
         try #require(accepted >= 0)
-        _ = try fixture.masterEnd.sendConnection(sequence: 1, accepted)
+        _ = try fixture.masterEnd.sendConnections(firstSequence: 1, [accepted], count: 1)
         close(accepted)
         let request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         _ = request.withCString { write(client, $0, strlen($0)) }

@@ -20,7 +20,7 @@ import Testing
         try #require(listener >= 0)
         defer { close(listener) }
 
-        guard case .done = try master.sendConnection(sequence: 7, listener) else {
+        guard case .done = try master.sendConnections(firstSequence: 7, [listener], count: 1) else {
             Issue.record("send would block")
             return
         }
@@ -50,8 +50,7 @@ import Testing
         // Two copies of the pipe's write end travel; ours closes after sending. Once every copy is closed the read
         // end sees end of file, so a copy leaked by the receiver shows as a read that would block instead. (Counting
         // this process's descriptors would race the suites that run beside this one.)
-        _ = try master.send(
-            .connections(firstSequence: 1, count: 2), descriptors: [pipeFDs[1], pipeFDs[1]], blocking: true)
+        _ = try master.sendConnections(firstSequence: 1, [pipeFDs[1], pipeFDs[1]], count: 2)
         close(pipeFDs[1])
         var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
         var room = [CInt](repeating: -1, count: 1)  // room for one: the second is surplus

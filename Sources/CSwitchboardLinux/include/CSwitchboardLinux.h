@@ -12,24 +12,10 @@
 #pragma clang assume_nonnull begin
 
 /// Constants as plain ints.
-extern const int sb_SOCK_SEQPACKET;
-extern const int sb_EAGAIN;
-extern const int sb_EINTR;
-extern const int sb_EADDRINUSE;
-extern const int sb_EACCES;
-extern const int sb_EPIPE;
-extern const int sb_ECONNRESET;
-extern const int sb_EMSGSIZE;
-extern const int sb_EMFILE;
-extern const int sb_ENFILE;
-extern const int sb_ENOBUFS;
-extern const int sb_ENOMEM;
-extern const int sb_ECONNABORTED;
 extern const uint32_t sb_EPOLLIN;
 extern const uint32_t sb_EPOLLOUT;
 extern const uint32_t sb_EPOLLERR;
 extern const uint32_t sb_EPOLLHUP;
-extern const uint32_t sb_EPOLLRDHUP;
 
 /// Most descriptors one message carries.
 #define SB_MAX_FDS_PER_MESSAGE 64

@@ -244,6 +244,7 @@ extension Master {
         }
         emit(.disconnect(info(index)))
         if let channel = slots[index].channel {
+            settleQueuedFrames(slot: index, channel: channel)
             Syscalls.epollRemove(epoll, channel.fd)
             channel.close()
         }
@@ -257,6 +258,34 @@ extension Master {
             logger.info(
                 "re-dispatching \(owed.count) unacknowledged connections",
                 metadata: ["worker.id": "\(slots[index].id)"])
+        }
+    }
+
+    /// Reads what a departing worker sent and the master has not read yet: an acknowledgement there means the
+    /// worker took those connections (it may have read their requests before it died), so they are its own and must
+    /// not go to another worker, where the client would wait forever for an answer to bytes nobody has. Refusals hand
+    /// connections back as usual. Everything else is moot now.
+    private func settleQueuedFrames(slot index: Int, channel: DescriptorChannel) {
+        for _ in 0..<1024 {
+            guard
+                case .done(let received)? = try? channel.receive(
+                    into: &receiveBuffer, fds: &receiveDescriptors, blocking: false)
+            else { return }
+            for position in 0..<received.fds { Syscalls.close(receiveDescriptors[position]) }
+            if received.bytes == 0 && received.fds == 0 { return }
+            switch try? WireCodec.decode(receiveBuffer[0..<received.bytes]) {
+            case .ack(let sequence, _):
+                if let removed = try? slots[index].inFlight.acknowledge(upTo: sequence, { Syscalls.close($0) }) {
+                    scheduler.acknowledged(index, count: removed)
+                }
+            case .refused(let first, let count):
+                if let returned = slots[index].inFlight.takeBack(from: first, count: Int(count)) {
+                    scheduler.refused(index, count: returned.count)
+                    pending.append(contentsOf: returned)
+                }
+            default:
+                continue
+            }
         }
     }
 

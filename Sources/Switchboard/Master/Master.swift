@@ -74,7 +74,6 @@ package final class Master {
     var redispatched: UInt64 = 0
     /// `connections` messages sent: below `dispatched` when bursts went out several connections per message.
     var connectionMessages: UInt64 = 0
-    var dropped: UInt64 = 0
 
     static let handledSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU]
 
@@ -360,7 +359,6 @@ package final class Master {
         if !pending.isEmpty {
             let lost = pending.removeAll()
             for fd in lost { Syscalls.close(fd) }
-            dropped += UInt64(lost.count)
             logger.warning("closed \(lost.count) connections no worker could take during the stop")
         }
         let milliseconds = UInt32(clamping: configuration.drainTimeout.milliseconds)

@@ -28,14 +28,6 @@ package struct InFlightRing {
         return nextSequence
     }
 
-    /// Undoes the last push (the send failed).
-    package mutating func popLast() -> CInt {
-        precondition(count > 0)
-        count -= 1
-        nextSequence -= 1
-        return storage[(head + count) % storage.count]
-    }
-
     package enum AckError: Error, Equatable {
         /// The worker acknowledged a sequence number it was never sent.
         case beyondSent(acknowledged: UInt64, lastSent: UInt64)

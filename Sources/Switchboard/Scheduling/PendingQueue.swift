@@ -21,9 +21,6 @@ package struct PendingQueue {
         storage.append(contentsOf: fds)
     }
 
-    /// The oldest waiting connection.
-    package var first: CInt? { isEmpty ? nil : storage[head] }
-
     package mutating func removeFirst() -> CInt {
         precondition(!isEmpty)
         let fd = storage[head]

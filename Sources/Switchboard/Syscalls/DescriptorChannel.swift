@@ -7,24 +7,16 @@ package final class DescriptorChannel {
     package let fd: CInt
     /// Scratch frame for `connections` messages, so the hot path never allocates.
     private var connectionFrame: [UInt8]
-    private var descriptorScratch: [CInt]
 
     package init(fd: CInt) {
         self.fd = fd
         self.connectionFrame = WireCodec.encode(.connections(firstSequence: 0, count: 1))
-        self.descriptorScratch = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
     }
 
     /// Creates a connected pair: `(master end, worker end)`, both close-on-exec.
     package static func pair() throws(SystemCallError) -> (DescriptorChannel, DescriptorChannel) {
         let (a, b) = try Syscalls.socketPair()
         return (DescriptorChannel(fd: a), DescriptorChannel(fd: b))
-    }
-
-    /// Sends one connection (non-blocking). The caller keeps its copy of `connection`.
-    package func sendConnection(sequence: UInt64, _ connection: CInt) throws(SystemCallError) -> NonBlocking<Void> {
-        descriptorScratch[0] = connection
-        return try sendConnections(firstSequence: sequence, descriptorScratch, count: 1)
     }
 
     /// Sends the first `count` descriptors of `connections` in one message, numbered from `firstSequence`
@@ -52,19 +44,6 @@ package final class DescriptorChannel {
             Result { () throws(SystemCallError) in
                 try unsafe Syscalls.send(
                     fd, bytes: bytes, fds: UnsafeBufferPointer(start: nil, count: 0), blocking: blocking)
-            }
-        }
-        return try result.get()
-    }
-
-    /// Sends a message with descriptors attached (blocking); for tests and batch sends.
-    package func send(_ message: WireMessage, descriptors: [CInt], blocking: Bool) throws(SystemCallError)
-        -> NonBlocking<Void>
-    {
-        let frame = WireCodec.encode(message)
-        let result = unsafe frame.withUnsafeBytes { bytes in
-            unsafe descriptors.withUnsafeBufferPointer { fds in
-                Result { () throws(SystemCallError) in try unsafe Syscalls.send(fd, bytes: bytes, fds: fds, blocking: blocking) }
             }
         }
         return try result.get()

@@ -26,9 +26,13 @@ package enum NonBlocking<Value> {
 
 /// Thin, typed wrappers over the system calls Switchboard makes. The only Swift that touches pointers.
 package enum Syscalls {
-    /// Closes `fd`, ignoring `EINTR` (Linux always releases the descriptor).
+    /// Closes `fd`, ignoring `EINTR` (Linux always releases the descriptor). `EBADF` means the descriptor was
+    /// closed already or never open: a double close, which could have closed someone else's descriptor in between,
+    /// so it stops the process (as SwiftNIO does) instead of passing silently.
     package static func close(_ fd: CInt) {
-        _ = Glibc.close(fd)
+        guard Glibc.close(fd) != 0 else { return }
+        let code = errno
+        precondition(code != EBADF, "close(\(fd)) failed with EBADF: a descriptor was closed twice")
     }
 
     package static func socketPair() throws(SystemCallError) -> (CInt, CInt) {
@@ -134,9 +138,6 @@ package enum Syscalls {
         Int(try retryingOnInterrupt("getsockname") { sb_local_port(fd) })
     }
 
-    package static func connectTCP(host: String, port: Int) throws(SystemCallError) -> CInt {
-        try retryingOnInterrupt("connect") { unsafe sb_tcp_connect(host, CInt(port)) }
-    }
 
     package static func setNonBlocking(_ fd: CInt, _ on: Bool) throws(SystemCallError) {
         _ = try retryingOnInterrupt("fcntl") { sb_set_nonblocking(fd, on ? 1 : 0) }
@@ -313,9 +314,6 @@ extension Syscalls {
     }
 
     /// Removes an environment variable from this process.
-    package static func unsetEnvironment(_ name: String) {
-        _ = unsafe unsetenv(name)
-    }
 
     /// Writes all of `text` to `fd`, ignoring failures (for the ready line and fatal messages).
     package static func writeAll(_ fd: CInt, _ text: String) {

@@ -40,8 +40,20 @@ NODE_SCRIPT = HERE / "node-cluster.js"
 SWITCHBOARD_MODES = ["round-robin", "least-connections", "reuseport", "shared", "round-robin-nio", "reuseport-nio"]
 # Subjects named <mode>-nio run the built-in worker on SwiftNIO (`--worker nio`) instead of its own epoll loop.
 NIO_SUFFIX = "-nio"
+# Minimal C references (c-subjects.c, built with cc -O2 into bench-results/c/ on first use): the physical limit of
+# each design on this machine. c-rr-close closes the master's copy right after sendmsg, c-rr-ack keeps it until the
+# worker acknowledges (Switchboard's design), c-reuseport has one SO_REUSEPORT listener per worker.
+C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport"]
+C_SOURCE = HERE / "c-subjects.c"
+C_BUILD_DIR = REPO_ROOT / "bench-results" / "c"
+C_BINARY_NAME = "c-subjects"
+C_FLAGS = ["-O2", "-Wall", "-Wextra"]
 NODE_MODES = ["node-rr", "node-none"]
-ALL_MODES = SWITCHBOARD_MODES + NODE_MODES
+ALL_MODES = SWITCHBOARD_MODES + C_MODES + NODE_MODES
+# Subjects whose master accepts and passes every connection on: only their master CPU per connection is compared.
+PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "c-rr-close", "c-rr-ack", "node-rr"}
+# --sweep's subjects unless --modes names others.
+SWEEP_DEFAULT_MODES = ["round-robin", "c-rr-close"]
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
@@ -62,6 +74,12 @@ RATIO_PAIRS = [
     ("node-rr", "node-none"),
     ("round-robin-nio", "reuseport-nio"),
     ("round-robin-nio", "node-rr"),
+    ("c-rr-close", "c-reuseport"),
+    ("c-rr-ack", "c-reuseport"),
+    ("c-rr-ack", "c-rr-close"),
+    ("round-robin", "c-rr-close"),
+    ("round-robin", "c-rr-ack"),
+    ("reuseport", "c-reuseport"),
 ]
 RATIO_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -69,6 +87,27 @@ RATIO_METRICS = [
     ("close_p99_ms", "close p99"),
     ("keepalive_p99_ms", "keep-alive p99"),
     ("server_us_per_conn", "server CPU µs/conn"),
+    ("master_us_per_conn", "master CPU µs/conn"),
+]
+
+# The table against the C references: Switchboard's passing/own-listener ratios beside the same ratios of the
+# minimal C subjects (columns), for each figure of the close load (rows).
+REFERENCE_PAIRS = [
+    ("Switchboard", "round-robin", "reuseport"),
+    ("C, close after send", "c-rr-close", "c-reuseport"),
+    ("C, close on ack", "c-rr-ack", "c-reuseport"),
+]
+REFERENCE_METRICS = [
+    ("close_conn_per_s", "close conn/s"),
+    ("close_p99_ms", "close p99"),
+    ("server_us_per_conn", "server CPU µs/conn"),
+    ("workers_us_per_conn", "workers CPU µs/conn"),
+]
+# Master CPU per passed connection against the C masters: (numerator, denominator).
+MASTER_REFERENCE_PAIRS = [
+    ("round-robin", "c-rr-close"),
+    ("round-robin", "c-rr-ack"),
+    ("c-rr-ack", "c-rr-close"),
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -80,6 +119,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # whose processes hand work to each other (an accepting master and its workers) 30-40% of their
 # connection-per-request throughput, while barely touching the others. See BENCHMARKS.md.
 GROUP = {"process_group": 0}
+
+# --pin: commands that start the servers and wrk are prefixed with `taskset -c <cpus>` (taskset execs the command,
+# so the master keeps the pid bench.py started; workers inherit the affinity). Empty: not pinned.
+SERVER_PREFIX: list[str] = []
+WRK_PREFIX: list[str] = []
 
 
 class BenchError(Exception):
@@ -357,7 +401,7 @@ def run_wrk(wrk: str, url: str, duration: int, connections: int, close: bool,
     """Runs wrk once. With `count` the Lua script tallies every response per
     worker pid, which makes wrk itself several times slower per response: use
     it for distribution only, never for throughput or latency."""
-    cmd = [wrk, "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency"]
+    cmd = WRK_PREFIX + [wrk, "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency"]
     if script:
         cmd += ["-s", str(LUA_SCRIPT)]
     if close:
@@ -547,9 +591,25 @@ def measure(srv: Server, wrk: str, args, round_no: int) -> dict:
         "ready_line": srv.ready_line,
         "master_pid": master,
         "worker_pids": srv.workers,
+        "cpus_allowed": server_affinity(srv),
         "alive_after_loads": srv.proc.poll() is None,
         **loads,
     }
+
+
+def server_affinity(srv: Server) -> dict:
+    """Where the master and each worker may run (Cpus_allowed_list): shows --pin took effect."""
+    return {str(pid): cpus_allowed(pid) for pid in [srv.proc.pid] + list(srv.workers)}
+
+
+def check_affinity(name: str, affinity: dict, pin: dict | None) -> None:
+    if pin is None:
+        return
+    wrong = {pid: cpus for pid, cpus in affinity.items()
+             if cpus is not None and parse_cpu_list(cpus) != parse_cpu_list(pin["server_cpus"])}
+    if wrong:
+        log(f"warning: {name}: not pinned to CPU {pin['server_cpus']}: "
+            + ", ".join(f"pid {pid} on {cpus}" for pid, cpus in wrong.items()))
 
 
 def key_figures(r: dict) -> dict:
@@ -579,17 +639,144 @@ def key_figures(r: dict) -> dict:
 # --------------------------------------------------------------------------
 # Subjects
 
-def subject_command(mode: str, args, binary: str | None, node: str | None):
+def subject_command(mode: str, args, binary: str | None, node: str | None, c_binary: str | None = None,
+                    workers: int | None = None):
     env = dict(os.environ)
+    workers = args.workers if workers is None else workers
     if mode in SWITCHBOARD_MODES:
-        argv = [binary, "--host", HOST, "--port", "0", "--workers", str(args.workers),
+        argv = [binary, "--host", HOST, "--port", "0", "--workers", str(workers),
                 "--mode", mode.removesuffix(NIO_SUFFIX),
                 "--worker", "nio" if mode.endswith(NIO_SUFFIX) else "native"]
+    elif mode in C_MODES:
+        # The C master prints the subject's own name as its mode: `... with <n> workers (c-rr-close)`.
+        argv = [c_binary, "--mode", mode, "--host", HOST, "--port", "0", "--workers", str(workers)]
     else:
         env["NODE_CLUSTER_SCHED_POLICY"] = "rr" if mode == "node-rr" else "none"
         argv = [node, str(NODE_SCRIPT), "--host", HOST, "--port", "0",
-                "--workers", str(args.workers)]
-    return argv, env
+                "--workers", str(workers)]
+    return SERVER_PREFIX + argv, env
+
+
+def find_c_compiler() -> str | None:
+    """$CC if set (first word), else cc, gcc or clang from PATH."""
+    cc_env = os.environ.get("CC", "").split()
+    for name in ([cc_env[0]] if cc_env else []) + ["cc", "gcc", "clang"]:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def c_compiler_version(cc: str) -> str:
+    try:
+        r = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10)
+        first = r.stdout.strip().splitlines()
+        return first[0] if first else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def build_c_subjects(logdir: Path, cc: str) -> tuple[str, dict]:
+    """Builds c-subjects.c with `cc -O2` into bench-results/c/ unless a build of this very source with this compiler
+    and these flags is there already (a stamp holds their sha256). Returns the binary's path and build info."""
+    version = c_compiler_version(cc)
+    source = C_SOURCE.read_bytes()
+    key = hashlib.sha256(
+        "\0".join([cc, version, " ".join(C_FLAGS)]).encode() + b"\0" + source).hexdigest()
+    C_BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    binary = C_BUILD_DIR / C_BINARY_NAME
+    stamp = C_BUILD_DIR / (C_BINARY_NAME + ".stamp")
+    info = {"compiler": cc, "compiler_version": version, "flags": C_FLAGS,
+            "source_sha256": hashlib.sha256(source).hexdigest(), "binary": str(binary), "built": False}
+    try:
+        fresh = stamp.read_text().strip() == key and binary.is_file() and os.access(binary, os.X_OK)
+    except OSError:
+        fresh = False
+    if not fresh:
+        logdir.mkdir(parents=True, exist_ok=True)
+        build_log = logdir / "c-build.log"
+        tmp = C_BUILD_DIR / f".{C_BINARY_NAME}.{os.getpid()}.tmp"
+        cmd = [cc] + C_FLAGS + ["-o", str(tmp), str(C_SOURCE)]
+        log(f"building the C subjects: {' '.join([Path(cc).name] + cmd[1:])} (log: {rel(build_log)})")
+        with open(build_log, "wb") as fh:
+            fh.write(f"# {' '.join(cmd)}\n".encode())
+            try:
+                rc = subprocess.run(cmd, cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=fh,
+                                    stderr=subprocess.STDOUT, timeout=300).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        if rc != 0 or not tmp.is_file():
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise BenchError(f"building {rel(C_SOURCE)} failed ({rc}; log: {rel(build_log)})")
+        os.replace(tmp, binary)
+        stamp.write_text(key + "\n")
+        info["built"] = True
+    info["binary_sha256"] = hashlib.sha256(binary.read_bytes()).hexdigest()
+    return str(binary), info
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """A taskset/cpuset list such as `0`, `0-3` or `0,2-3`."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"empty element in CPU list '{text}'")
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            a, b = int(lo), int(hi)
+            if a > b:
+                raise ValueError(f"bad CPU range '{part}'")
+            cpus.update(range(a, b + 1))
+        else:
+            cpus.add(int(part))
+    return cpus
+
+
+def cpus_allowed(pid: int) -> str | None:
+    """Cpus_allowed_list from /proc/<pid>/status: where the scheduler may run it."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def setup_pinning(spec: str) -> dict:
+    """--pin SERVER:WRK (default 0:1): checks taskset and the CPUs, sets the command prefixes, returns the config."""
+    taskset = shutil.which("taskset")
+    if not taskset:
+        raise BenchError("--pin needs taskset (util-linux): apt-get install -y util-linux")
+    if ":" not in spec:
+        raise BenchError(f"--pin takes SERVER_CPUS:WRK_CPUS such as 0:1, got '{spec}'")
+    server_text, wrk_text = (x.strip() for x in spec.split(":", 1))
+    try:
+        server, wrk = parse_cpu_list(server_text), parse_cpu_list(wrk_text)
+    except ValueError as e:
+        raise BenchError(f"--pin: {e}")
+    available = os.sched_getaffinity(0)
+    missing = (server | wrk) - available
+    if missing:
+        raise BenchError(f"--pin: CPU(s) {', '.join(map(str, sorted(missing)))} not available to this process "
+                         f"(it may run on {', '.join(map(str, sorted(available)))})")
+    if server & wrk:
+        raise BenchError(f"--pin: the server and wrk CPUs overlap ({spec})")
+    SERVER_PREFIX[:] = [taskset, "-c", server_text]
+    WRK_PREFIX[:] = [taskset, "-c", wrk_text]
+    return {"server_cpus": server_text, "wrk_cpus": wrk_text, "taskset": taskset}
+
+
+def pin_description(pin: dict | None, nproc: int) -> str:
+    if pin is None:
+        return f"unpinned (server processes and wrk may run on any of the {nproc} CPUs)"
+    return (f"pinned with taskset: server processes (master and workers) on CPU {pin['server_cpus']}, "
+            f"wrk on CPU {pin['wrk_cpus']}")
 
 
 def build_switchboard(logdir: Path) -> str:
@@ -623,7 +810,7 @@ def _read_first_line(path: str) -> str | None:
         return None
 
 
-def machine_info(wrk: str, node: str | None, binary: str | None) -> dict:
+def machine_info(wrk: str, node: str | None, binary: str | None, c_build: dict | None = None) -> dict:
     cpu_model = None
     try:
         with open("/proc/cpuinfo") as f:
@@ -682,6 +869,7 @@ def machine_info(wrk: str, node: str | None, binary: str | None) -> dict:
         "wrk": wrk_version(wrk),
         "node": node_version,
         "switchboard_binary": bin_info,
+        "c_subjects": c_build,
         "git_commit": git_rev,
         "sched_autogroup_enabled": _read_first_line("/proc/sys/kernel/sched_autogroup_enabled"),
         "new_sessions": "start_new_session" in GROUP,
@@ -754,8 +942,77 @@ def compute_ratios(subjects: dict) -> list[dict]:
         for key, _ in RATIO_METRICS:
             a, b = subjects[num]["median"].get(key), subjects[den]["median"].get(key)
             row[key] = a / b if a is not None and b else None
+            if key == "master_us_per_conn" and not (num in PASSING_MODES and den in PASSING_MODES):
+                row[key] = None  # a master that does not accept spends ~0 per connection: no ratio
         out.append(row)
     return out
+
+
+def _ratio_with_spread(subjects: dict, num: str, den: str, key: str) -> dict:
+    """Ratio of medians, and the min–max of the per-round ratios (rounds are interleaved, so round i of one subject
+    ran right beside round i of the other)."""
+    a, b = subjects[num]["median"].get(key), subjects[den]["median"].get(key)
+    per_round = []
+    for fa, fb in zip(subjects[num]["per_round"], subjects[den]["per_round"]):
+        x, y = fa.get(key), fb.get(key)
+        if x is not None and y:
+            per_round.append(x / y)
+    return {"numerator": num, "denominator": den, "metric": key,
+            "numerator_median": a, "denominator_median": b,
+            "ratio": a / b if a is not None and b else None,
+            "per_round": per_round, "per_round_spread": spread(per_round)}
+
+
+def compute_reference(subjects: dict) -> dict | None:
+    """Switchboard against the minimal C subjects: passing/own-listener ratios side by side, and the master's CPU
+    per passed connection against the C masters."""
+    columns = []
+    for label, num, den in REFERENCE_PAIRS:
+        if num in subjects and den in subjects:
+            columns.append({"label": label, "numerator": num, "denominator": den,
+                            "figures": {key: _ratio_with_spread(subjects, num, den, key)
+                                        for key, _ in REFERENCE_METRICS}})
+    master = {"us_per_conn": {}, "ratios": []}
+    for m in ("round-robin", "c-rr-close", "c-rr-ack"):
+        if m in subjects:
+            master["us_per_conn"][m] = {"median": subjects[m]["median"].get("master_us_per_conn"),
+                                        "spread": subjects[m]["spread"].get("master_us_per_conn")}
+    for num, den in MASTER_REFERENCE_PAIRS:
+        if num in subjects and den in subjects:
+            master["ratios"].append(_ratio_with_spread(subjects, num, den, "master_us_per_conn"))
+    if not columns and not master["ratios"]:
+        return None
+    return {"columns": columns, "master": master}
+
+
+def _fmt_ratio_spread(r: dict, show_spread: bool) -> str:
+    text = fmt_ratio(r["ratio"])
+    sp = r["per_round_spread"]
+    if show_spread and sp is not None and len(r["per_round"]) > 1 and fmt_ratio(sp[0]) != fmt_ratio(sp[1]):
+        text += f" ({fmt_ratio(sp[0])}–{fmt_ratio(sp[1])})"
+    return text
+
+
+def reference_tables(ref: dict, rounds: int) -> str:
+    show = rounds > 1
+    parts = []
+    if ref["columns"]:
+        head = ["close load: ratio of medians"] + [f"{c['label']}: {c['numerator']} / {c['denominator']}"
+                                                   for c in ref["columns"]]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(ref["columns"])) + "|"]
+        for key, label in REFERENCE_METRICS:
+            lines.append("| " + " | ".join([label] + [_fmt_ratio_spread(c["figures"][key], show)
+                                                      for c in ref["columns"]]) + " |")
+        parts.append("\n".join(lines))
+    m = ref["master"]
+    if m["us_per_conn"] or m["ratios"]:
+        lines = ["| master CPU per passed connection (close load) | value |", "|---|---:|"]
+        for name, v in m["us_per_conn"].items():
+            lines.append(f"| {name}, µs/conn | {fmt_spread(v['median'], v['spread'], 1, show)} |")
+        for r in m["ratios"]:
+            lines.append(f"| {r['numerator']} / {r['denominator']} | {_fmt_ratio_spread(r, show)} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def fmt_ratio(v) -> str:
@@ -809,7 +1066,7 @@ def draw_chart(subjects: dict, path: Path, workers: int, title: str) -> None:
 
     names = list(subjects)
     x = list(range(len(names)))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10, 2.4 * len(names) + 4), 5.2))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(max(15, 3.4 * len(names) + 4), 5.4))
 
     width = 0.38
     for offset, key, label, color in ((-width / 2, "keepalive_req_per_s", "keep-alive req/s",
@@ -858,6 +1115,174 @@ def draw_chart(subjects: dict, path: Path, workers: int, title: str) -> None:
     ax2.set_title("Per-worker share (left: keep-alive, right/hatched: close;\n"
                   "workers ordered busiest first; dotted = even split)", fontsize=9)
 
+    # Server CPU per connection of the close load: master and workers stacked.
+    master = [subjects[n]["median"]["master_us_per_conn"] or 0 for n in names]
+    workers_cpu = [subjects[n]["median"]["workers_us_per_conn"] or 0 for n in names]
+    ax3.bar(x, master, 0.6, label="master", color="#c44e52")
+    bars = ax3.bar(x, workers_cpu, 0.6, bottom=master, label="workers", color="#55a868")
+    for b, m_, w_ in zip(bars, master, workers_cpu):
+        ax3.annotate(f"{m_ + w_:.1f}" + (f"\n(m {m_:.1f})" if m_ >= 0.5 else ""),
+                     (b.get_x() + b.get_width() / 2, m_ + w_), ha="center", va="bottom", fontsize=7,
+                     xytext=(0, 2), textcoords="offset points")
+    ax3.set_xticks(x)
+    ax3.set_xticklabels(names, rotation=20, ha="right")
+    ax3.set_ylabel("CPU µs per connection (close load, median)")
+    ax3.set_title("Server CPU per connection (master + workers)", fontsize=9)
+    ax3.legend(fontsize=8)
+
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------
+# Worker sweep: master CPU per passed connection at each worker count
+
+SWEEP_FIGURES = [
+    ("master_us_per_conn", "master CPU µs per passed connection", 1),
+    ("close_conn_per_s", "close conn/s", 0),
+    ("workers_us_per_conn", "workers CPU µs per connection", 1),
+    ("close_p99_ms", "close p99 ms", 2),
+]
+
+
+def measure_close(srv: Server, wrk: str, args, round_no: int, workers: int) -> dict:
+    """One sweep point: 1 s warm-up, then the timed close load only (no counting pass)."""
+    url = f"http://{HOST}:{srv.port}/"
+    master = srv.proc.pid
+    run_wrk(wrk, url, WARMUP_S, args.connections, close=False, script=False)
+    m0 = cpu_ticks(master)
+    w0 = {pid: cpu_ticks(pid) for pid in srv.workers}
+    raw = run_wrk(wrk, url, args.duration, args.connections, close=True)
+    m1 = cpu_ticks(master)
+    w1 = {pid: cpu_ticks(pid) for pid in srv.workers}
+    requests = int(raw["requests"])
+    duration_s = raw["duration_us"] / 1e6 if raw["duration_us"] else None
+    master_us = (m1 - m0) * 1e6 / CLK_TCK if m0 is not None and m1 is not None else None
+    per_worker = {str(pid): (w1[pid] - w0[pid]) if w0[pid] is not None and w1[pid] is not None else None
+                  for pid in srv.workers}
+    workers_us = (sum(per_worker.values()) * 1e6 / CLK_TCK
+                  if per_worker and None not in per_worker.values() else None)
+    socket_errors = sum(int(raw["errors"][k]) for k in ("connect", "read", "write", "timeout"))
+    return {
+        "round": round_no, "workers": workers, "found_workers": len(srv.workers),
+        "master_pid": master, "worker_pids": srv.workers, "cpus_allowed": server_affinity(srv),
+        "alive_after_load": srv.proc.poll() is None,
+        "requests": requests, "duration_s": duration_s,
+        "close_conn_per_s": requests / duration_s if duration_s else None,
+        "close_p50_ms": raw["latency_us"]["percentiles"]["50"] / 1000.0,
+        "close_p99_ms": raw["latency_us"]["percentiles"]["99"] / 1000.0,
+        "errors": socket_errors + int(raw["errors"]["status"]),
+        "master_cpu_us": master_us, "workers_cpu_us": workers_us,
+        "master_us_per_conn": master_us / requests if master_us is not None and requests else None,
+        "workers_us_per_conn": workers_us / requests if workers_us is not None and requests else None,
+        "worker_cpu_ticks": per_worker,
+        "wrk_cpu_pct_of_one_core": (100.0 * raw["wrk_cpu_s"] / duration_s
+                                    if raw.get("wrk_cpu_s") is not None and duration_s else None),
+        "wrk": raw,
+    }
+
+
+def run_sweep(args, modes, counts, binary, c_binary, node, wrk, logdir) -> dict:
+    """For each round, each worker count and each subject (interleaved): start, warm up, one timed close load."""
+    points = {m: {w: [] for w in counts} for m in modes}
+    total = args.rounds * len(counts) * len(modes)
+    done = 0
+    for rnd in range(1, args.rounds + 1):
+        for w in counts:
+            for mode in modes:
+                argv_, env = subject_command(mode, args, binary, node, c_binary, workers=w)
+                srv = Server(mode, argv_, env, logdir / f"sweep-{mode}-w{w}-round{rnd}.log", w)
+                try:
+                    srv.start()
+                    result = measure_close(srv, wrk, args, rnd, w)
+                finally:
+                    stop_info = srv.stop()
+                result["stop"] = stop_info
+                check_affinity(f"{mode} w{w}", result["cpus_allowed"], args.pin_config)
+                points[mode][w].append(result)
+                done += 1
+                log(f"sweep {done}/{total} round {rnd} {mode:12s} {w:>3} workers: close "
+                    f"{fmt_num(result['close_conn_per_s'])} conn/s  master "
+                    f"{fmt_num(result['master_us_per_conn'], 1)} µs/conn  workers "
+                    f"{fmt_num(result['workers_us_per_conn'], 1)} µs/conn  errors {result['errors']}")
+    out = {}
+    for mode in modes:
+        per_count = {}
+        for w in counts:
+            rs = points[mode][w]
+            per_count[str(w)] = {
+                "rounds": rs,
+                "median": {k: median_or_none([r[k] for r in rs]) for k, _, _ in SWEEP_FIGURES},
+                "spread": {k: spread([r[k] for r in rs]) for k, _, _ in SWEEP_FIGURES},
+                "errors": sum(r["errors"] for r in rs),
+            }
+        flat = {}
+        for k, _, _ in SWEEP_FIGURES:
+            meds = [per_count[str(w)]["median"][k] for w in counts]
+            meds = [v for v in meds if v is not None]
+            flat[k] = max(meds) / min(meds) if meds and min(meds) > 0 else None
+        out[mode] = {"points": per_count, "flatness": flat}
+    ratios = []
+    for num, den in (("round-robin", "c-rr-close"), ("round-robin", "c-rr-ack"), ("c-rr-ack", "c-rr-close")):
+        if num in out and den in out:
+            per_w = {}
+            for w in counts:
+                a = out[num]["points"][str(w)]["median"]["master_us_per_conn"]
+                b = out[den]["points"][str(w)]["median"]["master_us_per_conn"]
+                per_w[str(w)] = a / b if a is not None and b else None
+            ratios.append({"name": f"{num}/{den}", "metric": "master_us_per_conn", "per_workers": per_w})
+    return {"counts": counts, "subjects": out, "ratios": ratios}
+
+
+def sweep_tables(sweep: dict, rounds: int) -> str:
+    counts = sweep["counts"]
+    show = rounds > 1
+    parts = []
+    for key, label, digits in SWEEP_FIGURES:
+        head = [label] + [f"{w} worker{'s' if w != 1 else ''}" for w in counts] + ["flatness (max/min)"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(counts) + 1)) + "|"]
+        for mode, sub in sweep["subjects"].items():
+            cells = [fmt_spread(sub["points"][str(w)]["median"][key], sub["points"][str(w)]["spread"][key],
+                                digits, show) for w in counts]
+            lines.append("| " + " | ".join([mode] + cells + [fmt_ratio(sub["flatness"][key])]) + " |")
+        if key == "master_us_per_conn":
+            for r in sweep["ratios"]:
+                lines.append("| " + " | ".join([r["name"]] + [fmt_ratio(r["per_workers"][str(w)]) for w in counts]
+                                               + [""]) + " |")
+        parts.append("\n".join(lines))
+    errors = {m: sum(p["errors"] for p in sub["points"].values()) for m, sub in sweep["subjects"].items()}
+    parts.append("Errors (wrk socket errors + non-2xx, all points): "
+                 + ", ".join(f"{m} {n}" for m, n in errors.items()))
+    return "\n\n".join(parts)
+
+
+def draw_sweep_chart(sweep: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = sweep["counts"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    for ax, (key, label, _) in zip(axes, SWEEP_FIGURES[:3]):
+        for mode, sub in sweep["subjects"].items():
+            meds = [sub["points"][str(w)]["median"][key] for w in counts]
+            lo = [m - (sub["points"][str(w)]["spread"][key] or [m, m])[0] if m is not None else 0
+                  for w, m in zip(counts, meds)]
+            hi = [(sub["points"][str(w)]["spread"][key] or [m, m])[1] - m if m is not None else 0
+                  for w, m in zip(counts, meds)]
+            ys = [m if m is not None else float("nan") for m in meds]
+            ax.errorbar(counts, ys, yerr=[lo, hi], marker="o", capsize=3, label=mode)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts)
+        ax.set_xticklabels([str(w) for w in counts])
+        ax.set_xlabel("workers")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.set_title(label + " (close load)", fontsize=9)
+        ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -870,9 +1295,10 @@ def draw_chart(subjects: dict, path: Path, workers: int, title: str) -> None:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        description="Benchmark Switchboard modes against Node.js cluster (loopback only).")
+        description="Benchmark Switchboard modes against Node.js cluster and minimal C references "
+                    "(loopback only).")
     p.add_argument("--duration", type=int, default=None,
-                   help="seconds per load (default 10; --quick 2; --smoke 1)")
+                   help="seconds per load (default 10; --quick 2; --smoke 1; --sweep 5)")
     p.add_argument("--count-duration", type=int, default=None,
                    help="seconds of each load's second, counting pass that measures the "
                         "per-worker distribution (default: half of --duration, at least 1)")
@@ -882,15 +1308,25 @@ def parse_args(argv):
     p.add_argument("--connections", type=int, default=50,
                    help="wrk connections (default 50)")
     p.add_argument("--modes", default=None,
-                   help="comma list from: " + ",".join(ALL_MODES) + " (default: all)")
+                   help="comma list from: " + ",".join(ALL_MODES) + " (default: all; with --sweep: "
+                        + ",".join(SWEEP_DEFAULT_MODES) + ")")
     p.add_argument("--binary", default=None,
                    help="switchboard binary (default: swift build -c release "
                         "--scratch-path .build-bench)")
-    p.add_argument("--json", default=None, help="JSON output (default bench-results/bench.json)")
+    p.add_argument("--json", default=None,
+                   help="JSON output (default bench-results/bench.json; with --sweep bench-results/sweep.json)")
     p.add_argument("--chart", default=None,
                    help="PNG chart (default: the JSON path with .png, bench-results/bench.png)")
     p.add_argument("--no-chart", action="store_true", help="do not draw the chart")
     p.add_argument("--quick", action="store_true", help="duration 2 s, 1 round")
+    p.add_argument("--pin", nargs="?", const="0:1", default=None, metavar="SERVER_CPUS:WRK_CPUS",
+                   help="pin the server processes (master and workers) and wrk to disjoint CPUs with taskset "
+                        "(default 0:1: server on CPU 0, wrk on CPU 1), so that the server, not wrk, is the "
+                        "bottleneck")
+    p.add_argument("--sweep", default=None, metavar="W1,W2,...",
+                   help="instead of the comparison, run the close load at each of these worker counts (e.g. "
+                        "1,2,4,8,16) for round-robin and c-rr-close (or --modes) and report master CPU per "
+                        "passed connection at each and its flatness (default 5 s per point, 3 rounds)")
     p.add_argument("--new-sessions", action="store_true",
                    help="start every subject and wrk in a session of its own (and so, where "
                         "sched_autogroup_enabled=1, in an autogroup of its own), to measure what "
@@ -901,16 +1337,32 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def parse_sweep(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BenchError(f"--sweep takes worker counts such as 1,2,4,8,16, got '{text}'")
+    if not counts or any(w < 1 for w in counts):
+        raise BenchError(f"--sweep takes worker counts >= 1, got '{text}'")
+    return sorted(set(counts))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = _dt.datetime.now().astimezone()
     if args.new_sessions:
         GROUP.clear()
         GROUP["start_new_session"] = True
+    sweep_counts = parse_sweep(args.sweep) if args.sweep is not None else None
+    if sweep_counts is not None and args.smoke:
+        raise BenchError("--sweep and --smoke do not go together")
 
     node = shutil.which("node")
+    cc = find_c_compiler()
     if args.quick or args.smoke:
         default_duration, default_rounds = (1, 1) if args.smoke else (2, 1)
+    elif sweep_counts is not None:
+        default_duration, default_rounds = 5, 3
     else:
         default_duration, default_rounds = 10, 3
     args.duration = default_duration if args.duration is None else args.duration
@@ -932,10 +1384,13 @@ def main(argv=None) -> int:
         if args.smoke:
             modes = ["round-robin"] + (["node-rr"] if node else [])
         else:
-            modes = list(ALL_MODES)
-            if not node:
+            modes = list(SWEEP_DEFAULT_MODES if sweep_counts is not None else ALL_MODES)
+            if not node and any(m in NODE_MODES for m in modes):
                 log("warning: node not found; skipping node-rr and node-none")
-                modes = SWITCHBOARD_MODES[:]
+                modes = [m for m in modes if m not in NODE_MODES]
+            if not cc and any(m in C_MODES for m in modes):
+                log("warning: no C compiler (cc, gcc or clang) found; skipping " + ", ".join(C_MODES))
+                modes = [m for m in modes if m not in C_MODES]
     else:
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if not modes:
@@ -946,9 +1401,14 @@ def main(argv=None) -> int:
         modes = list(dict.fromkeys(modes))
         if any(m in NODE_MODES for m in modes) and not node:
             raise BenchError("node not found on PATH (needed for node-rr/node-none)")
+        if any(m in C_MODES for m in modes) and not cc:
+            raise BenchError("no C compiler (cc, gcc or clang) on PATH (needed for " + ", ".join(C_MODES) + ")")
+
+    args.pin_config = setup_pinning(args.pin) if args.pin is not None else None
 
     out_dir_default = REPO_ROOT / "bench-results"
-    json_path = Path(args.json) if args.json else out_dir_default / "bench.json"
+    default_json = "sweep.json" if sweep_counts is not None else "bench.json"
+    json_path = Path(args.json) if args.json else out_dir_default / default_json
     chart_path = Path(args.chart) if args.chart else json_path.with_suffix(".png")
     logdir = json_path.resolve().parent / "logs"
 
@@ -963,18 +1423,39 @@ def main(argv=None) -> int:
             binary = str(b.resolve())
         else:
             binary = build_switchboard(logdir)
+    c_binary, c_build = None, None
+    if any(m in C_MODES for m in modes):
+        c_binary, c_build = build_c_subjects(logdir, cc)
 
     wrk = ensure_wrk()
-    info = machine_info(wrk, node if any(m in NODE_MODES for m in modes) else None, binary)
+    info = machine_info(wrk, node if any(m in NODE_MODES for m in modes) else None, binary, c_build)
+    placement = pin_description(args.pin_config, info["nproc"])
+    if args.pin_config is None and info["nproc"] <= 2:
+        log("note: unpinned on 2 CPUs, wrk competes with the servers for CPU; --pin puts them on separate CPUs")
+    config = {
+        "modes": modes, "rounds": args.rounds, "duration_s": args.duration,
+        "warmup_s": WARMUP_S, "count_duration_s": args.count_duration,
+        "workers": args.workers, "connections": args.connections,
+        "wrk_threads": 1, "host": HOST, "quick": args.quick, "smoke": args.smoke,
+        "new_sessions": args.new_sessions,
+        "pinned": args.pin_config is not None, "pin": args.pin_config, "placement": placement,
+        "sweep_workers": sweep_counts,
+        "command": [sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)),
+    }
+
+    if sweep_counts is not None:
+        return sweep_main(args, modes, sweep_counts, binary, c_binary, node, wrk, info, placement, config,
+                          started, json_path, chart_path, logdir)
+
     log(f"modes {','.join(modes)}; {args.rounds} round(s) x ({args.duration} s timed + "
         f"{args.count_duration} s counting) per load; "
         f"{args.workers} workers; {args.connections} connections; "
-        f"{info['nproc']} CPUs ({info['cpu_model']}); {info['wrk']}")
+        f"{info['nproc']} CPUs ({info['cpu_model']}); {info['wrk']}; {placement}")
 
     subjects = {m: {"rounds": []} for m in modes}
     for rnd in range(1, args.rounds + 1):
         for mode in modes:
-            argv_, env = subject_command(mode, args, binary, node)
+            argv_, env = subject_command(mode, args, binary, node, c_binary)
             srv = Server(mode, argv_, env, logdir / f"{mode}-round{rnd}.log", args.workers)
             try:
                 srv.start()
@@ -982,6 +1463,7 @@ def main(argv=None) -> int:
             finally:
                 stop_info = srv.stop()
             result["stop"] = stop_info
+            check_affinity(mode, result["cpus_allowed"], args.pin_config)
             subjects[mode]["rounds"].append(result)
             kf = key_figures(result)
             log(f"round {rnd}/{args.rounds} {mode:17s} keep-alive "
@@ -996,12 +1478,17 @@ def main(argv=None) -> int:
         s["spread"] = {k: spread([f[k] for f in figs]) for k in keys}
         s["per_round"] = figs
     ratios = compute_ratios(subjects)
+    reference = compute_reference(subjects)
 
     print(f"## Switchboard benchmark ({args.rounds} round(s), {args.duration} s per load, "
-          f"{args.workers} workers, {args.connections} connections)")
+          f"{args.workers} workers, {args.connections} connections, "
+          f"{'pinned' if args.pin_config else 'unpinned'})")
     print()
     print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Linux {info['kernel']}; "
-          f"{info['wrk']}" + (f"; node {info['node']}" if info["node"] else ""))
+          f"{info['wrk']}" + (f"; node {info['node']}" if info["node"] else "")
+          + (f"; {c_build['compiler_version']}" if c_build else ""))
+    print()
+    print(f"CPU placement: {placement}.")
     print()
     print(results_table(subjects, args.rounds))
     print()
@@ -1013,6 +1500,12 @@ def main(argv=None) -> int:
         print()
     if ratios:
         print(ratio_table(ratios))
+        print()
+    if reference:
+        print("Against the C references (ratios of medians" + ("; per-round min–max in brackets" if
+                                                                args.rounds > 1 else "") + "):")
+        print()
+        print(reference_tables(reference, args.rounds))
         print()
 
     smoke = None
@@ -1047,17 +1540,11 @@ def main(argv=None) -> int:
         "schema": 1,
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
-        "config": {
-            "modes": modes, "rounds": args.rounds, "duration_s": args.duration,
-            "warmup_s": WARMUP_S, "count_duration_s": args.count_duration,
-            "workers": args.workers, "connections": args.connections,
-            "wrk_threads": 1, "host": HOST, "quick": args.quick, "smoke": args.smoke,
-            "new_sessions": args.new_sessions,
-            "command": [sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)),
-        },
+        "config": config,
         "machine": info,
         "subjects": subjects,
         "ratios": ratios,
+        "reference": reference,
     }
     if smoke is not None:
         doc["smoke"] = smoke
@@ -1070,8 +1557,9 @@ def main(argv=None) -> int:
     if args.no_chart:
         pass
     elif ensure_matplotlib(allow_install=not args.smoke):
-        title = (f"Switchboard vs Node cluster — {args.workers} workers, {args.connections} conns, "
-                 f"{args.duration} s x {args.rounds} round(s), {info['nproc']} CPUs")
+        title = (f"Switchboard vs Node cluster and C references — {args.workers} workers, "
+                 f"{args.connections} conns, {args.duration} s x {args.rounds} round(s), {info['nproc']} CPUs, "
+                 f"{'pinned ' + args.pin_config['server_cpus'] + ':' + args.pin_config['wrk_cpus'] if args.pin_config else 'unpinned'}")
         draw_chart(subjects, chart_path, args.workers, title)
         print(f"Chart: {rel(chart_path)}")
     else:
@@ -1084,6 +1572,57 @@ def main(argv=None) -> int:
         for p in smoke["problems"]:
             print(f"SMOKE FAIL: {p}", file=sys.stderr)
         return 1
+    return 0
+
+
+def sweep_main(args, modes, counts, binary, c_binary, node, wrk, info, placement, config, started,
+               json_path, chart_path, logdir) -> int:
+    log(f"sweep: modes {','.join(modes)}; workers {','.join(map(str, counts))}; {args.rounds} round(s) x "
+        f"{args.duration} s close load per point (+{WARMUP_S} s warm-up); {args.connections} connections; "
+        f"{info['nproc']} CPUs; {placement}; {args.rounds * len(counts) * len(modes)} points")
+    sweep = run_sweep(args, modes, counts, binary, c_binary, node, wrk, logdir)
+    print(f"## Worker sweep ({args.rounds} round(s), {args.duration} s close load per point, "
+          f"{args.connections} connections, {'pinned' if args.pin_config else 'unpinned'})")
+    print()
+    print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Linux {info['kernel']}; {info['wrk']}"
+          + (f"; {info['c_subjects']['compiler_version']}" if info.get("c_subjects") else ""))
+    print()
+    print(f"CPU placement: {placement}.")
+    print()
+    if args.rounds > 1:
+        print("Figures are medians over rounds; (min–max) shows the spread. Flatness is the largest median over "
+              "the smallest across the worker counts (1.00 = the cost per connection does not depend on them).")
+    else:
+        print("Flatness is the largest figure over the smallest across the worker counts (1.00 = the cost per "
+              "connection does not depend on them).")
+    print()
+    print(sweep_tables(sweep, args.rounds))
+    print()
+    finished = _dt.datetime.now().astimezone()
+    doc = {
+        "schema": 1,
+        "kind": "sweep",
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "config": config,
+        "machine": info,
+        "sweep": sweep,
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=2, allow_nan=False)
+        f.write("\n")
+    print(f"JSON: {rel(json_path)}")
+    if args.no_chart:
+        pass
+    elif ensure_matplotlib(allow_install=True):
+        title = (f"Worker sweep — close load, {args.connections} conns, {args.duration} s x {args.rounds} "
+                 f"round(s), {info['nproc']} CPUs, "
+                 f"{'pinned ' + args.pin_config['server_cpus'] + ':' + args.pin_config['wrk_cpus'] if args.pin_config else 'unpinned'}")
+        draw_sweep_chart(sweep, chart_path, title)
+        print(f"Chart: {rel(chart_path)}")
+    else:
+        print("Chart: skipped (matplotlib not available)")
     return 0
 
 

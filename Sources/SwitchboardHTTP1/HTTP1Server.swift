@@ -35,14 +35,15 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
 
     /// How often connection timers are checked while any connection is open.
     package static var sweepInterval: UInt64 { 100_000_000 }
-    /// The default drain deadline when the master is gone or SIGTERM arrives.
-    static var fallbackDrain: UInt64 { 10_000_000_000 }
 
     let runtime: WorkerRuntime
     let logger: Logger
     let responder: Responder
     let limits: HTTP1Limits
     let maxConnections: Int
+    /// The drain deadline when the master is gone or SIGTERM (its parent-death signal) arrives: the master's
+    /// drain timeout.
+    let fallbackDrain: UInt64
     private var epoll: CInt = -1
     private var signals: CInt = -1
     private var listener: CInt = -1
@@ -72,6 +73,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         self.responder = responder
         self.limits = HTTP1Limits(runtime.limits)
         self.maxConnections = runtime.maxConnections
+        let (seconds, attoseconds) = runtime.drainTimeout.components
+        self.fallbackDrain = UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
         self.heartbeatNanoseconds = max(UInt64(runtime.heartbeatInterval.components.seconds) * 1_000_000_000
             + UInt64(runtime.heartbeatInterval.components.attoseconds / 1_000_000_000), 1_000_000)
     }
@@ -137,7 +140,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             acceptConnections()
         case HTTP1Token.signals:
             while let signal = Syscalls.readSignal(signals) {
-                if signal == SIGTERM { beginDrain(deadline: Self.fallbackDrain) }
+                if signal == SIGTERM { beginDrain(deadline: fallbackDrain) }
             }
         default:
             break
@@ -161,7 +164,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if !present {
             // Level-triggered: a closed channel stays readable, so stop watching it.
             Syscalls.epollRemove(epoll, runtime.descriptor)
-            beginDrain(deadline: Self.fallbackDrain)
+            beginDrain(deadline: fallbackDrain)
         }
     }
 

@@ -75,7 +75,7 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
                 }
             }
         } onGracefulShutdown: {
-            server.beginDrain(deadline: .seconds(10))
+            server.beginDrain(deadline: server.runtime.drainTimeout)
         }
     }
 

@@ -156,7 +156,7 @@ public final class SwitchboardWorkerServer: Sendable {
             case .message(let bytes):
                 onMessage(bytes)
             case .masterGone:
-                beginDrain(deadline: .seconds(10))
+                beginDrain(deadline: runtime.drainTimeout)
             }
         }
     }
@@ -249,7 +249,7 @@ public final class SwitchboardWorkerServer: Sendable {
     private func watchTerminationSignal() -> any DispatchSourceSignal {
         signal(SIGTERM, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-        source.setEventHandler { self.beginDrain(deadline: .seconds(10)) }
+        source.setEventHandler { self.beginDrain(deadline: self.runtime.drainTimeout) }
         source.resume()
         return source
     }

@@ -32,10 +32,11 @@ public struct SwitchboardWorkerService: Service, CustomStringConvertible {
     /// - Parameters:
     ///   - server: The server to run; it must not be serving already.
     ///   - drainTimeout: How long a drain started by graceful shutdown or cancellation waits for open connections
-    ///     before closing them. A drain the master asks for carries the master's own deadline.
-    public init(_ server: SwitchboardWorkerServer, drainTimeout: Duration = .seconds(10)) {
+    ///     before closing them; nil (the default) takes the master's drain timeout
+    ///     (`WorkerRuntime.drainTimeout`). A drain the master asks for carries the master's own deadline.
+    public init(_ server: SwitchboardWorkerServer, drainTimeout: Duration? = nil) {
         self.server = server
-        self.drainTimeout = drainTimeout
+        self.drainTimeout = drainTimeout ?? server.runtime.drainTimeout
     }
 
     public var description: String { "SwitchboardWorker" }

@@ -192,6 +192,22 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Orphaned by a killed master, a worker drains with the master's drain timeout, not a deadline of its own.
+        @Test(arguments: ["native", "nio"])
+        func anOrphanedWorkerDrainsWithTheMastersDrainTimeout(engine: String) throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1", "--worker", engine, "--test-hooks", "--drain-timeout", "1"])
+            defer { server.cleanUp() }
+            let master = server.pid
+            let slow = try TestConnection(port: server.port, timeoutSeconds: 20)
+            try slow.request(path: "/slow?ms=4000")
+            #expect(slow.waitUntilHeldByWorker(of: server) != nil)
+            server.signal(SIGKILL)
+            // The drain ends at its 1 s deadline, before the 4 s response: the connection closes unanswered.
+            #expect(slow.readToEnd().isEmpty)
+            #expect(waitUntil { ProcFS.workers(ofMaster: master).isEmpty })
+        }
+
         @Test func sighupToTheWholeProcessGroupReloadsExactlyOnce() throws {
             let server = try SwitchboardProcess.start(["--workers", "2"])
             defer { server.cleanUp() }

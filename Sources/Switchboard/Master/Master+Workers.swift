@@ -29,6 +29,7 @@ extension Master {
         environment.append("SWITCHBOARD_PORT=\(port)")
         environment.append("SWITCHBOARD_BACKLOG=\(configuration.backlog)")
         environment.append("SWITCHBOARD_HEARTBEAT_MS=\(configuration.heartbeatInterval.milliseconds)")
+        environment.append("SWITCHBOARD_DRAIN_MS=\(configuration.drainTimeout.milliseconds)")
         environment.append(contentsOf: configuration.limits.environment)
         environment.append(contentsOf: configuration.workerEnvironment)
         let pid: pid_t

@@ -42,6 +42,9 @@ public final class WorkerRuntime: @unchecked Sendable {
     public let backlog: Int
     /// How often the master expects a heartbeat.
     public let heartbeatInterval: Duration
+    /// The master's drain timeout: the deadline of a drain this worker starts by itself (the master is gone, or its
+    /// parent-death SIGTERM arrived, or the program shuts down). A drain the master asks for carries its own.
+    public let drainTimeout: Duration
     /// What this worker allows each client connection, as the master's ``Configuration/limits`` says.
     public let limits: ConnectionLimits
     /// The most connections this worker may hold at once (``ConnectionLimits/maxConnections``, or what its
@@ -98,14 +101,16 @@ public final class WorkerRuntime: @unchecked Sendable {
             backlog: Syscalls.environment("SWITCHBOARD_BACKLOG").flatMap { Int($0) } ?? 511,
             heartbeatInterval: .milliseconds(
                 Syscalls.environment("SWITCHBOARD_HEARTBEAT_MS").flatMap { Int64($0) } ?? 1000),
-            limits: ConnectionLimits.fromEnvironment(), descriptorLimit: descriptorLimit)
+            limits: ConnectionLimits.fromEnvironment(), descriptorLimit: descriptorLimit,
+            drainTimeout: .milliseconds(Syscalls.environment("SWITCHBOARD_DRAIN_MS").flatMap { Int64($0) } ?? 30_000))
     }
 
     package init(
         id: Int, slot: Int, masterPID: pid_t, fd: CInt, logger: Logger, mode: DispatchMode = .roundRobin,
         listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, heartbeatInterval: Duration = .seconds(1),
-        limits: ConnectionLimits = .init(), descriptorLimit: UInt64 = .max
+        limits: ConnectionLimits = .init(), descriptorLimit: UInt64 = .max, drainTimeout: Duration = .seconds(30)
     ) {
+        self.drainTimeout = drainTimeout
         self.heartbeatInterval = heartbeatInterval
         self.limits = limits
         self.maxConnections = limits.effectiveMaxConnections(descriptorLimit: descriptorLimit)

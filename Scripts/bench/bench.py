@@ -612,9 +612,28 @@ def check_affinity(name: str, affinity: dict, pin: dict | None) -> None:
             + ", ".join(f"pid {pid} on {cpus}" for pid, cpus in wrong.items()))
 
 
+def cpu_pct(load: dict) -> tuple[float | None, float | None]:
+    """Percent of one core the server (master + workers) and wrk used during a timed load. A wrk near 100 was the
+    bottleneck: with one wrk thread it cannot go faster whatever the server does."""
+    dur = load.get("duration_s")
+    server = None
+    if dur and load.get("master_cpu_us") is not None and load.get("workers_cpu_us") is not None:
+        server = 100.0 * (load["master_cpu_us"] + load["workers_cpu_us"]) / 1e6 / dur
+    return server, load.get("wrk_cpu_pct_of_one_core")
+
+
+WRK_BOUND_PCT = 95.0
+
+
 def key_figures(r: dict) -> dict:
     ka, cl = r["keepalive"], r["close"]
+    close_server_pct, close_wrk_pct = cpu_pct(cl)
+    ka_server_pct, ka_wrk_pct = cpu_pct(ka)
     return {
+        "close_server_cpu_pct": close_server_pct,
+        "close_wrk_cpu_pct": close_wrk_pct,
+        "keepalive_server_cpu_pct": ka_server_pct,
+        "keepalive_wrk_cpu_pct": ka_wrk_pct,
         "keepalive_req_per_s": ka["req_per_s"],
         "keepalive_p50_ms": ka["latency_ms"]["p50"],
         "keepalive_p99_ms": ka["latency_ms"]["p99"],
@@ -908,7 +927,7 @@ def results_table(subjects: dict, rounds: int) -> str:
     show = rounds > 1
     head = ["subject", "keep-alive req/s", "ka p50 ms", "ka p99 ms", "close conn/s",
             "close p50 ms", "close p99 ms", "Jain close / ka", "max/min close / ka",
-            "master µs/conn", "workers µs/conn", "errors"]
+            "master µs/conn", "workers µs/conn", "close CPU % server / wrk", "errors"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name, s in subjects.items():
@@ -928,9 +947,31 @@ def results_table(subjects: dict, rounds: int) -> str:
             f"{fmt_num(m['max_min_close'], -1)} / {fmt_num(m['max_min_keepalive'], -1)}",
             fmt_spread(m["master_us_per_conn"], sp["master_us_per_conn"], 1, show),
             fmt_num(m["workers_us_per_conn"], 1),
+            f"{fmt_num(m['close_server_cpu_pct'])} / {fmt_num(m['close_wrk_cpu_pct'])}",
             fmt_num(err_total),
         ]) + " |")
     return "\n".join(lines)
+
+
+def bottleneck_note(subjects: dict, pin: dict | None) -> str:
+    """Which timed loads wrk itself limited (wrk at >= WRK_BOUND_PCT % of a core)."""
+    bound, total = [], 0
+    for name, s in subjects.items():
+        for f in s["per_round"]:
+            for load in ("close", "keepalive"):
+                total += 1
+                w = f.get(f"{load}_wrk_cpu_pct")
+                if w is not None and w >= WRK_BOUND_PCT:
+                    bound.append(f"{name} {load}")
+    where = (f"the server's CPU {pin['server_cpus']}" if pin else "the machine's CPUs")
+    text = (f"CPU % is of one core (server = master + workers; with --pin the server's ceiling is 100 × the number of "
+            f"its CPUs). wrk used >= {WRK_BOUND_PCT:.0f}% of a core in {len(bound)} of {total} timed loads")
+    if not bound:
+        return text + ": the server set the pace everywhere."
+    names = sorted(set(b for b in bound))
+    return (text + f" ({', '.join(names)}): there one wrk thread, not the server, set the pace, and throughput "
+            f"compares wrk's cost per request more than the servers'; the CPU per connection still compares the "
+            f"servers. A server well below its ceiling on {where} had room to spare.")
 
 
 def compute_ratios(subjects: dict) -> list[dict]:
@@ -1146,6 +1187,8 @@ SWEEP_FIGURES = [
     ("workers_us_per_conn", "workers CPU µs per connection", 1),
     ("close_p99_ms", "close p99 ms", 2),
 ]
+# Shown in one table (median server % / median wrk %), without flatness: they say who set the pace.
+SWEEP_CPU = [("server_cpu_pct_of_one_core", "server"), ("wrk_cpu_pct_of_one_core", "wrk")]
 
 
 def measure_close(srv: Server, wrk: str, args, round_no: int, workers: int) -> dict:
@@ -1179,6 +1222,9 @@ def measure_close(srv: Server, wrk: str, args, round_no: int, workers: int) -> d
         "master_us_per_conn": master_us / requests if master_us is not None and requests else None,
         "workers_us_per_conn": workers_us / requests if workers_us is not None and requests else None,
         "worker_cpu_ticks": per_worker,
+        "server_cpu_pct_of_one_core": (100.0 * (master_us + workers_us) / 1e6 / duration_s
+                                       if master_us is not None and workers_us is not None and duration_s
+                                       else None),
         "wrk_cpu_pct_of_one_core": (100.0 * raw["wrk_cpu_s"] / duration_s
                                     if raw.get("wrk_cpu_s") is not None and duration_s else None),
         "wrk": raw,
@@ -1215,8 +1261,10 @@ def run_sweep(args, modes, counts, binary, c_binary, node, wrk, logdir) -> dict:
             rs = points[mode][w]
             per_count[str(w)] = {
                 "rounds": rs,
-                "median": {k: median_or_none([r[k] for r in rs]) for k, _, _ in SWEEP_FIGURES},
-                "spread": {k: spread([r[k] for r in rs]) for k, _, _ in SWEEP_FIGURES},
+                "median": {k: median_or_none([r[k] for r in rs])
+                           for k in [f[0] for f in SWEEP_FIGURES] + [c[0] for c in SWEEP_CPU]},
+                "spread": {k: spread([r[k] for r in rs])
+                           for k in [f[0] for f in SWEEP_FIGURES] + [c[0] for c in SWEEP_CPU]},
                 "errors": sum(r["errors"] for r in rs),
             }
         flat = {}
@@ -1253,6 +1301,12 @@ def sweep_tables(sweep: dict, rounds: int) -> str:
                 lines.append("| " + " | ".join([r["name"]] + [fmt_ratio(r["per_workers"][str(w)]) for w in counts]
                                                + [""]) + " |")
         parts.append("\n".join(lines))
+    head = ["close CPU % of one core, server / wrk"] + [str(w) for w in counts]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(counts)) + "|"]
+    for mode, sub in sweep["subjects"].items():
+        cells = [" / ".join(fmt_num(sub["points"][str(w)]["median"][k]) for k, _ in SWEEP_CPU) for w in counts]
+        lines.append("| " + " | ".join([mode] + cells) + " |")
+    parts.append("\n".join(lines))
     errors = {m: sum(p["errors"] for p in sub["points"].values()) for m, sub in sweep["subjects"].items()}
     parts.append("Errors (wrk socket errors + non-2xx, all points): "
                  + ", ".join(f"{m} {n}" for m, n in errors.items()))
@@ -1426,6 +1480,10 @@ def main(argv=None) -> int:
     c_binary, c_build = None, None
     if any(m in C_MODES for m in modes):
         c_binary, c_build = build_c_subjects(logdir, cc)
+    elif args.smoke and cc:
+        # --smoke does not run the C subjects (each would add about 5 s), but checks that they build (well under
+        # a second); without a compiler it skips that check.
+        c_binary, c_build = build_c_subjects(logdir, cc)
 
     wrk = ensure_wrk()
     info = machine_info(wrk, node if any(m in NODE_MODES for m in modes) else None, binary, c_build)
@@ -1498,6 +1556,8 @@ def main(argv=None) -> int:
     if args.rounds > 1:
         print("Figures are medians over rounds; (min–max) shows the spread.")
         print()
+    print(bottleneck_note(subjects, args.pin_config))
+    print()
     if ratios:
         print(ratio_table(ratios))
         print()
@@ -1567,6 +1627,8 @@ def main(argv=None) -> int:
 
     if smoke is not None:
         if smoke["ok"]:
+            if c_build is not None and not any(m in C_MODES for m in modes):
+                print(f"C subjects: {rel(C_SOURCE)} builds ({c_build['compiler_version']}); not run in --smoke")
             print("SMOKE OK: every subject answered with zero errors from every worker")
             return 0
         for p in smoke["problems"]:

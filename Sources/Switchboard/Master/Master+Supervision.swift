@@ -28,14 +28,16 @@ extension Master {
     /// Slots that count toward the target: a worker starting, ready or about to be reaped and refilled, or a
     /// restart that is due (not retired, not draining away).
     var countedSlots: Int {
-        slots.indices.filter { index in
-            let slot = slots[index]
-            return !slot.retired && ((slot.hasProcess && slot.phase != .draining) || slot.respawnAt != nil)
-        }.count
+        var counted = 0
+        for slot in slots where !slot.retired && ((slot.hasProcess && slot.phase != .draining) || slot.respawnAt != nil) {
+            counted += 1
+        }
+        return counted
     }
 
     /// The target worker count is what the master keeps, whatever path lost a worker: outside a reload, a shortfall
-    /// gets new workers (a reload that aborted after the worker it was replacing died left one slot short).
+    /// gets new workers (a reload that aborted after the worker it was replacing died left one slot short). Checked
+    /// with the health checks, not on every wakeup.
     func convergeToTarget(now: UInt64) {
         guard reload == nil else { return }
         let missing = targetWorkers - countedSlots

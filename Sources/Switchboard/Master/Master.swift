@@ -323,10 +323,10 @@ package final class Master {
         if now >= nextHealthCheck {
             reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
             checkHealth(now: now)
+            if state == .running { convergeToTarget(now: now) }
             nextHealthCheck = now + UInt64(min(configuration.heartbeatInterval.nanoseconds, 250_000_000))
         }
         guard state == .running else { return }
-        convergeToTarget(now: now)
         for index in slots.indices where slots[index].phase == .empty && !slots[index].retired {
             if let due = slots[index].respawnAt, due <= now {
                 slots[index].respawnAt = nil

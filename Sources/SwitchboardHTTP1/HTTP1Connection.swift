@@ -45,10 +45,7 @@ package struct HTTP1Limits: Sendable, Equatable {
     }
 
     package init(_ limits: ConnectionLimits) {
-        func nanoseconds(_ duration: Duration) -> UInt64 {
-            let (seconds, attoseconds) = duration.components
-            return UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
-        }
+        func nanoseconds(_ duration: Duration) -> UInt64 { UInt64(max(duration.nanoseconds, 0)) }
         self.init(
             headerTimeout: nanoseconds(limits.headerTimeout), keepAliveTimeout: nanoseconds(limits.keepAliveTimeout),
             sendTimeout: nanoseconds(limits.sendTimeout))

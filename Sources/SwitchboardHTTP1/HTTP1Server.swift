@@ -73,10 +73,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         self.responder = responder
         self.limits = HTTP1Limits(runtime.limits)
         self.maxConnections = runtime.maxConnections
-        let (seconds, attoseconds) = runtime.drainTimeout.components
-        self.fallbackDrain = UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
-        self.heartbeatNanoseconds = max(UInt64(runtime.heartbeatInterval.components.seconds) * 1_000_000_000
-            + UInt64(runtime.heartbeatInterval.components.attoseconds / 1_000_000_000), 1_000_000)
+        self.fallbackDrain = UInt64(max(runtime.drainTimeout.nanoseconds, 0))
+        self.heartbeatNanoseconds = max(UInt64(max(runtime.heartbeatInterval.nanoseconds, 0)), 1_000_000)
     }
 
     /// Serves until drained, then exits the process with 0.
@@ -153,8 +151,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             case .connections(let descriptors):
                 for fd in descriptors { adopt(fd) }
             case .drain(let deadline):
-                let (seconds, attoseconds) = deadline.components
-                beginDrain(deadline: UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000))
+                beginDrain(deadline: UInt64(max(deadline.nanoseconds, 0)))
             case .message:
                 break  // the built-in worker takes no messages
             case .masterGone:

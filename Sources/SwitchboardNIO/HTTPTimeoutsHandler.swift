@@ -94,8 +94,7 @@ package struct RequestWaitTimer {
     package mutating func arm(context: ChannelHandlerContext, afterResponse: Bool) {
         scheduled?.cancel()
         let wait = afterResponse ? limits.keepAliveTimeout : limits.headerTimeout
-        let (seconds, attoseconds) = wait.components
-        let amount = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let amount = TimeAmount.nanoseconds(Int64(wait.nanoseconds))
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         scheduled = context.eventLoop.scheduleTask(in: amount) { loopBound.value.close(promise: nil) }
     }
@@ -126,8 +125,7 @@ final class SendTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var scheduled: Scheduled<Void>?
 
     init(sendTimeout: Duration) {
-        let (seconds, attoseconds) = sendTimeout.components
-        self.sendTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        self.sendTimeout = .nanoseconds(Int64(sendTimeout.nanoseconds))
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -82,4 +83,20 @@ ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds
     if (msg.msg_flags & MSG_CTRUNC) *truncated = 1;
     *nfds = received;
     return n;
+}
+
+int sb_queued_bytes(int sock) {
+    int bytes = 0;
+    if (ioctl(sock, FIONREAD, &bytes) < 0) return -1;
+    return bytes;
+}
+
+ssize_t sb_peek_message(int sock, void *buf, size_t cap) {
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    // No control buffer: the kernel releases the duplicates a peek would install, the descriptors stay queued.
+    return recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT);
 }

@@ -12,8 +12,13 @@ public struct Configuration: Sendable {
     public var workers: Int = Configuration.onlineProcessors
     /// `listen()` backlog: where connections wait while every worker is at its bound.
     public var backlog: Int = 511
-    /// Most connections a worker may hold handed over but not yet acknowledged. 1 reproduces Node's `SCHED_RR` gate.
-    public var maxUnacknowledged: Int = 16
+    /// Most connections that may wait in one worker's queue: sent by the master, not yet received by the worker.
+    /// 1 reproduces Node's `SCHED_RR` gate (one connection at a time per worker).
+    public var maxQueued: Int = 16
+    /// How long a connection may wait in a worker's queue before the master takes it back and serves it elsewhere
+    /// (a worker that stopped receiving: stuck, stopped, out of descriptors). `.zero` turns it off: queued
+    /// connections then wait for the worker, or for its replacement after ``heartbeatTimeout``.
+    public var stealAfter: Duration = .milliseconds(100)
     /// How connections reach workers.
     public var mode: DispatchMode = .roundRobin
     /// How long workers may take to finish in-flight requests on a graceful stop before they are killed.
@@ -64,9 +69,9 @@ public struct Configuration: Sendable {
         guard backlog >= 1 else {
             throw SwitchboardError(.usage, "--backlog must be at least 1 (got \(backlog))")
         }
-        guard (1...1024).contains(maxUnacknowledged) else {
+        guard (1...1024).contains(maxQueued) else {
             throw SwitchboardError(
-                .usage, "--max-unacked must be between 1 and 1024 (got \(maxUnacknowledged))")
+                .usage, "--max-queued must be between 1 and 1024 (got \(maxQueued))")
         }
         guard heartbeatInterval >= .milliseconds(10) else {
             throw SwitchboardError(.usage, "--heartbeat-interval must be at least 0.01 seconds")

@@ -15,10 +15,10 @@ public struct ConnectionLimits: Sendable, Equatable {
     public var keepAliveTimeout: Duration = .seconds(75)
     /// A client that takes no byte of its response for this long is cut. Default 60 s (nginx's `send_timeout`).
     public var sendTimeout: Duration = .seconds(60)
-    /// The most connections one worker holds at once; nil: the worker's descriptor limit less
-    /// ``reservedDescriptors``, so a worker never runs out of descriptors for the connections it is given. A worker at
-    /// its cap takes no new connections: the master skips it, and when every worker is full the kernel's backlog
-    /// holds the rest.
+    /// The most connections one worker holds at once; nil, or more than its descriptors allow: the worker's
+    /// descriptor limit less ``reservedDescriptors``, so a worker never runs out of descriptors for the connections
+    /// it is given. A worker at its cap takes no new connections: the master skips it, and when every worker is full
+    /// the kernel's backlog holds the rest.
     public var maxConnections: Int?
 
     /// Descriptors a worker keeps for itself (its channel, epoll, logs, files) when ``maxConnections`` is nil.
@@ -29,11 +29,12 @@ public struct ConnectionLimits: Sendable, Equatable {
 
     /// The connection cap in effect for a worker whose soft descriptor limit is `descriptorLimit`.
     /// - Parameter descriptorLimit: The soft `RLIMIT_NOFILE` (`UInt64.max` for unlimited).
-    /// - Returns: ``maxConnections`` when set, otherwise the descriptor limit less ``reservedDescriptors`` (at least 1).
+    /// - Returns: The descriptor limit less ``reservedDescriptors`` (at least 1), or ``maxConnections`` when set
+    ///   and lower.
     public func effectiveMaxConnections(descriptorLimit: UInt64) -> Int {
-        if let maxConnections { return maxConnections }
         let available = descriptorLimit > UInt64(Int.max) ? Int.max : Int(descriptorLimit)
-        return max(1, available - Self.reservedDescriptors)
+        let fits = max(1, available - Self.reservedDescriptors)
+        return min(maxConnections ?? fits, fits)
     }
 
     /// Checks every value.

@@ -31,9 +31,14 @@ struct SwitchboardCommand: ParsableCommand {
     var backlog: Int = 511
 
     @Option(
-        name: .customLong("max-unacked"),
-        help: "Most connections a worker may hold passed but not yet acknowledged (1 = Node's SCHED_RR gate).")
-    var maxUnacked: Int = 16
+        name: [.customLong("max-queued"), .customLong("max-unacked")],
+        help: "Most connections waiting in one worker's queue, sent but not yet received (1 = Node's SCHED_RR gate).")
+    var maxQueued: Int = 16
+
+    @Option(
+        help: "Seconds a connection may wait in a stalled worker's queue before the master serves it elsewhere (0: off)."
+    )
+    var stealAfter: Double = 0.1
 
     @Option(help: "How connections reach workers: round-robin, least-connections, reuseport or shared.")
     var mode: String = "round-robin"
@@ -126,7 +131,7 @@ struct SwitchboardCommand: ParsableCommand {
             ("--heartbeat-timeout", heartbeatTimeout), ("--ready-timeout", readyTimeout),
             ("--restart-delay", restartDelay), ("--restart-delay-max", restartDelayMax), ("--min-uptime", minUptime),
             ("--crash-loop-window", crashLoopWindow), ("--header-timeout", headerTimeout),
-            ("--keepalive-timeout", keepAliveTimeout), ("--send-timeout", sendTimeout),
+            ("--keepalive-timeout", keepAliveTimeout), ("--send-timeout", sendTimeout), ("--steal-after", stealAfter),
         ]
         for (flag, value) in seconds where !(value.isFinite && value >= 0 && value <= 86_400 * 365) {
             throw ValidationError("\(flag) must be a number of seconds, 0 or more (got \(value))")
@@ -139,7 +144,8 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.host = host
         configuration.workers = workers
         configuration.backlog = backlog
-        configuration.maxUnacknowledged = maxUnacked
+        configuration.maxQueued = maxQueued
+        configuration.stealAfter = duration(stealAfter)
         configuration.mode = DispatchMode(name: mode) ?? .roundRobin
         func duration(_ seconds: Double) -> Duration {
             seconds.isFinite && seconds >= 0 && seconds <= 86_400 * 365 ? .milliseconds(Int64(seconds * 1000)) : .zero

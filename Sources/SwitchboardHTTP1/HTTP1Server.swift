@@ -48,6 +48,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     private var signals: CInt = -1
     private var listener: CInt = -1
     private var listenerWatched = false
+    /// Whether the channel to the master is in the epoll set: not while a frame waits there that this worker has no
+    /// room for (it stays readable).
+    private var channelWatched = true
+    private var masterGone = false
+    /// A connection closed while the channel was not watched: look at the channel again after this round.
+    private var roomAgain = false
     /// Accepting paused until then after running out of descriptors.
     private var acceptResumeAt: UInt64 = 0
     /// Connections by descriptor number.
@@ -160,8 +166,24 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
         if !present {
             // Level-triggered: a closed channel stays readable, so stop watching it.
-            Syscalls.epollRemove(epoll, runtime.descriptor)
+            masterGone = true
+            watchChannel(false)
             beginDrain(deadline: fallbackDrain)
+        } else {
+            // A frame this worker has no room for stays queued (the master takes it back if room does not come
+            // soon); the channel stays readable meanwhile, so stop watching it until a connection closes.
+            watchChannel(!runtime.isWaitingForRoom)
+        }
+    }
+
+    private func watchChannel(_ on: Bool) {
+        guard on != channelWatched else { return }
+        if on {
+            channelWatched =
+                (try? Syscalls.epollAdd(epoll, runtime.descriptor, events: sb_EPOLLIN, token: HTTP1Token.channel)) != nil
+        } else {
+            Syscalls.epollRemove(epoll, runtime.descriptor)
+            channelWatched = false
         }
     }
 
@@ -295,6 +317,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         Syscalls.close(fd)
         table[index] = nil
         open -= 1
+        if !channelWatched && !masterGone { roomAgain = true }
         if open == maxConnections - 1 {
             // Room again: tell the master now rather than at the next heartbeat, and accept again.
             runtime.heartbeat(open: open, handled: handled)
@@ -305,6 +328,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     // MARK: timers and draining
 
     private func millisecondsUntilNextTimer() -> Int {
+        if roomAgain { return 0 }
         var next = min(nextHeartbeat, open > 0 ? nextSweep : .max)
         if draining { next = min(next, drainDeadline) }
         if listener >= 0 && !listenerWatched && acceptResumeAt > 0 { next = min(next, acceptResumeAt) }
@@ -314,6 +338,10 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     private func runTimers() {
+        if roomAgain {
+            roomAgain = false
+            receiveFromMaster()
+        }
         if now >= nextHeartbeat {
             runtime.heartbeat(open: open, handled: handled)
             nextHeartbeat = now &+ heartbeatNanoseconds

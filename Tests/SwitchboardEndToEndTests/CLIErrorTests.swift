@@ -104,8 +104,8 @@ extension EndToEndTests {
             let outcome = try run(["--help"])
             #expect(outcome.status == 0)
             for flag in [
-                "--port", "--host", "--workers", "--backlog", "--max-unacked", "--drain-timeout", "--log-level",
-                "--header-timeout", "--keepalive-timeout", "--send-timeout", "--max-connections",
+                "--port", "--host", "--workers", "--backlog", "--max-queued", "--drain-timeout", "--log-level",
+                "--header-timeout", "--keepalive-timeout", "--send-timeout", "--max-connections", "--steal-after",
             ] {
                 #expect(outcome.stdout.contains(flag), "help lacks \(flag)")
             }

@@ -28,7 +28,7 @@ import Testing
         #expect(message { $0.workers = 0 } == "--workers must be at least 1 (got 0): pass --workers 1 or more")
         #expect(message { $0.workers = 5000 } == "--workers 5000 is too many: pass at most 1024")
         #expect(message { $0.backlog = 0 } == "--backlog must be at least 1 (got 0)")
-        #expect(message { $0.maxUnacknowledged = 0 } == "--max-unacked must be between 1 and 1024 (got 0)")
+        #expect(message { $0.maxQueued = 0 } == "--max-queued must be between 1 and 1024 (got 0)")
         #expect(message { $0.drainTimeout = .seconds(-1) } == "--drain-timeout cannot be negative")
     }
 

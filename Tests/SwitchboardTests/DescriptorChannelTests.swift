@@ -112,3 +112,57 @@ import Testing
         #expect(error.description == "bind: Address already in use (errno \(EADDRINUSE))")
     }
 }
+
+extension DescriptorChannelTests {
+    /// The mechanism the master relies on: once a frame is sent, the sender's copies may be closed; the connection
+    /// lives in the receiver's queue, and whoever receives the frame first (the worker, or the master from its copy
+    /// of the worker's end) owns it, exactly once. The bytes still queued tell how much was received.
+    @Test func aQueuedConnectionOutlivesTheSendersCopyAndIsReceivedOnce() throws {
+        let (master, worker) = try DescriptorChannel.pair()
+        defer { master.close(); worker.close() }
+        var bound: CInt = 0
+        var family: CInt = 0
+        let listener = sb_tcp_listen("127.0.0.1", 0, 4, 0, 1, &bound, &family)
+        try #require(listener >= 0)
+        let original = inode(listener)
+        guard case .done = try master.sendConnections(firstSequence: 1, [listener], count: 1),
+            case .done = try master.send(.drain(deadlineMilliseconds: 5))
+        else {
+            Issue.record("send would block")
+            return
+        }
+        close(listener)  // the sender's copy: the kernel still holds the socket in the queue
+        #expect(master.bytesSent == UInt64(WireCodec.connectionsFrameSize + WireCodec.headerSize + 4))
+        #expect(worker.queuedBytes() == Int(master.bytesSent))
+
+        var header = [UInt8](repeating: 0, count: WireCodec.connectionsFrameSize)
+        guard case .done(let peeked) = try worker.peek(into: &header) else {
+            Issue.record("nothing to peek")
+            return
+        }
+        #expect(peeked == WireCodec.connectionsFrameSize)
+        #expect(worker.queuedBytes() == Int(master.bytesSent), "a peek takes nothing")
+
+        var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+        var fds = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
+        guard case .done(let received) = try worker.receive(into: &buffer, fds: &fds, blocking: false) else {
+            Issue.record("nothing received")
+            return
+        }
+        #expect(received.fds == 1)
+        #expect(inode(fds[0]) == original, "the same socket, alive after the sender closed its copy")
+        #expect(try Syscalls.localPort(fds[0]) == Int(bound))
+        close(fds[0])
+        #expect(worker.queuedBytes() == WireCodec.headerSize + 4, "only the drain frame is left")
+        guard case .done(let rest) = try worker.receive(into: &buffer, fds: &fds, blocking: false) else {
+            Issue.record("the drain frame is missing")
+            return
+        }
+        #expect(rest.fds == 0)
+        #expect(try WireCodec.decode(buffer[0..<rest.bytes]) == .drain(deadlineMilliseconds: 5))
+        guard case .wouldBlock = try worker.receive(into: &buffer, fds: &fds, blocking: false) else {
+            Issue.record("a frame was received twice")
+            return
+        }
+    }
+}

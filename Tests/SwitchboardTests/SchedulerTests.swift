@@ -9,11 +9,11 @@ import Testing
         return scheduler
     }
 
-    /// Sends one connection and acknowledges it at once, returning the slot.
+    /// Sends one connection that the worker receives at once, returning the slot.
     func dispatchAndAck(_ scheduler: inout Scheduler) -> Int? {
         guard let slot = scheduler.next() else { return nil }
         scheduler.dispatched(to: slot)
-        scheduler.acknowledged(slot, count: 1)
+        scheduler.received(slot, count: 1)
         return slot
     }
 
@@ -39,15 +39,15 @@ import Testing
 
     @Test func workerAtItsBoundIsSkippedAndKeepsItsTurn() {
         var scheduler = readyScheduler(3, bound: 1)
-        scheduler.dispatched(to: 0)  // slot 0 is now at its bound, unacknowledged
+        scheduler.dispatched(to: 0)  // slot 0 is now at its bound, nothing received
         #expect(scheduler.next() == 1)
         scheduler.dispatched(to: 1)
-        scheduler.acknowledged(1, count: 1)
+        scheduler.received(1, count: 1)
         #expect(scheduler.next() == 2)
         scheduler.dispatched(to: 2)
-        scheduler.acknowledged(2, count: 1)
+        scheduler.received(2, count: 1)
         #expect(scheduler.next() == 1, "slot 0 still at its bound is skipped")
-        scheduler.acknowledged(0, count: 1)
+        scheduler.received(0, count: 1)
         #expect(scheduler.next() == 0, "slot 0 gets its turn back in rotation order")
     }
 
@@ -59,7 +59,7 @@ import Testing
         }
         #expect(scheduler.next() == nil)
         #expect(!scheduler.hasCapacity)
-        scheduler.acknowledged(1, count: 2)
+        scheduler.received(1, count: 2)
         #expect(scheduler.next() == 1)
         #expect(scheduler.hasCapacity)
     }
@@ -79,19 +79,18 @@ import Testing
         #expect(!scheduler.hasCapacity)
     }
 
-    @Test func workerExitReportsWhatItOwedAndResetsTheSlot() {
+    @Test func workerExitResetsTheSlot() {
         var scheduler = readyScheduler(2, bound: 8)
         scheduler.dispatched(to: 0)
         scheduler.dispatched(to: 1)
         scheduler.dispatched(to: 0)
-        scheduler.acknowledged(0, count: 1)
-        let owed = scheduler.workerExited(0)
-        #expect(owed == 1)
+        scheduler.received(0, count: 1)
+        scheduler.workerExited(0)
         #expect(scheduler.slots[0] == Scheduler.Slot())
         #expect(scheduler.next() == 1, "the exited slot is not ready until its replacement says so")
     }
 
-    @Test func leastConnectionsPicksTheFewestOpenPlusUnacknowledged() {
+    @Test func leastConnectionsPicksTheFewestOpenPlusQueued() {
         var scheduler = readyScheduler(3, bound: 8, policy: .leastConnections)
         scheduler.reportOpen(0, open: 5)
         scheduler.reportOpen(1, open: 1)
@@ -99,7 +98,7 @@ import Testing
         #expect(scheduler.next() == 1)
         scheduler.dispatched(to: 1)
         scheduler.dispatched(to: 1)
-        #expect(scheduler.next() == 2, "slot 1 now has 1 open + 2 unacknowledged")
+        #expect(scheduler.next() == 2, "slot 1 now has 1 open + 2 queued")
     }
 
     @Test func leastConnectionsBreaksTiesByRotation() {
@@ -113,10 +112,10 @@ import Testing
         scheduler.setReady(0, true)
         scheduler.setReady(1, true)
         scheduler.dispatched(to: 0)
-        scheduler.acknowledged(0, count: 1, open: 1)
+        scheduler.received(0, count: 1)
         scheduler.dispatched(to: 1)
-        scheduler.acknowledged(1, count: 1, open: 1)
-        scheduler.dispatched(to: 0)  // open 1 + unacknowledged 1 = the cap
+        scheduler.received(1, count: 1)
+        scheduler.dispatched(to: 0)  // open 1 + queued 1 = the cap
         #expect(scheduler.next() == 1)
         scheduler.dispatched(to: 1)
         #expect(scheduler.next() == nil)
@@ -125,16 +124,32 @@ import Testing
         #expect(scheduler.next() == 1)
     }
 
-    @Test func aWorkerThatRefusedIsFullUntilItsNextReport() {
+    @Test func whatAWorkerReceivesCountsAsOpenUntilItReports() {
+        var scheduler = readyScheduler(1, bound: 8)
+        scheduler.dispatched(to: 0)
+        scheduler.dispatched(to: 0)
+        scheduler.received(0, count: 2)
+        #expect(scheduler.slots[0].queued == 0)
+        #expect(scheduler.slots[0].open == 2)
+        scheduler.reportOpen(0, open: 1)
+        #expect(scheduler.slots[0].open == 1)
+    }
+
+    @Test func aStalledWorkerIsSkippedUntilItReportsOrReceives() {
         var scheduler = readyScheduler(2)
         scheduler.dispatched(to: 0)
         scheduler.dispatched(to: 1)
-        scheduler.refused(0, count: 1)
-        #expect(scheduler.slots[0].unacknowledged == 0)
+        scheduler.takenBack(0, count: 1)
+        scheduler.setStalled(0)
+        #expect(scheduler.slots[0].queued == 0)
         #expect(scheduler.next() == 1)
         scheduler.dispatched(to: 1)
-        #expect(scheduler.next() == 1)  // slot 0 stays out, even when its turn comes
+        #expect(scheduler.next() == 1, "slot 0 stays out, even when its turn comes")
         scheduler.reportOpen(0, open: 3)
         #expect(scheduler.next() == 0)
+        scheduler.setStalled(0)
+        scheduler.dispatched(to: 1)
+        scheduler.received(0, count: 0)
+        #expect(scheduler.next() == 1, "receiving nothing is no sign of life")
     }
 }

@@ -10,7 +10,7 @@ import Testing
         .connections(firstSequence: 1, count: 1),
         .connections(firstSequence: .max - 10, count: 64),
         .ack(sequence: 99, open: 7),
-        .refused(firstSequence: 12, count: 3),
+        .connections(firstSequence: 12, count: 3, reportReceipt: true),
         .heartbeat(open: 3, handled: 1 << 40),
         .drain(deadlineMilliseconds: 30_000),
         .message([]),
@@ -32,8 +32,11 @@ import Testing
 
     @Test func patchingAConnectionsFrameMatchesEncoding() {
         var frame = WireCodec.encode(.connections(firstSequence: 1, count: 1))
-        WireCodec.patchConnections(&frame, firstSequence: 77, count: 3)
+        WireCodec.patchConnections(&frame, firstSequence: 77, count: 3, reportReceipt: false)
         #expect(frame == WireCodec.encode(.connections(firstSequence: 77, count: 3)))
+        WireCodec.patchConnections(&frame, firstSequence: 78, count: 2, reportReceipt: true)
+        #expect(frame == WireCodec.encode(.connections(firstSequence: 78, count: 2, reportReceipt: true)))
+        #expect(frame.count == WireCodec.connectionsFrameSize)
     }
 
     @Test(arguments: 0..<WireCodec.headerSize)
@@ -48,7 +51,7 @@ import Testing
         #expect(throws: WireError.unsupportedVersion(2)) { try WireCodec.decode(frame) }
     }
 
-    @Test(arguments: [0, 9, 200, 255] as [UInt8])
+    @Test(arguments: [0, 8, 9, 200, 255] as [UInt8])
     func unknownTypesAreRejected(_ type: UInt8) {
         var frame = WireCodec.encode(.ready)
         frame[1] = type
@@ -149,9 +152,12 @@ extension WireCodecTests {
         }
     }
 
-    @Test func aRefusalOfNothingIsRejected() {
-        var frame = WireCodec.encode(.refused(firstSequence: 3, count: 1))
-        frame[WireCodec.headerSize] = 0
-        #expect(throws: WireError.badPayloadSize(type: 8, size: 0)) { try WireCodec.decode(frame) }
+    @Test func onlyAConnectionsFrameMayAskForAReceipt() {
+        var frame = WireCodec.encode(.ack(sequence: 3, open: 1))
+        frame[2] = 1
+        #expect(throws: WireError.reservedFlags(1)) { try WireCodec.decode(frame) }
+        var connections = WireCodec.encode(.connections(firstSequence: 3, count: 1))
+        connections[2] = 2
+        #expect(throws: WireError.reservedFlags(2)) { try WireCodec.decode(connections, descriptorCount: 1) }
     }
 }

@@ -35,6 +35,14 @@ ssize_t sb_send_message(int sock, const void *_Nullable buf, size_t len, const i
 ssize_t sb_receive_message(int sock, void *buf, size_t cap, int *fds, int maxfds, int *nfds, int *truncated,
                            int blocking);
 
+/// The bytes waiting in a socket's receive queue (SIOCINQ). For a SOCK_SEQPACKET unix socket: the sum of the
+/// lengths of the messages not yet received. Returns -1 on error.
+int sb_queued_bytes(int sock);
+
+/// Copies the first `cap` bytes of the next message without removing it and without taking its descriptors
+/// (MSG_PEEK|MSG_DONTWAIT, no control buffer). Returns the bytes copied, 0 at end of stream.
+ssize_t sb_peek_message(int sock, void *buf, size_t cap);
+
 /// accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) without the peer address.
 int sb_accept(int listener);
 

@@ -28,7 +28,7 @@ extension Master {
     private func dispatchPending() {
         while !pending.isEmpty {
             var staged = 0
-            while staged < Self.acceptBurst, !pending.isEmpty, let index = scheduler.next() {
+            while staged < Self.acceptBurst, !pending.isEmpty, let index = nextWorker() {
                 slots[index].outbox.append(pending.removeFirst())
                 scheduler.dispatched(to: index)
                 staged += 1
@@ -39,12 +39,12 @@ extension Master {
     }
 
     /// Accepts a burst of connections (up to ``acceptBurst``, while some worker has room), picking a worker for each
-    /// in scheduling order, then sends each worker its share in one message: one `sendmsg`, one wakeup and one
-    /// acknowledgement per worker per burst instead of per connection.
+    /// in scheduling order, then sends each worker its share in one message: one `sendmsg` and one wakeup per worker
+    /// per burst instead of per connection.
     private func acceptLoop() {
         while true {
             var staged = 0
-            accepting: while staged < Self.acceptBurst, let index = scheduler.next() {
+            accepting: while staged < Self.acceptBurst, let index = nextWorker() {
                 let accepted: NonBlocking<CInt>
                 do {
                     accepted = try Syscalls.accept(listener)
@@ -64,9 +64,11 @@ extension Master {
     }
 
     /// Sends every worker the connections staged for it, one message each: the only place connections are sent.
-    /// A worker whose channel would block or fails gives its share back to `pending`, from where `dispatchPending()`
-    /// hands it to the others.
+    /// Once a message is sent the master closes its copies: the connections wait in the worker's queue, held by the
+    /// kernel, until the worker receives them or the master takes them back. A worker whose channel would block or
+    /// fails gives its share back to `pending`, from where `dispatchPending()` hands it to the others.
     private func flushOutboxes() {
+        let now = Syscalls.monotonicNanoseconds()
         for index in slots.indices where !slots[index].outbox.isEmpty {
             let count = slots[index].outbox.count
             guard let channel = slots[index].channel else {
@@ -74,12 +76,21 @@ extension Master {
                 scheduler.setReady(index, false)
                 continue
             }
+            // The frame that fills the queue to its bound asks for a receipt: the acknowledgement is what tells the
+            // master at once that this worker has room again. Below the bound nothing is acknowledged.
+            var reportReceipt = scheduler.slots[index].queued >= scheduler.bound
+            if reportReceipt {
+                refreshQueue(slot: index)
+                reportReceipt = scheduler.slots[index].queued >= scheduler.bound
+            }
             do {
                 switch try channel.sendConnections(
-                    firstSequence: slots[index].inFlight.nextSequence, slots[index].outbox, count: count)
+                    firstSequence: slots[index].queue.nextSequence, slots[index].outbox, count: count,
+                    reportReceipt: reportReceipt)
                 {
                 case .done:
-                    for fd in slots[index].outbox { _ = slots[index].inFlight.push(fd) }
+                    slots[index].queue.sent(count, end: channel.bytesSent, at: now)
+                    for fd in slots[index].outbox { Syscalls.close(fd) }
                     slots[index].outbox.removeAll(keepingCapacity: true)
                     dispatched &+= UInt64(count)
                     connectionMessages &+= 1
@@ -93,6 +104,115 @@ extension Master {
                 detach(slot: index, reason: "channel failed while sending connections: \(error)")
             }
         }
+    }
+
+    /// The worker the next connection goes to. When the scheduler finds none, the queues at their bound may have
+    /// moved since the master last looked: it asks the kernel (one `SIOCINQ` each) and tries once more.
+    private func nextWorker() -> Int? {
+        if let index = scheduler.next() { return index }
+        var moved = false
+        for index in slots.indices where scheduler.slots[index].queued >= scheduler.bound {
+            if refreshQueue(slot: index) > 0 { moved = true }
+        }
+        return moved ? scheduler.next() : nil
+    }
+
+    /// Forgets the frames the worker in `slot` has received, from the bytes still waiting in its queue.
+    /// - Returns: The connections received since the last look.
+    @discardableResult
+    func refreshQueue(slot index: Int) -> Int {
+        guard !slots[index].queue.isEmpty, let channel = slots[index].channel,
+            let queued = slots[index].kept?.queuedBytes()
+        else { return 0 }
+        let received = slots[index].queue.received(sent: channel.bytesSent, queued: queued)
+        if received > 0 { scheduler.received(index, count: received) }
+        return received
+    }
+
+    /// Receives, from the master's copy of the worker's end, every frame the worker in `slot` has not received:
+    /// their connections go to `pending` for other workers. A frame is received by exactly one reader, so each
+    /// connection now belongs to the master or to the worker, never to both. Frames without connections (a drain, a
+    /// message) go back to a live worker's queue, in their order.
+    /// - Parameter live: The worker still runs (its queue accounting stays); false once it was reaped.
+    /// - Returns: The connections taken back.
+    @discardableResult
+    func reclaimQueue(slot index: Int, live: Bool) -> Int {
+        guard let kept = slots[index].kept else { return 0 }
+        var taken = 0
+        var others: [[UInt8]] = []
+        for _ in 0..<4096 {
+            guard
+                case .done(let received)? = try? kept.receive(
+                    into: &receiveBuffer, fds: &receiveDescriptors, blocking: false),
+                received.bytes > 0
+            else { break }
+            if received.truncated {
+                logger.error("out of descriptors while taking connections back: the kernel closed some of them")
+            }
+            let message = try? WireCodec.decode(
+                receiveBuffer[0..<received.bytes], descriptorCount: received.fds,
+                descriptorsDropped: received.truncated)
+            guard case .connections(let first, _, _)? = message else {
+                for position in 0..<received.fds { Syscalls.close(receiveDescriptors[position]) }
+                if live { others.append(Array(receiveBuffer[0..<received.bytes])) }
+                continue
+            }
+            pending.append(contentsOf: receiveDescriptors[0..<received.fds])
+            taken += received.fds
+            if live {
+                // Frames older than this one were received by the worker; this one is the master's again.
+                if first > 1, let older = try? slots[index].queue.received(upTo: first - 1), older > 0 {
+                    scheduler.received(index, count: older)
+                }
+                scheduler.takenBack(index, count: slots[index].queue.takenBack(through: first))
+            }
+        }
+        if live {
+            // The kernel queue is empty now: whatever the ring still lists, the worker received.
+            let rest = slots[index].queue.connections
+            if rest > 0 {
+                slots[index].queue.removeAll()
+                scheduler.received(index, count: rest)
+            }
+        }
+        if let channel = slots[index].channel {
+            for frame in others { _ = try? channel.sendRaw(frame) }
+        }
+        redispatched &+= UInt64(taken)
+        return taken
+    }
+
+    /// Takes back the queues of workers that stopped receiving: a connection waits in a worker's queue at most about
+    /// ``Configuration/stealAfter`` before it is served elsewhere. The worker gets nothing new until it reports again.
+    func stealFromStalledWorkers(now: UInt64) {
+        guard let after = stealAfterNanoseconds else { return }
+        for index in slots.indices where slots[index].isAttached {
+            guard let oldest = slots[index].queue.oldest, oldest.sentAt &+ after <= now else { continue }
+            refreshQueue(slot: index)
+            guard let stale = slots[index].queue.oldest, stale.sentAt &+ after <= now else { continue }
+            let taken = reclaimQueue(slot: index, live: true)
+            if taken > 0 {
+                scheduler.setStalled(index)
+                stolen &+= UInt64(taken)
+                logger.warning(
+                    "worker received nothing for \((now - stale.sentAt) / 1_000_000) ms: \(taken) queued connections go to other workers",
+                    metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
+            }
+        }
+    }
+
+    /// When the next stalled-queue check is due.
+    var nextStealCheck: UInt64? {
+        guard let after = stealAfterNanoseconds else { return nil }
+        var next: UInt64?
+        for slot in slots where slot.isAttached {
+            if let oldest = slot.queue.oldest { next = min(next ?? .max, oldest.sentAt &+ after) }
+        }
+        return next
+    }
+
+    var stealAfterNanoseconds: UInt64? {
+        configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil
     }
 
     /// Moves the connections staged for `slot` (not sent) to `pending` and takes back their scheduling.

@@ -14,7 +14,7 @@ extension Master {
             slots[index].respawnAt = nil
             return index
         }
-        slots.append(WorkerSlot(bound: configuration.maxUnacknowledged))
+        slots.append(WorkerSlot(bound: configuration.maxQueued))
         let index = scheduler.addSlot()
         precondition(index == slots.count - 1)
         return index

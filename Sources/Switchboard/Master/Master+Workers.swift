@@ -9,6 +9,8 @@ extension Master {
     // MARK: starting
 
     /// Starts a worker in `slot`: a socketpair, then `posix_spawn` of the worker executable with its end at fd 3.
+    /// The master keeps a copy of the worker's end (close-on-exec, so no other worker inherits it) until the worker
+    /// is reaped: connections sent but not received stay in that queue, where the master can take them back.
     func spawn(slot index: Int) throws(SwitchboardError) {
         let id = nextWorkerID
         nextWorkerID += 1
@@ -19,7 +21,6 @@ extension Master {
         } catch {
             throw SwitchboardError(.system, "cannot create a worker channel: \(error)")
         }
-        defer { workerEnd.close() }
         var environment = baseEnvironment
         environment.append("SWITCHBOARD_WORKER_ID=\(id)")
         environment.append("SWITCHBOARD_WORKER_SLOT=\(index)")
@@ -42,6 +43,7 @@ extension Master {
                 extra: configuration.mode == .shared ? listener : nil)
         } catch {
             masterEnd.close()
+            workerEnd.close()
             throw SwitchboardError(
                 .system, "cannot start worker '\(configuration.workerExecutable)': \(error.reason)")
         }
@@ -49,6 +51,7 @@ extension Master {
             try Syscalls.epollAdd(epoll, masterEnd.fd, events: sb_EPOLLIN, token: Token.worker(slot: index, id: id))
         } catch {
             masterEnd.close()
+            workerEnd.close()
             Syscalls.kill(pid, SIGKILL)
             throw SwitchboardError(.system, "cannot watch a worker channel: \(error)")
         }
@@ -61,6 +64,7 @@ extension Master {
         slots[index].pid = pid
         slots[index].generation = generation
         slots[index].channel = masterEnd
+        slots[index].kept = workerEnd
         slots[index].phase = .starting
         slots[index].startedAt = now
         slots[index].lastHeartbeat = now
@@ -136,17 +140,6 @@ extension Master {
             replacementReady(slot: index)
         case .ack(let sequence, let open):
             acknowledge(slot: index, upTo: sequence, open: Int(open))
-        case .refused(let first, let count):
-            guard let returned = slots[index].inFlight.takeBack(from: first, count: Int(count)) else {
-                protocolError(slot: index, "refused connections \(first)+\(count) it does not hold")
-                return
-            }
-            scheduler.refused(index, count: returned.count)
-            pending.append(contentsOf: returned)
-            redispatched &+= UInt64(returned.count)
-            logger.warning(
-                "worker is out of descriptors: \(returned.count) connections go to other workers",
-                metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
         case .heartbeat(let open, _):
             slots[index].lastHeartbeat = Syscalls.monotonicNanoseconds()
             scheduler.reportOpen(index, open: Int(open))
@@ -157,10 +150,11 @@ extension Master {
         }
     }
 
+    /// The worker received the frame it was asked to report (the one that filled its queue) and all before it.
     private func acknowledge(slot index: Int, upTo sequence: UInt64, open: Int) {
         do {
-            let removed = try slots[index].inFlight.acknowledge(upTo: sequence) { Syscalls.close($0) }
-            scheduler.acknowledged(index, count: removed, open: open)
+            scheduler.received(index, count: try slots[index].queue.received(upTo: sequence))
+            scheduler.reportOpen(index, open: open)
         } catch {
             protocolError(slot: index, "acknowledged connection \(sequence) it was never sent")
         }
@@ -228,9 +222,10 @@ extension Master {
 
     // MARK: losing a worker
 
-    /// Cuts the master off from the worker in `slot`: kills it (the reap comes later), closes the channel and queues
-    /// every connection it did not acknowledge for another worker. `verdict`: the master decided this worker must go
-    /// (its SIGKILL then does not count as an outside kill).
+    /// Cuts the master off from the worker in `slot`: kills it (the reap comes later) and closes the master's end of
+    /// the channel. The connections still in its queue stay there, held by the kernel, until the reap: then the
+    /// master takes them back (``reclaimQueue(slot:live:)``), when nothing can receive them any more. `verdict`: the
+    /// master decided this worker must go (its SIGKILL then does not count as an outside kill).
     func detach(slot index: Int, reason: String?, kill: Bool = true, verdict: Bool = false) {
         guard slots[index].isAttached else { return }
         if let reason {
@@ -245,48 +240,26 @@ extension Master {
         }
         emit(.disconnect(info(index)))
         if let channel = slots[index].channel {
-            settleQueuedFrames(slot: index, channel: channel)
             Syscalls.epollRemove(epoll, channel.fd)
             channel.close()
         }
         slots[index].channel = nil
         slots[index].phase = .exiting
-        let owed = slots[index].inFlight.removeAll()
+        slots[index].queue.removeAll()
         scheduler.workerExited(index)
-        if !owed.isEmpty {
-            pending.append(contentsOf: owed)
-            redispatched += UInt64(owed.count)
-            logger.info(
-                "re-dispatching \(owed.count) unacknowledged connections",
-                metadata: ["worker.id": "\(slots[index].id)"])
-        }
     }
 
-    /// Reads what a departing worker sent and the master has not read yet: an acknowledgement there means the
-    /// worker took those connections (it may have read their requests before it died), so they are its own and must
-    /// not go to another worker, where the client would wait forever for an answer to bytes nobody has. Refusals hand
-    /// connections back as usual. Everything else is moot now.
-    private func settleQueuedFrames(slot index: Int, channel: DescriptorChannel) {
-        for _ in 0..<1024 {
-            guard
-                case .done(let received)? = try? channel.receive(
-                    into: &receiveBuffer, fds: &receiveDescriptors, blocking: false)
-            else { return }
-            for position in 0..<received.fds { Syscalls.close(receiveDescriptors[position]) }
-            if received.bytes == 0 && received.fds == 0 { return }
-            switch try? WireCodec.decode(receiveBuffer[0..<received.bytes]) {
-            case .ack(let sequence, _):
-                if let removed = try? slots[index].inFlight.acknowledge(upTo: sequence, { Syscalls.close($0) }) {
-                    scheduler.acknowledged(index, count: removed)
-                }
-            case .refused(let first, let count):
-                if let returned = slots[index].inFlight.takeBack(from: first, count: Int(count)) {
-                    scheduler.refused(index, count: returned.count)
-                    pending.append(contentsOf: returned)
-                }
-            default:
-                continue
-            }
+    /// After the reap: takes back every connection the worker never received and closes the master's copy of its
+    /// end.
+    func releaseQueue(slot index: Int) {
+        guard let kept = slots[index].kept else { return }
+        let owed = reclaimQueue(slot: index, live: false)
+        kept.close()
+        slots[index].kept = nil
+        if owed > 0 {
+            logger.info(
+                "re-dispatching \(owed) connections the worker never received",
+                metadata: ["worker.id": "\(slots[index].id)"])
         }
     }
 
@@ -302,6 +275,7 @@ extension Master {
     func reapIfExited(slot index: Int) {
         guard slots[index].hasProcess, let exit = Syscalls.reap(slots[index].pid) else { return }
         detach(slot: index, reason: nil, kill: false)  // reaped: the pid may already be reused
+        releaseQueue(slot: index)
         if let pidfd = slots[index].processDescriptor {
             Syscalls.epollRemove(epoll, pidfd)
             Syscalls.close(pidfd)

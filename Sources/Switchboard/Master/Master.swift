@@ -72,6 +72,8 @@ package final class Master {
     /// Counters for status lines and tests.
     var dispatched: UInt64 = 0
     var redispatched: UInt64 = 0
+    /// Connections taken back from stalled workers' queues (a part of `redispatched`).
+    var stolen: UInt64 = 0
     /// `connections` messages sent: below `dispatched` when bursts went out several connections per message.
     var connectionMessages: UInt64 = 0
 
@@ -88,7 +90,7 @@ package final class Master {
         self.descriptorLimit = Syscalls.raiseDescriptorLimit()
         self.scheduler = Scheduler(
             policy: configuration.mode == .leastConnections ? .leastConnections : .roundRobin,
-            bound: configuration.maxUnacknowledged,
+            bound: configuration.maxQueued,
             capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
         self.restartPolicy = RestartPolicy(settings: configuration.restart)
         do {
@@ -301,6 +303,7 @@ package final class Master {
         if let resume = acceptResumeAt { next = min(next, resume) }
         if case .stopping(let deadline) = state { next = min(next, deadline) }
         if nextHealthCheck > 0 { next = min(next, nextHealthCheck) }
+        if let steal = nextStealCheck { next = min(next, steal) }
         if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
         guard next != .max else { return -1 }
         let now = Syscalls.monotonicNanoseconds()
@@ -320,6 +323,7 @@ package final class Master {
             killAll()
         }
         systemdTick(now: now)
+        stealFromStalledWorkers(now: now)
         if now >= nextHealthCheck {
             reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
             checkHealth(now: now)
@@ -388,12 +392,14 @@ package final class Master {
         for index in slots.indices where slots[index].hasProcess {
             detach(slot: index, reason: nil)
         }
+        for index in slots.indices { releaseQueue(slot: index) }
         let lost = pending.removeAll()
         for fd in lost { Syscalls.close(fd) }
         logger.info(
             "stopped",
             metadata: [
                 "connections.dispatched": "\(dispatched)", "connections.redispatched": "\(redispatched)",
+                "connections.stolen": "\(stolen)",
                 "connections.messages": "\(connectionMessages)",
             ])
     }

@@ -2,8 +2,8 @@
 import Glibc
 #endif
 
-/// The master's view of one worker slot (0..<n): the process filling it now, its channel and its in-flight
-/// connections. Slot numbers are stable; worker ids increase from 1 and are never reused.
+/// The master's view of one worker slot (0..<n): the process filling it now, its channel and the connections
+/// waiting in its queue. Slot numbers are stable; worker ids increase from 1 and are never reused.
 struct WorkerSlot {
     enum Phase: Equatable {
         /// No process; a replacement may be due at `respawnAt`.
@@ -22,10 +22,16 @@ struct WorkerSlot {
     var id = 0
     var pid: pid_t = 0
     var generation = 0
+    /// The master's end of the socketpair: what it sends and receives.
     var channel: DescriptorChannel?
+    /// The master's copy of the worker's end (the worker has it at fd 3). Kept open until the worker is reaped, so
+    /// the connections queued for the worker stay in the kernel and the master can take back what the worker never
+    /// received.
+    var kept: DescriptorChannel?
     /// A pidfd that becomes readable when the process exits (nil where the kernel has none).
     var processDescriptor: CInt?
-    var inFlight: InFlightRing
+    /// The `connections` frames sent that the worker may not have received.
+    var queue: QueuedFrames
     /// Connections picked for this worker during one accept burst, sent together in one message.
     var outbox: [CInt]
     var startedAt: UInt64 = 0
@@ -43,7 +49,7 @@ struct WorkerSlot {
     var retired = false
 
     init(bound: Int) {
-        inFlight = InFlightRing(capacity: bound)
+        queue = QueuedFrames(capacity: bound)
         outbox = []
         outbox.reserveCapacity(Master.acceptBurst)
     }

@@ -1,7 +1,8 @@
-/// Accepted connections waiting for a worker: those a dead worker never acknowledged, and one whose send failed.
+/// Accepted connections waiting for a worker: those taken back from the queue of a worker that died or stalled, and
+/// those whose send would have blocked.
 ///
-/// The master accepts only when some worker has room, so this holds at most the unacknowledged connections of the
-/// workers that died (each bounded), plus one. It grows only on that rare path.
+/// The master accepts only when some worker has room, so this holds at most the queued connections of the workers
+/// that died or stalled (each bounded by ``Configuration/maxQueued``) plus one burst. It grows only on that rare path.
 package struct PendingQueue {
     private var storage: [CInt] = []
     private var head = 0
@@ -17,7 +18,7 @@ package struct PendingQueue {
         storage.append(fd)
     }
 
-    package mutating func append(contentsOf fds: [CInt]) {
+    package mutating func append(contentsOf fds: some Collection<CInt>) {
         storage.append(contentsOf: fds)
     }
 

@@ -1,10 +1,10 @@
 /// Chooses the worker slot for each accepted connection. A plain value that does no I/O.
 ///
-/// Slots are numbered 0..<n. A slot is eligible when it is ready, not blocked (its channel would block), not full
-/// (it refused connections for lack of descriptors, until its next report), below the bound of unacknowledged
-/// connections and below its connection cap (open plus unacknowledged). Round-robin rotates strictly over eligible slots: a slot that is skipped
-/// keeps its place in the rotation. Least-connections picks the eligible slot with the fewest open plus unacknowledged
-/// connections, rotation breaking ties.
+/// Slots are numbered 0..<n. A slot is eligible when it is ready, not blocked (its channel would block), not stalled
+/// (the master took its queue back because it stopped receiving, until it reports again), below the bound of queued
+/// connections (sent, not yet received) and below its connection cap (open plus queued). Round-robin rotates strictly
+/// over eligible slots: a slot that is skipped keeps its place in the rotation. Least-connections picks the eligible
+/// slot with the fewest open plus queued connections, rotation breaking ties.
 package struct Scheduler {
     package enum Policy: Sendable {
         case roundRobin
@@ -14,14 +14,16 @@ package struct Scheduler {
     package struct Slot: Equatable {
         package var ready = false
         package var blocked = false
-        package var unacknowledged = 0
+        /// Connections sent that the worker may not have received yet.
+        package var queued = 0
+        /// Connections the worker holds: its last report plus what it received since.
         package var open = 0
-        package var full = false
+        package var stalled = false
     }
 
     package let policy: Policy
     package let bound: Int
-    /// The most connections (open plus unacknowledged) a worker may hold; `Int.max` for no cap.
+    /// The most connections (open plus queued) a worker may hold; `Int.max` for no cap.
     package let capacity: Int
     package private(set) var slots: [Slot] = []
     private var cursor = 0
@@ -42,8 +44,7 @@ package struct Scheduler {
     }
 
     private func eligible(_ slot: Slot) -> Bool {
-        slot.ready && !slot.blocked && !slot.full && slot.unacknowledged < bound
-            && slot.open + slot.unacknowledged < capacity
+        slot.ready && !slot.blocked && !slot.stalled && slot.queued < bound && slot.open + slot.queued < capacity
     }
 
     /// Whether any slot can take a connection now.
@@ -70,7 +71,7 @@ package struct Scheduler {
                 let index = (cursor + step) % count
                 let slot = slots[index]
                 guard eligible(slot) else { continue }
-                let load = slot.open + slot.unacknowledged
+                let load = slot.open + slot.queued
                 if load < bestLoad {
                     best = index
                     bestLoad = load
@@ -82,35 +83,41 @@ package struct Scheduler {
 
     /// Records a connection sent to `slot`; the rotation moves past it.
     package mutating func dispatched(to slot: Int) {
-        slots[slot].unacknowledged += 1
+        slots[slot].queued += 1
         cursor = (slot + 1) % slots.count
     }
 
     /// Takes back `count` connections recorded with ``dispatched(to:)`` that were never sent after all.
     package mutating func undispatched(_ slot: Int, count: Int) {
-        precondition(count <= slots[slot].unacknowledged, "took back more than was recorded")
-        slots[slot].unacknowledged -= count
+        precondition(count <= slots[slot].queued, "took back more than was recorded")
+        slots[slot].queued -= count
     }
 
-    /// Records that `slot` acknowledged `count` connections and reports `open` connections.
-    package mutating func acknowledged(_ slot: Int, count: Int, open: Int? = nil) {
-        precondition(count <= slots[slot].unacknowledged, "acknowledged more than was sent")
-        slots[slot].unacknowledged -= count
-        if let open { slots[slot].open = open }
+    /// Records that `slot` received `count` queued connections: they count as open until its next report.
+    /// A worker that receives is no longer stalled.
+    package mutating func received(_ slot: Int, count: Int) {
+        precondition(count <= slots[slot].queued, "received more than was sent")
+        slots[slot].queued -= count
+        slots[slot].open += count
+        if count > 0 { slots[slot].stalled = false }
     }
 
-    /// Updates the open-connection count a worker reported in a heartbeat; a full worker may take work again.
+    /// Records that the master took `count` queued connections back from `slot` (they go to other workers).
+    package mutating func takenBack(_ slot: Int, count: Int) {
+        precondition(count <= slots[slot].queued, "took back more than was queued")
+        slots[slot].queued -= count
+    }
+
+    /// Updates the open-connection count a worker reported (heartbeat or acknowledgement); a stalled worker that
+    /// reports is live again.
     package mutating func reportOpen(_ slot: Int, open: Int) {
         slots[slot].open = open
-        slots[slot].full = false
+        slots[slot].stalled = false
     }
 
-    /// Records that `slot` refused `count` unacknowledged connections (they go elsewhere) and is full until its next
-    /// report.
-    package mutating func refused(_ slot: Int, count: Int) {
-        precondition(count <= slots[slot].unacknowledged, "refused more than was sent")
-        slots[slot].unacknowledged -= count
-        slots[slot].full = true
+    /// Takes `slot` out of the rotation until it reports again: it stopped receiving and its queue was taken back.
+    package mutating func setStalled(_ slot: Int) {
+        slots[slot].stalled = true
     }
 
     package mutating func setReady(_ slot: Int, _ ready: Bool) {
@@ -121,12 +128,8 @@ package struct Scheduler {
         slots[slot].blocked = blocked
     }
 
-    /// The worker in `slot` is gone; returns how many connections it owed an acknowledgement for.
-    /// The slot stays (not ready) for a replacement.
-    @discardableResult
-    package mutating func workerExited(_ slot: Int) -> Int {
-        let owed = slots[slot].unacknowledged
+    /// The worker in `slot` is gone; the slot stays (not ready) for a replacement.
+    package mutating func workerExited(_ slot: Int) {
         slots[slot] = Slot()
-        return owed
     }
 }

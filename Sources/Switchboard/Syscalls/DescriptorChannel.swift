@@ -5,6 +5,9 @@ import CSwitchboardLinux
 /// Not thread-safe for receiving; sends are single `sendmsg` calls, which the kernel keeps whole.
 package final class DescriptorChannel {
     package let fd: CInt
+    /// Bytes of every frame sent through this end so far: with the peer's ``queuedBytes()`` it tells how much of
+    /// what was sent the peer has received.
+    package private(set) var bytesSent: UInt64 = 0
     /// Scratch frame for `connections` messages, so the hot path never allocates.
     private var connectionFrame: [UInt8]
 
@@ -20,12 +23,15 @@ package final class DescriptorChannel {
     }
 
     /// Sends the first `count` descriptors of `connections` in one message, numbered from `firstSequence`
-    /// (non-blocking; `count` is at most ``WireCodec/maxDescriptors``). The caller keeps its copies.
-    package func sendConnections(firstSequence: UInt64, _ connections: [CInt], count: Int) throws(SystemCallError)
-        -> NonBlocking<Void>
-    {
+    /// (non-blocking; `count` is at most ``WireCodec/maxDescriptors``). The caller keeps its copies: once this
+    /// returns `.done` the kernel holds the connections in the peer's queue, so the caller may close them.
+    /// `reportReceipt` asks the peer to acknowledge the frame when it receives it.
+    package func sendConnections(
+        firstSequence: UInt64, _ connections: [CInt], count: Int, reportReceipt: Bool = false
+    ) throws(SystemCallError) -> NonBlocking<Void> {
         precondition(count >= 1 && count <= min(connections.count, WireCodec.maxDescriptors))
-        WireCodec.patchConnections(&connectionFrame, firstSequence: firstSequence, count: count)
+        WireCodec.patchConnections(
+            &connectionFrame, firstSequence: firstSequence, count: count, reportReceipt: reportReceipt)
         let result = unsafe connectionFrame.withUnsafeBytes { bytes in
             unsafe connections.withUnsafeBufferPointer { fds in
                 Result { () throws(SystemCallError) in
@@ -33,7 +39,9 @@ package final class DescriptorChannel {
                 }
             }
         }
-        return try result.get()
+        let sent = try result.get()
+        if case .done = sent { bytesSent &+= UInt64(connectionFrame.count) }
+        return sent
     }
 
     /// Sends a message without descriptors.
@@ -46,7 +54,9 @@ package final class DescriptorChannel {
                     fd, bytes: bytes, fds: UnsafeBufferPointer(start: nil, count: 0), blocking: blocking)
             }
         }
-        return try result.get()
+        let sent = try result.get()
+        if case .done = sent { bytesSent &+= UInt64(frame.count) }
+        return sent
     }
 
     /// Sends raw bytes as one frame (tests use it to send malformed frames).
@@ -56,7 +66,9 @@ package final class DescriptorChannel {
                 Result { () throws(SystemCallError) in try unsafe Syscalls.send(fd, bytes: bytes, fds: fds, blocking: true) }
             }
         }
-        return try result.get()
+        let sent = try result.get()
+        if case .done = sent { bytesSent &+= UInt64(frame.count) }
+        return sent
     }
 
     /// Receives one frame into `buffer` (which must hold ``WireCodec/maxFrame`` bytes) and its descriptors into `fds`.
@@ -75,6 +87,21 @@ package final class DescriptorChannel {
             }
         }
         return try result.get()
+    }
+
+    /// Copies the start of the next frame waiting at this end (up to `buffer.count` bytes) without receiving it:
+    /// its descriptors stay queued.
+    /// - Returns: The bytes copied; `.done(0)` when the peer closed its end.
+    package func peek(into buffer: inout [UInt8]) throws(SystemCallError) -> NonBlocking<Int> {
+        let result = unsafe buffer.withUnsafeMutableBytes { raw in
+            Result { () throws(SystemCallError) in try unsafe Syscalls.peek(fd, into: raw) }
+        }
+        return try result.get()
+    }
+
+    /// The bytes of the frames waiting at this end, not yet received, or nil when the kernel would not say.
+    package func queuedBytes() -> Int? {
+        Syscalls.queuedBytes(fd)
     }
 
     package func close() {

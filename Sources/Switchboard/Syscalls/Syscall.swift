@@ -103,6 +103,36 @@ package enum Syscalls {
         }
     }
 
+    /// Sleeps the calling thread.
+    package static func sleep(milliseconds: Int) {
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var remaining = timespec()
+        while unsafe nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+
+    /// The bytes waiting in `socket`'s receive queue (`SIOCINQ`), or nil when the call failed.
+    package static func queuedBytes(_ socket: CInt) -> Int? {
+        let bytes = sb_queued_bytes(socket)
+        return bytes >= 0 ? Int(bytes) : nil
+    }
+
+    /// Copies the start of the next message into `buffer` without removing it or taking its descriptors.
+    /// - Returns: The bytes copied; `.done(0)` at end of stream.
+    package static func peek(_ socket: CInt, into buffer: UnsafeMutableRawBufferPointer) throws(SystemCallError)
+        -> NonBlocking<Int>
+    {
+        while true {
+            let peeked = unsafe sb_peek_message(socket, buffer.baseAddress!, buffer.count)
+            if peeked >= 0 { return .done(peeked) }
+            let code = errno
+            switch code {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default: throw SystemCallError(call: "recvmsg", code: code)
+            }
+        }
+    }
+
     package static func listenTCP(
         host: String,
         port: Int,

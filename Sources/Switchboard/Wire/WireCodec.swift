@@ -8,6 +8,11 @@ public enum WireCodec {
     public static let maxPayload = 64 * 1024
     /// The most descriptors one `connections` frame may carry.
     public static let maxDescriptors = 64
+    /// The header flag of a `connections` frame that asks the worker to acknowledge it on receipt; no other flag
+    /// and no other message type carries flags.
+    static let reportReceiptFlag: UInt16 = 1
+    /// The size of a `connections` frame: what one takes of a worker's queue (`SIOCINQ` counts frame bytes).
+    public static let connectionsFrameSize = headerSize + 4
     /// The largest frame in bytes.
     public static var maxFrame: Int { headerSize + maxPayload }
 
@@ -19,17 +24,16 @@ public enum WireCodec {
         case heartbeat = 5
         case drain = 6
         case message = 7
-        case refused = 8
     }
 
     /// Encodes `message` into a new frame.
     public static func encode(_ message: WireMessage) -> [UInt8] {
         var frame: [UInt8] = []
         frame.reserveCapacity(headerSize + 16)
-        func header(_ type: MessageType, length: Int, sequence: UInt64 = 0) {
+        func header(_ type: MessageType, length: Int, sequence: UInt64 = 0, flags: UInt16 = 0) {
             frame.append(version)
             frame.append(type.rawValue)
-            append16(0, to: &frame)
+            append16(flags, to: &frame)
             append32(UInt32(length), to: &frame)
             append64(sequence, to: &frame)
         }
@@ -39,15 +43,12 @@ public enum WireCodec {
             append32(UInt32(bitPattern: pid), to: &frame)
         case .ready:
             header(.ready, length: 0)
-        case .connections(let first, let count):
-            header(.connections, length: 4, sequence: first)
+        case .connections(let first, let count, let report):
+            header(.connections, length: 4, sequence: first, flags: report ? reportReceiptFlag : 0)
             append32(UInt32(count), to: &frame)
         case .ack(let sequence, let open):
             header(.ack, length: 4, sequence: sequence)
             append32(open, to: &frame)
-        case .refused(let first, let count):
-            header(.refused, length: 4, sequence: first)
-            append32(count, to: &frame)
         case .heartbeat(let open, let handled):
             header(.heartbeat, length: 12)
             append32(open, to: &frame)
@@ -81,7 +82,7 @@ public enum WireCodec {
         let rawType = frame[base + 1]
         guard let type = MessageType(rawValue: rawType) else { throw .unknownType(rawType) }
         let flags = read16(frame, at: base + 2)
-        guard flags == 0 else { throw .reservedFlags(flags) }
+        guard flags == 0 || (type == .connections && flags == reportReceiptFlag) else { throw .reservedFlags(flags) }
         let length = Int(read32(frame, at: base + 4))
         let sequence = read64(frame, at: base + 8)
         guard length <= maxPayload else { throw .payloadTooLarge(length) }
@@ -108,17 +109,10 @@ public enum WireCodec {
             guard count == descriptorCount || (descriptorsDropped && descriptorCount < count) else {
                 throw .descriptorCountMismatch(declared: count, actual: descriptorCount)
             }
-            return .connections(firstSequence: sequence, count: count)
+            return .connections(firstSequence: sequence, count: count, reportReceipt: flags == reportReceiptFlag)
         case .ack:
             try expect(4)
             return .ack(sequence: sequence, open: read32(frame, at: payload))
-        case .refused:
-            try expect(4)
-            let count = read32(frame, at: payload)
-            guard count >= 1, count <= maxDescriptors, sequence >= 1 else {
-                throw .badPayloadSize(type: rawType, size: Int(count))
-            }
-            return .refused(firstSequence: sequence, count: count)
         case .heartbeat:
             try expect(12)
             return .heartbeat(open: read32(frame, at: payload), handled: read64(frame, at: payload + 4))
@@ -171,7 +165,8 @@ public enum WireCodec {
 
 extension WireCodec {
     /// Rewrites the sequence and count of an encoded `connections` frame in place (no allocation).
-    static func patchConnections(_ frame: inout [UInt8], firstSequence: UInt64, count: Int) {
+    static func patchConnections(_ frame: inout [UInt8], firstSequence: UInt64, count: Int, reportReceipt: Bool) {
+        frame[2] = reportReceipt ? UInt8(reportReceiptFlag) : 0
         for offset in 0..<8 { frame[8 + offset] = UInt8(truncatingIfNeeded: firstSequence >> (8 * offset)) }
         let count = UInt32(count)
         for offset in 0..<4 { frame[headerSize + offset] = UInt8(truncatingIfNeeded: count >> (8 * offset)) }

@@ -7,15 +7,13 @@ public enum WireMessage: Equatable, Sendable {
     case hello(pid: Int32)
     /// Worker → master: the worker serves; the master may dispatch to it.
     case ready
-    /// Master → worker: `count` connections, numbered from `firstSequence`, one descriptor each.
-    case connections(firstSequence: UInt64, count: Int)
+    /// Master → worker: `count` connections, numbered from `firstSequence`, one descriptor each. Until the worker
+    /// receives the frame the connections sit in its queue, held by the kernel, and the master may take them back.
+    /// `reportReceipt`: the worker answers with ``ack(sequence:open:)`` on receipt (the master sets it on the frame
+    /// that fills a worker's queue to its bound, so it learns at once when there is room again).
+    case connections(firstSequence: UInt64, count: Int, reportReceipt: Bool = false)
     /// Worker → master: every connection up to and including `sequence` was received; `open` connections are open.
     case ack(sequence: UInt64, open: UInt32)
-    /// Worker → master: the `count` connections numbered from `firstSequence` never arrived (the worker was out of
-    /// descriptors, so the kernel dropped them from its message). The master still holds them and serves them
-    /// elsewhere; the worker is full until its next heartbeat. Sent right after an ``ack(sequence:open:)`` of
-    /// `firstSequence - 1`.
-    case refused(firstSequence: UInt64, count: UInt32)
     /// Worker → master, from the worker's event loop: it is alive; `open` connections, `handled` in total.
     case heartbeat(open: UInt32, handled: UInt64)
     /// Master → worker: stop taking work, finish what is in flight, exit within `deadlineMilliseconds`.
@@ -25,7 +23,7 @@ public enum WireMessage: Equatable, Sendable {
 
     /// The number of descriptors that travel with this message.
     public var descriptorCount: Int {
-        if case .connections(_, let count) = self { return count }
+        if case .connections(_, let count, _) = self { return count }
         return 0
     }
 }

@@ -5,11 +5,11 @@ import Synchronization
 import Glibc
 #endif
 
-/// The worker side of the channel to the master (fd 3): hello, ready, acknowledgements, heartbeats, drain.
+/// The worker side of the channel to the master (fd 3): hello, ready, connections, heartbeats, drain.
 ///
 /// A worker process calls ``current(logger:)``; when it returns a runtime, the process was started by a Switchboard master.
-/// Call ``run(openConnections:_:)`` on a thread of its own: it blocks, receiving connections in batches, acknowledging
-/// each batch before handing it on, so the master can close its copies.
+/// Call ``run(openConnections:_:)`` on a thread of its own: it blocks, receiving connections in batches and handing
+/// each batch on. A connection received is the worker's alone: the master closed its copy when it sent it.
 public final class WorkerRuntime: @unchecked Sendable {
     // @unchecked: `channel` is only received from on the thread inside run(); sends are single sendmsg calls, which
     // the kernel keeps whole, so any thread may send. The other stored properties are immutable.
@@ -196,66 +196,104 @@ public final class WorkerRuntime: @unchecked Sendable {
 
     /// Receives from the master until it is gone, calling `handler` for each event. Blocks the calling thread.
     ///
-    /// Connections that arrive together are acknowledged in one message before `handler` sees them, so nothing has
-    /// been read from a connection the master still considers its own.
+    /// A connection received is this worker's: the master closed its copy when it sent it. A connection that was
+    /// sent but not received yet still waits in this worker's queue, where the master may take it back (this worker
+    /// stopped receiving for ``Configuration/stealAfter``, or exited). The runtime never receives more connections
+    /// than ``maxConnections`` leaves room for: a frame that would not fit waits in the queue.
     /// - Parameters:
-    ///   - openConnections: Reports the open connections for acknowledgements.
+    ///   - openConnections: Reports the connections this worker holds open.
     ///   - handler: Called on this thread for every event; after ``Event/masterGone`` `run` returns.
     public func run(openConnections: () -> Int, _ handler: (Event) -> Void) {
         var receiver = Receiver()
-        while receiver.receive(from: self, blocking: true, openConnections: openConnections, handler) {}
+        while true {
+            switch receiver.receive(from: self, blocking: true, openConnections: openConnections, handler) {
+            case .gone: return
+            case .received: continue
+            case .waitingForRoom: Syscalls.sleep(milliseconds: 10)  // until a connection closes
+            }
+        }
     }
 
     /// For a worker with an event loop of its own: receives whatever the master has sent, without blocking, and
     /// calls `handler` for each event, as ``run(openConnections:_:)`` does. Call it when the channel is
     /// readable (``descriptor``; watch it level-triggered). Do not call it from `handler`.
+    ///
+    /// When the next frame brings more connections than ``maxConnections`` leaves room for, it stays queued and
+    /// ``isWaitingForRoom`` turns true: stop watching ``descriptor`` (it stays readable) and call this again once a
+    /// connection closed.
     /// - Returns: false once the master is gone (after `handler` saw ``Event/masterGone``).
     public func receiveAvailable(openConnections: () -> Int, _ handler: (Event) -> Void) -> Bool {
         receiver.withLock { receiver in
-            receiver.receive(from: self, blocking: false, openConnections: openConnections, handler)
+            let outcome = receiver.receive(from: self, blocking: false, openConnections: openConnections, handler)
+            receiver.waitingForRoom = outcome == .waitingForRoom
+            return outcome != .gone
         }
+    }
+
+    /// Whether the last ``receiveAvailable(openConnections:_:)`` left a frame queued for lack of room.
+    public var isWaitingForRoom: Bool {
+        receiver.withLock { $0.waitingForRoom }
     }
 
     private let receiver = Mutex(Receiver())
 
     /// Receive buffers, kept between calls so receiving allocates nothing.
     struct Receiver: ~Copyable {
+        enum Outcome: Equatable {
+            case received
+            case waitingForRoom
+            case gone
+        }
+
         var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
         var descriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
+        var header = [UInt8](repeating: 0, count: WireCodec.connectionsFrameSize)
         var batch: [CInt] = []
         var later: [Event] = []
-        /// The sequence this receive already acknowledged (before a refusal).
-        var acknowledged: UInt64 = 0
-        /// How often connections were handed back for lack of descriptors.
-        var refusals = 0
+        var waitingForRoom = false
+        /// Connections the kernel closed because this process had no descriptor left for them.
+        var lost = 0
 
         init() {
             batch.reserveCapacity(256)
         }
 
-        /// Receives every message that is waiting (blocking for the first one if asked), acknowledges the
-        /// connections among them in one message, then hands the events on.
-        /// - Returns: false when the master is gone.
+        /// Receives every message that is waiting (blocking for the first one if asked) while the connections fit,
+        /// acknowledges a frame that asked for it, then hands the events on.
         mutating func receive(
             from runtime: WorkerRuntime, blocking: Bool, openConnections: () -> Int, _ handler: (Event) -> Void
-        ) -> Bool {
+        ) -> Outcome {
             var blocking = blocking
-            var gone = false
-            var lastSequence: UInt64 = 0
-            acknowledged = 0
+            var outcome = Outcome.received
+            var report: UInt64?
             receiving: while batch.count < 256 {
+                let room = runtime.maxConnections - openConnections() - batch.count
+                if room < WireCodec.maxDescriptors, let waiting = nextConnectionCount(runtime), waiting > room {
+                    // Received, they would not fit: leave the frame in the kernel's queue, from where the master
+                    // serves it elsewhere if this worker has no room soon enough.
+                    outcome = .waitingForRoom
+                    break receiving
+                }
+                if room < WireCodec.maxDescriptors && blocking {
+                    // A blocking receive could take a frame too large for the room left: look first, each time.
+                    blocking = false
+                    if case .wouldBlock? = try? runtime.channel.peek(into: &header) {
+                        outcome = .waitingForRoom
+                        break receiving
+                    }
+                }
                 let result: NonBlocking<(bytes: Int, fds: Int, truncated: Bool)>
                 do {
                     result = try runtime.channel.receive(into: &buffer, fds: &descriptors, blocking: blocking)
                 } catch {
                     runtime.logger.error("channel to the master failed: \(error)")
-                    gone = true
+                    outcome = .gone
                     break receiving
                 }
                 guard case .done(let received) = result else { break receiving }
                 blocking = false
                 if received.bytes == 0 && received.fds == 0 && !received.truncated {
-                    gone = true
+                    outcome = .gone
                     break receiving
                 }
                 let message: WireMessage
@@ -266,31 +304,30 @@ public final class WorkerRuntime: @unchecked Sendable {
                 } catch {
                     for index in 0..<received.fds { Syscalls.close(descriptors[index]) }
                     runtime.logger.error("malformed frame from the master: \(error)")
-                    gone = true
+                    outcome = .gone
                     break receiving
                 }
                 switch message {
-                case .connections(let first, let count):
-                    let arrived = received.fds
-                    batch.append(contentsOf: descriptors[0..<arrived])
-                    if arrived > 0 { lastSequence = first &+ UInt64(arrived) &- 1 }
-                    if arrived < count {
-                        // Out of descriptors: the kernel dropped the rest, but the master still holds them. Settle
-                        // what arrived, then hand the rest back; this worker counts as full until its heartbeat.
-                        refuse(from: runtime, acknowledging: first &+ UInt64(arrived) &- 1, first: first &+ UInt64(arrived),
-                               count: count - arrived, openConnections: openConnections)
+                case .connections(let first, let count, let reportReceipt):
+                    batch.append(contentsOf: descriptors[0..<received.fds])
+                    if reportReceipt { report = first &+ UInt64(count) &- 1 }
+                    if received.fds < count {
+                        lost &+= count - received.fds
+                        runtime.logger.error(
+                            "out of descriptors: the kernel closed \(count - received.fds) connections passed to this worker (\(lost) so far)"
+                        )
                     }
                 case .drain(let milliseconds):
                     later.append(.drain(deadline: .milliseconds(Int64(milliseconds))))
                 case .message(let bytes):
                     later.append(.message(bytes))
-                case .hello, .ready, .ack, .heartbeat, .refused:
+                case .hello, .ready, .ack, .heartbeat:
                     runtime.logger.warning("ignoring a worker-only message from the master")
                 }
             }
-            if lastSequence > acknowledged {
+            if let report {
                 let open = openConnections() + batch.count
-                _ = try? runtime.channel.send(.ack(sequence: lastSequence, open: UInt32(clamping: open)), blocking: true)
+                _ = try? runtime.channel.send(.ack(sequence: report, open: UInt32(clamping: open)), blocking: true)
             }
             if !batch.isEmpty {
                 handler(.connections(batch))
@@ -298,28 +335,19 @@ public final class WorkerRuntime: @unchecked Sendable {
             }
             for event in later { handler(event) }
             later.removeAll(keepingCapacity: true)
-            if gone {
-                handler(.masterGone)
-                return false
-            }
-            return true
+            if outcome == .gone { handler(.masterGone) }
+            return outcome
         }
 
-        /// Acknowledges everything up to `sequence`, then tells the master that `count` connections from `first` did
-        /// not arrive.
-        private mutating func refuse(
-            from runtime: WorkerRuntime, acknowledging sequence: UInt64, first: UInt64, count: Int,
-            openConnections: () -> Int
-        ) {
-            let open = UInt32(clamping: openConnections() + batch.count)
-            _ = try? runtime.channel.send(.ack(sequence: sequence, open: open), blocking: true)
-            acknowledged = sequence
-            _ = try? runtime.channel.send(.refused(firstSequence: first, count: UInt32(count)), blocking: true)
-            refusals &+= 1
-            if refusals == 1 || refusals % 1000 == 0 {
-                runtime.logger.warning(
-                    "out of descriptors: handed \(count) connections back to the master (\(refusals) times so far)")
-            }
+        /// The connection count of the next frame waiting, without receiving it; nil when the next frame carries
+        /// no connections or nothing waits.
+        private mutating func nextConnectionCount(_ runtime: WorkerRuntime) -> Int? {
+            guard case .done(let bytes)? = try? runtime.channel.peek(into: &header),
+                bytes == WireCodec.connectionsFrameSize, header[1] == WireCodec.MessageType.connections.rawValue
+            else { return nil }
+            let base = WireCodec.headerSize
+            return Int(header[base]) | Int(header[base + 1]) << 8 | Int(header[base + 2]) << 16
+                | Int(header[base + 3]) << 24
         }
     }
 }

@@ -39,7 +39,7 @@ import Testing
         init(initializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)? = nil) throws {
             let (master, worker) = try DescriptorChannel.pair()
             masterEnd = master
-            let runtime = WorkerRuntime(id: 1, slot: 0, masterPID: getpid(), fd: worker.fd, logger: Logger(label: "test"))
+            let runtime = WorkerRuntime(id: 1, slot: 0, masterPID: getpid(), channel: worker, logger: Logger(label: "test"))
             server = SwitchboardWorkerServer(runtime: runtime, group: group, childChannelInitializer: initializer ?? { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()

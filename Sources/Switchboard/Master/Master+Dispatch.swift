@@ -13,7 +13,7 @@ extension Master {
     /// The hot path: no allocation, no logging, no locks per connection.
     func pump() {
         dispatchPending()
-        if configuration.mode.passesDescriptors && pending.isEmpty && listener >= 0 && state == .running
+        if configuration.mode.passesDescriptors && pending.isEmpty && listener >= 0 && machine.state == .running
             && acceptResumeAt == nil
         {
             acceptLoop()
@@ -101,7 +101,7 @@ extension Master {
                 }
             } catch {
                 giveBack(slot: index)
-                detach(slot: index, reason: "channel failed while sending connections: \(error)")
+                channelFailed(slot: index, "channel failed while sending connections: \(error)")
             }
         }
     }
@@ -186,7 +186,7 @@ extension Master {
     /// ``Configuration/stealAfter`` before it is served elsewhere. The worker gets nothing new until it reports again.
     func stealFromStalledWorkers(now: UInt64) {
         guard let after = stealAfterNanoseconds else { return }
-        for index in slots.indices where slots[index].isAttached {
+        for index in slots.indices where worker(index).isAttached {
             guard let oldest = slots[index].queue.oldest, oldest.sentAt &+ after <= now else { continue }
             refreshQueue(slot: index)
             guard let stale = slots[index].queue.oldest, stale.sentAt &+ after <= now else { continue }
@@ -196,7 +196,7 @@ extension Master {
                 stolen &+= UInt64(taken)
                 logger.warning(
                     "worker received nothing for \((now - stale.sentAt) / 1_000_000) ms: \(taken) queued connections go to other workers",
-                    metadata: ["worker.id": "\(slots[index].id)", "worker.pid": "\(slots[index].pid)"])
+                    metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"])
             }
         }
     }
@@ -205,7 +205,7 @@ extension Master {
     var nextStealCheck: UInt64? {
         guard let after = stealAfterNanoseconds else { return nil }
         var next: UInt64?
-        for slot in slots where slot.isAttached {
+        for (index, slot) in slots.enumerated() where worker(index).isAttached {
             if let oldest = slot.queue.oldest { next = min(next ?? .max, oldest.sentAt &+ after) }
         }
         return next
@@ -243,14 +243,14 @@ extension Master {
         slots[index].watchingWritable = on
         let events = on ? sb_EPOLLIN | sb_EPOLLOUT : sb_EPOLLIN
         try? Syscalls.epollModify(
-            epoll, channel.fd, events: events, token: Token.worker(slot: index, id: slots[index].id))
+            epoll, channel.fd, events: events, token: Token.worker(slot: index, id: worker(index).id))
     }
 
     /// Watches the listener only while a connection could be handed on: when every worker is at its bound the kernel
     /// backlog holds new connections (backpressure) instead of the master.
     func updateListenerInterest() {
         let wanted =
-            configuration.mode.passesDescriptors && listener >= 0 && state == .running && pending.isEmpty && acceptResumeAt == nil && scheduler.hasCapacity
+            configuration.mode.passesDescriptors && listener >= 0 && machine.state == .running && pending.isEmpty && acceptResumeAt == nil && scheduler.hasCapacity
         guard wanted != listenerWatched else { return }
         if wanted {
             do {

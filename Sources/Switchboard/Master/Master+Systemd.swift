@@ -64,8 +64,7 @@ extension Master {
     /// The STATUS= text: ready/total workers, connections dispatched, the last notable event.
     func statusText(_ event: String? = nil) -> String {
         if let event { systemd.lastEvent = event }
-        let ready = slots.filter { $0.phase == .ready }.count
-        return "\(ready)/\(targetWorkers) workers ready, \(dispatched) connections dispatched; \(systemd.lastEvent)"
+        return "\(machine.readyCount)/\(machine.target) workers ready, \(dispatched) connections dispatched; \(systemd.lastEvent)"
     }
 
     func notifySystemd(_ assignments: String, event: String) {
@@ -79,7 +78,7 @@ extension Master {
 
     func notifyReloading() {
         let usec = Syscalls.monotonicNanoseconds() / 1000
-        notifySystemd("RELOADING=1\nMONOTONIC_USEC=\(usec)", event: "rolling reload to generation \(generation)")
+        notifySystemd("RELOADING=1\nMONOTONIC_USEC=\(usec)", event: "rolling reload to generation \(machine.generation)")
     }
 
     func notifyStopping() {
@@ -98,9 +97,9 @@ extension Master {
             period = min(period, watchdogPeriod)
             pingWatchdog(now: now)
         }
-        if case .stopping(let deadline) = state {
+        if case .stopping(let deadline) = machine.state {
             period = min(period, 1_000_000_000)
-            let marker = slots.filter(\.hasProcess).count + scheduler.slots.reduce(0) { $0 + $1.open }
+            let marker = machine.workers.filter(\.hasProcess).count + scheduler.slots.reduce(0) { $0 + $1.open }
             if marker < systemd.drainMarker && deadline > now {
                 // The drain still makes progress: ask systemd to wait until our own deadline (plus a margin).
                 Systemd.notify("EXTEND_TIMEOUT_USEC=\((deadline - now) / 1000 + 5_000_000)")
@@ -113,11 +112,10 @@ extension Master {
     }
 
     private func pingWatchdog(now: UInt64) {
-        let workers = slots.indices.filter { slots[$0].isAttached }.map { index in
+        let workers = machine.workers.filter(\.isAttached).map { worker in
             WatchdogPolicy.Worker(
-                id: slots[index].id, pid: slots[index].pid,
-                serving: slots[index].phase == .ready || slots[index].phase == .draining,
-                lastHeartbeat: slots[index].lastHeartbeat)
+                id: worker.id, pid: worker.pid, serving: worker.phase == .ready || worker.phase == .draining,
+                lastHeartbeat: worker.lastHeartbeat)
         }
         switch systemd.watchdog.verdict(now: now, workers: workers) {
         case .ping:

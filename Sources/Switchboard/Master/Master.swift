@@ -27,17 +27,14 @@ package final class Master {
         }
     }
 
-    enum RunState: Equatable {
-        case running
-        case stopping(deadline: UInt64)
-        case finished(exitCode: Int32)
-    }
-
     let configuration: Configuration
     var logger: Logger
-    let epoll: CInt
+    private let epollSet: Descriptor
+    /// The signalfd, if the master handles signals (not when the embedding program does).
+    private let signalSet: Descriptor
+    var epoll: CInt { epollSet.raw }
     /// The signalfd, or -1 when the embedding program handles signals itself.
-    let signals: CInt
+    var signals: CInt { signalSet.raw }
     /// Commands from other threads (``Supervisor``'s methods) and the eventfd that wakes the loop for them.
     package let control: MasterControl
     /// Where lifecycle events go (``Supervisor/events``).
@@ -45,23 +42,19 @@ package final class Master {
     var listener: CInt = -1
     var listenerWatched = false
     package private(set) var port = 0
+    /// Every lifecycle decision: workers' phases, timers, restarts, reloads, scaling, the stop.
+    var machine: SupervisorMachine
+    /// The I/O side of each slot the machine names.
     var slots: [WorkerSlot] = []
     var scheduler: Scheduler
     var pending = PendingQueue()
-    var restartPolicy: RestartPolicy
-    var nextWorkerID = 1
-    var generation = 1
-    var announced = false
-    var state: RunState = .running
     var acceptResumeAt: UInt64?
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
-    /// The number of workers to keep (changed by TTIN/TTOU).
-    var targetWorkers = 0
-    var nextHealthCheck: UInt64 = 0
-    var reload: RollingReload?
     var systemd = SystemdLink()
-    var reloadQueued = false
+    /// Set while the first workers start: a worker that cannot be started then fails ``run(inheritedListener:)``.
+    var starting = false
+    var startupError: SwitchboardError?
     var receiveBuffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
     var receiveDescriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
     var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
@@ -92,10 +85,10 @@ package final class Master {
             policy: configuration.mode == .leastConnections ? .leastConnections : .roundRobin,
             bound: configuration.maxQueued,
             capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
-        self.restartPolicy = RestartPolicy(settings: configuration.restart)
+        self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
         do {
-            self.signals = handleSignals ? try Syscalls.signalDescriptor(Self.handledSignals) : -1
-            self.epoll = try Syscalls.epollCreate()
+            self.signalSet = Descriptor(handleSignals ? try Syscalls.signalDescriptor(Self.handledSignals) : -1)
+            self.epollSet = Descriptor(try Syscalls.epollCreate())
             self.control = try MasterControl()
         } catch {
             throw SwitchboardError(.system, "cannot set up the event loop: \(error)")
@@ -113,8 +106,7 @@ package final class Master {
     ] + ConnectionLimits.environmentNames
 
     deinit {
-        Syscalls.close(epoll)
-        if signals >= 0 { Syscalls.close(signals) }
+        // The epoll set and the signalfd close themselves (``Descriptor``).
         if listener >= 0 { Syscalls.close(listener) }
     }
 
@@ -150,10 +142,10 @@ package final class Master {
         } catch {
             throw SwitchboardError(.system, "cannot watch signals: \(error)")
         }
-        targetWorkers = configuration.workers
-        for _ in 0..<configuration.workers {
-            try spawn(slot: allocateSlot())
-        }
+        starting = true
+        submit(.start(now: Syscalls.monotonicNanoseconds()))
+        starting = false
+        if let startupError { throw startupError }
         return loop()
     }
 
@@ -214,7 +206,7 @@ package final class Master {
 
     private func loop() -> Int32 {
         while true {
-            if case .finished(let code) = state {
+            if case .finished(let code) = machine.state {
                 shutdownRemaining()
                 return code
             }
@@ -232,7 +224,6 @@ package final class Master {
             }
             runTimers()
             pump()
-            checkFinished()
         }
     }
 
@@ -248,7 +239,7 @@ package final class Master {
         case Token.process:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
-            guard slot < slots.count, slots[slot].id == id else { return }
+            guard slot < slots.count, worker(slot).id == id else { return }
             reapIfExited(slot: slot)
         case Token.control:
             Syscalls.drainEvent(control.eventFD)
@@ -256,7 +247,7 @@ package final class Master {
         case Token.worker:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
-            guard slot < slots.count, slots[slot].id == id, slots[slot].isAttached else { return }
+            guard slot < slots.count, worker(slot).id == id, slots[slot].channel != nil else { return }
             if event.events & sb_EPOLLOUT != 0 {
                 writable(slot: slot)
             }
@@ -273,21 +264,19 @@ package final class Master {
         case SIGCHLD:
             reapChildren()
         case SIGTERM, SIGINT, SIGQUIT:
-            if case .stopping = state {
-                if signal != SIGQUIT {
-                    logger.notice("second stop signal: killing every worker now")
-                    killAll()
-                }
+            if case .stopping = machine.state {
+                if signal != SIGQUIT { logger.notice("second stop signal: killing every worker now") }
             } else {
                 logger.info("stopping gracefully (signal \(signal))")
-                beginStop(exitCode: 0)
             }
+            // SIGQUIT asks for the graceful stop only; a second SIGTERM or SIGINT escalates to killing.
+            submit(.stop(exitCode: 0, now: Syscalls.monotonicNanoseconds(), escalate: signal != SIGQUIT))
         case SIGHUP:
-            requestReload()
+            submit(.reload(now: Syscalls.monotonicNanoseconds()))
         case SIGTTIN:
-            scaleUp()
+            submit(.scaleUp(now: Syscalls.monotonicNanoseconds()))
         case SIGTTOU:
-            scaleDown()
+            submit(.scaleDown(now: Syscalls.monotonicNanoseconds()))
         default:
             break
         }
@@ -296,15 +285,10 @@ package final class Master {
     // MARK: timers
 
     private func millisecondsUntilNextTimer() -> Int {
-        var next: UInt64 = .max
-        for slot in slots where slot.phase == .empty {
-            if let due = slot.respawnAt { next = min(next, due) }
-        }
+        var next = machine.nextDeadline
         if let resume = acceptResumeAt { next = min(next, resume) }
-        if case .stopping(let deadline) = state { next = min(next, deadline) }
-        if nextHealthCheck > 0 { next = min(next, nextHealthCheck) }
-        if let steal = nextStealCheck { next = min(next, steal) }
         if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
+        if let steal = nextStealCheck { next = min(next, steal) }
         guard next != .max else { return -1 }
         let now = Syscalls.monotonicNanoseconds()
         guard next > now else { return 0 }
@@ -316,42 +300,19 @@ package final class Master {
         if let resume = acceptResumeAt, resume <= now {
             acceptResumeAt = nil
         }
-        if case .stopping(let deadline) = state, deadline <= now {
-            if slots.contains(where: { $0.hasProcess && $0.phase != .exiting }) {
-                logger.notice("drain deadline passed: killing the workers still running")
-            }
-            killAll()
-        }
         systemdTick(now: now)
         stealFromStalledWorkers(now: now)
-        if now >= nextHealthCheck {
+        if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
-            checkHealth(now: now)
-            if state == .running { convergeToTarget(now: now) }
-            nextHealthCheck = now + UInt64(min(configuration.heartbeatInterval.nanoseconds, 250_000_000))
-        }
-        guard state == .running else { return }
-        for index in slots.indices where slots[index].phase == .empty && !slots[index].retired {
-            if let due = slots[index].respawnAt, due <= now {
-                slots[index].respawnAt = nil
-                do {
-                    try spawn(slot: index)
-                } catch {
-                    logger.error("cannot start a worker: \(error.message); retrying")
-                    slots[index].respawnAt = now + 1_000_000_000
-                }
-            }
+            submit(.tick(now: now))
         }
     }
 
     // MARK: stopping
 
-    /// Stops accepting, tells every worker to drain and waits for them until the drain deadline.
-    func beginStop(exitCode: Int32) {
-        guard state == .running else { return }
-        let deadline = Syscalls.monotonicNanoseconds() + UInt64(configuration.drainTimeout.nanoseconds)
-        state = .stopping(deadline: deadline)
-        stopExitCode = exitCode
+    /// The machine began the stop: stop accepting, and hand waiting connections to workers before they are told to
+    /// drain (the drain actions follow this one); what nobody can take is closed.
+    func stopAccepting() {
         notifyStopping()
         if systemd.nextTick > 0 { systemd.nextTick = Syscalls.monotonicNanoseconds() }
         unwatchListener()
@@ -359,40 +320,19 @@ package final class Master {
             Syscalls.close(listener)
             listener = -1
         }
-        pump()  // hand waiting connections to workers before they are told to drain
+        pump()
         if !pending.isEmpty {
             let lost = pending.removeAll()
             for fd in lost { Syscalls.close(fd) }
             logger.warning("closed \(lost.count) connections no worker could take during the stop")
         }
-        let milliseconds = UInt32(clamping: configuration.drainTimeout.milliseconds)
-        for index in slots.indices where slots[index].isAttached {
-            slots[index].exitIntended = true
-            drain(slot: index, deadlineMilliseconds: milliseconds)
-        }
-    }
-
-    var stopExitCode: Int32 = 0
-
-    func killAll() {
-        for index in slots.indices where slots[index].hasProcess {
-            slots[index].exitIntended = true
-            Syscalls.kill(slots[index].pid, SIGKILL)
-        }
-    }
-
-    private func checkFinished() {
-        guard case .stopping = state else { return }
-        if !slots.contains(where: { $0.hasProcess }) {
-            state = .finished(exitCode: stopExitCode)
-        }
     }
 
     private func shutdownRemaining() {
-        for index in slots.indices where slots[index].hasProcess {
-            detach(slot: index, reason: nil)
+        for index in slots.indices {
+            disconnect(slot: index)
+            releaseQueue(slot: index)
         }
-        for index in slots.indices { releaseQueue(slot: index) }
         let lost = pending.removeAll()
         for fd in lost { Syscalls.close(fd) }
         logger.info(

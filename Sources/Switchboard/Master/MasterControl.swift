@@ -11,15 +11,14 @@ package final class MasterControl: Sendable {
         case removeWorker
     }
 
-    package let eventFD: CInt
+    private let event: Descriptor
     private let queue = Mutex<[Command]>([])
 
-    init() throws(SystemCallError) {
-        eventFD = try Syscalls.eventDescriptor()
-    }
+    /// The eventfd that becomes readable when commands wait.
+    package var eventFD: CInt { event.raw }
 
-    deinit {
-        Syscalls.close(eventFD)
+    init() throws(SystemCallError) {
+        event = Descriptor(try Syscalls.eventDescriptor())
     }
 
     /// Queues `command` and wakes the loop. Safe from any thread.

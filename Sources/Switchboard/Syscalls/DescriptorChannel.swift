@@ -3,8 +3,13 @@ import CSwitchboardLinux
 /// One end of a master↔worker `SOCK_SEQPACKET` socketpair: framed messages plus descriptors.
 ///
 /// Not thread-safe for receiving; sends are single `sendmsg` calls, which the kernel keeps whole.
+///
+/// The channel owns its descriptor: ``close()`` closes it once (a second call stops the process: a double close is a
+/// bug), and a channel released without ``close()`` closes it in its deinit. Never wrap a descriptor another channel
+/// owns.
 package final class DescriptorChannel {
     package let fd: CInt
+    private var isOpen = true
     /// Bytes of every frame sent through this end so far: with the peer's ``queuedBytes()`` it tells how much of
     /// what was sent the peer has received.
     package private(set) var bytesSent: UInt64 = 0
@@ -104,7 +109,14 @@ package final class DescriptorChannel {
         Syscalls.queuedBytes(fd)
     }
 
+    /// Closes the descriptor. Call it once.
     package func close() {
+        precondition(isOpen, "channel \(fd) closed twice")
+        isOpen = false
         Syscalls.close(fd)
+    }
+
+    deinit {
+        if isOpen { Syscalls.close(fd) }
     }
 }

@@ -94,7 +94,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         Syscalls.ignoreMasterSignals()
         let descriptorLimit = Syscalls.raiseDescriptorLimit().soft
         return WorkerRuntime(
-            id: id, slot: slot, masterPID: master, fd: channelDescriptor, logger: logger,
+            id: id, slot: slot, masterPID: master, channel: DescriptorChannel(fd: channelDescriptor), logger: logger,
             mode: Syscalls.environment("SWITCHBOARD_MODE").flatMap { DispatchMode(name: $0) } ?? .roundRobin,
             listenHost: Syscalls.environment("SWITCHBOARD_HOST") ?? "",
             listenPort: Syscalls.environment("SWITCHBOARD_PORT").flatMap { Int($0) } ?? 0,
@@ -106,7 +106,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     }
 
     package init(
-        id: Int, slot: Int, masterPID: pid_t, fd: CInt, logger: Logger, mode: DispatchMode = .roundRobin,
+        id: Int, slot: Int, masterPID: pid_t, channel: DescriptorChannel, logger: Logger, mode: DispatchMode = .roundRobin,
         listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, heartbeatInterval: Duration = .seconds(1),
         limits: ConnectionLimits = .init(), descriptorLimit: UInt64 = .max, drainTimeout: Duration = .seconds(30)
     ) {
@@ -121,7 +121,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         self.listenHost = listenHost
         self.listenPort = listenPort
         self.backlog = backlog
-        self.channel = DescriptorChannel(fd: fd)
+        self.channel = channel
         self.logger = logger
         _ = try? channel.send(.hello(pid: getpid()), blocking: true)
     }

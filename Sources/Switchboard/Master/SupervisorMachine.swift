@@ -1,0 +1,508 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The supervisor's decisions as one value: events in, actions out, the way ``RollingReload`` works.
+///
+/// No I/O, no clock, no logging: time arrives with the events, and ``Master`` performs the actions around its epoll
+/// set (starting processes, killing them, sending drains, telling systemd, logging). Every worker's lifecycle state
+/// lives here and nowhere else, and the rules that change it are written once: health timeouts, restarts and their
+/// backoff, the stop rule, rolling reloads, scaling.
+///
+/// The worker count is declarative: whatever path lost a worker (a crash, an outside kill, a reload that aborted
+/// after the worker it was replacing died), the next check starts what is missing, so the cluster converges back to
+/// ``target``.
+package struct SupervisorMachine {
+    /// The timing rules, in nanoseconds.
+    package struct Settings: Equatable {
+        package var workers: Int
+        package var readyTimeout: UInt64
+        package var heartbeatTimeout: UInt64
+        package var drainTimeout: UInt64
+        /// How often health is checked (and the target compared with what runs).
+        package var checkInterval: UInt64
+        package var restart: RestartPolicy.Settings
+
+        package init(
+            workers: Int, readyTimeout: Duration, heartbeatTimeout: Duration, heartbeatInterval: Duration,
+            drainTimeout: Duration, restart: RestartPolicy.Settings
+        ) {
+            func nanoseconds(_ duration: Duration) -> UInt64 { UInt64(max(duration.nanoseconds, 0)) }
+            self.workers = workers
+            self.readyTimeout = nanoseconds(readyTimeout)
+            self.heartbeatTimeout = nanoseconds(heartbeatTimeout)
+            self.drainTimeout = nanoseconds(drainTimeout)
+            self.checkInterval = min(nanoseconds(heartbeatInterval), 250_000_000)
+            self.restart = restart
+        }
+
+        package init(_ configuration: Configuration) {
+            self.init(
+                workers: configuration.workers, readyTimeout: configuration.readyTimeout,
+                heartbeatTimeout: configuration.heartbeatTimeout, heartbeatInterval: configuration.heartbeatInterval,
+                drainTimeout: configuration.drainTimeout, restart: configuration.restart)
+        }
+    }
+
+    package enum Phase: Equatable, Sendable {
+        /// No process; a replacement may be due at `respawnAt`.
+        case empty
+        /// Spawned, not yet ready.
+        case starting
+        /// Serving; the scheduler may pick it.
+        case ready
+        /// Told to drain; no new connections.
+        case draining
+        /// Killed or cut off; waiting to be reaped.
+        case exiting
+    }
+
+    /// One slot (0..<n): the worker filling it now. Slot numbers are stable; worker ids grow from 1, never reused.
+    package struct Worker: Equatable {
+        package var phase = Phase.empty
+        package var id = 0
+        package var pid: pid_t = 0
+        package var generation = 0
+        package var startedAt: UInt64 = 0
+        package var lastHeartbeat: UInt64 = 0
+        /// When a draining worker is killed if it has not exited.
+        package var drainDeadline: UInt64?
+        package var respawnAt: UInt64?
+        /// The stop, a reload or scaling down asked for its exit: not a crash.
+        package var exitIntended = false
+        /// The master killed it (hung, broken, late): its SIGKILL is a verdict, not an outside kill.
+        package var killedByMaster = false
+        /// Removed by scaling down or replaced by a reload: not refilled.
+        package var retired = false
+
+        package var hasProcess: Bool { phase != .empty }
+        package var isAttached: Bool { phase == .starting || phase == .ready || phase == .draining }
+    }
+
+    package enum RunState: Equatable {
+        case running
+        case stopping(deadline: UInt64)
+        case finished(exitCode: Int32)
+    }
+
+    /// How a reaped worker ended.
+    package enum Exit: Equatable {
+        case code(Int32)
+        case signal(Int32)
+
+        var text: String {
+            switch self {
+            case .code(let code): "exited with code \(code)"
+            case .signal(let signal): "killed by signal \(signal)"
+            }
+        }
+    }
+
+    package enum Event: Equatable {
+        /// Start the configured workers.
+        case start(now: UInt64)
+        /// The process for `slot` (asked for with ``Action/spawn(slot:)``) runs as `pid`.
+        case spawned(slot: Int, pid: pid_t, now: UInt64)
+        /// The process for `slot` could not be started.
+        case spawnFailed(slot: Int, now: UInt64)
+        case ready(slot: Int, now: UInt64)
+        case heartbeat(slot: Int, now: UInt64)
+        /// The worker broke the protocol: the master's verdict is that it goes.
+        case broken(slot: Int)
+        /// The worker's channel failed: it is going anyway.
+        case channelFailed(slot: Int)
+        /// The worker's process was reaped. `random` in 0..<1 jitters the restart backoff.
+        case exited(slot: Int, exit: Exit, now: UInt64, random: Double)
+        /// Time passed; due when ``nextDeadline`` says.
+        case tick(now: UInt64)
+        /// Stop gracefully with `exitCode`. While a stop runs already, `escalate` kills every worker now (a second
+        /// SIGTERM or SIGINT, or ``Supervisor/stop()`` again); without it (SIGQUIT) the drain goes on.
+        case stop(exitCode: Int32, now: UInt64, escalate: Bool)
+        case reload(now: UInt64)
+        case scaleUp(now: UInt64)
+        case scaleDown(now: UInt64)
+    }
+
+    /// Why the master kills a worker.
+    package enum KillReason: Equatable {
+        case notReady
+        case hung
+        case drainOverdue
+        case broken
+        case channelFailed
+        case replacementAborted
+        case stopDeadline
+        case stopEscalated
+    }
+
+    package enum Action: Equatable {
+        /// Start a worker in `slot` (its id and generation are in ``workers``), then report ``Event/spawned`` or
+        /// ``Event/spawnFailed``.
+        case spawn(slot: Int)
+        /// SIGKILL the worker and cut its channel; its reap comes later.
+        case kill(slot: Int, reason: KillReason)
+        /// Take it out of the rotation and tell it to drain within ``Settings/drainTimeout``.
+        case drain(slot: Int)
+        /// It is ready: dispatch to it.
+        case serve(slot: Int)
+        /// Every configured worker is ready, for the first time: announce (systemd READY, the listening event).
+        case listening
+        /// Something systemd's STATUS should say.
+        case status(String)
+        /// A worker that exited unintended restarts after `delay` nanoseconds.
+        case restartScheduled(slot: Int, delay: UInt64, earlyExits: Int)
+        /// Workers exited early `earlyExits` times within the crash-loop window: the master stops with exit 70.
+        case halt(earlyExits: Int)
+        /// The stop began: stop accepting, hand out or close what waits (then the drains follow).
+        case stopping
+        /// The stop deadline passed with workers still running.
+        case stopDeadlinePassed
+        /// A stop while one runs, without escalation: nothing more to do.
+        case stopAlreadyRunning
+        case reloadStarted(generation: Int, workers: Int)
+        case reloadQueued
+        case reloadFinished(generation: Int, replaced: Int)
+        case reloadAborted(generation: Int)
+        /// Fewer workers run or are due than the target: replacements start.
+        case short(missing: Int)
+        case scaled(target: Int)
+        /// Scaling down would leave no worker.
+        case scaleDownRefused
+    }
+
+    package let settings: Settings
+    package private(set) var workers: [Worker] = []
+    /// The worker count to keep (changed by scaling).
+    package private(set) var target = 0
+    package private(set) var generation = 1
+    package private(set) var state = RunState.running
+    /// Whether every configured worker was ready once (systemd READY sent).
+    package private(set) var announced = false
+    package private(set) var reload: RollingReload?
+    package private(set) var reloadQueued = false
+    package private(set) var restart: RestartPolicy
+    private var nextWorkerID = 1
+    private var stopExitCode: Int32 = 0
+    private var nextCheck: UInt64 = 0
+
+    package init(settings: Settings) {
+        self.settings = settings
+        self.restart = RestartPolicy(settings: settings.restart)
+    }
+
+    /// Ready workers now.
+    package var readyCount: Int {
+        var ready = 0
+        for worker in workers where worker.phase == .ready { ready += 1 }
+        return ready
+    }
+
+    /// Whether any worker process runs (or awaits its reap).
+    package var hasProcesses: Bool { workers.contains(where: \.hasProcess) }
+
+    /// When the next ``Event/tick(now:)`` is due: a restart, the stop deadline or the next health check.
+    package var nextDeadline: UInt64 {
+        var next = nextCheck
+        if case .stopping(let deadline) = state { next = min(next, deadline) }
+        if state == .running {
+            for worker in workers where worker.phase == .empty && !worker.retired {
+                if let due = worker.respawnAt { next = min(next, due) }
+            }
+        }
+        return next
+    }
+
+    // MARK: events
+
+    /// Applies `event` and returns what the master must do, in order.
+    package mutating func handle(_ event: Event) -> [Action] {
+        var actions: [Action] = []
+        switch event {
+        case .start(let now):
+            target = settings.workers
+            nextCheck = now &+ settings.checkInterval
+            for _ in 0..<settings.workers { actions.append(spawn(allocateSlot())) }
+        case .spawned(let slot, let pid, let now):
+            workers[slot].phase = .starting
+            workers[slot].pid = pid
+            workers[slot].startedAt = now
+            workers[slot].lastHeartbeat = now
+            workers[slot].exitIntended = false
+            workers[slot].killedByMaster = false
+            workers[slot].drainDeadline = nil
+            workers[slot].respawnAt = nil
+        case .spawnFailed(let slot, let now):
+            if reload?.isReplacement(slot) == true, var plan = reload {
+                workers[slot].retired = true
+                let step = plan.replacementFailed(slot)
+                reload = plan
+                perform(step, now: now, into: &actions)
+            } else {
+                workers[slot].respawnAt = now &+ 1_000_000_000
+            }
+        case .ready(let slot, let now):
+            guard workers[slot].phase == .starting else { break }
+            workers[slot].phase = .ready
+            workers[slot].lastHeartbeat = now
+            actions.append(.serve(slot: slot))
+            if announced {
+                actions.append(.status("worker \(workers[slot].id) ready"))
+            } else if state == .running && readyCount >= settings.workers {
+                announced = true
+                actions.append(.listening)
+            }
+            if reload?.isReplacement(slot) == true, var plan = reload {
+                let steps = plan.replacementReady(slot)
+                reload = plan
+                for step in steps { perform(step, now: now, into: &actions) }
+            }
+        case .heartbeat(let slot, let now):
+            workers[slot].lastHeartbeat = now
+        case .broken(let slot):
+            kill(slot, .broken, into: &actions)
+        case .channelFailed(let slot):
+            kill(slot, .channelFailed, into: &actions)
+        case .exited(let slot, let exit, let now, let random):
+            exited(slot, exit, now: now, random: random, into: &actions)
+        case .tick(let now):
+            tick(now: now, into: &actions)
+        case .stop(let exitCode, let now, let escalate):
+            stop(exitCode: exitCode, now: now, escalate: escalate, into: &actions)
+        case .reload(let now):
+            startReload(now: now, into: &actions)
+        case .scaleUp:
+            guard state == .running else { break }
+            target += 1
+            actions.append(.scaled(target: target))
+            actions.append(spawn(allocateSlot()))
+        case .scaleDown(let now):
+            scaleDown(now: now, into: &actions)
+        }
+        if case .stopping = state, !hasProcesses { state = .finished(exitCode: stopExitCode) }
+        return actions
+    }
+
+    // MARK: rules
+
+    /// A slot for a new worker: a retired empty one if there is any, otherwise a new one.
+    private mutating func allocateSlot() -> Int {
+        if let index = workers.indices.first(where: { workers[$0].retired && workers[$0].phase == .empty }) {
+            workers[index].retired = false
+            workers[index].respawnAt = nil
+            return index
+        }
+        workers.append(Worker())
+        return workers.count - 1
+    }
+
+    /// Names the next worker for `slot` and asks for its process.
+    private mutating func spawn(_ slot: Int) -> Action {
+        workers[slot].id = nextWorkerID
+        workers[slot].generation = generation
+        workers[slot].respawnAt = nil
+        nextWorkerID += 1
+        return .spawn(slot: slot)
+    }
+
+    private mutating func kill(_ slot: Int, _ reason: KillReason, into actions: inout [Action]) {
+        guard workers[slot].isAttached else { return }
+        if reason != .channelFailed { workers[slot].killedByMaster = true }
+        workers[slot].phase = .exiting
+        actions.append(.kill(slot: slot, reason: reason))
+    }
+
+    private mutating func drain(_ slot: Int, now: UInt64, into actions: inout [Action]) {
+        guard workers[slot].isAttached else { return }
+        workers[slot].phase = .draining
+        workers[slot].exitIntended = true
+        workers[slot].drainDeadline = now &+ settings.drainTimeout
+        actions.append(.drain(slot: slot))
+    }
+
+    private mutating func exited(_ slot: Int, _ exit: Exit, now: UInt64, random: Double, into actions: inout [Action]) {
+        guard workers[slot].hasProcess else { return }
+        let worker = workers[slot]
+        workers[slot].phase = .empty
+        workers[slot].pid = 0
+        guard state == .running else { return }
+        if !worker.exitIntended { actions.append(.status("worker \(worker.id) \(exit.text)")) }
+        if var plan = reload {
+            if plan.isReplacement(slot) {
+                workers[slot].retired = true
+                let step = plan.replacementFailed(slot)
+                reload = plan
+                perform(step, now: now, into: &actions)
+                return
+            }
+            if plan.current?.old == slot {
+                // The worker being replaced died first: its replacement takes its place, no restart here.
+                workers[slot].retired = true
+                return
+            }
+            plan.oldWorkerExited(slot)
+            reload = plan
+        }
+        guard !worker.retired else { return }
+        if worker.exitIntended {
+            workers[slot].respawnAt = now
+            return
+        }
+        let cause: RestartPolicy.ExitCause
+        switch exit {
+        case .code(WorkerRuntime.resourcePressureExitCode): cause = .resourcePressure
+        case .signal(SIGKILL) where !worker.killedByMaster: cause = .killedFromOutside
+        default: cause = .failed
+        }
+        let uptime = Duration.nanoseconds(Int64(clamping: now &- worker.startedAt))
+        switch restart.workerExited(uptime: uptime, now: now, random: random, cause: cause) {
+        case .restart(let delay):
+            let wait = UInt64(max(delay.nanoseconds, 0))
+            workers[slot].respawnAt = now &+ wait
+            actions.append(.restartScheduled(slot: slot, delay: wait, earlyExits: restart.earlyExitsInARow))
+        case .halt(let early):
+            actions.append(.halt(earlyExits: early))
+            stop(exitCode: SwitchboardError.Code.crashLoop.exitCode, now: now, escalate: false, into: &actions)
+        }
+    }
+
+    private mutating func tick(now: UInt64, into actions: inout [Action]) {
+        if case .stopping(let deadline) = state, deadline <= now {
+            if workers.contains(where: { $0.isAttached }) { actions.append(.stopDeadlinePassed) }
+            for slot in workers.indices where workers[slot].isAttached {
+                workers[slot].exitIntended = true
+                kill(slot, .stopDeadline, into: &actions)
+            }
+        }
+        if now >= nextCheck {
+            nextCheck = now &+ settings.checkInterval
+            checkHealth(now: now, into: &actions)
+            if state == .running { converge(now: now, into: &actions) }
+        }
+        guard state == .running else { return }
+        for slot in workers.indices where workers[slot].phase == .empty && !workers[slot].retired {
+            if let due = workers[slot].respawnAt, due <= now { actions.append(spawn(slot)) }
+        }
+    }
+
+    /// Kills workers that missed their ready deadline, stopped heartbeating, or outlived their drain deadline.
+    private mutating func checkHealth(now: UInt64, into actions: inout [Action]) {
+        for slot in workers.indices where workers[slot].isAttached {
+            let worker = workers[slot]
+            switch worker.phase {
+            case .starting where now &- worker.startedAt > settings.readyTimeout:
+                kill(slot, .notReady, into: &actions)
+            case .ready where now &- worker.lastHeartbeat > settings.heartbeatTimeout,
+                .draining where now &- worker.lastHeartbeat > settings.heartbeatTimeout:
+                kill(slot, .hung, into: &actions)
+            case .draining where worker.drainDeadline.map { now > $0 } ?? false:
+                kill(slot, .drainOverdue, into: &actions)
+            default:
+                break
+            }
+        }
+    }
+
+    /// Outside a reload, a shortfall against the target gets new workers.
+    private mutating func converge(now: UInt64, into actions: inout [Action]) {
+        guard reload == nil else { return }
+        var counted = 0
+        for worker in workers
+        where !worker.retired && ((worker.hasProcess && worker.phase != .draining) || worker.respawnAt != nil) {
+            counted += 1
+        }
+        let missing = target - counted
+        guard missing > 0 else { return }
+        actions.append(.short(missing: missing))
+        for _ in 0..<missing { workers[allocateSlot()].respawnAt = now }
+    }
+
+    /// The stop rule, the only one: the first stop drains every worker within the drain timeout; another stop
+    /// while that runs kills them all at once when it escalates, and changes nothing when it does not.
+    private mutating func stop(exitCode: Int32, now: UInt64, escalate: Bool, into actions: inout [Action]) {
+        switch state {
+        case .running:
+            state = .stopping(deadline: now &+ settings.drainTimeout)
+            stopExitCode = exitCode
+            reload = nil
+            reloadQueued = false
+            actions.append(.stopping)
+            for slot in workers.indices where workers[slot].isAttached { drain(slot, now: now, into: &actions) }
+        case .stopping where escalate:
+            for slot in workers.indices where workers[slot].isAttached {
+                workers[slot].exitIntended = true
+                kill(slot, .stopEscalated, into: &actions)
+            }
+        case .stopping, .finished:
+            actions.append(.stopAlreadyRunning)
+        }
+    }
+
+    /// Replace every worker, one at a time, each gated on its replacement's readiness.
+    private mutating func startReload(now: UInt64, into actions: inout [Action]) {
+        guard state == .running else { return }
+        if reload != nil {
+            reloadQueued = true
+            actions.append(.reloadQueued)
+            return
+        }
+        generation += 1
+        let old = workers.indices.filter {
+            !workers[$0].retired && workers[$0].hasProcess && workers[$0].phase != .draining
+        }
+        actions.append(.reloadStarted(generation: generation, workers: old.count))
+        var plan = RollingReload(oldSlots: old)
+        let step = plan.start()
+        reload = plan
+        perform(step, now: now, into: &actions)
+    }
+
+    private mutating func perform(_ step: RollingReload.Step, now: UInt64, into actions: inout [Action]) {
+        switch step {
+        case .spawnReplacement:
+            let slot = allocateSlot()
+            actions.append(spawn(slot))
+            reload?.replacementStarted(new: slot)
+        case .drain(let old):
+            workers[old].retired = true
+            drain(old, now: now, into: &actions)
+        case .finished:
+            let replaced = reload?.replaced ?? 0
+            reload = nil
+            actions.append(.reloadFinished(generation: generation, replaced: replaced))
+            reloadDone(now: now, into: &actions)
+        case .aborted(let new):
+            reload = nil
+            if let new {
+                workers[new].retired = true
+                workers[new].exitIntended = true
+                kill(new, .replacementAborted, into: &actions)
+            }
+            actions.append(.reloadAborted(generation: generation))
+            reloadDone(now: now, into: &actions)
+        }
+    }
+
+    private mutating func reloadDone(now: UInt64, into actions: inout [Action]) {
+        guard reloadQueued else { return }
+        reloadQueued = false
+        startReload(now: now, into: &actions)
+    }
+
+    /// One worker fewer, drained gracefully; never below one.
+    private mutating func scaleDown(now: UInt64, into actions: inout [Action]) {
+        guard state == .running else { return }
+        let candidates = workers.indices.filter {
+            !workers[$0].retired && workers[$0].phase != .draining
+                && (workers[$0].hasProcess || workers[$0].respawnAt != nil)
+        }
+        guard target > 1, let slot = candidates.last else {
+            actions.append(.scaleDownRefused)
+            return
+        }
+        target -= 1
+        actions.append(.scaled(target: target))
+        workers[slot].retired = true
+        workers[slot].respawnAt = nil
+        drain(slot, now: now, into: &actions)
+    }
+}

@@ -36,7 +36,7 @@ public struct DispatchMode: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Whether the master accepts and passes descriptors in this mode.
-    public var passesDescriptors: Bool { kind == .roundRobin || kind == .leastConnections }
+    public var passesDescriptors: Bool { strategy.passesDescriptors }
 
     public var description: String { name }
 }

@@ -13,7 +13,7 @@ extension Master {
     /// The hot path: no allocation, no logging, no locks per connection.
     func pump() {
         dispatchPending()
-        if configuration.mode.passesDescriptors && pending.isEmpty && listener >= 0 && machine.state == .running
+        if passesDescriptors && pending.isEmpty && listener >= 0 && machine.state == .running
             && acceptResumeAt == nil
         {
             acceptLoop()
@@ -250,7 +250,7 @@ extension Master {
     /// backlog holds new connections (backpressure) instead of the master.
     func updateListenerInterest() {
         let wanted =
-            configuration.mode.passesDescriptors && listener >= 0 && machine.state == .running && pending.isEmpty && acceptResumeAt == nil && scheduler.hasCapacity
+            passesDescriptors && listener >= 0 && machine.state == .running && pending.isEmpty && acceptResumeAt == nil && scheduler.hasCapacity
         guard wanted != listenerWatched else { return }
         if wanted {
             do {

@@ -40,7 +40,7 @@ extension Master {
                 arguments: ["switchboard-worker"] + configuration.workerArguments,
                 environment: environment,
                 channel: workerEnd.fd,
-                extra: configuration.mode == .shared ? listener : nil)
+                extra: strategy.sharesListener ? listener : nil)
         } catch {
             masterEnd.close()
             workerEnd.close()

@@ -28,6 +28,10 @@ package final class Master {
     }
 
     let configuration: Configuration
+    /// What the dispatch mode does on the master's side.
+    let strategy: any DispatchStrategy
+    /// Whether the master accepts and passes connections (the strategy's answer, read on the hot path).
+    let passesDescriptors: Bool
     var logger: Logger
     private let epollSet: Descriptor
     /// The signalfd, if the master handles signals (not when the embedding program does).
@@ -78,11 +82,13 @@ package final class Master {
     package init(configuration: Configuration, logger: Logger, handleSignals: Bool = true) throws(SwitchboardError) {
         try configuration.validate()
         self.configuration = configuration
+        self.strategy = configuration.mode.strategy
+        self.passesDescriptors = strategy.passesDescriptors
         self.logger = logger
         // Raised to the hard limit (workers inherit it) before the per-worker cap is derived from it.
         self.descriptorLimit = Syscalls.raiseDescriptorLimit()
         self.scheduler = Scheduler(
-            policy: configuration.mode == .leastConnections ? .leastConnections : .roundRobin,
+            policy: strategy.scheduling ?? .roundRobin,
             bound: configuration.maxQueued,
             capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
@@ -117,8 +123,8 @@ package final class Master {
         setUpSystemd()
         var inherited = inheritedListener
         if inherited == nil, let passed = takeSystemdListener() {
-            if configuration.mode == .reusePort {
-                logger.warning("reuseport mode binds its own listeners: closing the listener systemd passed")
+            if !strategy.usesInheritedListener {
+                logger.warning("\(configuration.mode) mode binds its own listeners: closing the listener systemd passed")
                 Syscalls.close(passed.fd)
             } else {
                 inherited = passed.fd
@@ -164,12 +170,9 @@ package final class Master {
         let host = configuration.host
         let shown = host.isEmpty ? "*" : host
         do {
-            // In reuseport mode the master only reserves the port (bound, never listening, so the kernel never
-            // hands it a connection); each worker binds its own listener into the same SO_REUSEPORT group.
-            let reusePort = configuration.mode == .reusePort
             let bound = try Syscalls.listenTCP(
-                host: host, port: configuration.port, backlog: configuration.backlog, reusePort: reusePort,
-                listening: !reusePort)
+                host: host, port: configuration.port, backlog: configuration.backlog,
+                reusePort: strategy.masterReusesPort, listening: strategy.masterListens)
             listener = bound.fd
             port = bound.port
         } catch {

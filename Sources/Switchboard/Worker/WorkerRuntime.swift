@@ -132,18 +132,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// fallback when that is empty, as the master binds). The worker owns it.
     /// - Throws: ``SwitchboardError`` when the reuseport listener cannot be bound.
     public func ownListener() throws(SwitchboardError) -> CInt? {
-        switch mode {
-        case .shared:
-            return Self.sharedListenerDescriptor
-        case .reusePort:
-            do {
-                return try Syscalls.listenTCP(host: listenHost, port: listenPort, backlog: backlog, reusePort: true).fd
-            } catch {
-                throw SwitchboardError(.system, "cannot listen on port \(listenPort) with SO_REUSEPORT: \(error)")
-            }
-        default:
-            return nil
-        }
+        try mode.strategy.workerListener(host: listenHost, port: listenPort, backlog: backlog)
     }
 
     /// Tells the master this worker serves; the master dispatches to it from now on.

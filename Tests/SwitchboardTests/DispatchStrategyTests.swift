@@ -1,0 +1,30 @@
+import Testing
+
+@testable import Switchboard
+
+@Suite struct DispatchStrategyTests {
+    @Test func eachModeSaysWhatItDoesOnBothSides() throws {
+        let roundRobin = DispatchMode.roundRobin.strategy
+        #expect(roundRobin.scheduling == .roundRobin && roundRobin.masterListens && !roundRobin.sharesListener)
+        #expect(DispatchMode.leastConnections.strategy.scheduling == .leastConnections)
+        #expect(try roundRobin.workerListener(host: "127.0.0.1", port: 0, backlog: 1) == nil)
+
+        let reusePort = DispatchMode.reusePort.strategy
+        #expect(reusePort.scheduling == nil && !reusePort.masterListens && reusePort.masterReusesPort)
+        #expect(!reusePort.usesInheritedListener)
+
+        let shared = DispatchMode.shared.strategy
+        #expect(shared.scheduling == nil && shared.masterListens && shared.sharesListener)
+        #expect(try shared.workerListener(host: "", port: 0, backlog: 1) == WorkerRuntime.sharedListenerDescriptor)
+
+        #expect(DispatchMode.allCases.filter(\.passesDescriptors) == [.roundRobin, .leastConnections])
+    }
+
+    @Test func aReusePortWorkerBindsItsOwnListenerInTheMastersGroup() throws {
+        let master = try Syscalls.listenTCP(host: "127.0.0.1", port: 0, backlog: 4, reusePort: true, listening: false)
+        defer { Syscalls.close(master.fd) }
+        let own = try #require(try DispatchMode.reusePort.strategy.workerListener(host: "127.0.0.1", port: master.port, backlog: 4))
+        defer { Syscalls.close(own) }
+        #expect(try Syscalls.localPort(own) == master.port)
+    }
+}

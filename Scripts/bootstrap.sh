@@ -12,7 +12,8 @@ for extra in "$@"; do
         wrk) command -v wrk >/dev/null 2>&1 || need+=(wrk) ;;
         node) command -v node >/dev/null 2>&1 || need+=(nodejs) ;;
         systemd) command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd) ;;
-        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd)" >&2; exit 64 ;;
+        haproxy) command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy) ;;
+        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd, haproxy)" >&2; exit 64 ;;
     esac
 done
 

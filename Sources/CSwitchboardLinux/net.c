@@ -152,3 +152,81 @@ int sb_set_cloexec(int fd, int on) {
     flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
     return fcntl(fd, F_SETFD, flags);
 }
+
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+static int sb_unix_address(const char *path, struct sockaddr_un *address) {
+    memset(address, 0, sizeof(*address));
+    address->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(address->sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(address->sun_path, path);
+    return 0;
+}
+
+int sb_unix_listen(const char *path, int backlog) {
+    struct sockaddr_un address;
+    if (sb_unix_address(path, &address) < 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int bound = bind(fd, (struct sockaddr *)&address, sizeof(address));
+    if (bound < 0 && errno == EADDRINUSE) {
+        // A socket file left by a master that is gone (nothing accepts there) is replaced; a live one is not.
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int alive = probe >= 0 && connect(probe, (struct sockaddr *)&address, sizeof(address)) == 0;
+        if (probe >= 0) close(probe);
+        struct stat info;
+        if (alive || lstat(path, &info) != 0 || !S_ISSOCK(info.st_mode)) {
+            close(fd);
+            errno = EADDRINUSE;
+            return -1;
+        }
+        unlink(path);
+        bound = bind(fd, (struct sockaddr *)&address, sizeof(address));
+    }
+    if (bound < 0) goto fail;
+    if (chmod(path, 0600) < 0 || listen(fd, backlog) < 0) goto fail;
+    return fd;
+fail:;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+int sb_unix_connect(const char *path) {
+    struct sockaddr_un address;
+    if (sb_unix_address(path, &address) < 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int sb_peer_uid(int fd, uint32_t *uid) {
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return -1;
+    *uid = credentials.uid;
+    return 0;
+}
+
+int sb_listen_queue(int fd, uint32_t *depth, uint32_t *limit) {
+    struct tcp_info info;
+    socklen_t length = sizeof(info);
+    memset(&info, 0, sizeof(info));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) < 0) return -1;
+    // For a listening socket the kernel reports the accept queue's length and its limit in these two fields.
+    *depth = info.tcpi_unacked;
+    *limit = info.tcpi_sacked;
+    return 0;
+}

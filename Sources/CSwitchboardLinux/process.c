@@ -1,6 +1,10 @@
 #include "CSwitchboardLinux.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -70,7 +74,11 @@ int sb_signalfd_read(int fd) {
     return (int)info.ssi_signo;
 }
 
-int sb_spawn(const char *path, char *const argv[], char *const envp[], int channel, int extra, pid_t *pid) {
+static int sb_spawn_forked(const char *path, char *const argv[], char *const envp[], int channelCopy, int extraCopy,
+                           const sb_worker_setup *setup, pid_t *pid);
+
+int sb_spawn(const char *path, char *const argv[], char *const envp[], int channel, int extra,
+             const sb_worker_setup *setup, pid_t *pid) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     int rc = posix_spawn_file_actions_init(&actions);
@@ -85,6 +93,11 @@ int sb_spawn(const char *path, char *const argv[], char *const envp[], int chann
     int extraCopy = extra >= 0 ? fcntl(extra, F_DUPFD_CLOEXEC, 10) : -1;
     if (channelCopy < 0 || (extra >= 0 && extraCopy < 0)) {
         rc = errno;
+        goto done;
+    }
+    if (setup != NULL && (setup->setIdentity || setup->cpu >= 0)) {
+        // posix_spawn cannot change the user or the CPUs before exec: fork, and do it in the child.
+        rc = sb_spawn_forked(path, argv, envp, channelCopy, extraCopy, setup, pid);
         goto done;
     }
     if ((rc = posix_spawn_file_actions_adddup2(&actions, channelCopy, 3)) != 0) goto done;
@@ -200,4 +213,118 @@ int sb_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
     *soft = limit.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_cur;
     *hard = limit.rlim_max == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_max;
     return 0;
+}
+
+static int sb_spawn_forked(const char *path, char *const argv[], char *const envp[], int channelCopy, int extraCopy,
+                           const sb_worker_setup *setup, pid_t *pid) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    sigset_t all, previous, masterOnly;
+    sigfillset(&all);
+    sigemptyset(&masterOnly);
+    sigaddset(&masterOnly, SIGINT);
+    sigaddset(&masterOnly, SIGQUIT);
+    sigaddset(&masterOnly, SIGHUP);
+    // No handler of the parent may run in the child between fork and exec.
+    pthread_sigmask(SIG_BLOCK, &all, &previous);
+    pid_t child = fork();
+    if (child == 0) {
+        // Only async-signal-safe calls from here to execve; the identity goes through raw system calls so that
+        // glibc's cross-thread set*id machinery is never involved.
+        int failure = 0;
+        if (setup->cpu >= 0) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(setup->cpu, &set);
+            if (sched_setaffinity(0, sizeof(set), &set) != 0) failure = errno;
+        }
+        if (failure == 0 && setup->setIdentity) {
+            if (syscall(SYS_setgroups, (size_t)setup->groupCount, setup->groups) != 0 ||
+                syscall(SYS_setresgid, setup->gid, setup->gid, setup->gid) != 0 ||
+                syscall(SYS_setresuid, setup->uid, setup->uid, setup->uid) != 0)
+                failure = errno;
+        }
+        if (failure == 0) {
+            if (dup2(channelCopy, 3) < 0 || (extraCopy >= 0 && dup2(extraCopy, 4) < 0)) failure = errno;
+        }
+        if (failure == 0) {
+            // Mark everything above the inherited ones close-on-exec (the report pipe must stay open until exec).
+            syscall(SYS_close_range, extraCopy >= 0 ? 5 : 4, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
+            struct sigaction defaults;
+            memset(&defaults, 0, sizeof(defaults));
+            defaults.sa_handler = SIG_DFL;
+            for (int signal = 1; signal < NSIG; signal++) {
+                if (signal != SIGKILL && signal != SIGSTOP) sigaction(signal, &defaults, NULL);
+            }
+            sigprocmask(SIG_SETMASK, &masterOnly, NULL);
+            execve(path, argv, envp);
+            failure = errno;
+        }
+        ssize_t ignored = write(report[1], &failure, sizeof(failure));
+        (void)ignored;
+        _exit(127);
+    }
+    int forkError = child < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    close(report[1]);
+    if (forkError != 0) {
+        close(report[0]);
+        return forkError;
+    }
+    int failure = 0;
+    ssize_t n;
+    do {
+        n = read(report[0], &failure, sizeof(failure));
+    } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == (ssize_t)sizeof(failure)) {
+        int status;
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+        }
+        return failure != 0 ? failure : EIO;
+    }
+    *pid = child;
+    return 0;
+}
+
+int sb_lookup_user(const char *name, uint32_t *uid, uint32_t *gid, uint32_t *groups, int *groupCount) {
+    char buffer[16384];
+    struct passwd entry, *found = NULL;
+    int rc = getpwnam_r(name, &entry, buffer, sizeof(buffer), &found);
+    if (found == NULL) {
+        errno = rc != 0 ? rc : ENOENT;
+        return -1;
+    }
+    *uid = entry.pw_uid;
+    *gid = entry.pw_gid;
+    int count = *groupCount;
+    if (getgrouplist(name, entry.pw_gid, (gid_t *)groups, &count) < 0) {
+        errno = E2BIG;
+        return -1;
+    }
+    *groupCount = count;
+    return 0;
+}
+
+int sb_lookup_group(const char *name, uint32_t *gid) {
+    char buffer[16384];
+    struct group entry, *found = NULL;
+    int rc = getgrnam_r(name, &entry, buffer, sizeof(buffer), &found);
+    if (found == NULL) {
+        errno = rc != 0 ? rc : ENOENT;
+        return -1;
+    }
+    *gid = entry.gr_gid;
+    return 0;
+}
+
+int sb_allowed_cpus(int *cpus, int max) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < max; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    }
+    return count;
 }

@@ -39,6 +39,28 @@ public struct Configuration: Sendable {
     public var restart: RestartPolicy.Settings = .init()
     /// What each worker allows a client connection (timeouts and the per-worker connection cap).
     public var limits: ConnectionLimits = .init()
+    /// Where the master answers load balancers (`host:port`, `[v6]:port` or `:port` for every interface): HTTP
+    /// `GET /livez` and `GET /readyz`, and HAProxy's agent-check. nil: off.
+    public var health: String?
+    /// A second address for HAProxy's agent-check alone, answered on connect without waiting for a line. nil: off.
+    public var agent: String?
+    /// The user workers run as (Node's `setupPrimary({uid})`, PM2's `--uid`, Gunicorn's `--user`): the master binds
+    /// (a port below 1024 as root), workers get this user's uid, its primary group (or ``group``) and its
+    /// supplementary groups before they run anything. nil: the master's own user.
+    public var user: String?
+    /// The group workers run as, instead of ``user``'s primary group. nil: that one.
+    public var group: String?
+    /// Pins worker *i* to one CPU: `auto` takes CPU *i* mod *n* of the CPUs this process may use (so cgroup and
+    /// `CPUAffinity=` limits hold; nginx's `worker_cpu_affinity auto`), a list such as `0,2-3` takes its *i* mod *n*th
+    /// entry. nil: not pinned.
+    public var cpuAffinity: String?
+    /// Where the master listens for `switchboard status`, `reload`, `scale` and `stop` (a UNIX socket, mode 0600; only
+    /// the master's own uid and root may use it). nil: off. Under systemd: `RuntimeDirectory=` and
+    /// `/run/switchboard/control.sock`.
+    public var controlSocket: String?
+    /// How long a stop is announced to load balancers (`/readyz` 503, agent `drain`) while everything keeps serving,
+    /// before the drain begins: Kubernetes' preStop pattern, built in. `.zero`: drain at once.
+    public var shutdownDelay: Duration = .zero
 
     /// Creates the default configuration.
     public init() {}
@@ -91,6 +113,45 @@ public struct Configuration: Sendable {
         guard drainTimeout >= .zero else {
             throw SwitchboardError(.usage, "--drain-timeout cannot be negative")
         }
+        guard shutdownDelay >= .zero else {
+            throw SwitchboardError(.usage, "--shutdown-delay cannot be negative")
+        }
+        for (flag, value) in [("--health", health), ("--agent", agent)] {
+            if let value, Self.address(value) == nil {
+                throw SwitchboardError(
+                    .usage, "\(flag) '\(value)' is not host:port: pass e.g. 127.0.0.1:8081, [::1]:8081 or :8081")
+            }
+        }
+        if let cpuAffinity, cpuAffinity != "auto", Self.cpuList(cpuAffinity) == nil {
+            throw SwitchboardError(
+                .usage, "--cpu-affinity '\(cpuAffinity)' is not auto or a CPU list: pass e.g. auto, 0,1 or 0-3")
+        }
         try limits.validate()
+    }
+
+    /// Parses a CPU list such as `0,2-3` (ascending or not, no duplicates needed).
+    /// - Returns: The CPUs in the order given, ranges expanded; nil when it does not parse.
+    public static func cpuList(_ text: String) -> [Int]? {
+        var cpus: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(bounds.count), let low = Int(bounds[0]), let high = Int(bounds[bounds.count - 1]),
+                low >= 0, low <= high, high < 4096
+            else { return nil }
+            cpus.append(contentsOf: low...high)
+        }
+        return cpus.isEmpty ? nil : cpus
+    }
+
+    /// Splits `host:port` (`[v6]:port`, or `:port` for every interface) into a numeric host and a port.
+    /// - Returns: nil when it is not of that form or the port is not 0...65535.
+    public static func address(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.contains(":") || text.hasPrefix("[") else { return nil }
+        return (host, port)
     }
 }

@@ -15,7 +15,9 @@ struct SwitchboardCommand: ParsableCommand {
             Signals: TERM, INT and QUIT stop gracefully (a second TERM or INT kills the workers at once); HUP starts a \
             rolling reload (each new worker must be ready before an old one drains); TTIN adds a worker, TTOU \
             drains one.
-            """
+            """,
+        version: Cluster.version,
+        subcommands: [StatusCommand.self, ReloadCommand.self, ScaleCommand.self, StopCommand.self]
     )
 
     @Option(help: "TCP port to listen on; 0 picks a free port.")
@@ -97,8 +99,47 @@ struct SwitchboardCommand: ParsableCommand {
             """)
     var worker: String = "native"
 
+    @Option(
+        help: """
+            host:port where the master answers load balancers: GET /livez, GET /readyz and HAProxy's agent-check             (e.g. 127.0.0.1:8081, [::1]:8081, :8081). Off by default.
+            """)
+    var health: String?
+
+    @Option(help: "host:port answering HAProxy's agent-check alone, at once on connect. Off by default.")
+    var agent: String?
+
+    @Option(help: "Run workers as this user (its groups too); the master binds first, so a port below 1024 works as root.")
+    var user: String?
+
+    @Option(help: "Run workers with this group instead of the user's primary group.")
+    var group: String?
+
+    @Option(
+        help: """
+            Pin worker i to one CPU: auto (CPU i mod n of the CPUs this process may use) or a list such as 0,2-3.             Off by default.
+            """)
+    var cpuAffinity: String?
+
+    @Option(
+        help: """
+            UNIX socket (mode 0600) for 'switchboard status|reload|scale|stop'; only this uid and root may use it.             Off by default.
+            """)
+    var controlSocket: String?
+
+    @Option(
+        help: """
+            Seconds a stop is announced to load balancers (/readyz 503, agent drain) while serving goes on, before             the drain begins.
+            """)
+    var shutdownDelay: Double = 0
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
+
+    @Option(
+        help: """
+            Log lines as text, journal (sd-daemon <N> priority prefix, no timestamp) or json (one object per line);             auto: journal when stderr is the journal (JOURNAL_STREAM), text otherwise.
+            """)
+    var logFormat: String = "auto"
 
     @Flag(help: .hidden)
     var testHooks = false
@@ -122,6 +163,9 @@ struct SwitchboardCommand: ParsableCommand {
         guard BuiltinWorker.Engine(rawValue: worker) != nil else {
             throw ValidationError("--worker '\(worker)' is not a built-in worker: pass native or nio")
         }
+        guard SwitchboardLogHandler.Format(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format '\(logFormat)' is not a format: pass auto, text, journal or json")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError(
                 "--log-level '\(logLevel)' is not a level: pass trace, debug, info, notice, warning, error or critical")
@@ -132,6 +176,7 @@ struct SwitchboardCommand: ParsableCommand {
             ("--restart-delay", restartDelay), ("--restart-delay-max", restartDelayMax), ("--min-uptime", minUptime),
             ("--crash-loop-window", crashLoopWindow), ("--header-timeout", headerTimeout),
             ("--keepalive-timeout", keepAliveTimeout), ("--send-timeout", sendTimeout), ("--steal-after", stealAfter),
+            ("--shutdown-delay", shutdownDelay),
         ]
         for (flag, value) in seconds where !(value.isFinite && value >= 0 && value <= 86_400 * 365) {
             throw ValidationError("\(flag) must be a number of seconds, 0 or more (got \(value))")
@@ -146,6 +191,13 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.backlog = backlog
         configuration.maxQueued = maxQueued
         configuration.stealAfter = duration(stealAfter)
+        configuration.health = health
+        configuration.controlSocket = controlSocket
+        configuration.user = user
+        configuration.group = group
+        configuration.cpuAffinity = cpuAffinity
+        configuration.agent = agent
+        configuration.shutdownDelay = duration(shutdownDelay)
         configuration.mode = DispatchMode(name: mode) ?? .roundRobin
         func duration(_ seconds: Double) -> Duration {
             seconds.isFinite && seconds >= 0 && seconds <= 86_400 * 365 ? .milliseconds(Int64(seconds * 1000)) : .zero

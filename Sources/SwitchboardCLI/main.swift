@@ -6,13 +6,11 @@ import Switchboard
 import Glibc
 #endif
 
-LoggingSystem.bootstrap { label in
-    StreamLogHandler.standardError(label: label)
-}
-
 // Errors are one line saying what is wrong and how to fix it; help and version go to stdout.
 do {
     var command = try SwitchboardCommand.parseAsRoot()
+    let format = (command as? SwitchboardCommand).flatMap { SwitchboardLogHandler.Format(rawValue: $0.logFormat) }
+    LoggingSystem.bootstrap { label in SwitchboardLogHandler(label: label, format: format ?? .auto) }
     try command.run()
 } catch let error as SwitchboardError {
     Output.error(error.message)

@@ -117,3 +117,38 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests.RealSystemd {
+    /// The shipped unit's control socket (in its RuntimeDirectory) answers `switchboard status`, and every log line
+    /// reaches the journal with its own priority, so `journalctl -p` filters.
+    @Test func statusOverTheRuntimeDirectoryAndJournalPriorities() throws {
+        let port = try freePort()
+        let units = try makeUnits(
+            port: port, socket: true,
+            serviceDropIn: """
+                ExecStart=
+                ExecStart=/usr/local/bin/switchboard --workers 1 --drain-timeout 5 --control-socket /run/switchboard/control.sock
+                """)
+        defer { try? FileManager.default.removeItem(at: units) }
+        let sandbox = try SystemdSandbox(units: units)
+        defer { sandbox.stop() }
+        let active = waitForUnit(sandbox) { $0["StatusText"]?.hasPrefix("1/1 workers ready") == true }
+        #expect(active["ActiveState"] == "active", "\(active)\n\(sandbox.journal("switchboard.service"))")
+
+        let status = try sandbox.exec(["/usr/local/bin/switchboard", "status", "--control-socket", "/run/switchboard/control.sock"])
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("workers 1/1 ready"), "\(status.stdout)")
+
+        _ = try sandbox.exec(["systemctl", "kill", "--kill-whom=main", "-s", "SIGTTOU", "switchboard.service"])
+        var notices = ""
+        waitUntil(timeout: .seconds(10)) {
+            notices = (try? sandbox.exec(["journalctl", "-p", "notice", "-u", "switchboard.service", "-o", "cat", "--no-pager"]))?.stdout ?? ""
+            return notices.contains("SIGTTOU ignored")
+        }
+        #expect(notices.contains("SIGTTOU ignored"), "a notice is filed as one: \(notices)")
+        #expect(!notices.contains("worker forked"), "info lines stay out of -p notice: \(notices)")
+        #expect(!notices.contains("<5>") && !notices.contains("<6>"), "journald took the prefixes as priorities")
+        let everything = try sandbox.exec(["journalctl", "-u", "switchboard.service", "-o", "cat", "--no-pager"]).stdout
+        #expect(everything.contains("worker forked"))
+    }
+}

@@ -54,10 +54,16 @@ package final class SwitchboardProcess {
         }
         var env = ProcessInfo.processInfo.environment
         for name in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
-                     "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID"] {
+                     "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "JOURNAL_STREAM"] {
             env[name] = nil
         }
         for (key, value) in environment { env[key] = value }
+        if environment["JOURNAL_STREAM"] == "stderr" {
+            // As systemd sets it when stderr is the journal: the device and inode of what stderr is.
+            var info = stat()
+            stat(stderrURL.path, &info)
+            env["JOURNAL_STREAM"] = "\(info.st_dev):\(info.st_ino)"
+        }
         process.environment = env
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = try FileHandle(forWritingTo: stdoutURL)

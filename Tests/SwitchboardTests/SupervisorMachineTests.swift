@@ -248,3 +248,30 @@ import Glibc
         #expect(machine.readyCount == 2)
     }
 }
+
+extension SupervisorMachineTests {
+    /// Kubernetes' preStop pattern, built in: the stop is announced for the shutdown delay while serving goes on.
+    @Test func aShutdownDelayAnnouncesTheStopBeforeTheDrain() {
+        var settings = Self.settings()
+        settings.shutdownDelay = 2 * Self.second
+        var machine = Machine(settings: settings)
+        for case .spawn(let slot) in machine.handle(.start(now: 0)) {
+            _ = machine.handle(.spawned(slot: slot, pid: pid_t(100 + slot), now: 0))
+            _ = machine.handle(.ready(slot: slot, now: 0))
+        }
+        #expect(!machine.isStopAnnounced)
+        #expect(machine.handle(.stop(exitCode: 0, now: Self.second, escalate: true)) == [.stopAnnounced(delay: 2 * Self.second)])
+        #expect(machine.isStopAnnounced && machine.state == .running)
+        #expect(machine.nextDeadline <= 3 * Self.second)
+        #expect(machine.handle(.tick(now: 2 * Self.second)).isEmpty)
+        #expect(machine.handle(.tick(now: 3 * Self.second)) == [.stopping, .drain(slot: 0), .drain(slot: 1)])
+
+        // A second stop during the delay drains at once.
+        var again = Machine(settings: settings)
+        for case .spawn(let slot) in again.handle(.start(now: 0)) {
+            _ = again.handle(.spawned(slot: slot, pid: pid_t(100 + slot), now: 0))
+        }
+        _ = again.handle(.stop(exitCode: 0, now: 0, escalate: true))
+        #expect(again.handle(.stop(exitCode: 0, now: 1, escalate: true)) == [.stopping, .drain(slot: 0), .drain(slot: 1)])
+    }
+}

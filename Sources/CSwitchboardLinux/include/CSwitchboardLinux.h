@@ -43,6 +43,19 @@ int sb_queued_bytes(int sock);
 /// (MSG_PEEK|MSG_DONTWAIT, no control buffer). Returns the bytes copied, 0 at end of stream.
 ssize_t sb_peek_message(int sock, void *buf, size_t cap);
 
+/// A non-blocking, close-on-exec UNIX stream listener at `path`, mode 0600. A socket file there that nothing accepts
+/// on (left by a master that is gone) is replaced; a live one gives EADDRINUSE.
+int sb_unix_listen(const char *path, int backlog);
+
+/// A blocking, close-on-exec connection to the UNIX stream socket at `path`.
+int sb_unix_connect(const char *path);
+
+/// The uid of the process at the other end of a UNIX socket (SO_PEERCRED).
+int sb_peer_uid(int fd, uint32_t *uid);
+
+/// For a listening TCP socket: the connections waiting in its accept queue and the queue's limit (TCP_INFO).
+int sb_listen_queue(int fd, uint32_t *depth, uint32_t *limit);
+
 /// accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) without the peer address.
 int sb_accept(int listener);
 
@@ -80,11 +93,33 @@ int sb_signalfd_open(const int *signals, int count);
 /// Reads one pending signal from a signalfd: returns its number, or -1 (EAGAIN when none is pending).
 int sb_signalfd_read(int fd);
 
+/// What a worker process is set up with before it runs: its user and groups (when `setIdentity`), its CPU (unless -1).
+typedef struct {
+    int setIdentity;
+    uint32_t uid;
+    uint32_t gid;
+    const uint32_t *_Nullable groups;
+    int groupCount;
+    int cpu;
+} sb_worker_setup;
+
 /// Spawns `path` with `argv`/`envp` (NULL-terminated). `channel` becomes fd 3 and `extra` (unless -1) fd 4 in the
-/// child; every other fd above 2 is closed; the signal mask is emptied and handled signals reset to default.
+/// child; every other fd above 2 is closed; the signal mask holds only SIGINT, SIGQUIT and SIGHUP and every signal is
+/// at its default. With a `setup` that changes the user or the CPU, the child takes them before exec (fork + execve:
+/// the worker never runs a single instruction of its own as the master's user or on other CPUs).
 /// Returns 0 and sets *pid; on failure returns an errno value (posix_spawn's convention), not -1.
 int sb_spawn(const char *path, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
-             int channel, int extra, pid_t *pid);
+             int channel, int extra, const sb_worker_setup *_Nullable setup, pid_t *pid);
+
+/// Looks up a user: its uid, primary gid and every group it is in (at most *groupCount on entry; the count on exit).
+/// Returns -1 with errno ENOENT when there is no such user.
+int sb_lookup_user(const char *name, uint32_t *uid, uint32_t *gid, uint32_t *groups, int *groupCount);
+
+/// Looks up a group's gid. Returns -1 with errno ENOENT when there is no such group.
+int sb_lookup_group(const char *name, uint32_t *gid);
+
+/// The CPUs this process may run on (sched_getaffinity), at most `max`, ascending. Returns the count or -1.
+int sb_allowed_cpus(int *cpus, int max);
 
 /// In a worker: ignores SIGINT, SIGQUIT and SIGHUP (the master's signals, which a terminal or `kill -<pgid>` sends
 /// to the whole process group; ignoring discards any already pending) and unblocks them in the calling thread.

@@ -93,6 +93,7 @@ extension Master {
                     for fd in slots[index].outbox { Syscalls.close(fd) }
                     slots[index].outbox.removeAll(keepingCapacity: true)
                     dispatched &+= UInt64(count)
+                    slots[index].dispatched &+= UInt64(count)
                     connectionMessages &+= 1
                 case .wouldBlock:
                     giveBack(slot: index)

@@ -93,6 +93,10 @@ extension Master {
             notifyHalt(earlyExits: early)
             logger.critical(
                 "workers exited early \(early) times within \(configuration.restart.crashLoopWindow): halting (crash loop)")
+        case .stopAnnounced(let delay):
+            logger.info(
+                "stop announced: load balancers are told to drain; serving on for \(delay / 1_000_000) ms, then draining")
+            notifySystemd("", event: "stop announced: draining in \(delay / 1_000_000) ms")
         case .stopping:
             stopAccepting()
         case .stopDeadlinePassed:

@@ -40,7 +40,9 @@ extension Master {
                 arguments: ["switchboard-worker"] + configuration.workerArguments,
                 environment: environment,
                 channel: workerEnd.fd,
-                extra: strategy.sharesListener ? listener : nil)
+                extra: strategy.sharesListener ? listener : nil,
+                identity: workerIdentity,
+                cpu: workerCPUs.isEmpty ? nil : workerCPUs[index % workerCPUs.count])
         } catch {
             masterEnd.close()
             workerEnd.close()
@@ -62,6 +64,7 @@ extension Master {
         slots[index].channel = masterEnd
         slots[index].kept = workerEnd
         slots[index].watchingWritable = false
+        slots[index].dispatched = 0
         return pid
     }
 

@@ -17,6 +17,19 @@ package final class Master {
 
         static let process: UInt64 = 4
         static let control: UInt64 = 5
+        static let health: UInt64 = 6
+        static let agent: UInt64 = 7
+        static let probe: UInt64 = 8
+        static let controlSocket: UInt64 = 9
+        static let controlClient: UInt64 = 10
+
+        static func controlClient(_ fd: CInt) -> UInt64 {
+            UInt64(UInt32(bitPattern: fd)) << 8 | controlClient
+        }
+
+        static func probe(_ fd: CInt) -> UInt64 {
+            UInt64(UInt32(bitPattern: fd)) << 8 | probe
+        }
 
         static func worker(slot: Int, id: Int) -> UInt64 {
             UInt64(id) << 32 | UInt64(slot) << 8 | worker
@@ -56,6 +69,16 @@ package final class Master {
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
     var systemd = SystemdLink()
+    /// `--health` and `--agent`: what load balancers ask.
+    var health = HealthServer()
+    /// `--control-socket`: `switchboard status`, `reload`, `scale`, `stop`.
+    var controlServer = ControlServer()
+    /// The user workers run as (``Configuration/user``), resolved at start.
+    let workerIdentity: WorkerIdentity?
+    /// The CPU of each slot, by slot number mod its count (``Configuration/cpuAffinity``); empty: not pinned.
+    let workerCPUs: [Int]
+    /// When the master started (monotonic nanoseconds).
+    let startedAt = Syscalls.monotonicNanoseconds()
     /// Set while the first workers start: a worker that cannot be started then fails ``run(inheritedListener:)``.
     var starting = false
     var startupError: SwitchboardError?
@@ -92,6 +115,8 @@ package final class Master {
             bound: configuration.maxQueued,
             capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
+        self.workerIdentity = try Self.resolveIdentity(configuration)
+        self.workerCPUs = try Self.resolveCPUs(configuration)
         do {
             self.signalSet = Descriptor(handleSignals ? try Syscalls.signalDescriptor(Self.handledSignals) : -1)
             self.epollSet = Descriptor(try Syscalls.epollCreate())
@@ -114,6 +139,8 @@ package final class Master {
     deinit {
         // The epoll set and the signalfd close themselves (``Descriptor``).
         if listener >= 0 { Syscalls.close(listener) }
+        closeHealth()
+        closeControl()
     }
 
     /// Binds the listener (or takes `inherited`), starts the workers and runs until stopped.
@@ -131,6 +158,8 @@ package final class Master {
             }
         }
         try bindListener(inherited: inherited)
+        try bindHealth()
+        try bindControl()
         func describe(_ limit: UInt64) -> String { limit == .max ? "unlimited" : "\(limit)" }
         logger.info(
             "descriptor limit \(describe(descriptorLimit.soft))",
@@ -198,6 +227,48 @@ package final class Master {
         }
     }
 
+    /// The uid, gid and groups of ``Configuration/user`` (and ``Configuration/group``).
+    /// - Throws: ``SwitchboardError`` (usage) for an unknown user or group, or when this master may not switch.
+    static func resolveIdentity(_ configuration: Configuration) throws(SwitchboardError) -> WorkerIdentity? {
+        guard configuration.user != nil || configuration.group != nil else { return nil }
+        var identity: WorkerIdentity
+        if let user = configuration.user {
+            guard let found = Syscalls.lookUpUser(user) else {
+                throw SwitchboardError(.usage, "--user '\(user)' is not a user on this machine")
+            }
+            identity = found
+        } else {
+            identity = WorkerIdentity(uid: Syscalls.effectiveUID, gid: getegid(), groups: [])
+        }
+        if let group = configuration.group {
+            guard let gid = Syscalls.lookUpGroup(group) else {
+                throw SwitchboardError(.usage, "--group '\(group)' is not a group on this machine")
+            }
+            identity.gid = gid
+            if !identity.groups.contains(gid) { identity.groups.insert(gid, at: 0) }
+        }
+        if Syscalls.effectiveUID != 0 && (identity.uid != Syscalls.effectiveUID || identity.gid != getegid()) {
+            throw SwitchboardError(
+                .permissionDenied, "--user/--group need a master started as root (it binds, then workers switch)")
+        }
+        return identity
+    }
+
+    /// The CPU for each slot from ``Configuration/cpuAffinity``.
+    /// - Throws: ``SwitchboardError`` (usage) for a CPU this process may not use.
+    static func resolveCPUs(_ configuration: Configuration) throws(SwitchboardError) -> [Int] {
+        guard let text = configuration.cpuAffinity else { return [] }
+        let allowed = Syscalls.allowedCPUs()
+        guard text != "auto" else { return allowed }
+        let wanted = Configuration.cpuList(text) ?? []
+        if let outside = wanted.first(where: { !allowed.contains($0) }) {
+            throw SwitchboardError(
+                .usage,
+                "--cpu-affinity \(text): CPU \(outside) is not one this process may use (\(allowed.map(String.init).joined(separator: ",")))")
+        }
+        return wanted
+    }
+
     static func isNotNumericAddress(_ host: String) -> Bool {
         let v4 = host.split(separator: ".", omittingEmptySubsequences: false)
         let looksV4 = v4.count == 4 && v4.allSatisfy { UInt8($0) != nil }
@@ -244,6 +315,16 @@ package final class Master {
             let id = Int(token >> 32)
             guard slot < slots.count, worker(slot).id == id else { return }
             reapIfExited(slot: slot)
+        case Token.health:
+            acceptProbes(agent: false)
+        case Token.agent:
+            acceptProbes(agent: true)
+        case Token.probe:
+            readProbe(CInt(truncatingIfNeeded: token >> 8))
+        case Token.controlSocket:
+            acceptControlClients()
+        case Token.controlClient:
+            readControlClient(CInt(truncatingIfNeeded: token >> 8))
         case Token.control:
             Syscalls.drainEvent(control.eventFD)
             for command in control.take() { perform(command) }
@@ -269,6 +350,8 @@ package final class Master {
         case SIGTERM, SIGINT, SIGQUIT:
             if case .stopping = machine.state {
                 if signal != SIGQUIT { logger.notice("second stop signal: killing every worker now") }
+            } else if machine.stopDue != nil {
+                logger.notice("second stop signal during the shutdown delay: draining now")
             } else {
                 logger.info("stopping gracefully (signal \(signal))")
             }
@@ -292,6 +375,8 @@ package final class Master {
         if let resume = acceptResumeAt { next = min(next, resume) }
         if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
         if let steal = nextStealCheck { next = min(next, steal) }
+        if let probe = nextProbeDeadline { next = min(next, probe) }
+        if let client = nextControlDeadline { next = min(next, client) }
         guard next != .max else { return -1 }
         let now = Syscalls.monotonicNanoseconds()
         guard next > now else { return 0 }
@@ -305,6 +390,8 @@ package final class Master {
         }
         systemdTick(now: now)
         stealFromStalledWorkers(now: now)
+        if !health.probes.isEmpty { expireProbes(now: now) }
+        if !controlServer.clients.isEmpty { expireControlClients(now: now) }
         if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
             submit(.tick(now: now))
@@ -336,6 +423,8 @@ package final class Master {
             disconnect(slot: index)
             releaseQueue(slot: index)
         }
+        closeHealth()
+        closeControl()
         let lost = pending.removeAll()
         for fd in lost { Syscalls.close(fd) }
         logger.info(

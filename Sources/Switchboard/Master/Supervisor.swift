@@ -13,6 +13,8 @@ public enum Cluster {
     public static var isWorker: Bool { WorkerRuntime.isWorker }
     /// True in every other process: it should run a ``Supervisor``.
     public static var isPrimary: Bool { !isWorker }
+    /// This build's version (`switchboard --version`).
+    public static let version = "0.7.0"
 }
 
 /// The master of a Switchboard cluster: binds, accepts, passes connections to worker processes and supervises them.

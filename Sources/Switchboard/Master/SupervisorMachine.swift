@@ -19,6 +19,8 @@ package struct SupervisorMachine {
         package var readyTimeout: UInt64
         package var heartbeatTimeout: UInt64
         package var drainTimeout: UInt64
+        /// How long a stop is announced (readiness 503, agent `drain`) before the drain begins.
+        package var shutdownDelay: UInt64 = 0
         /// How often health is checked (and the target compared with what runs).
         package var checkInterval: UInt64
         package var restart: RestartPolicy.Settings
@@ -41,6 +43,7 @@ package struct SupervisorMachine {
                 workers: configuration.workers, readyTimeout: configuration.readyTimeout,
                 heartbeatTimeout: configuration.heartbeatTimeout, heartbeatInterval: configuration.heartbeatInterval,
                 drainTimeout: configuration.drainTimeout, restart: configuration.restart)
+            shutdownDelay = UInt64(max(configuration.shutdownDelay.nanoseconds, 0))
         }
     }
 
@@ -74,6 +77,8 @@ package struct SupervisorMachine {
         package var killedByMaster = false
         /// Removed by scaling down or replaced by a reload: not refilled.
         package var retired = false
+        /// Restarts of this slot after unintended exits.
+        package var restarts = 0
 
         package var hasProcess: Bool { phase != .empty }
         package var isAttached: Bool { phase == .starting || phase == .ready || phase == .draining }
@@ -121,6 +126,9 @@ package struct SupervisorMachine {
         case reload(now: UInt64)
         case scaleUp(now: UInt64)
         case scaleDown(now: UInt64)
+        /// Exactly `count` workers (at least one): as many scale-ups or downs as that takes, none lost to signal
+        /// coalescing.
+        case scaleTo(count: Int, now: UInt64)
     }
 
     /// Why the master kills a worker.
@@ -153,6 +161,9 @@ package struct SupervisorMachine {
         case restartScheduled(slot: Int, delay: UInt64, earlyExits: Int)
         /// Workers exited early `earlyExits` times within the crash-loop window: the master stops with exit 70.
         case halt(earlyExits: Int)
+        /// A stop was asked for with a shutdown delay: load balancers are told (readiness 503, agent `drain`) while
+        /// everything keeps serving for `delay` nanoseconds; then the stop begins.
+        case stopAnnounced(delay: UInt64)
         /// The stop began: stop accepting, hand out or close what waits (then the drains follow).
         case stopping
         /// The stop deadline passed with workers still running.
@@ -184,6 +195,8 @@ package struct SupervisorMachine {
     private var nextWorkerID = 1
     private var stopExitCode: Int32 = 0
     private var nextCheck: UInt64 = 0
+    /// When an announced stop begins (during the shutdown delay).
+    package private(set) var stopDue: UInt64?
 
     package init(settings: Settings) {
         self.settings = settings
@@ -197,6 +210,10 @@ package struct SupervisorMachine {
         return ready
     }
 
+    /// Whether a stop was asked for: announced (the shutdown delay runs) or under way. Load balancers should send
+    /// nothing new.
+    package var isStopAnnounced: Bool { stopDue != nil || state != .running }
+
     /// Whether any worker process runs (or awaits its reap).
     package var hasProcesses: Bool { workers.contains(where: \.hasProcess) }
 
@@ -204,6 +221,7 @@ package struct SupervisorMachine {
     package var nextDeadline: UInt64 {
         var next = nextCheck
         if case .stopping(let deadline) = state { next = min(next, deadline) }
+        if let due = stopDue { next = min(next, due) }
         if state == .running {
             for worker in workers where worker.phase == .empty && !worker.retired {
                 if let due = worker.respawnAt { next = min(next, due) }
@@ -267,7 +285,7 @@ package struct SupervisorMachine {
         case .tick(let now):
             tick(now: now, into: &actions)
         case .stop(let exitCode, let now, let escalate):
-            stop(exitCode: exitCode, now: now, escalate: escalate, into: &actions)
+            stop(exitCode: exitCode, now: now, escalate: escalate, delayable: true, into: &actions)
         case .reload(let now):
             startReload(now: now, into: &actions)
         case .scaleUp:
@@ -277,6 +295,19 @@ package struct SupervisorMachine {
             actions.append(spawn(allocateSlot()))
         case .scaleDown(let now):
             scaleDown(now: now, into: &actions)
+        case .scaleTo(let count, let now):
+            guard state == .running else { break }
+            let wanted = max(count, 1)
+            while target < wanted {
+                target += 1
+                actions.append(.scaled(target: target))
+                actions.append(spawn(allocateSlot()))
+            }
+            while target > wanted {
+                let before = target
+                scaleDown(now: now, into: &actions)
+                if target == before { break }
+            }
         }
         if case .stopping = state, !hasProcesses { state = .finished(exitCode: stopExitCode) }
         return actions
@@ -358,14 +389,20 @@ package struct SupervisorMachine {
         case .restart(let delay):
             let wait = UInt64(max(delay.nanoseconds, 0))
             workers[slot].respawnAt = now &+ wait
+            workers[slot].restarts += 1
             actions.append(.restartScheduled(slot: slot, delay: wait, earlyExits: restart.earlyExitsInARow))
         case .halt(let early):
             actions.append(.halt(earlyExits: early))
-            stop(exitCode: SwitchboardError.Code.crashLoop.exitCode, now: now, escalate: false, into: &actions)
+            stop(
+                exitCode: SwitchboardError.Code.crashLoop.exitCode, now: now, escalate: false, delayable: false,
+                into: &actions)
         }
     }
 
     private mutating func tick(now: UInt64, into actions: inout [Action]) {
+        if let due = stopDue, due <= now {
+            stop(exitCode: stopExitCode, now: now, escalate: false, delayable: false, into: &actions)
+        }
         if case .stopping(let deadline) = state, deadline <= now {
             if workers.contains(where: { $0.isAttached }) { actions.append(.stopDeadlinePassed) }
             for slot in workers.indices where workers[slot].isAttached {
@@ -416,13 +453,22 @@ package struct SupervisorMachine {
         for _ in 0..<missing { workers[allocateSlot()].respawnAt = now }
     }
 
-    /// The stop rule, the only one: the first stop drains every worker within the drain timeout; another stop
-    /// while that runs kills them all at once when it escalates, and changes nothing when it does not.
-    private mutating func stop(exitCode: Int32, now: UInt64, escalate: Bool, into actions: inout [Action]) {
+    /// The stop rule, the only one: the first stop is announced for the shutdown delay (if any) and then drains
+    /// every worker within the drain timeout; another stop during the delay begins the drain at once; another stop
+    /// while the drain runs kills them all at once when it escalates, and changes nothing when it does not.
+    private mutating func stop(
+        exitCode: Int32, now: UInt64, escalate: Bool, delayable: Bool, into actions: inout [Action]
+    ) {
         switch state {
-        case .running:
-            state = .stopping(deadline: now &+ settings.drainTimeout)
+        case .running where delayable && stopDue == nil && settings.shutdownDelay > 0:
+            stopDue = now &+ settings.shutdownDelay
             stopExitCode = exitCode
+            actions.append(.stopAnnounced(delay: settings.shutdownDelay))
+        case .running:
+            // After an announced stop, the code asked for then stands unless this stop brings a failure.
+            if stopDue == nil || exitCode != 0 { stopExitCode = exitCode }
+            stopDue = nil
+            state = .stopping(deadline: now &+ settings.drainTimeout)
             reload = nil
             reloadQueued = false
             actions.append(.stopping)

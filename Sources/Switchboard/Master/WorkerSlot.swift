@@ -15,6 +15,8 @@ struct WorkerSlot {
     /// Connections picked for this worker during one accept burst, sent together in one message.
     var outbox: [CInt]
     var watchingWritable = false
+    /// Connections handed to the worker in this slot now.
+    var dispatched: UInt64 = 0
 
     init(bound: Int) {
         queue = QueuedFrames(capacity: bound)

@@ -24,6 +24,13 @@ package enum NonBlocking<Value> {
     case wouldBlock
 }
 
+/// The user a worker runs as: uid, gid and supplementary groups (`initgroups`' list), resolved by the master.
+package struct WorkerIdentity: Equatable, Sendable {
+    package var uid: UInt32
+    package var gid: UInt32
+    package var groups: [UInt32]
+}
+
 /// Thin, typed wrappers over the system calls Switchboard makes. The only Swift that touches pointers.
 package enum Syscalls {
     /// Closes `fd`, ignoring `EINTR` (Linux always releases the descriptor). `EBADF` means the descriptor was
@@ -108,6 +115,90 @@ package enum Syscalls {
         var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
         var remaining = timespec()
         while unsafe nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+
+    /// A non-blocking UNIX stream listener at `path`, mode 0600 (a stale socket file there is replaced).
+    package static func listenUnix(_ path: String, backlog: Int = 16) throws(SystemCallError) -> CInt {
+        try retryingOnInterrupt("bind") { unsafe sb_unix_listen(path, CInt(backlog)) }
+    }
+
+    /// A blocking connection to the UNIX stream socket at `path`.
+    package static func connectUnix(_ path: String) throws(SystemCallError) -> CInt {
+        try retryingOnInterrupt("connect") { unsafe sb_unix_connect(path) }
+    }
+
+    /// The uid of the peer of a UNIX socket.
+    package static func peerUID(_ fd: CInt) -> UInt32? {
+        var uid: UInt32 = 0
+        return unsafe sb_peer_uid(fd, &uid) == 0 ? uid : nil
+    }
+
+    /// A listening TCP socket's accept queue: connections waiting and the limit.
+    package static func listenQueue(_ fd: CInt) -> (depth: Int, limit: Int)? {
+        var depth: UInt32 = 0
+        var limit: UInt32 = 0
+        return unsafe sb_listen_queue(fd, &depth, &limit) == 0 ? (Int(depth), Int(limit)) : nil
+    }
+
+    /// Removes a file, ignoring failures.
+    package static func unlink(_ path: String) {
+        _ = unsafe Glibc.unlink(path)
+    }
+
+    /// This process's effective uid.
+    package static var effectiveUID: UInt32 { geteuid() }
+
+    /// The contents of a small file (up to 64 KiB), such as one under `/proc`; nil when it cannot be read.
+    package static func readSmallFile(_ path: String) -> String? {
+        let fd = unsafe open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 64 * 1024)
+        var total = 0
+        while total < bytes.count {
+            let count = unsafe bytes.withUnsafeMutableBytes { raw in
+                unsafe Glibc.read(fd, raw.baseAddress! + total, raw.count - total)
+            }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            total += count
+        }
+        return String(decoding: bytes[0..<total], as: UTF8.self)
+    }
+
+    /// CPU seconds (user + system) and resident bytes of a process, from `/proc/<pid>/stat`.
+    package static func processUsage(_ pid: pid_t) -> (cpuSeconds: Double, residentBytes: Int)? {
+        guard let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After the command name: state is field 3, utime 14, stime 15, rss 24 (1-based, as proc(5) numbers them).
+        guard fields.count > 21, let user = Double(fields[11]), let system = Double(fields[12]),
+            let pages = Int(fields[21])
+        else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return ((user + system) / max(ticks, 1), pages * Int(sysconf(Int32(_SC_PAGESIZE))))
+    }
+
+    /// A user's uid, primary gid and groups, or nil when there is no such user.
+    package static func lookUpUser(_ name: String) -> WorkerIdentity? {
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        var groups = [UInt32](repeating: 0, count: 256)
+        var count = CInt(groups.count)
+        guard unsafe sb_lookup_user(name, &uid, &gid, &groups, &count) == 0 else { return nil }
+        return WorkerIdentity(uid: uid, gid: gid, groups: Array(groups[0..<Int(count)]))
+    }
+
+    /// A group's gid, or nil when there is no such group.
+    package static func lookUpGroup(_ name: String) -> UInt32? {
+        var gid: UInt32 = 0
+        return unsafe sb_lookup_group(name, &gid) == 0 ? gid : nil
+    }
+
+    /// The CPUs this process may run on (its affinity mask: cgroup and `CPUAffinity=` limits included).
+    package static func allowedCPUs() -> [Int] {
+        var cpus = [CInt](repeating: 0, count: 1024)
+        let count = unsafe sb_allowed_cpus(&cpus, CInt(cpus.count))
+        return count > 0 ? cpus[0..<Int(count)].map(Int.init) : []
     }
 
     /// The bytes waiting in `socket`'s receive queue (`SIOCINQ`), or nil when the call failed.
@@ -230,12 +321,20 @@ package enum Syscalls {
         arguments: [String],
         environment: [String],
         channel: CInt,
-        extra: CInt?
+        extra: CInt?,
+        identity: WorkerIdentity? = nil,
+        cpu: Int? = nil
     ) throws(SystemCallError) -> pid_t {
         var pid: pid_t = 0
+        let groups = identity?.groups ?? []
         let code = unsafe withCStrings(arguments) { argv in
             unsafe withCStrings(environment) { envp in
-                unsafe sb_spawn(path, argv, envp, channel, extra ?? -1, &pid)
+                unsafe groups.withUnsafeBufferPointer { groupBuffer in
+                    var setup = unsafe sb_worker_setup(
+                        setIdentity: identity == nil ? 0 : 1, uid: identity?.uid ?? 0, gid: identity?.gid ?? 0,
+                        groups: groupBuffer.baseAddress, groupCount: CInt(groups.count), cpu: CInt(cpu ?? -1))
+                    return unsafe sb_spawn(path, argv, envp, channel, extra ?? -1, &setup, &pid)
+                }
             }
         }
         if code != 0 { throw SystemCallError(call: "posix_spawn", code: code) }
@@ -343,7 +442,22 @@ extension Syscalls {
         return unsafe String(cString: value)
     }
 
-    /// Removes an environment variable from this process.
+    /// The device and inode of what `fd` refers to, or nil when it is not open.
+    package static func deviceAndInode(_ fd: CInt) -> (device: UInt64, inode: UInt64)? {
+        var info = stat()
+        guard unsafe fstat(fd, &info) == 0 else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// `seconds` since the epoch as local time in `strftime`'s `format`.
+    package static func formatLocalTime(_ seconds: time_t, _ format: String) -> String {
+        var time = seconds
+        var parts = unsafe tm()
+        _ = unsafe localtime_r(&time, &parts)
+        var buffer = [CChar](repeating: 0, count: 64)
+        let count = unsafe strftime(&buffer, buffer.count, format, &parts)
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 
     /// Writes all of `text` to `fd`, ignoring failures (for the ready line and fatal messages).
     package static func writeAll(_ fd: CInt, _ text: String) {

@@ -1,0 +1,144 @@
+/// A command for a running master, one line on its control socket (`switchboard status`, `reload`, `scale`, `stop`).
+public enum ControlCommand: Equatable, Sendable {
+    case status(json: Bool)
+    case reload
+    case stop
+    /// Exactly this many workers.
+    case scale(to: Int)
+    /// This many more (positive) or fewer (negative).
+    case scaleBy(Int)
+
+    /// The longest line the master reads.
+    public static let maxLine = 256
+
+    /// Parses one line (without its newline).
+    /// - Throws: ``SwitchboardError`` (usage) naming what is wrong.
+    public init(line: String) throws(SwitchboardError) {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true)
+        switch (words.first.map(String.init), words.count) {
+        case ("status", 1): self = .status(json: false)
+        case ("status", 2) where words[1] == "--json" || words[1] == "json": self = .status(json: true)
+        case ("reload", 1): self = .reload
+        case ("stop", 1): self = .stop
+        case ("scale", 2):
+            let argument = words[1]
+            if argument.hasPrefix("+") || argument.hasPrefix("-") {
+                guard let delta = Int(argument), delta != 0, abs(delta) <= 1024 else {
+                    throw SwitchboardError(.usage, "scale \(argument): pass +K or -K with K from 1 to 1024")
+                }
+                self = .scaleBy(delta)
+            } else {
+                guard let count = Int(argument), (1...1024).contains(count) else {
+                    throw SwitchboardError(.usage, "scale \(argument): pass a worker count from 1 to 1024, +K or -K")
+                }
+                self = .scale(to: count)
+            }
+        default:
+            throw SwitchboardError(
+                .usage, "unknown command '\(line.prefix(40))': pass status, status --json, reload, scale <n|+k|-k> or stop")
+        }
+    }
+
+    /// The line that says it.
+    public var line: String {
+        switch self {
+        case .status(let json): json ? "status --json" : "status"
+        case .reload: "reload"
+        case .stop: "stop"
+        case .scale(let count): "scale \(count)"
+        case .scaleBy(let delta): "scale \(delta > 0 ? "+" : "")\(delta)"
+        }
+    }
+}
+
+/// What `switchboard status` shows: the master and one entry per worker (`pm2 ls`, `pumactl stats`).
+public struct MasterStatus: Codable, Equatable, Sendable {
+    public struct Worker: Codable, Equatable, Sendable {
+        public var id: Int
+        public var pid: Int32
+        public var slot: Int
+        public var generation: Int
+        /// `starting`, `ready`, `draining` or `exiting`.
+        public var state: String
+        public var uptimeSeconds: Double
+        /// Times this slot's worker was restarted after an unintended exit.
+        public var restarts: Int
+        /// Connections open in the worker (its last report plus what it received since).
+        public var openConnections: Int
+        /// Connections waiting in its queue.
+        public var queuedConnections: Int
+        /// Connections the master handed it.
+        public var dispatched: UInt64
+        public var cpuSeconds: Double
+        public var residentBytes: Int
+    }
+
+    public var version: String
+    public var pid: Int32
+    public var mode: String
+    public var port: Int
+    public var uptimeSeconds: Double
+    /// `running`, `stop announced`, `stopping`.
+    public var state: String
+    /// nil, or `generation N` while a rolling reload runs.
+    public var reload: String?
+    public var targetWorkers: Int
+    public var readyWorkers: Int
+    /// Connections waiting in the listener's accept queue, and its limit (nil where the kernel does not say).
+    public var backlogDepth: Int?
+    public var backlogLimit: Int?
+    public var dispatched: UInt64
+    public var redispatched: UInt64
+    public var stolen: UInt64
+    public var workers: [Worker]
+
+    /// The table `switchboard status` prints.
+    public var table: String {
+        func seconds(_ value: Double) -> String {
+            let whole = Int(value)
+            if whole >= 3600 { return "\(whole / 3600)h\(whole % 3600 / 60)m" }
+            if whole >= 60 { return "\(whole / 60)m\(whole % 60)s" }
+            return "\(whole)s"
+        }
+        func megabytes(_ bytes: Int) -> String {
+            let tenths = bytes * 10 / (1024 * 1024)
+            return "\(tenths / 10).\(tenths % 10)M"
+        }
+        var lines: [String] = []
+        let backlog = backlogDepth.map { depth in "\(depth)/\(backlogLimit.map(String.init) ?? "?")" } ?? "n/a"
+        lines.append(
+            "switchboard \(version)  pid \(pid)  \(mode) on port \(port)  up \(seconds(uptimeSeconds))  \(state)"
+                + (reload.map { "  reloading (\($0))" } ?? ""))
+        lines.append(
+            "workers \(readyWorkers)/\(targetWorkers) ready  backlog \(backlog)  dispatched \(dispatched)"
+                + "  re-dispatched \(redispatched) (stolen \(stolen))")
+        let header = ["id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss"]
+        var rows = [header]
+        for worker in workers {
+            rows.append([
+                "\(worker.id)", "\(worker.pid)", "\(worker.generation)", worker.state, seconds(worker.uptimeSeconds),
+                "\(worker.restarts)", "\(worker.openConnections)", "\(worker.queuedConnections)", "\(worker.dispatched)",
+                String(format2: worker.cpuSeconds), megabytes(worker.residentBytes),
+            ])
+        }
+        let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            let cells = row.indices.map { column in
+                let cell = row[column]
+                let pad = String(repeating: " ", count: widths[column] - cell.count)
+                return column == 3 ? cell + pad : pad + cell
+            }
+            lines.append(cells.joined(separator: "  "))
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+extension String {
+    /// `value` with two decimals, without Foundation.
+    init(format2 value: Double) {
+        let hundredths = Int((value * 100).rounded())
+        let fraction = hundredths % 100
+        self = "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+}

@@ -1,0 +1,141 @@
+import CSwitchboardLinux
+import Foundation
+import SwitchboardTestSupport
+import Testing
+
+extension EndToEndTests {
+    /// `switchboard status | reload | scale | stop` over the master's control socket.
+    @Suite struct Control {
+        static func socketPath() -> String {
+            FileManager.default.temporaryDirectory.appendingPathComponent("sb-\(UUID().uuidString.prefix(8)).sock").path
+        }
+
+        struct Outcome {
+            var status: Int32?
+            var stdout: String
+            var stderr: String
+        }
+
+        /// Runs `switchboard <arguments> --control-socket <path>` as a client process.
+        static func client(_ arguments: [String], socket: String, user: String? = nil) throws -> Outcome {
+            let process = try SwitchboardProcess(arguments: arguments + ["--control-socket", socket], user: user)
+            defer { process.cleanUp() }
+            let status = process.waitForExit(timeout: .seconds(20))
+            return Outcome(status: status, stdout: process.stdout, stderr: process.stderr)
+        }
+
+        /// Sends raw bytes on the socket and reads the answer.
+        static func raw(_ bytes: [UInt8], socket: String) -> String {
+            let fd = sb_unix_connect(socket)
+            guard fd >= 0 else { return "connect failed: errno \(errno)" }
+            defer { close(fd) }
+            if !bytes.isEmpty { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) } }
+            shutdown(fd, Int32(SHUT_WR))
+            var answer: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if count <= 0 { break }
+                answer += chunk[0..<count]
+            }
+            return String(decoding: answer, as: UTF8.self)
+        }
+
+        @Test func statusShowsTheMasterAndEveryWorkerAsATableAndAsJSON() throws {
+            let socket = Self.socketPath()
+            let server = try SwitchboardProcess.start(["--workers", "2", "--control-socket", socket])
+            defer { server.cleanUp() }
+            for _ in 0..<10 { _ = try get(port: server.port) }
+            var mode = stat()
+            #expect(stat(socket, &mode) == 0 && mode.st_mode & 0o777 == 0o600, "socket mode \(String(mode.st_mode & 0o777, radix: 8))")
+
+            let table = try Self.client(["status"], socket: socket)
+            #expect(table.status == 0, "\(table.stderr)")
+            #expect(table.stdout.contains("round-robin on port \(server.port)"), "\(table.stdout)")
+            #expect(table.stdout.contains("workers 2/2 ready"))
+            for pid in server.workerPIDs { #expect(table.stdout.contains(" \(pid) "), "\(table.stdout)") }
+
+            let json = try Self.client(["status", "--json"], socket: socket)
+            #expect(json.status == 0)
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+            #expect(object["targetWorkers"] as? Int == 2 && object["readyWorkers"] as? Int == 2)
+            #expect(object["pid"] as? Int == Int(server.pid))
+            #expect(object["backlogLimit"] as? Int == 511, "the listener's own accept-queue limit: \(object)")
+            #expect((object["dispatched"] as? Int ?? 0) >= 10)
+            let workers = try #require(object["workers"] as? [[String: Any]])
+            #expect(Set(workers.compactMap { $0["pid"] as? Int }) == Set(server.workerPIDs.map(Int.init)))
+            #expect(workers.allSatisfy { $0["state"] as? String == "ready" && ($0["residentBytes"] as? Int ?? 0) > 0 })
+            #expect(workers.compactMap { $0["dispatched"] as? Int }.reduce(0, +) >= 10)
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// Signals coalesce (a burst of TTIN adds what the kernel delivered); the socket is exact.
+        @Test func scaleIsExact() throws {
+            let socket = Self.socketPath()
+            let server = try SwitchboardProcess.start(["--workers", "2", "--control-socket", socket])
+            defer { server.cleanUp() }
+            #expect(try Self.client(["scale", "5"], socket: socket).stdout == "workers: 2 -> 5\n")
+            #expect(waitUntil { server.workerPIDs.count == 5 && server.logCount("worker ready") == 5 })
+            #expect(try Self.client(["scale", "-3"], socket: socket).stdout == "workers: 5 -> 2\n")
+            #expect(waitUntil { server.workerPIDs.count == 2 }, "\(server.workerPIDs)")
+            #expect(try Self.client(["scale", "+1"], socket: socket).stdout == "workers: 2 -> 3\n")
+            #expect(waitUntil { server.workerPIDs.count == 3 })
+            let zero = try Self.client(["scale", "0"], socket: socket)
+            #expect(zero.status == 64, "\(zero)")
+            #expect(zero.stderr.hasPrefix("switchboard: scale 0: pass a worker count from 1 to 1024"), "\(zero.stderr)")
+            #expect(try Self.client(["scale", "-9"], socket: socket).stderr.contains("at least one worker stays"))
+            #expect(server.workerPIDs.count == 3)
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test func reloadAndStopOverTheSocket() throws {
+            let socket = Self.socketPath()
+            let server = try SwitchboardProcess.start(["--workers", "2", "--control-socket", socket])
+            defer { server.cleanUp() }
+            let before = Set(server.workerPIDs)
+            #expect(try Self.client(["reload"], socket: socket).stdout == "rolling reload to generation 2 started\n")
+            #expect(server.waitForLog("rolling reload finished"))
+            #expect(waitUntil { Set(server.workerPIDs).isDisjoint(with: before) && server.workerPIDs.count == 2 })
+            #expect(try Self.client(["stop"], socket: socket).stdout == "stopping gracefully\n")
+            #expect(server.waitForExit() == 0)
+            #expect(!FileManager.default.fileExists(atPath: socket), "the socket file is removed at exit")
+            let gone = try Self.client(["status"], socket: socket)
+            #expect(gone.status == 1)
+            #expect(gone.stderr.hasPrefix("switchboard: cannot reach a master at \(socket): "), "\(gone.stderr)")
+        }
+
+        @Test func badCommandsGetAnErrorLineAndTheMasterKeepsServing() throws {
+            let socket = Self.socketPath()
+            let server = try SwitchboardProcess.start(["--workers", "1", "--control-socket", socket])
+            defer { server.cleanUp() }
+            #expect(Self.raw(Array("dance\n".utf8), socket: socket).hasPrefix("error: unknown command 'dance'"))
+            #expect(Self.raw([UInt8](repeating: 0x41, count: 5000), socket: socket) == "error: command longer than 256 bytes\n")
+            #expect(Self.raw(Array("scale 1 2\n".utf8), socket: socket).hasPrefix("error: unknown command"))
+            #expect(Self.raw([0, 255, 10], socket: socket).hasPrefix("error: unknown command"))
+            #expect(Self.raw([], socket: socket) == "error: no command (end the line with a newline)\n")
+            #expect(try Self.client(["status"], socket: socket).status == 0)
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// The socket is 0600; opened wider by mistake, the master still checks the peer's uid.
+        @Test(.enabled(if: getuid() == 0, "needs root to run a client as nobody"))
+        func aClientWithAnotherUidIsRefused() throws {
+            let socket = Self.socketPath()
+            let server = try SwitchboardProcess.start(["--workers", "1", "--control-socket", socket])
+            defer { server.cleanUp() }
+            let denied = try Self.client(["status"], socket: socket, user: "65534")
+            #expect(denied.status == 1)
+            #expect(denied.stderr.contains("Permission denied"), "\(denied.stderr)")
+            chmod(socket, 0o666)
+            let refused = try Self.client(["status"], socket: socket, user: "65534")
+            #expect(refused.status == 1)
+            #expect(
+                refused.stderr == "switchboard: uid 65534 may not control this master: only uid 0 and root may\n",
+                "\(refused.stderr)")
+            #expect(server.logCount("control socket: refused a client with uid 65534") == 1)
+            #expect(try Self.client(["status"], socket: socket).status == 0)
+            server.stopAndCheckNoOrphans()
+        }
+    }
+}

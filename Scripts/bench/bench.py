@@ -37,9 +37,12 @@ REPO_ROOT = HERE.parent.parent
 LUA_SCRIPT = HERE / "count.lua"
 NODE_SCRIPT = HERE / "node-cluster.js"
 
-SWITCHBOARD_MODES = ["round-robin", "least-connections", "reuseport", "shared", "round-robin-nio", "reuseport-nio"]
+SWITCHBOARD_MODES = ["round-robin", "least-connections", "reuseport", "shared", "round-robin-nio", "reuseport-nio",
+                     "round-robin-affinity", "reuseport-affinity"]
 # Subjects named <mode>-nio run the built-in worker on SwiftNIO (`--worker nio`) instead of its own epoll loop.
 NIO_SUFFIX = "-nio"
+# Subjects named <mode>-affinity pin worker i to CPU i mod n (`--cpu-affinity auto`).
+AFFINITY_SUFFIX = "-affinity"
 # Minimal C references (c-subjects.c, built with cc -O2 into bench-results/c/ on first use): the physical limit of
 # each design on this machine. c-rr-close closes the master's copy right after sendmsg, c-rr-ack keeps it until the
 # worker acknowledges (Switchboard's design), c-reuseport has one SO_REUSEPORT listener per worker.
@@ -51,7 +54,8 @@ C_FLAGS = ["-O2", "-Wall", "-Wextra"]
 NODE_MODES = ["node-rr", "node-none"]
 ALL_MODES = SWITCHBOARD_MODES + C_MODES + NODE_MODES
 # Subjects whose master accepts and passes every connection on: only their master CPU per connection is compared.
-PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "c-rr-close", "c-rr-ack", "node-rr"}
+PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "round-robin-affinity", "c-rr-close", "c-rr-ack",
+                 "node-rr"}
 # --sweep's subjects unless --modes names others.
 SWEEP_DEFAULT_MODES = ["round-robin", "c-rr-close"]
 
@@ -78,6 +82,8 @@ RATIO_PAIRS = [
     ("c-rr-ack", "c-reuseport"),
     ("c-rr-ack", "c-rr-close"),
     ("round-robin", "c-rr-close"),
+    ("round-robin-affinity", "round-robin"),
+    ("reuseport-affinity", "reuseport"),
     ("round-robin", "c-rr-ack"),
     ("reuseport", "c-reuseport"),
 ]
@@ -664,8 +670,10 @@ def subject_command(mode: str, args, binary: str | None, node: str | None, c_bin
     workers = args.workers if workers is None else workers
     if mode in SWITCHBOARD_MODES:
         argv = [binary, "--host", HOST, "--port", "0", "--workers", str(workers),
-                "--mode", mode.removesuffix(NIO_SUFFIX),
+                "--mode", mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX),
                 "--worker", "nio" if mode.endswith(NIO_SUFFIX) else "native"]
+        if mode.endswith(AFFINITY_SUFFIX):
+            argv += ["--cpu-affinity", "auto"]
     elif mode in C_MODES:
         # The C master prints the subject's own name as its mode: `... with <n> workers (c-rr-close)`.
         argv = [c_binary, "--mode", mode, "--host", HOST, "--port", "0", "--workers", str(workers)]

@@ -42,6 +42,8 @@ public struct Configuration: Sendable {
     /// Where the master answers load balancers (`host:port`, `[v6]:port` or `:port` for every interface): HTTP
     /// `GET /livez` and `GET /readyz`, and HAProxy's agent-check. nil: off.
     public var health: String?
+    /// Where the master serves `GET /metrics` in the Prometheus text format (`host:port`). nil: off.
+    public var metrics: String?
     /// A second address for HAProxy's agent-check alone, answered on connect without waiting for a line. nil: off.
     public var agent: String?
     /// The user workers run as (Node's `setupPrimary({uid})`, PM2's `--uid`, Gunicorn's `--user`): the master binds
@@ -116,7 +118,7 @@ public struct Configuration: Sendable {
         guard shutdownDelay >= .zero else {
             throw SwitchboardError(.usage, "--shutdown-delay cannot be negative")
         }
-        for (flag, value) in [("--health", health), ("--agent", agent)] {
+        for (flag, value) in [("--health", health), ("--agent", agent), ("--metrics", metrics)] {
             if let value, Self.address(value) == nil {
                 throw SwitchboardError(
                     .usage, "\(flag) '\(value)' is not host:port: pass e.g. 127.0.0.1:8081, [::1]:8081 or :8081")

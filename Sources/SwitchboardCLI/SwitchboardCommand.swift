@@ -108,6 +108,9 @@ struct SwitchboardCommand: ParsableCommand {
     @Option(help: "host:port answering HAProxy's agent-check alone, at once on connect. Off by default.")
     var agent: String?
 
+    @Option(help: "host:port where the master serves GET /metrics in the Prometheus text format. Off by default.")
+    var metrics: String?
+
     @Option(help: "Run workers as this user (its groups too); the master binds first, so a port below 1024 works as root.")
     var user: String?
 
@@ -193,6 +196,7 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.stealAfter = duration(stealAfter)
         configuration.health = health
         configuration.controlSocket = controlSocket
+        configuration.metrics = metrics
         configuration.user = user
         configuration.group = group
         configuration.cpuAffinity = cpuAffinity

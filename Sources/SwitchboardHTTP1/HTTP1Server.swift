@@ -60,6 +60,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     private var table: [Entry?] = []
     private var open = 0
     private var handled: UInt64 = 0
+    /// Requests answered in total: what the heartbeats report as handled.
+    private var answered: UInt64 = 0
     private var draining = false
     private var drainDeadline: UInt64 = .max
     private var nextHeartbeat: UInt64 = 0
@@ -269,7 +271,9 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
                 table[index]?.machine.receivedEnd(now: now)
                 return
             }
+            let before = table[index]?.machine.answered ?? 0
             table[index]?.machine.received(readBuffer, count: count, now: now, responder: responder)
+            answered &+= UInt64((table[index]?.machine.answered ?? before) - before)
             flush(fd)
             if count < readBuffer.count { return }  // drained; epoll says when there is more
         }
@@ -320,7 +324,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if !channelWatched && !masterGone { roomAgain = true }
         if open == maxConnections - 1 {
             // Room again: tell the master now rather than at the next heartbeat, and accept again.
-            runtime.heartbeat(open: open, handled: handled)
+            runtime.heartbeat(open: open, handled: answered)
             updateListenerInterest()
         }
     }
@@ -343,7 +347,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             receiveFromMaster()
         }
         if now >= nextHeartbeat {
-            runtime.heartbeat(open: open, handled: handled)
+            runtime.heartbeat(open: open, handled: answered)
             nextHeartbeat = now &+ heartbeatNanoseconds
         }
         if now >= nextSweep {

@@ -106,6 +106,8 @@ extension EndToEndTests {
             for flag in [
                 "--port", "--host", "--workers", "--backlog", "--max-queued", "--drain-timeout", "--log-level",
                 "--header-timeout", "--keepalive-timeout", "--send-timeout", "--max-connections", "--steal-after",
+                "--health", "--agent", "--metrics", "--shutdown-delay", "--control-socket", "--user", "--group",
+                "--cpu-affinity", "--log-format", "--version", "status", "reload", "scale", "stop",
             ] {
                 #expect(outcome.stdout.contains(flag), "help lacks \(flag)")
             }

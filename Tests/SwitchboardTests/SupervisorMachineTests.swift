@@ -123,7 +123,7 @@ import Glibc
         for round in 0..<4 {
             let actions = machine.handle(.exited(slot: 0, exit: .code(1), now: now, random: 0))
             if round < 3 {
-                guard case .restartScheduled(0, let delay, _)? = actions.last else {
+                guard case .restartScheduled(0, let delay, _, .failed)? = actions.last else {
                     Issue.record("no restart: \(actions)")
                     return
                 }

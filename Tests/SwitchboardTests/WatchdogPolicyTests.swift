@@ -1,5 +1,9 @@
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import Switchboard
 
 @Suite struct WatchdogPolicyTests {
@@ -28,5 +32,22 @@ import Testing
     @Test func aStartingWorkerDoesNotWithholdThePing() {
         // Its ready deadline covers it; the watchdog is about workers that stopped serving.
         #expect(policy.verdict(now: 10 * second, workers: [worker(1, serving: false, heartbeat: 0)]) == .ping)
+    }
+}
+
+@Suite struct StopPolicyTests {
+    @Test func systemdWaitsLongerOnlyWhileTheDrainMakesProgress() {
+        var policy = StopExtension()
+        let second: UInt64 = 1_000_000_000
+        #expect(policy.extendedTimeout(marker: 10, deadline: 30 * second, now: second) == 29_000_000 + 5_000_000)
+        #expect(policy.extendedTimeout(marker: 10, deadline: 30 * second, now: 2 * second) == nil, "no progress")
+        #expect(policy.extendedTimeout(marker: 4, deadline: 30 * second, now: 3 * second) == 27_000_000 + 5_000_000)
+        #expect(policy.extendedTimeout(marker: 1, deadline: 30 * second, now: 31 * second) == nil, "past the deadline")
+    }
+
+    @Test func acceptPausesOnlyForLackOfResources() {
+        #expect(AcceptBackoff.resume(after: EMFILE, now: 5) == 5 + AcceptBackoff.pause)
+        #expect(AcceptBackoff.resume(after: ENOBUFS, now: 5) == 5 + AcceptBackoff.pause)
+        #expect(AcceptBackoff.resume(after: ECONNABORTED, now: 5) == nil)
     }
 }

@@ -87,8 +87,13 @@ public struct MasterStatus: Codable, Equatable, Sendable {
     /// Connections waiting in the listener's accept queue, and its limit (nil where the kernel does not say).
     public var backlogDepth: Int?
     public var backlogLimit: Int?
+    /// Connections handed to workers.
     public var dispatched: UInt64
+    /// Connections taken back from a worker's queue (it died or stalled).
+    public var takenBack: UInt64
+    /// Connections sent again after they were taken back or given back.
     public var redispatched: UInt64
+    /// Of those taken back, the ones taken from stalled workers (``Configuration/stealAfter``).
     public var stolen: UInt64
     public var workers: [Worker]
 
@@ -111,7 +116,7 @@ public struct MasterStatus: Codable, Equatable, Sendable {
                 + (reload.map { "  reloading (\($0))" } ?? ""))
         lines.append(
             "workers \(readyWorkers)/\(targetWorkers) ready  backlog \(backlog)  dispatched \(dispatched)"
-                + "  re-dispatched \(redispatched) (stolen \(stolen))")
+                + "  taken back \(takenBack) (stolen \(stolen))  re-dispatched \(redispatched)")
         let header = ["id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss"]
         var rows = [header]
         for worker in workers {

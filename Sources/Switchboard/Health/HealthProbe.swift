@@ -79,6 +79,14 @@ package enum HealthProbe {
         }
     }
 
+    /// `/metrics` in the Prometheus text format.
+    package static func metricsResponse(_ body: [UInt8], head: Bool) -> [UInt8] {
+        let text =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.count)\r\n"
+            + "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+        return Array(text.utf8) + (head ? [] : body)
+    }
+
     static func http(_ status: Int, _ body: String, head: Bool) -> [UInt8] {
         let reason =
             switch status {

@@ -158,6 +158,7 @@ extension Master {
             case .finished: "stopped"
             }
         let queue = listener >= 0 && passesDescriptors ? Syscalls.listenQueue(listener) : nil
+        for index in slots.indices { refreshQueue(slot: index) }  // what the workers took since the last look
         var workers: [MasterStatus.Worker] = []
         for index in machine.workers.indices where machine.workers[index].hasProcess {
             let worker = machine.workers[index]
@@ -182,7 +183,7 @@ extension Master {
             uptimeSeconds: Double(now &- startedAt) / 1e9, state: stateText,
             reload: machine.reload.map { _ in "generation \(machine.generation)" },
             targetWorkers: machine.target, readyWorkers: machine.readyCount, backlogDepth: queue?.depth,
-            backlogLimit: queue?.limit, dispatched: dispatched, redispatched: redispatched, stolen: stolen,
+            backlogLimit: queue?.limit, dispatched: dispatched, takenBack: takenBack, redispatched: redispatched, stolen: stolen,
             workers: workers)
     }
 

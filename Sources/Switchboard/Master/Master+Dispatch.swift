@@ -33,6 +33,7 @@ extension Master {
                 scheduler.dispatched(to: index)
                 staged += 1
             }
+            redispatched &+= UInt64(staged)
             guard staged > 0 else { return }
             flushOutboxes()
         }
@@ -53,6 +54,7 @@ extension Master {
                     break accepting
                 }
                 guard case .done(let fd) = accepted else { break accepting }
+                self.accepted &+= 1
                 slots[index].outbox.append(fd)
                 scheduler.dispatched(to: index)
                 staged += 1
@@ -179,7 +181,7 @@ extension Master {
         if let channel = slots[index].channel {
             for frame in others { _ = try? channel.sendRaw(frame) }
         }
-        redispatched &+= UInt64(taken)
+        takenBack &+= UInt64(taken)
         return taken
     }
 
@@ -224,12 +226,10 @@ extension Master {
     }
 
     private func acceptFailed(_ error: SystemCallError) {
-        switch error.code {
-        case EMFILE, ENFILE, ENOBUFS, ENOMEM:
-            // Out of descriptors or memory: back off so the backlog holds the connections meanwhile.
-            logger.warning("accept failed: \(error.reason); pausing accepts for 100 ms")
-            acceptResumeAt = Syscalls.monotonicNanoseconds() + 100_000_000
-        default:
+        if let resume = AcceptBackoff.resume(after: error.code, now: Syscalls.monotonicNanoseconds()) {
+            logger.warning("accept failed: \(error.reason); pausing accepts for \(AcceptBackoff.pause / 1_000_000) ms")
+            acceptResumeAt = resume
+        } else {
             logger.warning("accept failed: \(error.reason)")
         }
     }

@@ -9,7 +9,12 @@ import Glibc
 struct HealthServer {
     struct Probe {
         var fd: CInt
+        /// A scrape of `--metrics` rather than a health probe.
+        var metrics = false
         var bytes: [UInt8] = []
+        /// An answer too large for one write: what is left, sent as the socket takes it.
+        var output: [UInt8] = []
+        var written = 0
         /// A prober silent until then is an agent-check that sends nothing: it gets the agent line.
         var silentUntil: UInt64
         /// A probe still unanswered then is closed.
@@ -18,6 +23,7 @@ struct HealthServer {
 
     var listener: CInt = -1
     var agentListener: CInt = -1
+    var metricsListener: CInt = -1
     var probes: [Probe] = []
 
     /// Probes answered at once; more are closed on arrival.
@@ -30,18 +36,24 @@ extension Master {
     /// Binds `--health` and `--agent`.
     /// - Throws: ``SwitchboardError`` when an address cannot be bound.
     func bindHealth() throws(SwitchboardError) {
-        for (flag, text) in [("--health", configuration.health), ("--agent", configuration.agent)] {
+        for (flag, text) in [
+            ("--health", configuration.health), ("--agent", configuration.agent), ("--metrics", configuration.metrics),
+        ] {
             guard let text, let address = Configuration.address(text) else { continue }
             let fd: CInt
             do {
                 fd = try Syscalls.listenTCP(host: address.host, port: address.port, backlog: 64, reusePort: false).fd
-                try Syscalls.epollAdd(
-                    epoll, fd, events: sb_EPOLLIN, token: flag == "--health" ? Token.health : Token.agent)
+                let token = flag == "--health" ? Token.health : flag == "--agent" ? Token.agent : Token.metrics
+                try Syscalls.epollAdd(epoll, fd, events: sb_EPOLLIN, token: token)
             } catch {
                 let reason = error.code == EADDRINUSE ? "is in use" : "cannot be bound: \(error.reason)"
                 throw SwitchboardError(error.code == EADDRINUSE ? .portInUse : .system, "\(flag) \(text) \(reason)")
             }
-            if flag == "--health" { health.listener = fd } else { health.agentListener = fd }
+            switch flag {
+            case "--health": health.listener = fd
+            case "--agent": health.agentListener = fd
+            default: health.metricsListener = fd
+            }
             let port = (try? Syscalls.localPort(fd)) ?? address.port
             logger.info(
                 "answering load balancers",
@@ -55,9 +67,10 @@ extension Master {
             stopAnnounced: machine.isStopAnnounced, ready: machine.readyCount, target: machine.target)
     }
 
-    /// Accepts probes. On the agent port each gets its line at once; on the health port each is read first.
-    func acceptProbes(agent: Bool) {
-        let listener = agent ? health.agentListener : health.listener
+    /// Accepts probes. On the agent port each gets its line at once; on the health and metrics ports each is read
+    /// first.
+    func acceptProbes(agent: Bool, metrics: Bool = false) {
+        let listener = agent ? health.agentListener : metrics ? health.metricsListener : health.listener
         let now = Syscalls.monotonicNanoseconds()
         for _ in 0..<16 {
             guard case .done(let fd)? = try? Syscalls.accept(listener) else { return }
@@ -72,13 +85,20 @@ extension Master {
                 continue
             }
             health.probes.append(
-                .init(fd: fd, silentUntil: now &+ HealthServer.agentSilence, giveUpAt: now &+ HealthServer.timeout))
+                .init(
+                    fd: fd, metrics: metrics, silentUntil: metrics ? .max : now &+ HealthServer.agentSilence,
+                    giveUpAt: now &+ HealthServer.timeout))
         }
     }
 
-    /// Reads what a prober sent and answers once it is a whole request (or an agent's line).
-    func readProbe(_ fd: CInt) {
+    /// Reads what a prober sent and answers once it is a whole request (or an agent's line); writes the rest of a
+    /// long answer when the socket takes more.
+    func readProbe(_ fd: CInt, writable: Bool = false) {
         guard let index = health.probes.firstIndex(where: { $0.fd == fd }) else { return }
+        if !health.probes[index].output.isEmpty {
+            if writable { continueAnswer(at: index) }
+            return
+        }
         var chunk = [UInt8](repeating: 0, count: 1024)
         var ended = false
         while health.probes[index].bytes.count < HealthProbe.maxHead {
@@ -91,6 +111,14 @@ extension Master {
         }
         let request = HealthProbe.classify(health.probes[index].bytes[...])
         if request == .incomplete && !ended { return }
+        if health.probes[index].metrics {
+            let answer = request == .http(method: "GET", path: "/metrics") || request == .http(method: "HEAD", path: "/metrics")
+                ? HealthProbe.metricsResponse(scrapeMetrics(), head: request == .http(method: "HEAD", path: "/metrics"))
+                : HealthProbe.http(404, "not found: /metrics\n", head: false)
+            health.probes[index].output = answer
+            continueAnswer(at: index)
+            return
+        }
         let probe = health.probes.remove(at: index)
         Syscalls.epollRemove(epoll, fd)
         if ended && probe.bytes.isEmpty {
@@ -98,6 +126,23 @@ extension Master {
             return
         }
         answer(fd, HealthProbe.response(to: request, readiness: readiness))
+    }
+
+    /// Writes what the socket takes of a long answer; closes once all of it went out.
+    private func continueAnswer(at index: Int) {
+        let fd = health.probes[index].fd
+        while health.probes[index].written < health.probes[index].output.count {
+            let probe = health.probes[index]
+            guard case .done(let count)? = try? Syscalls.write(fd, probe.output, from: probe.written, to: probe.output.count)
+            else {
+                try? Syscalls.epollModify(epoll, fd, events: sb_EPOLLOUT, token: Token.probe(fd))
+                return
+            }
+            health.probes[index].written += count
+        }
+        health.probes.remove(at: index)
+        Syscalls.epollRemove(epoll, fd)
+        Syscalls.close(fd)
     }
 
     /// Answers silent probers (agent-checks that send nothing) and closes the ones that took too long.
@@ -134,8 +179,43 @@ extension Master {
     func closeHealth() {
         for probe in health.probes { Syscalls.close(probe.fd) }
         health.probes.removeAll()
-        for fd in [health.listener, health.agentListener] where fd >= 0 { Syscalls.close(fd) }
+        for fd in [health.listener, health.agentListener, health.metricsListener] where fd >= 0 { Syscalls.close(fd) }
         health.listener = -1
         health.agentListener = -1
+        health.metricsListener = -1
+    }
+}
+
+extension Master {
+    /// Everything `/metrics` shows, rendered now.
+    func scrapeMetrics() -> [UInt8] {
+        let now = Syscalls.monotonicNanoseconds()
+        for index in slots.indices { refreshQueue(slot: index) }  // what the workers took since the last look
+        var workers: [MasterMetrics.Snapshot.Worker] = []
+        var draining = 0
+        for index in machine.workers.indices where machine.workers[index].isAttached {
+            let worker = machine.workers[index]
+            if worker.phase == .draining { draining += 1 }
+            let usage = Syscalls.processUsage(worker.pid)
+            workers.append(
+                .init(
+                    slot: index, open: scheduler.slots[index].open, queued: scheduler.slots[index].queued,
+                    dispatched: slots[index].dispatched, handled: slots[index].handled,
+                    heartbeatAge: Double(now &- worker.lastHeartbeat) / 1e9, cpuSeconds: usage?.cpuSeconds ?? 0,
+                    residentBytes: usage?.residentBytes ?? 0))
+        }
+        let snapshot = MasterMetrics.Snapshot(
+            accepted: accepted, dispatched: dispatched, takenBack: takenBack, redispatched: redispatched,
+            stolen: stolen, listenQueue: listener >= 0 && passesDescriptors ? Syscalls.listenQueue(listener) : nil,
+            configured: machine.target, ready: machine.readyCount, draining: draining, workers: workers)
+        let own = Syscalls.processUsage(getpid())
+        let uptime = Double(now &- startedAt) / 1e9
+        return metrics.render(
+            snapshot,
+            process: (
+                cpuSeconds: own?.cpuSeconds ?? 0, residentBytes: own?.residentBytes ?? 0,
+                openFDs: Syscalls.openDescriptorCount(),
+                maxFDs: descriptorLimit.soft > UInt64(Int.max) ? Int.max : Int(descriptorLimit.soft),
+                startTime: Syscalls.wallClockSeconds() - uptime))
     }
 }

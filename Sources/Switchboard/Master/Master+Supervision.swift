@@ -85,7 +85,8 @@ extension Master {
             notifyReady(event: "listening on port \(port)")
         case .status(let event):
             notifySystemd("", event: event)
-        case .restartScheduled(let index, let delay, let early):
+        case .restartScheduled(let index, let delay, let early, let cause):
+            metrics.restarted(cause)
             logger.info(
                 "restarting worker in \(delay / 1_000_000) ms",
                 metadata: ["worker.slot": "\(index)", "restart.early-exits": "\(early)"])
@@ -104,14 +105,17 @@ extension Master {
         case .stopAlreadyRunning:
             break
         case .reloadStarted(let generation, let workers):
+            metrics.reloads.started &+= 1
             logger.info("rolling reload started", metadata: ["reload.generation": "\(generation)", "workers": "\(workers)"])
             notifyReloading()
         case .reloadQueued:
             logger.info("reload requested during a reload: queued")
         case .reloadFinished(let generation, let replaced):
+            metrics.reloads.finished &+= 1
             logger.info("rolling reload finished", metadata: ["reload.generation": "\(generation)", "workers": "\(replaced)"])
             notifyReady(event: "reload to generation \(generation) finished")
         case .reloadAborted(let generation):
+            metrics.reloads.aborted &+= 1
             logger.error(
                 "rolling reload aborted: a new worker failed or was not ready within \(configuration.readyTimeout); the running workers keep serving",
                 metadata: ["reload.generation": "\(generation)"])

@@ -16,7 +16,7 @@ struct SystemdLink {
     var lastEvent = "starting"
     var withheld = false
     /// Live workers plus their open connections at the last drain check (progress means it went down).
-    var drainMarker = Int.max
+    var stopExtension = StopExtension()
 
     static let storeName = "switchboard-listener"
 }
@@ -100,11 +100,9 @@ extension Master {
         if case .stopping(let deadline) = machine.state {
             period = min(period, 1_000_000_000)
             let marker = machine.workers.filter(\.hasProcess).count + scheduler.slots.reduce(0) { $0 + $1.open }
-            if marker < systemd.drainMarker && deadline > now {
-                // The drain still makes progress: ask systemd to wait until our own deadline (plus a margin).
-                Systemd.notify("EXTEND_TIMEOUT_USEC=\((deadline - now) / 1000 + 5_000_000)")
+            if let extra = systemd.stopExtension.extendedTimeout(marker: marker, deadline: deadline, now: now) {
+                Systemd.notify("EXTEND_TIMEOUT_USEC=\(extra)")
             }
-            systemd.drainMarker = marker
         } else if systemd.watchdogPeriod == nil {
             Systemd.notify("STATUS=\(statusText())")
         }

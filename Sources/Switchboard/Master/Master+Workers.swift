@@ -65,6 +65,7 @@ extension Master {
         slots[index].kept = workerEnd
         slots[index].watchingWritable = false
         slots[index].dispatched = 0
+        slots[index].handled = 0
         return pid
     }
 
@@ -118,7 +119,8 @@ extension Master {
             submit(.ready(slot: index, now: Syscalls.monotonicNanoseconds()))
         case .ack(let sequence, let open):
             acknowledge(slot: index, upTo: sequence, open: Int(open))
-        case .heartbeat(let open, _):
+        case .heartbeat(let open, let handled):
+            slots[index].handled = handled
             submit(.heartbeat(slot: index, now: Syscalls.monotonicNanoseconds()))
             scheduler.reportOpen(index, open: Int(open))
         case .message(let bytes):

@@ -22,6 +22,7 @@ package final class Master {
         static let probe: UInt64 = 8
         static let controlSocket: UInt64 = 9
         static let controlClient: UInt64 = 10
+        static let metrics: UInt64 = 11
 
         static func controlClient(_ fd: CInt) -> UInt64 {
             UInt64(UInt32(bitPattern: fd)) << 8 | controlClient
@@ -71,6 +72,8 @@ package final class Master {
     var systemd = SystemdLink()
     /// `--health` and `--agent`: what load balancers ask.
     var health = HealthServer()
+    /// `--metrics`: the figures in the Prometheus text format, and the counters the machine reports.
+    let metrics: MasterMetrics
     /// `--control-socket`: `switchboard status`, `reload`, `scale`, `stop`.
     var controlServer = ControlServer()
     /// The user workers run as (``Configuration/user``), resolved at start.
@@ -91,8 +94,13 @@ package final class Master {
 
     /// Counters for status lines and tests.
     var dispatched: UInt64 = 0
+    /// Connections taken back from a worker's queue (it died or stalled).
+    var takenBack: UInt64 = 0
+    /// Connections sent again after they were taken back (or given back when a channel was full).
     var redispatched: UInt64 = 0
-    /// Connections taken back from stalled workers' queues (a part of `redispatched`).
+    /// Connections accepted.
+    var accepted: UInt64 = 0
+    /// Connections taken back from stalled workers' queues (a part of `takenBack`).
     var stolen: UInt64 = 0
     /// `connections` messages sent: below `dispatched` when bursts went out several connections per message.
     var connectionMessages: UInt64 = 0
@@ -115,6 +123,7 @@ package final class Master {
             bound: configuration.maxQueued,
             capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
+        self.metrics = MasterMetrics(version: Cluster.version, mode: configuration.mode.name)
         self.workerIdentity = try Self.resolveIdentity(configuration)
         self.workerCPUs = try Self.resolveCPUs(configuration)
         do {
@@ -319,8 +328,10 @@ package final class Master {
             acceptProbes(agent: false)
         case Token.agent:
             acceptProbes(agent: true)
+        case Token.metrics:
+            acceptProbes(agent: false, metrics: true)
         case Token.probe:
-            readProbe(CInt(truncatingIfNeeded: token >> 8))
+            readProbe(CInt(truncatingIfNeeded: token >> 8), writable: event.events & sb_EPOLLOUT != 0)
         case Token.controlSocket:
             acceptControlClients()
         case Token.controlClient:
@@ -430,7 +441,8 @@ package final class Master {
         logger.info(
             "stopped",
             metadata: [
-                "connections.dispatched": "\(dispatched)", "connections.redispatched": "\(redispatched)",
+                "connections.dispatched": "\(dispatched)", "connections.taken-back": "\(takenBack)",
+                "connections.redispatched": "\(redispatched)",
                 "connections.stolen": "\(stolen)",
                 "connections.messages": "\(connectionMessages)",
             ])

@@ -158,7 +158,7 @@ package struct SupervisorMachine {
         /// Something systemd's STATUS should say.
         case status(String)
         /// A worker that exited unintended restarts after `delay` nanoseconds.
-        case restartScheduled(slot: Int, delay: UInt64, earlyExits: Int)
+        case restartScheduled(slot: Int, delay: UInt64, earlyExits: Int, cause: RestartPolicy.ExitCause)
         /// Workers exited early `earlyExits` times within the crash-loop window: the master stops with exit 70.
         case halt(earlyExits: Int)
         /// A stop was asked for with a shutdown delay: load balancers are told (readiness 503, agent `drain`) while
@@ -390,7 +390,8 @@ package struct SupervisorMachine {
             let wait = UInt64(max(delay.nanoseconds, 0))
             workers[slot].respawnAt = now &+ wait
             workers[slot].restarts += 1
-            actions.append(.restartScheduled(slot: slot, delay: wait, earlyExits: restart.earlyExitsInARow))
+            actions.append(
+                .restartScheduled(slot: slot, delay: wait, earlyExits: restart.earlyExitsInARow, cause: cause))
         case .halt(let early):
             actions.append(.halt(earlyExits: early))
             stop(

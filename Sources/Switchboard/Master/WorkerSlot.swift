@@ -17,6 +17,8 @@ struct WorkerSlot {
     var watchingWritable = false
     /// Connections handed to the worker in this slot now.
     var dispatched: UInt64 = 0
+    /// What the worker last reported as handled (requests answered by the built-in engine).
+    var handled: UInt64 = 0
 
     init(bound: Int) {
         queue = QueuedFrames(capacity: bound)

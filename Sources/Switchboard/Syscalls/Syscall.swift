@@ -201,6 +201,24 @@ package enum Syscalls {
         return count > 0 ? cpus[0..<Int(count)].map(Int.init) : []
     }
 
+    /// How many descriptors this process has open (the entries of `/proc/self/fd`, less the one reading it).
+    package static func openDescriptorCount() -> Int {
+        guard let directory = unsafe opendir("/proc/self/fd") else { return 0 }
+        defer { _ = unsafe closedir(directory) }
+        var count = 0
+        while let entry = unsafe readdir(directory) {
+            if unsafe entry.pointee.d_name.0 != 0x2E { count += 1 }  // not "." or ".."
+        }
+        return max(count - 1, 0)
+    }
+
+    /// Seconds since the epoch, now.
+    package static func wallClockSeconds() -> Double {
+        var now = timespec()
+        _ = unsafe clock_gettime(CLOCK_REALTIME, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+
     /// The bytes waiting in `socket`'s receive queue (`SIOCINQ`), or nil when the call failed.
     package static func queuedBytes(_ socket: CInt) -> Int? {
         let bytes = sb_queued_bytes(socket)

@@ -1,7 +1,7 @@
 /// Every message that crosses a master↔worker channel.
 ///
 /// Frames are little-endian: a 16-byte header (version, type, flags, payload length, sequence) and a bounded payload.
-/// Descriptors travel beside the bytes in `SCM_RIGHTS`; only ``connections(firstSequence:count:)`` carries any.
+/// Descriptors travel beside the bytes in `SCM_RIGHTS`; only ``connections(firstSequence:count:reportReceipt:)`` carries any.
 public enum WireMessage: Equatable, Sendable {
     /// Worker → master, first message: the worker's pid.
     case hello(pid: Int32)
@@ -14,7 +14,8 @@ public enum WireMessage: Equatable, Sendable {
     case connections(firstSequence: UInt64, count: Int, reportReceipt: Bool = false)
     /// Worker → master: every connection up to and including `sequence` was received; `open` connections are open.
     case ack(sequence: UInt64, open: UInt32)
-    /// Worker → master, from the worker's event loop: it is alive; `open` connections, `handled` in total.
+    /// Worker → master, from the worker's event loop: it is alive; `open` connections now, `handled` in total (requests
+    /// answered, for the built-in engine; connections taken, for the SwiftNIO server).
     case heartbeat(open: UInt32, handled: UInt64)
     /// Master → worker: stop taking work, finish what is in flight, exit within `deadlineMilliseconds`.
     case drain(deadlineMilliseconds: UInt32)

@@ -1,0 +1,100 @@
+import Foundation
+import SwitchboardTestSupport
+import Testing
+
+extension EndToEndTests {
+    /// `--metrics`: the master's figures in the Prometheus text format.
+    @Suite struct Metrics {
+        /// Scrapes `/metrics` and returns each sample by `name{label="value",…}` (labels sorted), and the raw text.
+        static func scrape(_ port: Int) throws -> (samples: [String: Double], text: String) {
+            let connection = try TestConnection(port: port, timeoutSeconds: 5)
+            try connection.send("GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
+            let answer = connection.readToEnd()
+            let parts = answer.components(separatedBy: "\r\n\r\n")
+            guard parts.count >= 2, parts[0].hasPrefix("HTTP/1.1 200 OK"),
+                parts[0].contains("Content-Type: text/plain; version=0.0.4")
+            else { throw ProbeError.malformed(answer) }
+            let text = parts.dropFirst().joined(separator: "\r\n\r\n")
+            var samples: [String: Double] = [:]
+            for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                    throw ProbeError.malformed("line: \(line)")
+                }
+                var name = String(line[..<space])
+                if let brace = name.firstIndex(of: "{") {
+                    let labels = name[name.index(after: brace)..<name.index(before: name.endIndex)]
+                        .split(separator: ",").map(String.init).sorted().joined(separator: ",")
+                    name = String(name[..<brace]) + "{" + labels + "}"
+                }
+                samples[name] = value
+            }
+            return (samples, text)
+        }
+
+        @Test func countersMoveWithConnectionsKillsAndReloads() throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "2", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "0.1"])
+            defer { server.cleanUp() }
+            let port = try #require(Health.port(server, "--metrics"), "\(server.stderr)")
+            let first = try Self.scrape(port).samples
+            #expect(first["switchboard_info{mode=\"round-robin\",version=\"\(try versionString())\"}"] == 1, "\(first.keys.sorted())")
+            #expect(first["switchboard_workers{state=\"ready\"}"] == 2)
+            #expect(first["switchboard_workers{state=\"configured\"}"] == 2)
+            #expect(first["switchboard_listen_queue_limit_connections"] == 511)
+            #expect((first["process_open_fds"] ?? 0) > 5 && (first["process_max_fds"] ?? 0) > 64)
+            #expect((first["process_start_time_seconds"] ?? 0) > Date().timeIntervalSince1970 - 120)
+
+            for _ in 0..<40 { #expect(try get(port: server.port).status == 200) }
+            let second = try Self.scrape(port).samples
+            #expect(second["switchboard_connections_dispatched_total"]! - (first["switchboard_connections_dispatched_total"] ?? 0) == 40)
+            #expect(second["switchboard_connections_accepted_total"]! - (first["switchboard_connections_accepted_total"] ?? 0) == 40)
+            #expect(second["switchboard_dispatch_skew_ratio"] == 1, "round-robin: 20 and 20")
+            #expect(second["switchboard_worker_queued_connections{slot=\"0\"}"] == 0, "all received: nothing waits")
+            // The workers' own figures arrive with their heartbeats.
+            #expect(waitUntil {
+                let samples = (try? Self.scrape(port).samples) ?? [:]
+                return (samples["switchboard_worker_handled_total{slot=\"0\"}"] ?? 0) + (samples["switchboard_worker_handled_total{slot=\"1\"}"] ?? 0) >= 40
+            })
+            #expect((second["switchboard_worker_resident_memory_bytes{slot=\"0\"}"] ?? 0) > 1_000_000)
+
+            let victim = try #require(server.workerPIDs.first)
+            kill(victim, SIGKILL)
+            #expect(waitUntil {
+                ((try? Self.scrape(port).samples)?["switchboard_worker_restarts_total{cause=\"killed_from_outside\"}"] ?? 0) == 1
+            })
+            server.signal(SIGHUP)
+            #expect(server.waitForLog("rolling reload finished"))
+            let third = try Self.scrape(port).samples
+            #expect(third["switchboard_reloads_total{result=\"started\"}"] == 1)
+            #expect(third["switchboard_reloads_total{result=\"finished\"}"] == 1)
+            #expect(third["switchboard_reloads_total{result=\"aborted\"}"] == 0)
+            #expect(third["switchboard_worker_restarts_total{cause=\"failed\"}"] == 0)
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// A connection stolen from a stopped worker's queue shows as taken back and re-dispatched.
+        @Test func takenBackConnectionsAreCounted() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2", "--metrics", "127.0.0.1:0", "--steal-after", "0.1"])
+            defer { server.cleanUp() }
+            let port = try #require(Health.port(server, "--metrics"))
+            let first = try #require(try get(port: server.port).workerPID)
+            let stopped = try #require(server.workerPIDs.first { $0 != first })
+            kill(stopped, SIGSTOP)
+            defer { kill(stopped, SIGCONT) }
+            for _ in 0..<4 { #expect(try get(port: server.port).workerPID == first) }
+            let samples = try Self.scrape(port).samples
+            #expect((samples["switchboard_connections_stolen_total"] ?? 0) >= 1, "\(samples)")
+            #expect(samples["switchboard_connections_taken_back_total"] == samples["switchboard_connections_stolen_total"])
+            #expect((samples["switchboard_connections_redispatched_total"] ?? 0) >= 1)
+            kill(stopped, SIGCONT)
+            server.stopAndCheckNoOrphans()
+        }
+
+        func versionString() throws -> String {
+            let process = try SwitchboardProcess(arguments: ["--version"])
+            defer { process.cleanUp() }
+            _ = process.waitForExit()
+            return process.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+}

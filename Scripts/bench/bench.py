@@ -221,7 +221,7 @@ class Server:
         self.name = name
         # How the master is started (default: leading its own process group) and the mode its ready line names.
         self.popen_options = popen_options if popen_options is not None else dict(GROUP)
-        self.mode = mode if mode is not None else name.removesuffix(NIO_SUFFIX)
+        self.mode = mode if mode is not None else name.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX)
         self.argv = argv
         self.env = env
         self.logfile = logfile

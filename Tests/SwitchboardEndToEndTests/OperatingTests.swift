@@ -1,3 +1,4 @@
+import CSwitchboardLinux
 import Foundation
 import SwitchboardTestSupport
 import Testing
@@ -109,6 +110,32 @@ extension EndToEndTests.Operating {
         kill(workers[0], SIGKILL)
         #expect(waitUntil { server.workerPIDs.count == 2 && !server.workerPIDs.contains(workers[0]) })
         for worker in server.workerPIDs { #expect(Self.statusField(worker, "Uid")?.hasPrefix("65534") == true) }
+        server.stopAndCheckNoOrphans()
+    }
+
+    /// The reason to start as root at all: the master binds a privileged port, the workers serve it as nobody.
+    @Test(.enabled(if: getuid() == 0, "needs root to bind a port below 1024"))
+    func aPortBelow1024IsBoundByTheMasterAndServedByWorkersAsNobody() throws {
+        var port: CInt = 0
+        for candidate in CInt(600)..<CInt(1000) {
+            var bound: CInt = 0
+            var family: CInt = 0
+            let fd = sb_tcp_listen("127.0.0.1", candidate, 1, 0, 1, &bound, &family)
+            if fd >= 0 {
+                close(fd)
+                port = candidate
+                break
+            }
+        }
+        try #require(port > 0, "no free port below 1000")
+        let server = try SwitchboardProcess(
+            arguments: ["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--user", "nobody"])
+        defer { server.cleanUp() }
+        try server.waitForReady()
+        let response = try get(port: Int(port))
+        #expect(response.status == 200)
+        let worker = try #require(response.workerPID)
+        #expect(Self.statusField(worker, "Uid")?.hasPrefix("65534") == true)
         server.stopAndCheckNoOrphans()
     }
 

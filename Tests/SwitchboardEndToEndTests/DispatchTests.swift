@@ -86,19 +86,7 @@ extension EndToEndTests {
             kill(stopped, SIGSTOP)
 
             // Eight connections alternate between the workers: four go to the stopped one (its bound) and wait.
-            let results = ResultBox()
-            let group = DispatchGroup()
-            var connections: [TestConnection] = []
-            for _ in 0..<8 {
-                let connection = try TestConnection(port: server.port, timeoutSeconds: 30)
-                connections.append(connection)
-                try connection.request()
-                group.enter()
-                Thread.detachNewThread {
-                    defer { group.leave() }
-                    results.append(Result { try connection.readResponse() })
-                }
-            }
+            let (connections, results, group) = try KernelQueue.requests(8, port: server.port)
             #expect(waitUntil { results.count == 4 }, "the running worker should answer its four")
             Thread.sleep(forTimeInterval: 0.3)
             #expect(results.count == 4, "connections dispatched to the stopped worker cannot be answered yet")

@@ -1,6 +1,10 @@
 // A bare SwiftNIO HTTP server run as a Switchboard cluster, with messages between master and workers.
 //
 //   swift run switchboard-nio-example --port 8080 --workers 2 --pings 3 --events on
+//   swift run switchboard-nio-example --port 8443 --tls-cert cert.pem --tls-key key.pem   # HTTPS
+//
+// With --tls-cert and --tls-key each worker does the TLS handshake on the raw TCP connections the master passes it,
+// as a Node cluster worker does with https.createServer: NIOSSL's server handler first, then the same HTTP pipeline.
 //
 // The same binary is the master (it supervises) and, re-executed by the master, each worker (it serves).
 import Foundation
@@ -8,6 +12,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Switchboard
 import SwitchboardNIO
 
@@ -35,14 +40,41 @@ func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 
+/// The value of `--name value` in this process's arguments (the master passes its own to every worker).
+func flag(_ name: String) -> String? {
+    let arguments = CommandLine.arguments
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+    return arguments[index + 1]
+}
+
+/// The TLS context for `--tls-cert` and `--tls-key` (PEM files), or nil to serve plain HTTP.
+func makeTLSContext() throws -> NIOSSLContext? {
+    guard let certificate = flag("--tls-cert"), let key = flag("--tls-key") else { return nil }
+    let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+    let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+    var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
+    tls.applicationProtocols = ["http/1.1"]
+    return try NIOSSLContext(configuration: tls)
+}
+
 // In a worker: serve the passed connections; answer every message from the master.
 if Cluster.isWorker, let runtime = WorkerRuntime.current() {
+    let tls: NIOSSLContext?
+    do {
+        tls = try makeTLSContext()
+    } catch {
+        FileHandle.standardError.write(Data("switchboard-nio-example: cannot load the TLS certificate or key: \(error)\n".utf8))
+        exit(1)
+    }
     let server = SwitchboardWorkerServer(
         runtime: runtime,
         group: MultiThreadedEventLoopGroup(numberOfThreads: 1),
         onMessage: { bytes in try? runtime.send(message: Array("echo from \(getpid()): ".utf8) + bytes) }
     ) { channel in
         channel.eventLoop.makeCompletedFuture {
+            // TLS first: the worker does the handshake on the passed TCP connection. A client that sends anything
+            // but a ClientHello gets its connection closed by the handler; the worker goes on serving the others.
+            if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
             try channel.pipeline.syncOperations.configureHTTPServerPipeline()
             // The master's header and keep-alive timeouts (SwitchboardWorkerServer applies the send timeout and
             // backpressure to every connection by itself).
@@ -67,6 +99,7 @@ while let flag = arguments.next() {
     case "--workers": configuration.workers = Int(value) ?? configuration.workers
     case "--pings": pings = Int(value) ?? 0
     case "--events": printEvents = value == "on"
+    case "--tls-cert", "--tls-key": break  // read by each worker
     default: say("unknown flag \(flag)")
     }
 }
@@ -76,6 +109,8 @@ do {
     let workers = configuration.workers
     let pingsPerWorker = pings
     let showEvents = printEvents
+    // Fail here, once, rather than in every worker, when the certificate or key cannot be loaded.
+    _ = try makeTLSContext()
     supervisor.onListening { host, port in say("listening on \(host):\(port) with \(workers) workers (round-robin)") }
     // Detached, since run() below blocks the main thread. Who cancels: nobody; the stream finishes when run() returns.
     Task.detached {
@@ -92,7 +127,10 @@ do {
         }
     }
     exit(try supervisor.run())
-} catch {
+} catch let error as SwitchboardError {
     FileHandle.standardError.write(Data("switchboard-nio-example: \(error.message)\n".utf8))
     exit(error.code.exitCode)
+} catch {
+    FileHandle.standardError.write(Data("switchboard-nio-example: cannot load the TLS certificate or key: \(error)\n".utf8))
+    exit(1)
 }

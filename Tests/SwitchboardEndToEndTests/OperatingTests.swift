@@ -139,6 +139,18 @@ extension EndToEndTests.Operating {
         server.stopAndCheckNoOrphans()
     }
 
+    /// Only a root master can switch users: any other stops at once, with one line, before binding or starting anyone.
+    @Test(.enabled(if: getuid() == 0, "needs root to start the master as another user"))
+    func aMasterThatIsNotRootCannotSwitchUsers() throws {
+        let process = try SwitchboardProcess(arguments: ["--port", "0", "--user", "root"], user: "65534")
+        defer { process.cleanUp() }
+        #expect(process.waitForExit() == 77)
+        #expect(
+            process.stderr == "switchboard: --user/--group need a master started as root (it binds, then workers switch)\n",
+            "\(process.stderr)")
+        #expect(ProcFS.workers(ofMaster: process.pid).isEmpty)
+    }
+
     @Test func anUnknownUserOrABadCPUListIsAOneLineError() throws {
         for (arguments, message) in [
             (["--user", "no-such-user-here"], "switchboard: --user 'no-such-user-here' is not a user on this machine\n"),

@@ -1601,7 +1601,13 @@ def main(argv=None) -> int:
                                         f"workers: {', '.join(L['unknown_pids'])}")
                 if not r["alive_after_loads"]:
                     problems.append(f"{mode}: master exited during the loads")
-        smoke = {"ok": not problems, "problems": problems}
+        # Node's cluster is a reference, not a subject under test: its hiccups (on a loaded 2-CPU machine its
+        # workers can miss a 1 s load altogether) are reported, and fail the smoke only for our own subjects.
+        reference_problems = [p for p in problems if p.split(" ")[0].rstrip(":") in NODE_MODES]
+        problems = [p for p in problems if p not in reference_problems]
+        for problem in reference_problems:
+            log(f"smoke: reference subject only, not counted: {problem}")
+        smoke = {"ok": not problems, "problems": problems, "reference_problems": reference_problems}
 
     finished = _dt.datetime.now().astimezone()
     doc = {

@@ -207,6 +207,9 @@ extension Master {
         Syscalls.epollRemove(epoll, channel.fd)
         channel.close()
         slots[index].channel = nil
+        // Staged connections were never sent: they go to other workers (the outbox is flushed in the same pump that
+        // fills it, so this is empty today; dropping it would leak their descriptors the day it is not).
+        pending.append(contentsOf: slots[index].outbox)
         slots[index].outbox.removeAll(keepingCapacity: true)
         slots[index].queue.removeAll()
         scheduler.workerExited(index)

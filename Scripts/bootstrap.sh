@@ -13,7 +13,14 @@ for extra in "$@"; do
         node) command -v node >/dev/null 2>&1 || need+=(nodejs) ;;
         systemd) command -v systemd-socket-activate >/dev/null 2>&1 || need+=(systemd) ;;
         haproxy) command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy) ;;
-        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd, haproxy)" >&2; exit 64 ;;
+        # The HTTPS and HTTP/2 tests: certificates by openssl, clients curl, h2load and nghttp, a close_notify probe
+        # in python3.
+        tls)
+            command -v openssl >/dev/null 2>&1 || need+=(openssl)
+            command -v curl >/dev/null 2>&1 || need+=(curl)
+            command -v python3 >/dev/null 2>&1 || need+=(python3)
+            { command -v h2load >/dev/null 2>&1 && command -v nghttp >/dev/null 2>&1; } || need+=(nghttp2-client) ;;
+        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd, haproxy, tls)" >&2; exit 64 ;;
     esac
 done
 

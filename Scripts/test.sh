@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash Scripts/bootstrap.sh
 # The fleet test runs against Debian's real haproxy; without it (not root, no package) that test is skipped.
 bash Scripts/bootstrap.sh haproxy || echo "test.sh: haproxy is missing: the HAProxy fleet test will be skipped" >&2
+# The HTTPS and HTTP/2 tests run real clients (curl, h2load, nghttp) against certificates made by openssl.
+bash Scripts/bootstrap.sh tls || echo "test.sh: openssl, curl or nghttp2-client is missing: the TLS tests will be skipped" >&2
 bash Scripts/soundness.sh
 # With the Hummingbird trait, so SwitchboardHummingbird, its example and its tests are built and run too.
 swift build --build-tests --traits Hummingbird -Xswiftc -warnings-as-errors

@@ -3,10 +3,17 @@
 //   swift run --traits Hummingbird switchboard-hummingbird-example --port 8080 --workers 4
 //   (or PORT=8080 WORKERS=4 ...)
 //
+// With --tls-cert <pem> --tls-key <pem> the application's server is `.http2Upgrade(tlsConfiguration:)`: each worker
+// does the TLS handshake on the raw TCP connections the master passes it and serves HTTP/2 when ALPN chooses h2,
+// HTTP/1.1 over TLS otherwise, as a Node cluster worker with `http2.createSecureServer({ allowHTTP1: true })`.
+//
 // The same binary is the master (the process you start) and, re-executed by the master, each worker.
 #if Hummingbird
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
+import NIOSSL
 import ServiceLifecycle
 import SwitchboardHummingbird
 import Synchronization
@@ -40,8 +47,8 @@ struct ShutdownReport: Service {
     }
 }
 
-/// The application, exactly as it would be built to listen by itself.
-func buildApplication() -> some ApplicationProtocol {
+/// The application, exactly as it would be built to listen by itself: the server builder is the application's.
+func buildApplication(server: HTTPServerBuilder) -> some ApplicationProtocol {
     let count = RequestCount()
     let router = Router()
     router.add(middleware: count)
@@ -51,19 +58,48 @@ func buildApplication() -> some ApplicationProtocol {
         try await Task.sleep(for: .milliseconds(milliseconds))
         return "Slept \(milliseconds) ms in Hummingbird worker \(getpid())"
     }
-    return Application(router: router, services: [ShutdownReport(count: count)])
+    return Application(router: router, server: server, services: [ShutdownReport(count: count)])
 }
 
-/// `--port`, `--host`, `--workers`, `--drain-timeout` (seconds), or `PORT`, `HOST`, `WORKERS`, `DRAIN_TIMEOUT`.
-func clusterConfiguration() -> SwitchboardCluster.Configuration {
-    var cluster = SwitchboardCluster.Configuration()
-    cluster.port = 8080
+/// `.http2Upgrade` over TLS with `--tls-cert` and `--tls-key` (PEM files), plain `.http1()` without them. An HTTP/2
+/// connection with no open stream closes after the keep-alive timeout, as an idle HTTP/1 one does.
+func serverBuilder(_ cluster: SwitchboardCluster.Configuration) throws -> HTTPServerBuilder {
+    let values = arguments()
+    guard let certificate = values["TLS_CERT"], let key = values["TLS_KEY"] else {
+        if values["TLS_CERT"] != nil || values["TLS_KEY"] != nil {
+            throw ExampleError("--tls-cert and --tls-key go together")
+        }
+        return .http1()
+    }
+    let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+    let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+    let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
+    return try .http2Upgrade(
+        tlsConfiguration: tls, configuration: .init(idleTimeout: cluster.limits.keepAliveTimeout))
+}
+
+struct ExampleError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The flags as environment-style names (`--tls-cert x` is `TLS_CERT=x`) over the environment.
+func arguments() -> [String: String] {
     var values = ProcessInfo.processInfo.environment
     let arguments = Array(CommandLine.arguments.dropFirst())
     for index in stride(from: 0, to: arguments.count, by: 2) {
         let name = arguments[index].dropFirst(2).uppercased().replacingOccurrences(of: "-", with: "_")
         values[name] = index + 1 < arguments.count ? arguments[index + 1] : ""
     }
+    return values
+}
+
+/// `--port`, `--host`, `--workers`, `--mode`, `--drain-timeout` (seconds), the limits, or `PORT`, `HOST`, `WORKERS`,
+/// `MODE`, `DRAIN_TIMEOUT`, ...
+func clusterConfiguration() -> SwitchboardCluster.Configuration {
+    var cluster = SwitchboardCluster.Configuration()
+    cluster.port = 8080
+    let values = arguments()
     func value<T: LosslessStringConvertible>(_ name: String, _ body: (T) -> Void) {
         guard let text = values[name] else { return }
         guard let value = T(text), (value as? Double)?.isFinite != false else {
@@ -75,6 +111,13 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
     value("PORT") { cluster.port = $0 }
     value("HOST") { cluster.host = $0 }
     value("WORKERS") { cluster.workers = $0 }
+    value("MODE") { (name: String) in
+        guard let mode = DispatchMode(name: name) else {
+            FileHandle.standardError.write(Data("invalid MODE: '\(name)' (round-robin, least-connections, reuseport, shared)\n".utf8))
+            exit(64)
+        }
+        cluster.mode = mode
+    }
     func seconds(_ value: Double) -> Duration { .milliseconds(Int64(min(max(value, 0), 1e9) * 1000)) }
     value("DRAIN_TIMEOUT") { (value: Double) in cluster.drainTimeout = seconds(value) }
     value("HEADER_TIMEOUT") { (value: Double) in cluster.limits.headerTimeout = seconds(value) }
@@ -84,7 +127,17 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
     return cluster
 }
 
-await SwitchboardCluster.run(configuration: clusterConfiguration()) { buildApplication() }
+let cluster = clusterConfiguration()
+let server: HTTPServerBuilder
+do {
+    // Loaded in the master too, before any worker starts: a bad certificate is one line, not a crash loop.
+    server = try serverBuilder(cluster)
+} catch {
+    FileHandle.standardError.write(
+        Data("switchboard-hummingbird-example: cannot load the TLS certificate or key: \(error)\n".utf8))
+    exit(1)
+}
+await SwitchboardCluster.run(configuration: cluster) { buildApplication(server: server) }
 #else
 import Foundation
 

@@ -12,10 +12,11 @@ import Switchboard
 import SwitchboardNIO
 
 /// The worker's HTTP server as a `Service`: runs the application's `beforeServerStarts` processes, then serves the
-/// connections the master passes through Hummingbird's `HTTP1Channel` until the worker has drained (the master said
-/// drain, or the group shuts down gracefully), and returns.
-final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConvertible {
-    let childChannel: HTTP1Channel
+/// connections the master passes through the child channel of the application's server builder (`.http1()`,
+/// `.tls(...)`, `.http2Upgrade(...)`: the set-up Hummingbird's own server does for each connection it accepts) until
+/// the worker has drained (the master said drain, or the group shuts down gracefully), and returns.
+final class WorkerService<Child: ServerChildChannel>: Service, CustomStringConvertible {
+    let childChannel: Child
     let processes: [@Sendable () async throws -> Void]
     let eventLoopGroup: any EventLoopGroup
     let runtime: WorkerRuntime
@@ -24,22 +25,8 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
 
     var description: String { "SwitchboardWorker" }
 
-    init(application: App, responder: App.Responder, runtime: WorkerRuntime, http1: HTTP1Channel.Configuration,
-         logger: Logger) {
-        // The master's header and keep-alive timeouts, right after Hummingbird's HTTP codec (the send timeout and
-        // backpressure come with SwitchboardWorkerServer for every connection).
-        var http1 = http1
-        let limits = runtime.limits
-        let applicationHandlers = http1.additionalChannelHandlers
-        http1.additionalChannelHandlers = {
-            let timeouts = HTTPTimeoutsHandler<HTTPRequestPart, HTTPResponsePart>(
-                limits: limits,
-                isHead: { if case .head = $0 { true } else { false } },
-                isEnd: { if case .end = $0 { true } else { false } })
-            return [timeouts] + applicationHandlers()
-        }
-        self.childChannel = HTTP1Channel(
-            responder: Self.httpResponder(application: application, responder: responder), configuration: http1)
+    init<App: ApplicationProtocol>(application: App, childChannel: Child, runtime: WorkerRuntime, logger: Logger) {
+        self.childChannel = childChannel
         self.processes = application.processesRunBeforeServerStart
         self.eventLoopGroup = application.eventLoopGroup
         self.runtime = runtime
@@ -51,17 +38,14 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
         for process in processes {
             try await process()
         }
-        let (connections, newConnection) = AsyncStream.makeStream(of: HTTP1Channel.Value.self)
+        let (connections, newConnection) = AsyncStream.makeStream(of: Child.Value.self)
         let childChannel = self.childChannel
         let appLogger = self.appLogger
+        let limits = runtime.limits
         let server = SwitchboardWorkerServer(runtime: runtime, group: eventLoopGroup, logger: logger) { channel in
-            do {
-                // As Hummingbird's own server: a client's half-close still gets its response.
-                try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-            } catch {
-                return channel.eventLoop.makeFailedFuture(error)
+            HTTP1Limits.setUp(channel, with: childChannel, limits: limits, logger: appLogger).map {
+                newConnection.yield($0)
             }
-            return childChannel.setup(channel: channel, logger: appLogger).map { newConnection.yield($0) }
         }
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -78,7 +62,17 @@ final class WorkerService<App: ApplicationProtocol>: Service, CustomStringConver
             server.beginDrain(deadline: server.runtime.drainTimeout)
         }
     }
+}
 
+/// The worker for a child channel whose type is known only at run time (the builder's).
+func makeWorkerService<App: ApplicationProtocol, Child: ServerChildChannel>(
+    application: App, childChannel: Child, runtime: WorkerRuntime, logger: Logger
+) -> any Service {
+    WorkerService(application: application, childChannel: childChannel, runtime: runtime, logger: logger)
+}
+
+/// The responder `Application.run()` gives its server builder.
+enum ApplicationResponder<App: ApplicationProtocol> {
     /// The responder `Application.run()` builds: a request context per request, errors the application does not
     /// turn into responses become 500, and each response gets the `Date` and (when configured) `Server` headers.
     static func httpResponder(application: App, responder: App.Responder) -> HTTPChannelHandler.Responder {

@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Switchboard
 
 #if canImport(Glibc)
@@ -198,18 +199,30 @@ public final class SwitchboardWorkerServer: Sendable {
     }
 
     private func setUp(_ channel: any Channel) -> EventLoopFuture<Void> {
+        let limits = runtime.limits
         do {
             // The limits that hold whatever the protocol: stop reading while the client does not take its output,
             // and cut it when it takes none for the send timeout. HTTP's own timeouts need the HTTP codec: see
             // HTTPTimeoutsHandler.
             try channel.pipeline.syncOperations.addHandlers(
-                [DrainGate(), BackPressureHandler(), SendTimeoutHandler(sendTimeout: runtime.limits.sendTimeout)],
-                position: .first)
+                [BackPressureHandler(), SendTimeoutHandler(sendTimeout: limits.sendTimeout)], position: .first)
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
-        track(channel)
-        return initializer(channel)
+        return initializer(channel).flatMapThrowing {
+            // The drain gate waits for the first bytes of a request. Behind TLS those are the first decrypted bytes,
+            // not the ClientHello, so the gate goes right after the TLS handler, with the handshake's deadline.
+            let operations = channel.pipeline.syncOperations
+            if let tls = try? operations.context(handlerType: NIOSSLServerHandler.self) {
+                let gate = DrainGate()
+                try operations.addHandler(gate, position: .after(tls.handler))
+                try operations.addHandler(TLSHandshakeDeadline(timeout: limits.headerTimeout), position: .after(gate))
+            } else {
+                try operations.addHandler(DrainGate(), position: .first)
+            }
+            // Tracked only now, so that a drain already under way reaches the gate rather than the protocol.
+            self.track(channel)
+        }
     }
 
     private func track(_ channel: any Channel) {

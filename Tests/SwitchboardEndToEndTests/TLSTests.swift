@@ -6,37 +6,9 @@ extension EndToEndTests {
     /// HTTPS in workers: the master passes raw TCP connections, each worker does the TLS handshake (NIOSSL), as a
     /// Node cluster worker does with `https.createServer`.
     @Suite struct TLS {
-        /// A self-signed certificate for 127.0.0.1 made with `openssl req`, in a fresh folder.
-        static func makeCertificate() throws -> (directory: URL, certificate: String, key: String) {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-tls-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let certificate = directory.appendingPathComponent("cert.pem").path
-            let key = directory.appendingPathComponent("key.pem").path
-            let openssl = try run(
-                "/usr/bin/openssl",
-                ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1",
-                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-            guard openssl.status == 0 else { throw ProbeError.io("openssl failed: \(openssl.output)") }
-            return (directory, certificate, key)
-        }
-
-        @discardableResult
-        static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-        }
-
         /// `curl --http1.1` over TLS, checking the certificate: the body, or nil when it failed.
         static func curl(_ port: Int, certificate: String) throws -> String? {
-            let result = try run(
+            let result = try runTool(
                 "/usr/bin/curl", ["-sS", "--max-time", "10", "--http1.1", "--cacert", certificate, "https://127.0.0.1:\(port)/"])
             return result.status == 0 ? result.output : nil
         }
@@ -44,10 +16,10 @@ extension EndToEndTests {
         @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")
             && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs openssl and curl"))
         func workersDoTheHandshakeOnPassedConnectionsAndSurviveGarbage() throws {
-            let tls = try Self.makeCertificate()
-            defer { try? FileManager.default.removeItem(at: tls.directory) }
+            let tls = try TestCertificate()
+            defer { tls.remove() }
             let server = try SwitchboardProcess.start(
-                ["--workers", "2", "--tls-cert", tls.certificate, "--tls-key", tls.key],
+                ["--workers", "2"] + tls.flags,
                 executable: SwitchboardProcess.sibling("switchboard-nio-example"))
             defer { server.cleanUp() }
             var pids: Set<String> = []

@@ -1,0 +1,47 @@
+import Foundation
+
+/// Runs a command-line tool to its end: its exit status and what it printed (standard output and error together).
+@discardableResult
+package func runTool(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Whether every one of these tools is installed (the suites that need them are skipped without).
+package func toolsInstalled(_ paths: String...) -> Bool {
+    paths.allSatisfy { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+/// A self-signed certificate for 127.0.0.1 made with `openssl req`, in a fresh folder removed by ``remove()``.
+package struct TestCertificate {
+    package let directory: URL
+    package let certificate: String
+    package let key: String
+
+    package init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        certificate = directory.appendingPathComponent("cert.pem").path
+        key = directory.appendingPathComponent("key.pem").path
+        let openssl = try runTool(
+            "/usr/bin/openssl",
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        guard openssl.status == 0 else { throw ProbeError.io("openssl failed: \(openssl.output)") }
+    }
+
+    /// The flags that make the examples serve TLS with this certificate.
+    package var flags: [String] { ["--tls-cert", certificate, "--tls-key", key] }
+
+    package func remove() {
+        try? FileManager.default.removeItem(at: directory)
+    }
+}

@@ -88,10 +88,13 @@ enum HTTP1Limits {
                 try operations.addHandler(AfterHandshake(limits: limits), position: .after(tls.handler))
             }
             let closeAfterWrites = CloseAfterWrites()
+            let barrier = HTTP2GoAwayBarrier()
             if let tls {
                 try operations.addHandler(closeAfterWrites, position: .after(tls.handler))
+                try operations.addHandler(barrier, position: .after(closeAfterWrites))
                 try operations.addHandler(EndOfInputWhileClosing(closing: closeAfterWrites), position: .first)
             } else {
+                try operations.addHandler(barrier, position: .first)
                 try operations.addHandler(closeAfterWrites, position: .first)
             }
             return value
@@ -161,6 +164,166 @@ enum HTTP1Limits {
                 // The protocol's pipeline may be configured a moment later (an asynchronous configurator).
                 channel.eventLoop.execute { _ = try? HTTP1Limits.install(on: channel, limits: limits) }
             }
+        }
+    }
+}
+#endif
+
+#if Hummingbird
+/// Makes the GOAWAY of a draining HTTP/2 connection the first thing its client reads after everything it has already
+/// processed, so that a client loses no request to it.
+///
+/// A client that reads, in one go, the end of some responses and then the GOAWAY reacts to the responses first: it
+/// queues new requests (the GOAWAY is not known yet), then reads the GOAWAY, and then may no longer send them —
+/// nghttp2 fails them at once, and h2load counts them as failed. So on a drain this handler, between the TLS handler
+/// and the HTTP/2 codec, first sends a PING of its own and holds everything else the connection writes; the client's
+/// PING ACK shows it has processed all that came before. Then it lets the drain through (Hummingbird's connection
+/// manager sends GOAWAY and its own PING at once) and only after that releases what it held. Requests the client sends
+/// before it reads the GOAWAY are accepted and answered; nothing it reads before the GOAWAY can make it queue one.
+/// Holding lasts one round trip, at most `ackTimeout`. NIOHTTP2 and Hummingbird ignore the ACK of a PING they did not
+/// send, as RFC 9113 allows. HTTP/1 connections (no HTTP/2 preface) are left alone.
+final class HTTP2GoAwayBarrier: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = NIOAny
+
+    /// The PING's opaque data: "sbdrain!".
+    static let pingData: [UInt8] = Array("sbdrain!".utf8)
+    static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    enum State {
+        /// Before the first bytes: HTTP/2 or not.
+        case unknown
+        /// HTTP/2, serving.
+        case serving
+        /// Our PING is out; writes are held until its ACK.
+        case holding(quiesce: Any, held: [(NIOAny, EventLoopPromise<Void>?)], flushes: Int, timer: Scheduled<Void>?)
+        /// Drain passed through (or HTTP/1): nothing more to do.
+        case done
+    }
+
+    private var state = State.unknown
+    private var frames = FrameScanner()
+    private let ackTimeout: TimeAmount
+
+    init(ackTimeout: TimeAmount = .seconds(1)) {
+        self.ackTimeout = ackTimeout
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        if case .unknown = state {
+            let head = bytes.getBytes(at: bytes.readerIndex, length: min(bytes.readableBytes, 3)) ?? []
+            if head == Array(Self.preface.prefix(3)) {
+                state = .serving
+            } else {
+                state = .done
+            }
+        }
+        var ackSeen = false
+        if case .holding = state {
+            ackSeen = frames.scan(bytes, lookingFor: Self.pingData)
+        } else if case .serving = state {
+            _ = frames.scan(bytes, lookingFor: Self.pingData)
+        }
+        context.fireChannelRead(data)
+        if ackSeen { release(context: context) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent, case .serving = state else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // PING: length 8, type 6, no flags, stream 0, then the opaque data.
+        var ping = context.channel.allocator.buffer(capacity: 17)
+        ping.writeBytes([0, 0, 8, 6, 0, 0, 0, 0, 0] + Self.pingData)
+        context.writeAndFlush(NIOAny(ping), promise: nil)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let timer = context.eventLoop.scheduleTask(in: ackTimeout) {
+            let (barrier, context) = bound.value
+            barrier.release(context: context)
+        }
+        state = .holding(quiesce: event, held: [], flushes: 0, timer: timer)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .holding(let quiesce, var held, let flushes, let timer) = state else {
+            context.write(data, promise: promise)
+            return
+        }
+        held.append((data, promise))
+        state = .holding(quiesce: quiesce, held: held, flushes: flushes, timer: timer)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        guard case .holding(let quiesce, let held, let flushes, let timer) = state else {
+            context.flush()
+            return
+        }
+        state = .holding(quiesce: quiesce, held: held, flushes: flushes + 1, timer: timer)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if case .holding = state { release(context: context) }
+        context.close(mode: mode, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .holding = state { release(context: context) }
+        context.fireChannelInactive()
+    }
+
+    /// Lets the drain through (GOAWAY goes out now), then what was held.
+    private func release(context: ChannelHandlerContext) {
+        guard case .holding(let quiesce, let held, let flushes, let timer) = state else { return }
+        timer?.cancel()
+        state = .done
+        context.fireUserInboundEventTriggered(quiesce)
+        context.flush()
+        for (data, promise) in held { context.write(data, promise: promise) }
+        if flushes > 0 || !held.isEmpty { context.flush() }
+    }
+
+    /// Follows the HTTP/2 frames a client sends (after its preface) far enough to see a PING ACK with given data.
+    struct FrameScanner {
+        private var prefaceLeft = 24
+        private var header: [UInt8] = []
+        private var payloadLeft = 0
+        private var pingAck = false
+        private var pingPayload: [UInt8] = []
+
+        /// Scans `bytes`; true when a PING ACK carrying `data` ended in them.
+        mutating func scan(_ bytes: ByteBuffer, lookingFor data: [UInt8]) -> Bool {
+            var found = false
+            var view = bytes.readableBytesView[...]
+            while !view.isEmpty {
+                if prefaceLeft > 0 {
+                    let skip = min(prefaceLeft, view.count)
+                    prefaceLeft -= skip
+                    view = view.dropFirst(skip)
+                } else if payloadLeft > 0 {
+                    let take = min(payloadLeft, view.count)
+                    if pingAck { pingPayload += view.prefix(take) }
+                    payloadLeft -= take
+                    view = view.dropFirst(take)
+                    if payloadLeft == 0 && pingAck {
+                        found = found || pingPayload == data
+                        pingAck = false
+                    }
+                } else {
+                    let take = min(9 - header.count, view.count)
+                    header += view.prefix(take)
+                    view = view.dropFirst(take)
+                    guard header.count == 9 else { continue }
+                    payloadLeft = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
+                    pingAck = header[3] == 6 && header[4] & 1 == 1 && payloadLeft == 8
+                    pingPayload = []
+                    header = []
+                }
+            }
+            return found
         }
     }
 }

@@ -4,6 +4,7 @@ import HummingbirdCore
 import HummingbirdHTTP2
 import HummingbirdTLS
 import Logging
+import NIOCore
 import NIOPosix
 import NIOSSL
 import SwitchboardTestSupport
@@ -36,6 +37,28 @@ import Testing
             privateKey: .privateKey(try NIOSSLPrivateKey(file: certificate.key, format: .pem)))
         #expect(try Self.childChannelType(of: .tls(.http1(), tlsConfiguration: tls)) == "TLSChannel<HTTP1Channel>")
         #expect(try Self.childChannelType(of: .http2Upgrade(tlsConfiguration: tls)) == "HTTP2UpgradeChannel")
+    }
+
+    /// The drain's GOAWAY barrier follows the client's frames to find the ACK of its PING, wherever reads split them.
+    @Test func theGoAwayBarrierFindsItsPingAckAcrossReads() {
+        let preface = HTTP2GoAwayBarrier.preface
+        let settings: [UInt8] = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]
+        let otherAck: [UInt8] = [0, 0, 8, 6, 1, 0, 0, 0, 0] + Array("someone!".utf8)
+        let ping: [UInt8] = [0, 0, 8, 6, 0, 0, 0, 0, 0] + HTTP2GoAwayBarrier.pingData  // not an ACK
+        let ack: [UInt8] = [0, 0, 8, 6, 1, 0, 0, 0, 0] + HTTP2GoAwayBarrier.pingData
+        // A DATA frame whose payload happens to hold the ACK's bytes: payload, not a frame.
+        let data: [UInt8] = [0, 0, UInt8(ack.count), 0, 0, 0, 0, 0, 1] + ack
+        let stream = preface + settings + otherAck + ping + data + ack
+        for split in [1, 7, 24, 30, stream.count - 5, stream.count - 1] {
+            var scanner = HTTP2GoAwayBarrier.FrameScanner()
+            let first = scanner.scan(ByteBuffer(bytes: stream[..<split]), lookingFor: HTTP2GoAwayBarrier.pingData)
+            let second = scanner.scan(ByteBuffer(bytes: stream[split...]), lookingFor: HTTP2GoAwayBarrier.pingData)
+            #expect(!first && second, "split at \(split)")
+        }
+        var scanner = HTTP2GoAwayBarrier.FrameScanner()
+        let found = scanner.scan(
+            ByteBuffer(bytes: preface + settings + otherAck + ping + data), lookingFor: HTTP2GoAwayBarrier.pingData)
+        #expect(!found, "no ACK of ours in that stream")
     }
 
     @Test func aBuilderThatThrowsIsAOneLineError() throws {

@@ -43,7 +43,7 @@ final class WorkerService<Child: ServerChildChannel>: Service, CustomStringConve
         let appLogger = self.appLogger
         let limits = runtime.limits
         let server = SwitchboardWorkerServer(runtime: runtime, group: eventLoopGroup, logger: logger) { channel in
-            HTTP1Limits.setUp(channel, with: childChannel, limits: limits, logger: appLogger).map {
+            PassedConnection.setUp(channel, with: childChannel, limits: limits, logger: appLogger).map {
                 newConnection.yield($0)
             }
         }

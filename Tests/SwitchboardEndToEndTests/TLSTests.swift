@@ -41,6 +41,30 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// On a drain the idle keep-alive connection is closed with close_notify, not a bare end of stream.
+        @Test(.enabled(if: toolsInstalled("/usr/bin/openssl", "/usr/bin/python3"), "needs openssl and python3"))
+        func aDrainingWorkerClosesTLSWithCloseNotify() throws {
+            let tls = try TestCertificate()
+            defer { tls.remove() }
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1"] + tls.flags, executable: SwitchboardProcess.sibling("switchboard-nio-example"))
+            defer { server.cleanUp() }
+            let probe = Process()
+            probe.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            probe.arguments = ["-c", tlsCloseProbe, "\(server.port)", tls.certificate, "/"]
+            let pipe = Pipe()
+            probe.standardOutput = pipe
+            try probe.run()
+            // Answered and idle on a keep-alive connection, then the master stops.
+            Thread.sleep(forTimeInterval: 1)
+            server.signal(SIGTERM)
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            probe.waitUntilExit()
+            #expect(output.contains("Hello from NIO worker "), "\(output)")
+            #expect(output.hasSuffix("closed with close_notify\n"), "\(output)")
+            #expect(server.waitForExit() == 0)
+        }
+
         @Test func aMissingCertificateIsAOneLineErrorFromTheMaster() throws {
             let process = try SwitchboardProcess(
                 arguments: ["--port", "0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],

@@ -33,28 +33,6 @@ struct HummingbirdTLSTests {
         body.hasPrefix("Hello from Hummingbird worker ") ? pid_t(body.split(separator: " ").last ?? "") : nil
     }
 
-    /// Python: one keep-alive HTTP/1.1 request for /slow?ms=1500 over TLS; prints what it read, then how the
-    /// connection ended.
-    static let tlsCloseProbe = """
-        import socket, ssl, sys
-        context = ssl.create_default_context(cafile=sys.argv[2])
-        raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
-        tls = context.wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False)
-        tls.sendall(b"GET /slow?ms=1500 HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n")
-        received = b""
-        try:
-            while True:
-                data = tls.recv(65536)
-                if not data:
-                    print(received.decode(errors="replace"))
-                    print("closed with close_notify")
-                    break
-                received += data
-        except ssl.SSLEOFError:
-            print(received.decode(errors="replace"))
-            print("closed without close_notify")
-        """
-
     @Test func curlGetsHTTP2ByALPNOrHTTP11OverTLSFromEveryWorker() throws {
         let tls = try TestCertificate()
         defer { tls.remove() }
@@ -141,7 +119,8 @@ struct HummingbirdTLSTests {
             "/usr/bin/nghttp", ["-v", "--timeout", "20", "https://127.0.0.1:\(server.port)/slow?ms=1500"])
         // An HTTP/1.1 keep-alive client that reads until the worker closes, and tells how: Python's ssl module
         // returns no data on a close_notify and raises on a bare end of stream.
-        let http1 = try BackgroundTool("/usr/bin/python3", ["-c", Self.tlsCloseProbe, "\(server.port)", tls.certificate])
+        let http1 = try BackgroundTool(
+            "/usr/bin/python3", ["-c", tlsCloseProbe, "\(server.port)", tls.certificate, "/slow?ms=1500"])
         Thread.sleep(forTimeInterval: 0.6)
         server.signal(SIGTERM)
         let output = try #require(client.wait(timeout: 30), "nghttp did not end")

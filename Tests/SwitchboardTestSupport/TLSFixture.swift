@@ -45,3 +45,25 @@ package struct TestCertificate {
         try? FileManager.default.removeItem(at: directory)
     }
 }
+
+/// Python: one keep-alive HTTP/1.1 request over TLS (arguments: port, CA file, path); prints what it read, then how
+/// the connection ended — Python's ssl module returns no data on a close_notify and raises on a bare end of stream.
+package let tlsCloseProbe = """
+    import socket, ssl, sys
+    context = ssl.create_default_context(cafile=sys.argv[2])
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+    tls = context.wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False)
+    tls.sendall(("GET %s HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" % sys.argv[3]).encode())
+    received = b""
+    try:
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                print(received.decode(errors="replace"))
+                print("closed with close_notify")
+                break
+            received += data
+    except ssl.SSLEOFError:
+        print(received.decode(errors="replace"))
+        print("closed without close_notify")
+    """

@@ -199,7 +199,11 @@ import Testing
         close(accepted)
         let request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         _ = request.withCString { write(client, $0, strlen($0)) }
-        let response = Self.readAll(client)
+        // Read on a thread of our own: blocking this test's thread of the concurrency pool would starve the service
+        // group's task that serves the connection whenever the pool's other threads are busy with other suites.
+        let response = await withCheckedContinuation { (done: CheckedContinuation<String, Never>) in
+            Thread.detachNewThread { done.resume(returning: Self.readAll(client)) }
+        }
         #expect(response.hasPrefix("HTTP/1.1 200 OK"), "response: \(response)")
         #expect(!witness.shutDownGracefully, "nothing stops before the drain")
 

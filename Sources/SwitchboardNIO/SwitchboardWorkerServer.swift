@@ -17,7 +17,9 @@ import Glibc
 /// channel initializer, spread over the group's loops. The server heartbeats from an event loop, drains on request
 /// (firing `ChannelShouldQuiesceEvent` into every open channel, which NIOHTTP1's server pipeline answers by closing
 /// idle keep-alive connections and closing the others after their response) and exits when the last connection
-/// closes or the deadline passes.
+/// closes or the deadline passes. When your initializer adds NIOSSL's `NIOSSLServerHandler` (HTTPS: the worker does
+/// the handshake on the passed TCP connection), the server puts its drain gate behind it and closes a connection whose
+/// handshake is not done within `ConnectionLimits.headerTimeout`.
 public final class SwitchboardWorkerServer: Sendable {
     struct State {
         var listener: (any Channel)?

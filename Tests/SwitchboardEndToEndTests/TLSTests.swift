@@ -49,17 +49,12 @@ extension EndToEndTests {
             let server = try SwitchboardProcess.start(
                 ["--workers", "1"] + tls.flags, executable: SwitchboardProcess.sibling("switchboard-nio-example"))
             defer { server.cleanUp() }
-            let probe = Process()
-            probe.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            probe.arguments = ["-c", tlsCloseProbe, "\(server.port)", tls.certificate, "/"]
-            let pipe = Pipe()
-            probe.standardOutput = pipe
-            try probe.run()
-            // Answered and idle on a keep-alive connection, then the master stops.
-            Thread.sleep(forTimeInterval: 1)
+            let probe = try BackgroundTool(
+                "/usr/bin/python3", ["-c", tlsCloseProbe, "\(server.port)", tls.certificate, "/"])
+            // Answered, and idle on its keep-alive connection: then the master stops.
+            #expect(probe.waitForOutput(containing: "Hello from NIO worker "), "\(probe.printed)")
             server.signal(SIGTERM)
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            probe.waitUntilExit()
+            let output = try #require(probe.wait(timeout: 30), "the probe did not end")
             #expect(output.contains("Hello from NIO worker "), "\(output)")
             #expect(output.hasSuffix("closed with close_notify\n"), "\(output)")
             #expect(server.waitForExit() == 0)

@@ -81,7 +81,7 @@ struct HummingbirdTLSTests {
         let before = Set(server.workerPIDs)
         let load = try BackgroundTool(
             "/usr/bin/h2load", ["-D", "6", "-c", "4", "-m", "8", "https://127.0.0.1:\(server.port)/"])
-        Thread.sleep(forTimeInterval: 1.5)
+        Thread.sleep(forTimeInterval: 2.5)
         server.signal(SIGHUP)
         #expect(waitUntil(timeout: .seconds(60)) {
             let now = Set(server.workerPIDs)
@@ -121,7 +121,10 @@ struct HummingbirdTLSTests {
         // returns no data on a close_notify and raises on a bare end of stream.
         let http1 = try BackgroundTool(
             "/usr/bin/python3", ["-c", tlsCloseProbe, "\(server.port)", tls.certificate, "/slow?ms=1500"])
-        Thread.sleep(forTimeInterval: 0.6)
+        // Both requests are in flight (nghttp has sent its HEADERS, the probe its request) before the master stops.
+        #expect(client.waitForOutput(containing: "send HEADERS frame"), "\(client.printed)")
+        #expect(http1.waitForOutput(containing: "sent"), "\(http1.printed)")
+        Thread.sleep(forTimeInterval: 0.3)
         server.signal(SIGTERM)
         let output = try #require(client.wait(timeout: 30), "nghttp did not end")
         let curl = try #require(http1.wait(timeout: 30), "the HTTP/1.1 client did not end")
@@ -197,35 +200,4 @@ struct H2LoadResult {
     }
 }
 
-/// A tool running while the test does something else; its output once it ends.
-final class BackgroundTool: @unchecked Sendable {
-    // @unchecked: used by the one test thread that made it.
-    let process = Process()
-    let output: URL
-
-    init(_ executable: String, _ arguments: [String]) throws {
-        output = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-tool-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let handle = try FileHandle(forWritingTo: output)
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-    }
-
-    /// What it printed once it has ended, or nil (and it is stopped) when it runs longer than `timeout` seconds.
-    func wait(timeout: Double) -> String? {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        defer { try? FileManager.default.removeItem(at: output) }
-        guard !process.isRunning else {
-            process.terminate()
-            process.waitUntilExit()
-            return nil
-        }
-        return (try? String(contentsOf: output, encoding: .utf8)) ?? ""
-    }
-}
 #endif

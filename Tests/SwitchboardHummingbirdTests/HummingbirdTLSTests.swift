@@ -115,16 +115,15 @@ struct HummingbirdTLSTests {
         defer { tls.remove() }
         let server = try SwitchboardProcess.start(["--workers", "1"] + tls.flags, executable: example)
         defer { server.cleanUp() }
+        // The slow HTTP/1.1 request first (Python starts slowly on a loaded machine), then the HTTP/2 one; both are in
+        // flight (the probe's request sent, nghttp's HEADERS sent) when the master stops.
+        let http1 = try BackgroundTool(
+            "/usr/bin/python3", ["-c", tlsCloseProbe, "\(server.port)", tls.certificate, "/slow?ms=4000"])
+        #expect(http1.waitForOutput(containing: "sent"), "\(http1.printed)")
         let client = try BackgroundTool(
             "/usr/bin/nghttp", ["-v", "--timeout", "20", "https://127.0.0.1:\(server.port)/slow?ms=1500"])
-        // An HTTP/1.1 keep-alive client that reads until the worker closes, and tells how: Python's ssl module
-        // returns no data on a close_notify and raises on a bare end of stream.
-        let http1 = try BackgroundTool(
-            "/usr/bin/python3", ["-c", tlsCloseProbe, "\(server.port)", tls.certificate, "/slow?ms=1500"])
-        // Both requests are in flight (nghttp has sent its HEADERS, the probe its request) before the master stops.
         #expect(client.waitForOutput(containing: "send HEADERS frame"), "\(client.printed)")
-        #expect(http1.waitForOutput(containing: "sent"), "\(http1.printed)")
-        Thread.sleep(forTimeInterval: 0.3)
+        Thread.sleep(forTimeInterval: 0.2)
         server.signal(SIGTERM)
         let output = try #require(client.wait(timeout: 30), "nghttp did not end")
         let curl = try #require(http1.wait(timeout: 30), "the HTTP/1.1 client did not end")
@@ -136,7 +135,7 @@ struct HummingbirdTLSTests {
         #expect(output.contains("Slept 1500 ms in Hummingbird worker "), "\(output)")
         #expect(!output.contains("Some requests were not processed"), "\(output)")
         // The HTTP/1.1 connection: its answer, then a clean TLS close.
-        #expect(curl.contains("Slept 1500 ms in Hummingbird worker "), "\(curl)")
+        #expect(curl.contains("Slept 4000 ms in Hummingbird worker "), "\(curl)")
         #expect(curl.hasSuffix("closed with close_notify\n"), "\(curl)")
         #expect(ProcFS.workers(ofMaster: server.pid).isEmpty)
     }

@@ -23,8 +23,11 @@ public struct Configuration: Sendable {
     public var mode: DispatchMode = .roundRobin
     /// How long workers may take to finish in-flight requests on a graceful stop before they are killed.
     public var drainTimeout: Duration = .seconds(30)
-    /// The program a worker runs. Defaults to this same executable.
-    public var workerExecutable: String = "/proc/self/exe"
+    /// The program a worker runs, started anew from this path at every spawn (start, restart, scale, reload).
+    /// Defaults to the path this program was started by (`argv[0]`, searched in `PATH` and made absolute when the
+    /// process started; symbolic links are kept), so a reload after a deploy runs the build now on disk; to
+    /// `/proc/self/exe` (this process's own image) only when that path is unknown.
+    public var workerExecutable: String = LaunchPath.current
     /// The arguments a worker gets (without `argv[0]`). Defaults to this process's own.
     public var workerArguments: [String] = Array(CommandLine.arguments.dropFirst())
     /// Extra environment entries (`NAME=value`) for workers.

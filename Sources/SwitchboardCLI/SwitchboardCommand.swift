@@ -16,7 +16,7 @@ struct SwitchboardCommand: ParsableCommand {
             rolling reload (each new worker must be ready before an old one drains); TTIN adds a worker, TTOU \
             drains one.
             """,
-        version: Cluster.version,
+        version: Cluster.build,
         subcommands: [StatusCommand.self, ReloadCommand.self, ScaleCommand.self, StopCommand.self]
     )
 

@@ -10,7 +10,7 @@ extension EndToEndTests {
             let process = try SwitchboardProcess(arguments: ["--version"])
             defer { process.cleanUp() }
             #expect(process.waitForExit() == 0)
-            #expect(process.stdout.range(of: #"^\d+\.\d+\.\d+\n$"#, options: .regularExpression) != nil, "\(process.stdout)")
+            #expect(process.stdout.range(of: #"^\d+\.\d+\.\d+(\+[0-9a-f]{12})?\n$"#, options: .regularExpression) != nil, "\(process.stdout)")
         }
 
         @Test func anUnknownLogFormatIsAOneLineError() throws {

@@ -61,6 +61,28 @@ import Glibc
         #expect(machine.handle(.ready(slot: 1, now: 2)) == [], "a second ready changes nothing")
     }
 
+    /// A deploy of a broken build: the reload's new worker exits by itself, or is refused (another protocol); the
+    /// abort says which, and the old workers keep serving.
+    @Test func aReloadAbortNamesWhyItsNewWorkerFailed() {
+        var machine = Self.running()
+        let now = 2 * Self.second
+        let reload = machine.handle(.reload(now: now))
+        let first = Self.spawnAll(reload, in: &machine, now: now)
+        #expect(first == [2])
+        let exited = machine.handle(.exited(slot: 2, exit: .code(3), now: now, random: 0))
+        #expect(exited.contains(.reloadAborted(generation: 2, slot: 2, cause: .exited(.code(3)))))
+        #expect(machine.readyCount == 2 && machine.reload == nil)
+
+        let again = machine.handle(.reload(now: now + Self.second))
+        let second = Self.spawnAll(again, in: &machine, now: now + Self.second)
+        #expect(second.count == 1)
+        #expect(machine.handle(.broken(slot: second[0])) == [.kill(slot: second[0], reason: .broken)])
+        let refused = machine.handle(.exited(slot: second[0], exit: .signal(SIGKILL), now: now + Self.second, random: 0))
+        #expect(refused.contains(.reloadAborted(generation: 3, slot: second[0], cause: .killed(.broken))))
+        #expect(machine.readyCount == 2 && machine.reload == nil)
+        #expect(!refused.contains { if case .restartScheduled = $0 { true } else { false } }, "no restart for it")
+    }
+
     /// Bug 1 of the ownership issue: the old worker being replaced is killed from outside, its replacement then
     /// misses its ready deadline and the reload aborts. The cluster must come back to two workers.
     @Test func aReloadAbortedAfterItsOldWorkerDiedConvergesBackToTheTarget() {
@@ -78,7 +100,7 @@ import Glibc
         let late = machine.handle(.tick(now: now))
         #expect(late.contains(.kill(slot: 2, reason: .notReady)))
         let aborted = machine.handle(.exited(slot: 2, exit: .signal(SIGKILL), now: now, random: 0))
-        #expect(aborted.contains(.reloadAborted(generation: 2)))
+        #expect(aborted.contains(.reloadAborted(generation: 2, slot: 2, cause: .killed(.notReady))))
         #expect(machine.reload == nil)
         #expect(Self.live(machine) == 1, "one worker left for now")
         // The next check notices the shortfall and starts what is missing.
@@ -243,7 +265,9 @@ import Glibc
             Issue.record("no replacement: \(reload)")
             return
         }
-        #expect(machine.handle(.spawnFailed(slot: replacement, now: 14 * Self.second)) == [.reloadAborted(generation: 2)])
+        #expect(
+            machine.handle(.spawnFailed(slot: replacement, now: 14 * Self.second))
+                == [.reloadAborted(generation: 2, slot: replacement, cause: .couldNotStart)])
         #expect(machine.reload == nil)
         #expect(machine.readyCount == 2)
     }

@@ -4,8 +4,9 @@ import Testing
 
 @Suite struct WireCodecTests {
     static let messages: [WireMessage] = [
-        .hello(pid: 4242),
-        .hello(pid: -1),
+        .hello(pid: 4242, build: "0.7.0+1a2b3c4d5e6f"),
+        .hello(pid: -1, build: ""),
+        .hello(pid: 7, build: String(repeating: "x", count: WireCodec.maxBuildLength)),
         .ready,
         .connections(firstSequence: 1, count: 1),
         .connections(firstSequence: .max - 10, count: 64),
@@ -27,7 +28,7 @@ import Testing
 
     @Test func headerLayoutIsLittleEndian() {
         let frame = WireCodec.encode(.ack(sequence: 0x0102_0304_0506_0708, open: 0x0A0B_0C0D))
-        #expect(frame == [1, 4, 0, 0, 4, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0x0D, 0x0C, 0x0B, 0x0A])
+        #expect(frame == [2, 4, 0, 0, 4, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0x0D, 0x0C, 0x0B, 0x0A])
     }
 
     @Test func patchingAConnectionsFrameMatchesEncoding() {
@@ -45,10 +46,26 @@ import Testing
         #expect(throws: WireError.truncated(bytes: length)) { try WireCodec.decode(frame) }
     }
 
-    @Test func futureVersionIsRejected() {
-        var frame = WireCodec.encode(.ready)
-        frame[0] = 2
-        #expect(throws: WireError.unsupportedVersion(2)) { try WireCodec.decode(frame) }
+    @Test(arguments: [1, 3, 255] as [UInt8])
+    func otherVersionsAreRejected(_ version: UInt8) {
+        var frame = WireCodec.encode(.hello(pid: 1, build: "0.7.0"))
+        frame[0] = version
+        #expect(throws: WireError.unsupportedVersion(version)) { try WireCodec.decode(frame) }
+    }
+
+    @Test func aHelloOfProtocolOneIsAnOtherVersion() {
+        // What a build of the first protocol sends: the master names the version instead of misreading the frame.
+        let frame: [UInt8] = [1, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x39, 0x30, 0, 0]
+        #expect(throws: WireError.unsupportedVersion(1)) { try WireCodec.decode(frame) }
+    }
+
+    @Test(arguments: ["has space", "tab\t", "ünïcode", String(repeating: "y", count: WireCodec.maxBuildLength + 1)])
+    func aHelloWithAnUnprintableOrLongBuildIsRejected(_ build: String) {
+        var frame = WireCodec.encode(.hello(pid: 1, build: ""))
+        frame.append(contentsOf: Array(build.utf8))
+        let length = UInt32(frame.count - WireCodec.headerSize)
+        for offset in 0..<4 { frame[4 + offset] = UInt8(truncatingIfNeeded: length >> (8 * offset)) }
+        #expect(throws: WireError.badPayloadSize(type: 1, size: Int(length))) { try WireCodec.decode(frame) }
     }
 
     @Test(arguments: [0, 8, 9, 200, 255] as [UInt8])

@@ -121,6 +121,10 @@ int sb_lookup_group(const char *name, uint32_t *gid);
 /// The CPUs this process may run on (sched_getaffinity), at most `max`, ascending. Returns the count or -1.
 int sb_allowed_cpus(int *cpus, int max);
 
+/// The GNU build id of the main program (the linker's `--build-id` note), copied into `out` (at most `cap` bytes).
+/// Returns its length, or 0 when the program has none.
+int sb_main_build_id(uint8_t *out, int cap);
+
 /// In a worker: ignores SIGINT, SIGQUIT and SIGHUP (the master's signals, which a terminal or `kill -<pgid>` sends
 /// to the whole process group; ignoring discards any already pending) and unblocks them in the calling thread.
 int sb_ignore_master_signals(void);

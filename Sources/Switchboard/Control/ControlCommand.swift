@@ -71,9 +71,15 @@ public struct MasterStatus: Codable, Equatable, Sendable {
         public var dispatched: UInt64
         public var cpuSeconds: Double
         public var residentBytes: Int
+        /// The build the worker runs (``Cluster/build`` of its program, from its hello); nil before its hello.
+        public var build: String?
     }
 
     public var version: String
+    /// The master's own build (``Cluster/build``): it keeps it until it restarts, whatever its workers run.
+    public var build: String?
+    /// The file every worker is started from (``Configuration/workerExecutable``).
+    public var workerExecutable: String?
     public var pid: Int32
     public var mode: String
     public var port: Int
@@ -112,18 +118,21 @@ public struct MasterStatus: Codable, Equatable, Sendable {
         var lines: [String] = []
         let backlog = backlogDepth.map { depth in "\(depth)/\(backlogLimit.map(String.init) ?? "?")" } ?? "n/a"
         lines.append(
-            "switchboard \(version)  pid \(pid)  \(mode) on port \(port)  up \(seconds(uptimeSeconds))  \(state)"
+            "switchboard \(build ?? version)  pid \(pid)  \(mode) on port \(port)  up \(seconds(uptimeSeconds))  \(state)"
                 + (reload.map { "  reloading (\($0))" } ?? ""))
         lines.append(
             "workers \(readyWorkers)/\(targetWorkers) ready  backlog \(backlog)  dispatched \(dispatched)"
                 + "  taken back \(takenBack) (stolen \(stolen))  re-dispatched \(redispatched)")
-        let header = ["id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss"]
+        if let workerExecutable { lines.append("workers start from \(workerExecutable)") }
+        let header = [
+            "id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss", "build",
+        ]
         var rows = [header]
         for worker in workers {
             rows.append([
                 "\(worker.id)", "\(worker.pid)", "\(worker.generation)", worker.state, seconds(worker.uptimeSeconds),
                 "\(worker.restarts)", "\(worker.openConnections)", "\(worker.queuedConnections)", "\(worker.dispatched)",
-                String(format2: worker.cpuSeconds), megabytes(worker.residentBytes),
+                String(format2: worker.cpuSeconds), megabytes(worker.residentBytes), worker.build ?? "-",
             ])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
@@ -131,7 +140,7 @@ public struct MasterStatus: Codable, Equatable, Sendable {
             let cells = row.indices.map { column in
                 let cell = row[column]
                 let pad = String(repeating: " ", count: widths[column] - cell.count)
-                return column == 3 ? cell + pad : pad + cell
+                return column == 3 || column == header.count - 1 ? cell + pad : pad + cell
             }
             lines.append(cells.joined(separator: "  "))
         }

@@ -176,10 +176,11 @@ extension Master {
                     uptimeSeconds: Double(now &- worker.startedAt) / 1e9, restarts: worker.restarts,
                     openConnections: scheduler.slots[index].open, queuedConnections: scheduler.slots[index].queued,
                     dispatched: slots[index].dispatched, cpuSeconds: usage?.cpuSeconds ?? 0,
-                    residentBytes: usage?.residentBytes ?? 0))
+                    residentBytes: usage?.residentBytes ?? 0, build: slots[index].build))
         }
         return MasterStatus(
-            version: Cluster.version, pid: getpid(), mode: configuration.mode.name, port: port,
+            version: Cluster.version, build: Cluster.build, workerExecutable: configuration.workerExecutable,
+            pid: getpid(), mode: configuration.mode.name, port: port,
             uptimeSeconds: Double(now &- startedAt) / 1e9, state: stateText,
             reload: machine.reload.map { _ in "generation \(machine.generation)" },
             targetWorkers: machine.target, readyWorkers: machine.readyCount, backlogDepth: queue?.depth,

@@ -114,20 +114,30 @@ extension Master {
             metrics.reloads.finished &+= 1
             logger.info("rolling reload finished", metadata: ["reload.generation": "\(generation)", "workers": "\(replaced)"])
             notifyReady(event: "reload to generation \(generation) finished")
-        case .reloadAborted(let generation):
+        case .reloadAborted(let generation, let index, let cause):
             metrics.reloads.aborted &+= 1
+            let why = failureText(cause, problem: index.flatMap { slots.indices.contains($0) ? slots[$0].problem : nil })
             logger.error(
-                "rolling reload aborted: a new worker failed or was not ready within \(configuration.readyTimeout); the running workers keep serving",
+                "rolling reload aborted: the new worker from \(configuration.workerExecutable) \(why); the running workers keep serving",
                 metadata: ["reload.generation": "\(generation)"])
-            notifyReady(
-                event:
-                    "reload to generation \(generation) aborted: a new worker failed or was not ready in time; old workers keep serving")
+            notifyReady(event: "reload to generation \(generation) aborted: the new worker \(why); old workers keep serving")
         case .short(let missing):
             logger.warning("\(missing) worker(s) short of the target of \(machine.target): starting replacements")
         case .scaled(let target):
             logger.info("worker count changed", metadata: ["workers.target": "\(target)"])
         case .scaleDownRefused:
             logger.notice("SIGTTOU ignored: keeping at least one worker")
+        }
+    }
+
+    /// What went wrong with a reload's new worker, in words.
+    private func failureText(_ cause: SupervisorMachine.ReplacementFailure, problem: String?) -> String {
+        switch cause {
+        case .couldNotStart: problem ?? "could not be started"
+        case .exited(.code(let code)): "exited with code \(code) before it was ready"
+        case .exited(.signal(let signal)): "was killed by signal \(signal) before it was ready"
+        case .killed(.notReady): "was not ready within \(configuration.readyTimeout)"
+        case .killed(let reason): problem ?? "was killed (\(reason))"
         }
     }
 

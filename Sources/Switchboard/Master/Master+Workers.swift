@@ -46,6 +46,7 @@ extension Master {
         } catch {
             masterEnd.close()
             workerEnd.close()
+            slots[index].problem = "could not be started: \(error.reason)"
             throw SwitchboardError(
                 .system, "cannot start worker '\(configuration.workerExecutable)': \(error.reason)")
         }
@@ -66,6 +67,8 @@ extension Master {
         slots[index].watchingWritable = false
         slots[index].dispatched = 0
         slots[index].handled = 0
+        slots[index].build = nil
+        slots[index].problem = nil
         return pid
     }
 
@@ -99,6 +102,9 @@ extension Master {
             let message: WireMessage
             do {
                 message = try WireCodec.decode(receiveBuffer[0..<received.bytes], descriptorCount: received.fds)
+            } catch .unsupportedVersion(let version) {
+                refuse(slot: index, speaking: version)
+                return
             } catch {
                 protocolError(slot: index, "sent a malformed frame: \(error)")
                 return
@@ -109,10 +115,16 @@ extension Master {
 
     private func handle(message: WireMessage, from index: Int) {
         switch message {
-        case .hello(let pid):
+        case .hello(let pid, let build):
             guard pid == worker(index).pid else {
                 protocolError(slot: index, "said hello as pid \(pid)")
                 return
+            }
+            slots[index].build = build
+            if build != Cluster.build {
+                logger.info(
+                    "worker runs build \(build); this master runs \(Cluster.build)",
+                    metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(pid)"])
             }
             emit(.online(info(index)))
         case .ready:
@@ -183,8 +195,20 @@ extension Master {
 
     /// A worker broke the protocol: log it; the machine kills it and replaces it.
     func protocolError(slot index: Int, _ what: String) {
+        slots[index].problem = "broke the channel protocol: it \(what)"
         logger.error(
             "worker \(what); replacing it",
+            metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"])
+        submit(.broken(slot: index))
+    }
+
+    /// The worker speaks another version of the channel protocol (a deploy of a build this master cannot talk to):
+    /// one line naming both versions; the machine kills it (and a reload waiting for it aborts).
+    private func refuse(slot index: Int, speaking version: UInt8) {
+        let problem = "speaks channel protocol \(version) and this master speaks \(WireCodec.version)"
+        slots[index].problem = "was refused: it \(problem)"
+        logger.error(
+            "worker from \(configuration.workerExecutable) \(problem): refused (a master of its protocol starts with the next restart)",
             metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"])
         submit(.broken(slot: index))
     }

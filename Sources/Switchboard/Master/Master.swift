@@ -123,7 +123,7 @@ package final class Master {
             bound: configuration.maxQueued,
             capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
-        self.metrics = MasterMetrics(version: Cluster.version, mode: configuration.mode.name)
+        self.metrics = MasterMetrics(version: Cluster.build, mode: configuration.mode.name)
         self.workerIdentity = try Self.resolveIdentity(configuration)
         self.workerCPUs = try Self.resolveCPUs(configuration)
         do {
@@ -176,6 +176,12 @@ package final class Master {
                 "limit.hard": "\(describe(descriptorLimit.hard))",
                 "worker.max-connections": "\(scheduler.capacity)",
             ])
+        if configuration.workerExecutable == LaunchPath.fallback {
+            logger.notice(
+                "workers start from this master's own image (the path it was started by is unknown): a reload will not pick up a new build; restart instead")
+        } else {
+            logger.info("workers start from \(configuration.workerExecutable)", metadata: ["build": "\(Cluster.build)"])
+        }
         if inherited == nil {
             // Bound here: keep a copy in the fd store. One that came from the store or a socket unit is kept there.
             storeListener()

@@ -15,6 +15,15 @@ public enum Cluster {
     public static var isPrimary: Bool { !isWorker }
     /// This build's version (`switchboard --version`).
     public static let version = "0.7.0"
+    /// This build: ``version`` and, where the linker recorded one, the first 12 hex digits of the program's GNU build
+    /// id (`0.7.0+1a2b3c4d5e6f`), so two builds of one version tell apart. Workers report it in their hello;
+    /// `switchboard status` shows it per worker, so a half-rolled cluster is visible.
+    public static let build: String = {
+        let id = Syscalls.mainBuildID().prefix(6)
+        guard !id.isEmpty else { return version }
+        let digits = Array("0123456789abcdef")
+        return version + "+" + String(id.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] })
+    }()
 }
 
 /// The master of a Switchboard cluster: binds, accepts, passes connections to worker processes and supervises them.

@@ -75,6 +75,8 @@ package struct SupervisorMachine {
         package var exitIntended = false
         /// The master killed it (hung, broken, late): its SIGKILL is a verdict, not an outside kill.
         package var killedByMaster = false
+        /// Why the master killed it, if it did.
+        package var killReason: KillReason?
         /// Removed by scaling down or replaced by a reload: not refilled.
         package var retired = false
         /// Restarts of this slot after unintended exits.
@@ -143,6 +145,16 @@ package struct SupervisorMachine {
         case stopEscalated
     }
 
+    /// Why a reload's new worker failed, for the one line that says why the reload stopped.
+    package enum ReplacementFailure: Equatable {
+        /// Its process could not be started (the file is missing, not executable, not a program).
+        case couldNotStart
+        /// It exited by itself before it was ready.
+        case exited(Exit)
+        /// The master killed it: not ready in time, or refused (it spoke another protocol).
+        case killed(KillReason)
+    }
+
     package enum Action: Equatable {
         /// Start a worker in `slot` (its id and generation are in ``workers``), then report ``Event/spawned`` or
         /// ``Event/spawnFailed``.
@@ -173,7 +185,8 @@ package struct SupervisorMachine {
         case reloadStarted(generation: Int, workers: Int)
         case reloadQueued
         case reloadFinished(generation: Int, replaced: Int)
-        case reloadAborted(generation: Int)
+        /// The new worker in `slot` failed, for `cause`: the workers not yet replaced keep serving.
+        case reloadAborted(generation: Int, slot: Int?, cause: ReplacementFailure)
         /// Fewer workers run or are due than the target: replacements start.
         case short(missing: Int)
         case scaled(target: Int)
@@ -247,6 +260,7 @@ package struct SupervisorMachine {
             workers[slot].lastHeartbeat = now
             workers[slot].exitIntended = false
             workers[slot].killedByMaster = false
+            workers[slot].killReason = nil
             workers[slot].drainDeadline = nil
             workers[slot].respawnAt = nil
         case .spawnFailed(let slot, let now):
@@ -254,7 +268,7 @@ package struct SupervisorMachine {
                 workers[slot].retired = true
                 let step = plan.replacementFailed(slot)
                 reload = plan
-                perform(step, now: now, into: &actions)
+                perform(step, now: now, failure: .couldNotStart, into: &actions)
             } else {
                 workers[slot].respawnAt = now &+ 1_000_000_000
             }
@@ -338,6 +352,7 @@ package struct SupervisorMachine {
     private mutating func kill(_ slot: Int, _ reason: KillReason, into actions: inout [Action]) {
         guard workers[slot].isAttached else { return }
         if reason != .channelFailed { workers[slot].killedByMaster = true }
+        workers[slot].killReason = reason
         workers[slot].phase = .exiting
         actions.append(.kill(slot: slot, reason: reason))
     }
@@ -362,7 +377,9 @@ package struct SupervisorMachine {
                 workers[slot].retired = true
                 let step = plan.replacementFailed(slot)
                 reload = plan
-                perform(step, now: now, into: &actions)
+                let failure: ReplacementFailure =
+                    if worker.killedByMaster, let reason = worker.killReason { .killed(reason) } else { .exited(exit) }
+                perform(step, now: now, failure: failure, into: &actions)
                 return
             }
             if plan.current?.old == slot {
@@ -503,7 +520,10 @@ package struct SupervisorMachine {
         perform(step, now: now, into: &actions)
     }
 
-    private mutating func perform(_ step: RollingReload.Step, now: UInt64, into actions: inout [Action]) {
+    private mutating func perform(
+        _ step: RollingReload.Step, now: UInt64, failure: ReplacementFailure = .couldNotStart,
+        into actions: inout [Action]
+    ) {
         switch step {
         case .spawnReplacement:
             let slot = allocateSlot()
@@ -524,7 +544,7 @@ package struct SupervisorMachine {
                 workers[new].exitIntended = true
                 kill(new, .replacementAborted, into: &actions)
             }
-            actions.append(.reloadAborted(generation: generation))
+            actions.append(.reloadAborted(generation: generation, slot: new, cause: failure))
             reloadDone(now: now, into: &actions)
         }
     }

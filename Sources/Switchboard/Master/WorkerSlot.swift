@@ -19,6 +19,10 @@ struct WorkerSlot {
     var dispatched: UInt64 = 0
     /// What the worker last reported as handled (requests answered by the built-in engine).
     var handled: UInt64 = 0
+    /// The build the worker said hello with (``Cluster/build`` of the program it runs); nil before its hello.
+    var build: String?
+    /// What the master found wrong with the worker (refused, could not be started), for the line that ends a reload.
+    var problem: String?
 
     init(bound: Int) {
         queue = QueuedFrames(capacity: bound)

@@ -467,6 +467,35 @@ extension Syscalls {
         return (UInt64(info.st_dev), UInt64(info.st_ino))
     }
 
+    /// The device and inode of the file at `path` (symbolic links followed), or nil when there is none.
+    package static func deviceAndInode(path: String) -> (device: UInt64, inode: UInt64)? {
+        var info = stat()
+        guard unsafe stat(path, &info) == 0 else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// Whether `path` is a regular file this process may execute.
+    package static func isExecutableFile(_ path: String) -> Bool {
+        var info = stat()
+        guard unsafe stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return false }
+        return unsafe access(path, X_OK) == 0
+    }
+
+    /// The current working directory, or nil when it cannot be read (removed, too long).
+    package static func currentDirectory() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard unsafe getcwd(&buffer, buffer.count) != nil else { return nil }
+        let length = buffer.firstIndex(of: 0) ?? buffer.count
+        return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The main program's GNU build id (the linker's `--build-id` note), or empty when it has none.
+    package static func mainBuildID() -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        let length = unsafe sb_main_build_id(&bytes, CInt(bytes.count))
+        return Array(bytes.prefix(Int(max(length, 0))))
+    }
+
     /// `seconds` since the epoch as local time in `strftime`'s `format`.
     package static func formatLocalTime(_ seconds: time_t, _ format: String) -> String {
         var time = seconds

@@ -1,7 +1,9 @@
 /// Encodes and strictly decodes ``WireMessage`` frames. Decoding never traps on any input.
 public enum WireCodec {
-    /// The protocol version this build speaks.
-    public static let version: UInt8 = 1
+    /// The protocol version this build speaks. 2: the hello carries the worker's build.
+    public static let version: UInt8 = 2
+    /// The longest build string a hello may carry.
+    public static let maxBuildLength = 128
     /// Header size in bytes.
     public static let headerSize = 16
     /// The largest payload a frame may carry.
@@ -38,9 +40,11 @@ public enum WireCodec {
             append64(sequence, to: &frame)
         }
         switch message {
-        case .hello(let pid):
-            header(.hello, length: 4)
+        case .hello(let pid, let build):
+            let text = Array(build.utf8.prefix(maxBuildLength))
+            header(.hello, length: 4 + text.count)
             append32(UInt32(bitPattern: pid), to: &frame)
+            frame.append(contentsOf: text)
         case .ready:
             header(.ready, length: 0)
         case .connections(let first, let count, let report):
@@ -97,8 +101,10 @@ public enum WireCodec {
         }
         switch type {
         case .hello:
-            try expect(4)
-            return .hello(pid: Int32(bitPattern: read32(frame, at: payload)))
+            guard (4...4 + maxBuildLength).contains(length) else { throw .badPayloadSize(type: rawType, size: length) }
+            let build = frame[(payload + 4)..<frame.endIndex]
+            guard build.allSatisfy({ (0x21...0x7e).contains($0) }) else { throw .badPayloadSize(type: rawType, size: length) }
+            return .hello(pid: Int32(bitPattern: read32(frame, at: payload)), build: String(decoding: build, as: UTF8.self))
         case .ready:
             try expect(0)
             return .ready

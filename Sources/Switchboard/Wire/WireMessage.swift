@@ -3,8 +3,10 @@
 /// Frames are little-endian: a 16-byte header (version, type, flags, payload length, sequence) and a bounded payload.
 /// Descriptors travel beside the bytes in `SCM_RIGHTS`; only ``connections(firstSequence:count:reportReceipt:)`` carries any.
 public enum WireMessage: Equatable, Sendable {
-    /// Worker → master, first message: the worker's pid.
-    case hello(pid: Int32)
+    /// Worker → master, first message: the worker's pid and its build (``Cluster/build``, printable ASCII, at most
+    /// ``WireCodec/maxBuildLength`` bytes). The frame's header carries the worker's protocol version: a master that
+    /// speaks another one refuses the worker.
+    case hello(pid: Int32, build: String)
     /// Worker → master: the worker serves; the master may dispatch to it.
     case ready
     /// Master → worker: `count` connections, numbered from `firstSequence`, one descriptor each. Until the worker

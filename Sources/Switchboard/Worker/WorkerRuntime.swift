@@ -123,7 +123,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         self.backlog = backlog
         self.channel = channel
         self.logger = logger
-        _ = try? channel.send(.hello(pid: getpid()), blocking: true)
+        _ = try? channel.send(.hello(pid: getpid(), build: Cluster.build), blocking: true)
     }
 
     /// The listener this worker accepts on by itself, or nil when the master passes it connections: in

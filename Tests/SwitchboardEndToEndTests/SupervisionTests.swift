@@ -136,6 +136,29 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Issue 19, bug 1, as reported: a reload whose new worker never becomes ready, then `switchboard scale 1`.
+        /// On main the scale-down drained the replacement and both old workers ran on (2 workers 8 s later).
+        @Test func scalingDownDuringAReloadEndsWithTheTargetNotTheOldWorkers() throws {
+            let hooks = try HookFile("")
+            let socket = EndToEndTests.Control.socketPath()
+            let server = try SwitchboardProcess.start(
+                ["--workers", "2", "--test-hooks", "--ready-timeout", "1.5", "--drain-timeout", "3", "--control-socket", socket],
+                environment: ["SWITCHBOARD_TEST_HOOK_FILE": hooks.path])
+            defer { server.cleanUp() }
+            try hooks.write("never-ready")
+            server.signal(SIGHUP)
+            #expect(waitUntil { server.logCount("worker forked") == 3 }, "the replacement started")
+            let scaled = try EndToEndTests.Control.client(["scale", "1"], socket: socket)
+            #expect(scaled.status == 0 && scaled.stdout.contains("workers: 2 -> 1"), "\(scaled.stdout)\(scaled.stderr)")
+            #expect(server.waitForLog("rolling reload aborted"), "\(server.stderr)")
+            let one = waitUntil(timeout: .seconds(10)) { server.workerPIDs.count == 1 }
+            #expect(one, "workers: \(server.workerPIDs)\n\(server.stderr)")
+            try hooks.write("")
+            for _ in 0..<5 { #expect(try get(port: server.port).status == 200) }
+            #expect(server.workerPIDs.count == 1, "and it stays one")
+            server.stopAndCheckNoOrphans()
+        }
+
         @Test func sigtermLetsASlowRequestInFlightFinish() throws {
             let server = try SwitchboardProcess.start(["--workers", "2", "--test-hooks"])
             defer { server.cleanUp() }

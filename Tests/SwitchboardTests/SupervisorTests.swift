@@ -50,7 +50,7 @@ import Testing
     @Test func anOldWorkerThatDiesBeforeItsTurnIsNotReplacedTwice() {
         var plan = RollingReload(oldSlots: [0, 1])
         _ = plan.start()
-        plan.oldWorkerExited(1)
+        plan.oldWorkerLeft(1)
         plan.replacementStarted(new: 2)
         #expect(plan.replacementReady(2) == [.drain(old: 0), .finished])
     }

@@ -123,6 +123,8 @@ extension Master {
             notifyReady(event: "reload to generation \(generation) aborted: the new worker \(why); old workers keep serving")
         case .short(let missing):
             logger.warning("\(missing) worker(s) short of the target of \(machine.target): starting replacements")
+        case .surplus(let count):
+            logger.notice("\(count) worker(s) over the target of \(machine.target): draining the surplus")
         case .scaled(let target):
             logger.info("worker count changed", metadata: ["workers.target": "\(target)"])
         case .scaleDownRefused:

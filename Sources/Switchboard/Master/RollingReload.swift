@@ -62,9 +62,9 @@ package struct RollingReload: Equatable {
         return .aborted(new: current.new)
     }
 
-    /// The old worker in `slot` exited on its own before it was replaced: nothing to replace there any more (the
-    /// ordinary restart path refills it).
-    package mutating func oldWorkerExited(_ slot: Int) {
+    /// The old worker in `slot` left before it was replaced (it exited on its own, and the ordinary restart path
+    /// refills it; or a scale-down took it): nothing to replace there any more.
+    package mutating func oldWorkerLeft(_ slot: Int) {
         remaining.removeAll { $0 == slot }
     }
 

@@ -189,6 +189,8 @@ package struct SupervisorMachine {
         case reloadAborted(generation: Int, slot: Int?, cause: ReplacementFailure)
         /// Fewer workers run or are due than the target: replacements start.
         case short(missing: Int)
+        /// More workers run than the target (outside a reload): the surplus drains.
+        case surplus(count: Int)
         case scaled(target: Int)
         /// Scaling down would leave no worker.
         case scaleDownRefused
@@ -197,7 +199,7 @@ package struct SupervisorMachine {
     package let settings: Settings
     package private(set) var workers: [Worker] = []
     /// The worker count to keep (changed by scaling).
-    package private(set) var target = 0
+    package internal(set) var target = 0
     package private(set) var generation = 1
     package private(set) var state = RunState.running
     /// Whether every configured worker was ready once (systemd READY sent).
@@ -387,7 +389,7 @@ package struct SupervisorMachine {
                 workers[slot].retired = true
                 return
             }
-            plan.oldWorkerExited(slot)
+            plan.oldWorkerLeft(slot)
             reload = plan
         }
         guard !worker.retired else { return }
@@ -457,18 +459,49 @@ package struct SupervisorMachine {
         }
     }
 
-    /// Outside a reload, a shortfall against the target gets new workers.
+    /// Outside a reload, the worker count converges to the target both ways: a shortfall gets new workers, a
+    /// surplus (whatever caused it) drains, chosen as a scale-down chooses.
     private mutating func converge(now: UInt64, into actions: inout [Action]) {
         guard reload == nil else { return }
         var counted = 0
-        for worker in workers
-        where !worker.retired && ((worker.hasProcess && worker.phase != .draining) || worker.respawnAt != nil) {
-            counted += 1
+        for worker in workers where counts(worker) { counted += 1 }
+        if counted > target {
+            actions.append(.surplus(count: counted - target))
+            for _ in target..<counted {
+                guard let slot = leavingCandidate() else { break }
+                retire(slot, now: now, into: &actions)
+            }
+            return
         }
         let missing = target - counted
         guard missing > 0 else { return }
         actions.append(.short(missing: missing))
         for _ in 0..<missing { workers[allocateSlot()].respawnAt = now }
+    }
+
+    /// Whether `worker` counts toward the target: it runs and is not on its way out, or its restart is due.
+    private func counts(_ worker: Worker) -> Bool {
+        !worker.retired && ((worker.hasProcess && worker.phase != .draining) || worker.respawnAt != nil)
+    }
+
+    /// The worker that leaves when there is one too many: never the pair a reload is working on (the worker being
+    /// replaced and its replacement: taking either would abort the reload and leave the rest running). First one
+    /// that is not serving anyway (killed and not yet reaped, or waiting for its restart), then an old worker the
+    /// reload has not reached, then the newest.
+    private func leavingCandidate() -> Int? {
+        let pair = [reload?.current?.old, reload?.current?.new]
+        let candidates = workers.indices.filter { counts(workers[$0]) && !pair.contains($0) }
+        if let idle = candidates.last(where: { !workers[$0].isAttached }) { return idle }
+        if let remaining = reload?.remaining, let old = candidates.last(where: remaining.contains) { return old }
+        return candidates.last
+    }
+
+    /// Takes `slot` out for good: it drains (if it runs) and is not refilled; a reload no longer replaces it.
+    private mutating func retire(_ slot: Int, now: UInt64, into actions: inout [Action]) {
+        workers[slot].retired = true
+        workers[slot].respawnAt = nil
+        reload?.oldWorkerLeft(slot)
+        drain(slot, now: now, into: &actions)
     }
 
     /// The stop rule, the only one: the first stop is announced for the shutdown delay (if any) and then drains
@@ -555,21 +588,15 @@ package struct SupervisorMachine {
         startReload(now: now, into: &actions)
     }
 
-    /// One worker fewer, drained gracefully; never below one.
+    /// One worker fewer, drained gracefully (``leavingCandidate()``); never below one.
     private mutating func scaleDown(now: UInt64, into actions: inout [Action]) {
         guard state == .running else { return }
-        let candidates = workers.indices.filter {
-            !workers[$0].retired && workers[$0].phase != .draining
-                && (workers[$0].hasProcess || workers[$0].respawnAt != nil)
-        }
-        guard target > 1, let slot = candidates.last else {
+        guard target > 1, let slot = leavingCandidate() else {
             actions.append(.scaleDownRefused)
             return
         }
         target -= 1
         actions.append(.scaled(target: target))
-        workers[slot].retired = true
-        workers[slot].respawnAt = nil
-        drain(slot, now: now, into: &actions)
+        retire(slot, now: now, into: &actions)
     }
 }

@@ -88,6 +88,31 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Issue 19, bug 2, as reported: a stop while one worker is stopped with connections in its queue. No ready
+        /// worker could take them, so stealing them would only strand them in the master until the stop closed them
+        /// (3 of 6 answered on main); left in the queue, the draining worker serves them once it runs again.
+        @Test func aStopNeverStealsWhatNoOtherWorkerCouldServe() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2", "--steal-after", "0.1", "--drain-timeout", "10"])
+            defer { server.cleanUp() }
+            let workers = server.workerPIDs
+            try #require(workers.count == 2)
+            let first = try #require(try get(port: server.port).workerPID)
+            let stopped = try #require(workers.first { $0 != first })
+            kill(stopped, SIGSTOP)
+            let (connections, results, group) = try Self.requests(6, port: server.port)
+            Thread.sleep(forTimeInterval: 0.03)
+            server.signal(SIGTERM)
+            Thread.sleep(forTimeInterval: 1)
+            kill(stopped, SIGCONT)
+            #expect(group.wait(timeout: .now() + 10) == .success, "answered: \(results.count) of 6")
+            let responses = results.all.compactMap { try? $0.get() }
+            #expect(responses.count == 6, "every connection answered: \(results.all)\n\(server.stderr)")
+            #expect(responses.filter { $0.workerPID == stopped }.count >= 1, "the stopped worker served its own")
+            #expect(server.waitForExit() == 0)
+            #expect(!server.stderr.contains("closed"), "nothing closed unanswered: \(server.stderr)")
+            withExtendedLifetime(connections) {}
+        }
+
         /// With `--max-queued 1` (Node's gate) a stopped worker holds one connection; the rest go to the others at
         /// once, and the one is served elsewhere after `--steal-after`.
         @Test func withTheNodeGateAStoppedWorkerHoldsOneConnectionAtMost() throws {

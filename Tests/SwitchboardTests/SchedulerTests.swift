@@ -152,4 +152,20 @@ import Testing
         scheduler.received(0, count: 0)
         #expect(scheduler.next() == 1, "receiving nothing is no sign of life")
     }
+
+    /// Connections are taken from a stalled worker only when another serves: during a stop none does.
+    @Test func anotherServesOnlyWhenAnotherSlotIsReadyAndNotStalled() {
+        var scheduler = Scheduler(bound: 4, slots: 3)
+        scheduler.setReady(0, true)
+        #expect(!scheduler.anotherServes(besides: 0), "alone")
+        scheduler.setReady(1, true)
+        #expect(scheduler.anotherServes(besides: 0))
+        scheduler.setStalled(1)
+        #expect(!scheduler.anotherServes(besides: 0), "a stalled worker serves nobody")
+        scheduler.reportOpen(1, open: 0)
+        #expect(scheduler.anotherServes(besides: 0))
+        scheduler.setReady(1, false)
+        scheduler.setReady(0, false)  // a stop: every worker drains
+        #expect(!scheduler.anotherServes(besides: 0) && !scheduler.anotherServes(besides: 1))
+    }
 }

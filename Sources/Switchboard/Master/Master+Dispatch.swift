@@ -187,9 +187,11 @@ extension Master {
 
     /// Takes back the queues of workers that stopped receiving: a connection waits in a worker's queue at most about
     /// ``Configuration/stealAfter`` before it is served elsewhere. The worker gets nothing new until it reports again.
+    /// Only when another worker serves: otherwise (a stop, when every worker drains) the connections would wait in
+    /// the master for nobody, while the worker they are queued for may still serve them once it runs again.
     func stealFromStalledWorkers(now: UInt64) {
         guard let after = stealAfterNanoseconds else { return }
-        for index in slots.indices where worker(index).isAttached {
+        for index in slots.indices where worker(index).isAttached && scheduler.anotherServes(besides: index) {
             guard let oldest = slots[index].queue.oldest, oldest.sentAt &+ after <= now else { continue }
             refreshQueue(slot: index)
             guard let stale = slots[index].queue.oldest, stale.sentAt &+ after <= now else { continue }
@@ -208,7 +210,8 @@ extension Master {
     var nextStealCheck: UInt64? {
         guard let after = stealAfterNanoseconds else { return nil }
         var next: UInt64?
-        for (index, slot) in slots.enumerated() where worker(index).isAttached {
+        for (index, slot) in slots.enumerated()
+        where worker(index).isAttached && scheduler.anotherServes(besides: index) {
             if let oldest = slot.queue.oldest { next = min(next ?? .max, oldest.sentAt &+ after) }
         }
         return next

@@ -428,11 +428,15 @@ package final class Master {
             listener = -1
         }
         pump()
-        if !pending.isEmpty {
-            let lost = pending.removeAll()
-            for fd in lost { Syscalls.close(fd) }
-            logger.warning("closed \(lost.count) connections no worker could take during the stop")
-        }
+        closePending()
+    }
+
+    /// Closes the connections still waiting in the master at a stop (no worker could take them), with one line.
+    private func closePending() {
+        guard !pending.isEmpty else { return }
+        let lost = pending.removeAll()
+        for fd in lost { Syscalls.close(fd) }
+        logger.warning("closed \(lost.count) connections no worker could take during the stop")
     }
 
     private func shutdownRemaining() {
@@ -442,8 +446,7 @@ package final class Master {
         }
         closeHealth()
         closeControl()
-        let lost = pending.removeAll()
-        for fd in lost { Syscalls.close(fd) }
+        closePending()
         logger.info(
             "stopped",
             metadata: [

@@ -52,6 +52,12 @@ package struct Scheduler {
         slots.contains(where: eligible)
     }
 
+    /// Whether a slot other than `slot` serves (ready, not stalled), so connections taken from `slot` have somewhere
+    /// to go, now or once its queue moves.
+    package func anotherServes(besides slot: Int) -> Bool {
+        slots.indices.contains { $0 != slot && slots[$0].ready && !slots[$0].stalled }
+    }
+
     /// The slot the next connection goes to, or nil when every slot is at its bound, blocked or not ready.
     /// Does not change state: call ``dispatched(to:)`` once the connection was sent.
     package func next() -> Int? {

@@ -78,7 +78,8 @@ enum TestHooks {
 
     /// The request hooks, the same for both engines: `/test/malformed-frame` and `/test/oversized-frame` make the
     /// worker send the master a frame it must reject; `/test/malformed-frames?count=N` sends N of them as fast as
-    /// the channel takes them (until the master cuts the channel); `/slow?ms=N` delays the response.
+    /// the channel takes them (until the master cuts the channel); `/test/chatty?ms=N` sends valid messages flat out
+    /// for N ms; `/slow?ms=N` delays the response.
     /// - Returns: How many milliseconds to delay the response (0: answer now).
     static func apply(to target: String, runtime: WorkerRuntime) -> Int64 {
         if target == "/test/malformed-frame" {
@@ -88,6 +89,23 @@ enum TestHooks {
             for _ in 0..<min(max(count, 0), 10_000_000) {
                 guard runtime.sendRawFrame([0xFF, 0x01, 0x02]) else { break }
             }
+        } else if target.hasPrefix("/test/chatty?ms=") {
+            // A worker that talks to the master flat out for N ms, from four threads (blocking when its channel is
+            // full), faster than one reader can keep up with.
+            let milliseconds = min(Int64(target.dropFirst("/test/chatty?ms=".count)) ?? 0, 60_000)
+            let end = Syscalls.monotonicNanoseconds() + UInt64(max(milliseconds, 0)) * 1_000_000
+            let talkers = DispatchGroup()
+            for _ in 0..<4 {
+                talkers.enter()
+                Thread.detachNewThread {
+                    defer { talkers.leave() }
+                    let note = Array("chatter".utf8)
+                    while Syscalls.monotonicNanoseconds() < end {
+                        guard (try? runtime.send(message: note)) != nil else { break }
+                    }
+                }
+            }
+            talkers.wait()
         } else if target == "/test/oversized-frame" {
             var frame = WireCodec.encode(.message([]))
             frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)

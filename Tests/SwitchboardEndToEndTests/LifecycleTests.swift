@@ -63,5 +63,25 @@ extension EndToEndTests {
             }
             server.stopAndCheckNoOrphans()
         }
+
+        /// Issue 19, bug 3: a worker that sends messages flat out. The master reads a bounded number of frames per
+        /// wake-up, so it goes on accepting, checking timers and taking the talker's queue back: requests are served
+        /// while the talk goes on (on main each waited until the talker stopped).
+        @Test func aChattyWorkerDoesNotStarveTheMaster() throws {
+            let server = try SwitchboardProcess.start(["--workers", "2", "--test-hooks", "--steal-after", "0.1"])
+            defer { server.cleanUp() }
+            let chatty = try TestConnection(port: server.port, timeoutSeconds: 30)
+            try chatty.request(path: "/test/chatty?ms=6000")
+            let talker = try #require(chatty.waitUntilHeldByWorker(of: server))
+            let clock = ContinuousClock()
+            let start = clock.now
+            var pids: [pid_t] = []
+            for _ in 0..<10 { pids.append((try? get(port: server.port))?.workerPID ?? -1) }
+            let elapsed = clock.now - start
+            #expect(pids.allSatisfy { $0 > 0 && $0 != talker }, "served by the other worker: \(pids)")
+            #expect(elapsed < .seconds(4), "ten requests took \(elapsed) while a worker talked for 6 s")
+            #expect(try chatty.readResponse().status == 200, "the talker answers once it is done")
+            server.stopAndCheckNoOrphans()
+        }
     }
 }

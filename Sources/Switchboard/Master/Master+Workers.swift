@@ -74,9 +74,14 @@ extension Master {
 
     // MARK: reading a channel
 
+    /// The most frames the master reads from one worker per wake-up: the channel is level-triggered, so the rest
+    /// wake the next turn of the loop, after the listener, the timers and the other workers had theirs (a worker that
+    /// sends messages in a loop cannot starve accepting, heartbeat checks or the watchdog).
+    static let readBudget = 16
+
     func readChannel(slot index: Int) {
         guard let channel = slots[index].channel else { return }
-        while slots[index].channel != nil {
+        for _ in 0..<Self.readBudget where slots[index].channel != nil {
             let result: NonBlocking<(bytes: Int, fds: Int, truncated: Bool)>
             do {
                 result = try channel.receive(into: &receiveBuffer, fds: &receiveDescriptors, blocking: false)

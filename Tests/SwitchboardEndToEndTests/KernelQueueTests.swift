@@ -113,6 +113,35 @@ extension EndToEndTests {
             withExtendedLifetime(connections) {}
         }
 
+        /// Issue 19, bug 4: a transient `sendmsg` failure is no verdict on the worker. A master that is not root may
+        /// have at most its descriptor limit of descriptors in flight (ETOOMANYREFS): a stopped worker's queue fills
+        /// to that, and on main the next send failed the channel and SIGKILLed the worker with everything it held.
+        /// Now the master backs off from that worker, and the others serve.
+        @Test func aTransientSendFailureBacksOffInsteadOfKillingTheWorker() throws {
+            // A limit of 100 leaves each worker room for 36 connections; three stopped workers' queues can hold 108,
+            // more than the 100 descriptors the master may have in flight.
+            let server = try SwitchboardProcess.start(
+                ["--workers", "4", "--steal-after", "0", "--max-queued", "1024", "--drain-timeout", "5"],
+                descriptorLimit: 100, user: "65534")
+            defer { server.cleanUp() }
+            let workers = server.workerPIDs
+            try #require(workers.count == 4)
+            let running = try #require(try get(port: server.port).workerPID)
+            let stopped = workers.filter { $0 != running }
+            for worker in stopped { kill(worker, SIGSTOP) }
+            let (connections, results, group) = try Self.requests(200, port: server.port)
+            // The limit is per user, across every queue: until the stopped workers take theirs, the master holds the
+            // rest (and the kernel backlog the newest); nothing is failed or lost.
+            #expect(waitUntil { server.stderr.contains("backing off") && results.count >= 30 }, "\(results.count)")
+            #expect(stopped.allSatisfy { ProcFS.isAlive($0) && server.workerPIDs.contains($0) }, "\(server.stderr)")
+            #expect(!server.stderr.contains("channel failed"), "\(server.stderr)")
+            for worker in stopped { kill(worker, SIGCONT) }
+            #expect(group.wait(timeout: .now() + 20) == .success, "answered: \(results.count) of 200\n\(server.stderr)")
+            #expect(results.all.compactMap { try? $0.get() }.count == 200)
+            withExtendedLifetime(connections) {}
+            server.stopAndCheckNoOrphans()
+        }
+
         /// With `--max-queued 1` (Node's gate) a stopped worker holds one connection; the rest go to the others at
         /// once, and the one is served elsewhere after `--steal-after`.
         @Test func withTheNodeGateAStoppedWorkerHoldsOneConnectionAtMost() throws {

@@ -42,8 +42,15 @@ package final class SwitchboardProcess {
         }
         if let user {
             try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", executable] + arguments
+            let setpriv = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", executable] + arguments
+            if let descriptorLimit {
+                // The limit first (as root, so the hard limit may go down), then the user; both exec, same pid.
+                process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec /usr/bin/setpriv \"$@\"", "sh"] + setpriv
+            } else {
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+                process.arguments = setpriv
+            }
         } else if let descriptorLimit {
             // The shell execs the binary, so the pid stays the master's.
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -74,10 +81,10 @@ package final class SwitchboardProcess {
     /// Starts `switchboard --host 127.0.0.1 --port 0 <arguments>` and waits for its ready line.
     package static func start(
         _ arguments: [String], environment: [String: String] = [:], executable: String? = nil,
-        descriptorLimit: Int? = nil
+        descriptorLimit: Int? = nil, user: String? = nil
     ) throws -> SwitchboardProcess {
         let server = try SwitchboardProcess(
-            arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment,
+            arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment, user: user,
             executable: executable, descriptorLimit: descriptorLimit)
         try server.waitForReady()
         return server

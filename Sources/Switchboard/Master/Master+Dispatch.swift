@@ -91,6 +91,7 @@ extension Master {
                     reportReceipt: reportReceipt)
                 {
                 case .done:
+                    slots[index].backingOff = false
                     slots[index].queue.sent(count, end: channel.bytesSent, at: now)
                     for fd in slots[index].outbox { Syscalls.close(fd) }
                     slots[index].outbox.removeAll(keepingCapacity: true)
@@ -102,6 +103,9 @@ extension Master {
                     scheduler.setBlocked(index, true)
                     watchWritable(slot: index, true)
                 }
+            } catch where Self.transientSendErrors.contains(error.code) {
+                giveBack(slot: index)
+                backOff(slot: index, now: now, error)
             } catch {
                 giveBack(slot: index)
                 channelFailed(slot: index, "channel failed while sending connections: \(error)")
@@ -109,12 +113,48 @@ extension Master {
         }
     }
 
-    /// The worker the next connection goes to. When the scheduler finds none, the queues at their bound may have
-    /// moved since the master last looked: it asks the kernel (one `SIOCINQ` each) and tries once more.
+    /// `sendmsg` failures that say nothing about the worker: kernel memory for the message (ENOBUFS, ENOMEM), or more
+    /// descriptors in flight than this user may have (ETOOMANYREFS, for a master that is not root: the limit is its
+    /// descriptor limit, counted across every worker's queue). They pass once queues move.
+    static let transientSendErrors: [CInt] = [ENOBUFS, ENOMEM, ETOOMANYREFS]
+
+    /// How long a worker is skipped after a passing send failure.
+    static let sendRetryDelay: UInt64 = 10_000_000
+
+    /// Skips the worker in `slot` for ``sendRetryDelay``, as one whose channel is full; one line per episode (until
+    /// a send to it succeeds).
+    private func backOff(slot index: Int, now: UInt64, _ error: SystemCallError) {
+        if !slots[index].backingOff {
+            slots[index].backingOff = true
+            logger.warning(
+                "sending connections to the worker failed (\(error.reason)): backing off, the others take them",
+                metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"])
+        }
+        slots[index].retryAt = now &+ Self.sendRetryDelay
+        scheduler.setBlocked(index, true)
+    }
+
+    /// Puts workers whose send back-off ended into the rotation again.
+    func endSendBackOffs(now: UInt64) {
+        for index in slots.indices {
+            guard let retry = slots[index].retryAt, retry <= now else { continue }
+            slots[index].retryAt = nil
+            if !slots[index].watchingWritable { scheduler.setBlocked(index, false) }
+        }
+    }
+
+    /// When the next send back-off ends.
+    var nextSendRetry: UInt64? {
+        slots.lazy.compactMap(\.retryAt).min()
+    }
+
+    /// The worker the next connection goes to. When the scheduler finds none, the queues that kept workers out (at
+    /// their bound, or at their connection cap) may have moved since the master last looked: it asks the kernel (one
+    /// `SIOCINQ` each) and tries once more.
     private func nextWorker() -> Int? {
         if let index = scheduler.next() { return index }
         var moved = false
-        for index in slots.indices where scheduler.slots[index].queued >= scheduler.bound {
+        for index in slots.indices where scheduler.slots[index].ready && scheduler.slots[index].queued > 0 {
             if refreshQueue(slot: index) > 0 { moved = true }
         }
         return moved ? scheduler.next() : nil
@@ -238,7 +278,7 @@ extension Master {
     }
 
     func writable(slot index: Int) {
-        scheduler.setBlocked(index, false)
+        if slots[index].retryAt == nil { scheduler.setBlocked(index, false) }
         watchWritable(slot: index, false)
     }
 

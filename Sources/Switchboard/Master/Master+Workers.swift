@@ -65,6 +65,8 @@ extension Master {
         slots[index].channel = masterEnd
         slots[index].kept = workerEnd
         slots[index].watchingWritable = false
+        slots[index].retryAt = nil
+        slots[index].backingOff = false
         slots[index].dispatched = 0
         slots[index].handled = 0
         slots[index].build = nil
@@ -139,6 +141,7 @@ extension Master {
         case .heartbeat(let open, let handled):
             slots[index].handled = handled
             submit(.heartbeat(slot: index, now: Syscalls.monotonicNanoseconds()))
+            refreshQueue(slot: index)  // what it received since the last look, then its own count of what is open
             scheduler.reportOpen(index, open: Int(open))
         case .message(let bytes):
             emit(.message(info(index), bytes))

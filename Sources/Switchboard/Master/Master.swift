@@ -392,6 +392,7 @@ package final class Master {
         if let resume = acceptResumeAt { next = min(next, resume) }
         if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
         if let steal = nextStealCheck { next = min(next, steal) }
+        if let retry = nextSendRetry { next = min(next, retry) }
         if let probe = nextProbeDeadline { next = min(next, probe) }
         if let client = nextControlDeadline { next = min(next, client) }
         guard next != .max else { return -1 }
@@ -406,6 +407,7 @@ package final class Master {
             acceptResumeAt = nil
         }
         systemdTick(now: now)
+        endSendBackOffs(now: now)
         stealFromStalledWorkers(now: now)
         if !health.probes.isEmpty { expireProbes(now: now) }
         if !controlServer.clients.isEmpty { expireControlClients(now: now) }

@@ -15,6 +15,11 @@ struct WorkerSlot {
     /// Connections picked for this worker during one accept burst, sent together in one message.
     var outbox: [CInt]
     var watchingWritable = false
+    /// When a send that failed for a passing reason (ENOBUFS, ENOMEM, ETOOMANYREFS) may be tried again; until then
+    /// the worker is skipped, as one whose channel is full.
+    var retryAt: UInt64?
+    /// A passing send failure was logged and no send to this worker has succeeded since.
+    var backingOff = false
     /// Connections handed to the worker in this slot now.
     var dispatched: UInt64 = 0
     /// What the worker last reported as handled (requests answered by the built-in engine).

@@ -26,7 +26,9 @@ extension EndToEndTests.RealSystemd {
         defer { try? FileManager.default.removeItem(at: units) }
         let sandbox = try SystemdSandbox(units: units)
         defer { sandbox.stop() }
-        let active = waitForUnit(sandbox) { $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true }
+        let active = waitForUnit(sandbox) {
+            $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true
+        }
         let master = try #require(active["MainPID"])
         let before = workers(sandbox, of: master)
         #expect(before.count == 2, "\(active)\n\(sandbox.journal("switchboard.service"))")
@@ -71,7 +73,9 @@ extension EndToEndTests.RealSystemd {
         defer { try? FileManager.default.removeItem(at: units) }
         let sandbox = try SystemdSandbox(units: units)
         defer { sandbox.stop() }
-        let active = waitForUnit(sandbox) { $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true }
+        let active = waitForUnit(sandbox) {
+            $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true
+        }
         let master = try #require(active["MainPID"])
         #expect(active["NRestarts"] == "0")
         #expect(workerPIDs(port).count == 2)
@@ -109,7 +113,9 @@ extension EndToEndTests.RealSystemd {
         defer { try? FileManager.default.removeItem(at: units) }
         let sandbox = try SystemdSandbox(units: units)
         defer { sandbox.stop() }
-        let active = waitForUnit(sandbox) { $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true }
+        let active = waitForUnit(sandbox) {
+            $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2") == true
+        }
         let master = try #require(active["MainPID"])
         #expect(workerPIDs(port).count == 2)
 

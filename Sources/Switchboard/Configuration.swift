@@ -35,6 +35,10 @@ public struct Configuration: Sendable {
     /// How often workers send a heartbeat from their event loop.
     public var heartbeatInterval: Duration = .seconds(1)
     /// A worker silent for this long is considered hung: it is killed and replaced.
+    ///
+    /// Under systemd's watchdog, this, ``readyTimeout`` and the restart policy's longest delay make the recovery
+    /// bound: the master stops sending `WATCHDOG=1` only when no worker has been able to serve for longer than
+    /// heartbeat timeout + one health check + longest restart delay + ready timeout + 1 s.
     public var heartbeatTimeout: Duration = .seconds(10)
     /// How long a new worker may take to report ready before it is killed (and, in a reload, the reload aborted).
     public var readyTimeout: Duration = .seconds(30)

@@ -48,31 +48,62 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
-        @Test func watchdogIsWithheldWhileAWorkerIsStuckAndResumesOnceItIsReplaced() throws {
+        @Test func watchdogKeepsPingingWhileTheMasterReplacesAStuckWorker() throws {
             let notify = try NotifySocketListener()
             let server = try SwitchboardProcess.start(
                 ["--workers", "2", "--heartbeat-interval", "0.1", "--heartbeat-timeout", "2"],
-                environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
+                environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"])
             defer { server.cleanUp() }
             #expect(notify.waitFor("WATCHDOG", "1", count: 2))
             let victim = try #require(server.workerPIDs.first)
+            let stoppedAt = ContinuousClock.now
             kill(victim, SIGSTOP)
-            let withheld = { (message: NotifySocketListener.Message) in
-                message.assignments["STATUS"]?.contains("watchdog withheld: worker ") == true
-                    && message.assignments["STATUS"]?.contains("(pid \(victim))") == true
-            }
-            #expect(waitUntil { notify.all.contains(where: withheld) }, "STATUS names the stuck worker")
             #expect(server.waitForLog("worker sent no heartbeat"))
             #expect(waitUntil { server.workerPIDs.count == 2 && !server.workerPIDs.contains(victim) })
             let pingsBefore = notify.with("WATCHDOG", "1").count
+            #expect(waitUntil { notify.with("WATCHDOG", "1").count > pingsBefore + 2 })
+            // The other worker served all along: no gap as long as systemd's interval (1 s) between two pings.
+            let pings = notify.with("WATCHDOG", "1").map(\.received).filter { $0 > stoppedAt - .seconds(1) }
+            let gaps = zip(pings.dropFirst(), pings).map { $0 - $1 }
+            #expect(gaps.allSatisfy { $0 < .seconds(1) }, "gaps between pings: \(gaps)")
+            #expect(!notify.all.contains { $0.assignments["STATUS"]?.contains("watchdog withheld") == true })
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test func watchdogIsWithheldOnceNoWorkerHasServedForTheRecoveryBoundAndResumesWhenOneServes() throws {
+            let notify = try NotifySocketListener()
+            let hooks = try HookFile("")
+            // Recovery bound: heartbeat timeout 0.5 + health check 0.1 + restart delay 0.2 + ready 1 + margin 1 s.
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1", "--test-hooks", "--heartbeat-interval", "0.1", "--heartbeat-timeout", "0.5",
+                 "--ready-timeout", "1", "--restart-delay-max", "0.2", "--crash-loop-limit", "0"],
+                environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000",
+                              "SWITCHBOARD_TEST_HOOK_FILE": hooks.path])
+            defer { server.cleanUp() }
+            #expect(notify.waitFor("WATCHDOG", "1", count: 2))
+            let victim = try #require(server.workerPIDs.first)
+            try hooks.write("never-ready")
+            kill(victim, SIGSTOP)
+            let withheld = { (message: NotifySocketListener.Message) in
+                message.assignments["STATUS"]?.contains("watchdog withheld: no worker has served for ") == true
+                    && message.assignments["STATUS"]?.contains(" ms (recovery bound 2800 ms)") == true
+            }
+            #expect(waitUntil { notify.all.contains(where: withheld) }, "STATUS says why: \(notify.all.map(\.text))")
+            #expect(server.waitForLog("watchdog withheld: no worker has served for "))
+            let first = try #require(notify.all.first(where: withheld)?.assignments["STATUS"])
+            let served = first.split(separator: " ").drop { $0 != "for" }.dropFirst().first.flatMap { Int($0) }
+            #expect((served ?? 0) >= 2800, "withheld only past the bound: \(first)")
+
+            try hooks.write("")
+            #expect(server.waitForLog("watchdog pings resume"))
+            let pingsBefore = notify.with("WATCHDOG", "1").count
             #expect(waitUntil { notify.with("WATCHDOG", "1").count > pingsBefore + 2 }, "pings resume")
-            // In order: after the first withheld status, no ping until a status reports the stuck worker gone.
+            // In order: after the first withheld status, the next ping comes once a worker is ready again.
             let messages = notify.all
             let firstWithheld = try #require(messages.firstIndex(where: withheld))
             let nextPing = try #require(messages[firstWithheld...].firstIndex { $0.assignments["WATCHDOG"] == "1" })
-            let between = messages[firstWithheld..<nextPing]
-            #expect(between.contains { $0.assignments["STATUS"]?.contains("killed by signal 9") == true },
-                    "\(between.map(\.text))")
+            #expect(messages[nextPing].assignments["STATUS"]?.hasPrefix("1/1 workers ready") == true,
+                    "\(messages[firstWithheld...nextPing].map(\.text))")
             server.stopAndCheckNoOrphans()
         }
 

@@ -11,7 +11,8 @@ struct SystemdLink {
     var notifying = false
     /// Half the watchdog interval, when systemd's watchdog is on for this process.
     var watchdogPeriod: UInt64?
-    var watchdog = WatchdogPolicy(staleAfter: .seconds(2))
+    /// When systemd's watchdog is on: whether the master may ping it.
+    var watchdog: WatchdogPolicy?
     var nextTick: UInt64 = 0
     var lastEvent = "starting"
     var withheld = false
@@ -27,9 +28,13 @@ extension Master {
         systemd.notifying = Syscalls.environment("NOTIFY_SOCKET") != nil
         if let interval = Systemd.watchdogInterval() {
             systemd.watchdogPeriod = UInt64(interval.nanoseconds / 2)
-            // A worker that missed two heartbeats (and a little) is stuck: withhold the ping until it is replaced.
-            systemd.watchdog = WatchdogPolicy(staleAfter: configuration.heartbeatInterval * 2 + .milliseconds(500))
-            logger.info("systemd watchdog on", metadata: ["watchdog.interval": "\(interval)"])
+            // Hung workers are the master's to replace: the ping stops only when no worker has served for longer than
+            // the master could take to bring one back.
+            let policy = WatchdogPolicy(configuration: configuration, start: Syscalls.monotonicNanoseconds())
+            systemd.watchdog = policy
+            logger.info(
+                "systemd watchdog on",
+                metadata: ["watchdog.interval": "\(interval)", "watchdog.recovery_bound": "\(policy.recoveryBound)"])
         }
         systemd.nextTick = systemd.notifying ? Syscalls.monotonicNanoseconds() : 0
     }
@@ -89,7 +94,8 @@ extension Master {
         notifySystemd("ERRNO=\(ECHILD)", event: "halted: workers exited early \(earlyExits) times (crash loop)")
     }
 
-    /// Runs from the loop's timers: watchdog pings (only while healthy), drain progress, status refresh.
+    /// Runs from the loop's timers: watchdog pings (withheld only when no worker has served past the recovery bound),
+    /// drain progress, status refresh.
     func systemdTick(now: UInt64) {
         guard systemd.nextTick > 0, now >= systemd.nextTick else { return }
         var period: UInt64 = 5_000_000_000
@@ -109,21 +115,37 @@ extension Master {
         systemd.nextTick = now + period
     }
 
-    private func pingWatchdog(now: UInt64) {
-        let workers = machine.workers.filter(\.isAttached).map { worker in
+    /// The workers as the watchdog policy sees them.
+    private var watchdogWorkers: [WatchdogPolicy.Worker] {
+        machine.workers.filter(\.isAttached).map { worker in
             WatchdogPolicy.Worker(
-                id: worker.id, pid: worker.pid, serving: worker.phase == .ready || worker.phase == .draining,
-                lastHeartbeat: worker.lastHeartbeat)
+                serving: worker.phase == .ready || worker.phase == .draining, lastHeartbeat: worker.lastHeartbeat)
         }
-        switch systemd.watchdog.verdict(now: now, workers: workers) {
+    }
+
+    /// Shows the watchdog policy the workers before a health check may kill one, so an outage runs from the last
+    /// worker's last heartbeat.
+    func observeWorkersForWatchdog(now: UInt64) {
+        guard systemd.watchdog != nil else { return }
+        let workers = watchdogWorkers
+        systemd.watchdog?.observe(now: now, workers: workers)
+    }
+
+    private func pingWatchdog(now: UInt64) {
+        guard var policy = systemd.watchdog else { return }
+        let verdict = policy.verdict(now: now, workers: watchdogWorkers, stopping: machine.state != .running)
+        systemd.watchdog = policy
+        switch verdict {
         case .ping:
             if systemd.withheld {
                 systemd.withheld = false
-                logger.notice("every worker heartbeats again: watchdog pings resume")
+                logger.notice("watchdog pings resume: a worker serves again")
             }
             Systemd.notify("WATCHDOG=1\nSTATUS=\(statusText())")
-        case .withhold(let worker, let silent):
-            let text = "watchdog withheld: worker \(worker.id) (pid \(worker.pid)) silent for \(silent.milliseconds) ms"
+        case .withhold(let outage):
+            let text =
+                "watchdog withheld: no worker has served for \(outage.milliseconds) ms "
+                + "(recovery bound \(policy.recoveryBound.milliseconds) ms)"
             if !systemd.withheld {
                 logger.warning("\(text)")
             }

@@ -413,6 +413,7 @@ package final class Master {
         if !controlServer.clients.isEmpty { expireControlClients(now: now) }
         if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
+            observeWorkersForWatchdog(now: now)  // before the health check may kill a hung worker
             submit(.tick(now: now))
         }
     }

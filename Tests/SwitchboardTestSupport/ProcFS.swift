@@ -70,4 +70,22 @@ package enum ProcFS {
     package static func allPIDs() -> [pid_t] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
     }
+
+    /// The signals sent to the process `pid` as a whole that no thread has taken yet (`ShdPnd`).
+    package static func pendingSignals(_ pid: pid_t) -> Set<Int32> {
+        signalSet(pid, "ShdPnd")
+    }
+
+    private static func signalSet(_ pid: pid_t, _ field: String) -> Set<Int32> {
+        guard let status = read("/proc/\(pid)/status"),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+            let mask = UInt64(line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return [] }
+        return Set((1...64).filter { mask & (1 << UInt64($0 - 1)) != 0 }.map(Int32.init))
+    }
+
+    /// How many threads `pid` runs.
+    package static func threadCount(_ pid: pid_t) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").count) ?? 0
+    }
 }

@@ -303,13 +303,18 @@ package enum Syscalls {
     }
 
     /// Waits for events; returns how many were stored at the start of `events` (0 when interrupted).
+    /// - Parameter unblockingSignals: Whether the signals of ``installSignalHandlers(_:wake:)`` are unblocked during
+    ///   the wait (the mask ``prepareSignalWait()`` kept on this thread).
     package static func epollWait(
         _ ep: CInt,
         _ events: inout [sb_epoll_event],
-        timeoutMilliseconds: Int
+        timeoutMilliseconds: Int,
+        unblockingSignals: Bool = false
     ) throws(SystemCallError) -> Int {
         let n = unsafe events.withUnsafeMutableBufferPointer { buffer in
-            unsafe sb_epoll_wait(ep, buffer.baseAddress!, CInt(buffer.count), CInt(timeoutMilliseconds))
+            unblockingSignals
+                ? unsafe sb_epoll_wait_signals(ep, buffer.baseAddress!, CInt(buffer.count), CInt(timeoutMilliseconds))
+                : unsafe sb_epoll_wait(ep, buffer.baseAddress!, CInt(buffer.count), CInt(timeoutMilliseconds))
         }
         if n >= 0 { return Int(n) }
         let code = errno
@@ -331,6 +336,33 @@ package enum Syscalls {
             if errno == EINTR { continue }
             return nil
         }
+    }
+
+    /// Installs process-wide handlers for `signals` that count each arrival and write to `wake` (an eventfd), on
+    /// whichever thread the kernel delivers them; the previous dispositions are kept for
+    /// ``restoreSignalHandlers()``.
+    /// - Throws: `EBUSY` while another owner has them installed.
+    package static func installSignalHandlers(_ signals: [CInt], wake: CInt) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("sigaction") {
+            unsafe signals.withUnsafeBufferPointer { unsafe sb_signals_install($0.baseAddress!, CInt($0.count), wake) }
+        }
+    }
+
+    /// Keeps this thread's signal mask, less the signals the handlers take, for
+    /// `epollWait(_:_:timeoutMilliseconds:unblockingSignals:)`.
+    package static func prepareSignalWait() {
+        _ = sb_signals_prepare_wait()
+    }
+
+    /// How many times `signal` arrived since the last take (its handler counts, this resets).
+    package static func takeSignal(_ signal: CInt) -> Int {
+        Int(sb_signals_take(signal))
+    }
+
+    /// Puts back the dispositions ``installSignalHandlers(_:wake:)`` replaced; afterwards no handler writes to the
+    /// wake descriptor, so it may be closed.
+    package static func restoreSignalHandlers() {
+        sb_signals_restore()
     }
 
     /// Spawns `path` with the channel at fd 3 and `extra` (if any) at fd 4.

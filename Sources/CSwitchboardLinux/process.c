@@ -22,6 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
 const uint32_t sb_EPOLLIN = EPOLLIN;
 const uint32_t sb_EPOLLOUT = EPOLLOUT;
 const uint32_t sb_EPOLLERR = EPOLLERR;
@@ -184,6 +188,44 @@ void sb_signals_restore(void) {
     atomic_store(&sb_signal_wake, -1);
     while (atomic_load(&sb_signal_handlers_running) != 0) sched_yield();
     atomic_store(&sb_signals_owned, 0);
+}
+
+int sb_child_signal_reset_if_ignored(void) {
+    struct sigaction current;
+    if (sigaction(SIGCHLD, NULL, &current) != 0) return -1;
+    int automatic = current.sa_handler == SIG_IGN ||
+                    (current.sa_handler == SIG_DFL && (current.sa_flags & SA_NOCLDWAIT) != 0);
+    if (!automatic) return 0;
+    struct sigaction defaults;
+    memset(&defaults, 0, sizeof(defaults));
+    defaults.sa_handler = SIG_DFL;
+    sigemptyset(&defaults.sa_mask);
+    return sigaction(SIGCHLD, &defaults, NULL) == 0 ? 1 : -1;
+}
+
+int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    *exitCode = 0;
+    *signaled = 0;
+    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) != 0) return -1;
+    if (info.si_pid == 0) return 0;
+    if (info.si_code == CLD_EXITED) {
+        *exitCode = info.si_status;
+    } else {  // CLD_KILLED or CLD_DUMPED
+        *exitCode = 128 + info.si_status;
+        *signaled = 1;
+    }
+    return 1;
+}
+
+int sb_pidfd_send_signal(int pidfd, int signal) {
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 static int sb_spawn_forked(const char *path, char *const argv[], char *const envp[], int channelCopy, int extraCopy,

@@ -3,7 +3,7 @@
 
 // What Swift cannot import on its own: CMSG macros, variadic prctl/fcntl, accept4, sockaddr unions,
 // posix_spawn file actions, the packed epoll_event and signalfd_siginfo, signal handlers (which must be C to be
-// async-signal-safe). Each function returns -1 with errno set on failure (unless it says
+// async-signal-safe), waitid on a pidfd. Each function returns -1 with errno set on failure (unless it says
 // otherwise), never retries EINTR, never allocates, never logs.
 
 #include <stdint.h>
@@ -112,6 +112,10 @@ unsigned sb_signals_take(int signal);
 /// descriptor any more (the caller may then close it). Does nothing when none are installed.
 void sb_signals_restore(void);
 
+/// Sets SIGCHLD to SIG_DFL if it is ignored (SIG_IGN, which survives exec, or SA_NOCLDWAIT), when the kernel reaps
+/// children by itself and waiting for one fails with ECHILD. Returns 1 when it changed it, 0 when it was left alone.
+int sb_child_signal_reset_if_ignored(void);
+
 /// What a worker process is set up with before it runs: its user and groups (when `setIdentity`), its CPU (unless -1).
 typedef struct {
     int setIdentity;
@@ -158,6 +162,15 @@ pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled);
 
 /// pidfd_open(pid, 0): a close-on-exec descriptor that becomes readable when the process exits.
 int sb_pidfd_open(pid_t pid);
+
+/// waitid(P_PIDFD, pidfd, WEXITED|WNOHANG): returns 1 once the child has exited (setting *exitCode and *signaled like
+/// sb_reap), 0 while it runs, -1 on error (ECHILD: not waitable, reaped already or by the kernel; EINVAL: a kernel
+/// before 5.4).
+int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled);
+
+/// pidfd_send_signal(pidfd, signal, NULL, 0): the signal reaches that process and no other (ESRCH once it has exited,
+/// even if its pid was reused).
+int sb_pidfd_send_signal(int pidfd, int signal);
 
 /// eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC).
 int sb_eventfd(void);

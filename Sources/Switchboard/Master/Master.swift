@@ -116,7 +116,8 @@ package final class Master {
     /// With `handleSignals` it installs process-wide handlers for ``handledSignals`` (until deinit, which puts the
     /// previous ones back): a handler counts its signal and writes to an eventfd that wakes the loop, as libuv's do,
     /// so a signal is taken whichever thread the kernel delivers it to and the program may run threads of its own,
-    /// started before or after.
+    /// started before or after. A SIGCHLD the process inherited ignored is reset to its default either way: ignored,
+    /// the kernel would reap the workers before the master could.
     /// - Throws: ``SwitchboardError`` when the configuration is invalid, a descriptor cannot be created, or another
     ///   master in this process handles signals.
     package init(configuration: Configuration, logger: Logger, handleSignals: Bool = true) throws(SwitchboardError) {
@@ -141,6 +142,9 @@ package final class Master {
             self.control = try MasterControl()
         } catch {
             throw SwitchboardError(.system, "cannot set up the event loop: \(error)")
+        }
+        if Syscalls.resetIgnoredChildSignal() {
+            self.logger.info("SIGCHLD was ignored (inherited): reset to its default so that workers can be reaped")
         }
         if handleSignals {
             do {

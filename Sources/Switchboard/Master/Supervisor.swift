@@ -38,7 +38,9 @@ public enum Cluster {
 /// any thread that does not block it, so blocking the signals on one thread (with a signalfd) would leave them to the
 /// default action on threads started earlier (an async `main`, an `EventLoopGroup`, Dispatch): a HUP would kill the
 /// master, a TTIN stop it. A handler runs on whichever thread the kernel picks, so the program may start threads
-/// before or after it. One supervisor per process can handle signals.
+/// before or after it. One supervisor per process can handle signals. Whatever `handleSignals` says, a SIGCHLD the
+/// process inherited ignored (`SIG_IGN` survives exec) is reset to its default: ignored, the kernel would reap the
+/// workers before the master could.
 public final class Supervisor: @unchecked Sendable {
     // @unchecked: `master` is only touched by run(), on the one thread that calls it (run() traps if called twice);
     // the other methods go through `control` (a Mutex plus an eventfd) and the stream's continuation, both thread-safe.

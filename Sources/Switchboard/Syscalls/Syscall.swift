@@ -365,6 +365,13 @@ package enum Syscalls {
         sb_signals_restore()
     }
 
+    /// Sets SIGCHLD to its default if this process ignores it (`SIG_IGN` survives exec): ignored, the kernel reaps
+    /// children itself and waiting for one fails with `ECHILD`.
+    /// - Returns: Whether it was ignored.
+    package static func resetIgnoredChildSignal() -> Bool {
+        sb_child_signal_reset_if_ignored() == 1
+    }
+
     /// Spawns `path` with the channel at fd 3 and `extra` (if any) at fd 4.
     package static func spawn(
         path: String,
@@ -400,14 +407,51 @@ package enum Syscalls {
         return (pid, code, signaled != 0)
     }
 
-    /// Reaps `pid` if it has exited, without blocking.
-    /// - Returns: its exit status (128 + signal when killed), or nil while it runs or when it is not our child.
-    package static func reap(_ pid: pid_t) -> (code: Int32, signaled: Bool)? {
+    /// What a non-blocking wait for one child found.
+    package enum ChildStatus: Equatable {
+        /// It has not exited.
+        case running
+        /// It exited (and is reaped now) with `code`: 128 + the signal when `signaled`.
+        case exited(code: Int32, signaled: Bool)
+        /// It is not ours to wait for (`ECHILD`): the kernel reaped it (SIGCHLD ignored) or another waiter did. It is
+        /// gone and its exit status is unknown.
+        case gone
+    }
+
+    /// Reaps `pid` if it has exited, without blocking (`waitpid`).
+    package static func reap(_ pid: pid_t) -> ChildStatus {
         var code: CInt = 0
         var signaled: CInt = 0
-        let result = unsafe sb_reap_pid(pid, &code, &signaled)
-        guard result == pid else { return nil }
-        return (code, signaled != 0)
+        while true {
+            let result = unsafe sb_reap_pid(pid, &code, &signaled)
+            if result == pid { return .exited(code: code, signaled: signaled != 0) }
+            if result >= 0 { return .running }
+            let failure = errno
+            if failure == EINTR { continue }
+            return failure == ECHILD ? .gone : .running
+        }
+    }
+
+    /// Reaps the child `pidfd` refers to if it has exited, without blocking (`waitid(P_PIDFD)`).
+    /// - Returns: nil where the kernel cannot wait on a pidfd (before Linux 5.4): wait by pid instead.
+    package static func reap(processDescriptor pidfd: CInt) -> ChildStatus? {
+        var code: CInt = 0
+        var signaled: CInt = 0
+        while true {
+            let result = unsafe sb_pidfd_reap(pidfd, &code, &signaled)
+            if result == 1 { return .exited(code: code, signaled: signaled != 0) }
+            if result == 0 { return .running }
+            let failure = errno
+            if failure == EINTR { continue }
+            return failure == ECHILD ? .gone : nil
+        }
+    }
+
+    /// Sends `signal` to the process `pidfd` refers to, and to no other: once it has exited this fails with `ESRCH`,
+    /// even when its pid was given to a new process.
+    /// - Throws: `ESRCH` once it has exited; `ENOSYS` where the kernel has no `pidfd_send_signal`.
+    package static func signal(processDescriptor pidfd: CInt, _ signal: CInt) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("pidfd_send_signal") { sb_pidfd_send_signal(pidfd, signal) }
     }
 
     /// A descriptor that becomes readable when `pid` exits, or nil where pidfds are not supported.

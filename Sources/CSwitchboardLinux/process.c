@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -20,6 +21,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 
 const uint32_t sb_EPOLLIN = EPOLLIN;
 const uint32_t sb_EPOLLOUT = EPOLLOUT;
@@ -72,6 +77,155 @@ int sb_signalfd_read(int fd) {
         return -1;
     }
     return (int)info.ssi_signo;
+}
+
+// The master's signal handlers (sb_signals_install). A handler only counts its signal and writes to the wake
+// descriptor; the master's loop takes the counts. Lock-free atomics are async-signal-safe.
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal handlers need lock-free atomics");
+static atomic_uint sb_signal_counts[NSIG];
+static atomic_int sb_signal_wake = -1;
+static atomic_int sb_signal_handlers_running;
+static atomic_int sb_signals_owned;
+static struct sigaction sb_signal_previous[NSIG];
+static int sb_signal_installed[NSIG];
+/// The loop thread's signal mask without the installed signals (sb_signals_prepare_wait): epoll_pwait takes it.
+static sigset_t sb_signal_wait_mask;
+
+static void sb_signal_handler(int signal) {
+    int saved = errno;
+    atomic_fetch_add(&sb_signal_handlers_running, 1);
+    if (signal > 0 && signal < NSIG) atomic_fetch_add(&sb_signal_counts[signal], 1);
+    int fd = atomic_load(&sb_signal_wake);
+    if (fd >= 0) {
+        uint64_t one = 1;
+        ssize_t ignored = write(fd, &one, sizeof(one));  // EAGAIN: the counter is full, the loop wakes anyway
+        (void)ignored;
+    }
+    atomic_fetch_sub(&sb_signal_handlers_running, 1);
+    errno = saved;
+}
+
+static void sb_signals_put_back(void) {
+    for (int signal = 1; signal < NSIG; signal++) {
+        if (!sb_signal_installed[signal]) continue;
+        sigaction(signal, &sb_signal_previous[signal], NULL);
+        sb_signal_installed[signal] = 0;
+    }
+}
+
+int sb_signals_install(const int *signals, int count, int wakeFD) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&sb_signals_owned, &expected, 1)) {
+        errno = EBUSY;
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        if (signals[i] <= 0 || signals[i] >= NSIG) {
+            atomic_store(&sb_signals_owned, 0);
+            errno = EINVAL;
+            return -1;
+        }
+        atomic_store(&sb_signal_counts[signals[i]], 0);
+    }
+    atomic_store(&sb_signal_wake, wakeFD);
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = sb_signal_handler;
+    sigfillset(&action.sa_mask);  // as libuv: no handler interrupts another on the same thread
+    for (int i = 0; i < count; i++) {
+        int signal = signals[i];
+        if (sb_signal_installed[signal]) continue;
+        // SA_RESTART: the program's other threads see no EINTR on our account. A child that stops or continues is
+        // none of the master's business (SA_NOCLDSTOP); one that exits is.
+        action.sa_flags = SA_RESTART | (signal == SIGCHLD ? SA_NOCLDSTOP : 0);
+        if (sigaction(signal, &action, &sb_signal_previous[signal]) != 0) {
+            int failure = errno;
+            sb_signals_restore();
+            errno = failure;
+            return -1;
+        }
+        sb_signal_installed[signal] = 1;
+    }
+    return 0;
+}
+
+int sb_signals_prepare_wait(void) {
+    sigset_t mask;
+    int rc = pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    for (int signal = 1; signal < NSIG; signal++) {
+        if (sb_signal_installed[signal]) sigdelset(&mask, signal);
+    }
+    sb_signal_wait_mask = mask;
+    return 0;
+}
+
+int sb_epoll_wait_signals(int ep, sb_epoll_event *events, int max, int timeoutMilliseconds) {
+    struct epoll_event raw[64];
+    if (max > 64) max = 64;
+    int n = epoll_pwait(ep, raw, max, timeoutMilliseconds, &sb_signal_wait_mask);
+    for (int i = 0; i < n; i++) {
+        events[i].events = raw[i].events;
+        events[i].data = raw[i].data.u64;
+    }
+    return n;
+}
+
+unsigned sb_signals_take(int signal) {
+    if (signal <= 0 || signal >= NSIG) return 0;
+    return atomic_exchange(&sb_signal_counts[signal], 0);
+}
+
+void sb_signals_restore(void) {
+    if (atomic_load(&sb_signals_owned) == 0) return;
+    sb_signals_put_back();
+    // A handler that started before the dispositions went back may still be about to write to the descriptor. It
+    // counts itself running before it reads the descriptor and this stores -1 before it reads the count (both
+    // sequentially consistent): either it sees -1, or this sees it running and waits for it.
+    atomic_store(&sb_signal_wake, -1);
+    while (atomic_load(&sb_signal_handlers_running) != 0) sched_yield();
+    atomic_store(&sb_signals_owned, 0);
+}
+
+int sb_child_signal_reset_if_ignored(void) {
+    struct sigaction current;
+    if (sigaction(SIGCHLD, NULL, &current) != 0) return -1;
+    int automatic = current.sa_handler == SIG_IGN ||
+                    (current.sa_handler == SIG_DFL && (current.sa_flags & SA_NOCLDWAIT) != 0);
+    if (!automatic) return 0;
+    struct sigaction defaults;
+    memset(&defaults, 0, sizeof(defaults));
+    defaults.sa_handler = SIG_DFL;
+    sigemptyset(&defaults.sa_mask);
+    return sigaction(SIGCHLD, &defaults, NULL) == 0 ? 1 : -1;
+}
+
+int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    *exitCode = 0;
+    *signaled = 0;
+    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) != 0) return -1;
+    if (info.si_pid == 0) return 0;
+    if (info.si_code == CLD_EXITED) {
+        *exitCode = info.si_status;
+    } else {  // CLD_KILLED or CLD_DUMPED
+        *exitCode = 128 + info.si_status;
+        *signaled = 1;
+    }
+    return 1;
+}
+
+int sb_pidfd_send_signal(int pidfd, int signal) {
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 static int sb_spawn_forked(const char *path, char *const argv[], char *const envp[], int channelCopy, int extraCopy,

@@ -104,6 +104,11 @@ while let flag = arguments.next() {
     }
 }
 
+// The program's own event loops, started before the supervisor as an application's HTTP client or metrics exporter
+// would be: their threads exist before the master does, so a signal meant for the master (HUP, TTIN, TERM) may be
+// delivered to any of them. The master's handlers take it on whichever thread the kernel picks.
+let applicationGroup = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
 do {
     let supervisor = try Supervisor(configuration: configuration)
     let workers = configuration.workers
@@ -126,7 +131,9 @@ do {
             }
         }
     }
-    exit(try supervisor.run())
+    let exitCode = try supervisor.run()
+    try? applicationGroup.syncShutdownGracefully()
+    exit(exitCode)
 } catch let error as SwitchboardError {
     FileHandle.standardError.write(Data("switchboard-nio-example: \(error.message)\n".utf8))
     exit(error.code.exitCode)

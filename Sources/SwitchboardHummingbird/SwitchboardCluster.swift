@@ -235,8 +235,7 @@ public enum SwitchboardCluster {
     private static func runPrimary(configuration: Configuration, logger: Logger) async -> Never {
         let supervisor: Supervisor
         do {
-            // The supervisor's own signal handling needs the signals blocked in every thread, which an async program
-            // cannot promise (Swift's main thread waits with every signal unblocked): dispatch sources deliver them.
+            // The signals reach the supervisor through the dispatch sources of forwardSignals, not its own handlers.
             supervisor = try Supervisor(configuration: configuration, logger: logger, handleSignals: false)
         } catch {
             fail(error.message, code: error.code.exitCode)

@@ -70,4 +70,36 @@ package enum ProcFS {
     package static func allPIDs() -> [pid_t] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
     }
+
+    /// CPU time (user + system) `pid` has used, in seconds, from `/proc/<pid>/stat`; nil when it is gone.
+    package static func cpuSeconds(_ pid: pid_t) -> Double? {
+        guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command name: utime is field 14 and stime 15 (1-based, as proc(5) numbers them).
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// The signals `pid` ignores (`SigIgn` in `/proc/<pid>/status`), by number.
+    package static func ignoredSignals(_ pid: pid_t) -> Set<Int32> {
+        signalSet(pid, "SigIgn")
+    }
+
+    /// The signals sent to the process `pid` as a whole that no thread has taken yet (`ShdPnd`).
+    package static func pendingSignals(_ pid: pid_t) -> Set<Int32> {
+        signalSet(pid, "ShdPnd")
+    }
+
+    private static func signalSet(_ pid: pid_t, _ field: String) -> Set<Int32> {
+        guard let status = read("/proc/\(pid)/status"),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+            let mask = UInt64(line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return [] }
+        return Set((1...64).filter { mask & (1 << UInt64($0 - 1)) != 0 }.map(Int32.init))
+    }
+
+    /// How many threads `pid` runs.
+    package static func threadCount(_ pid: pid_t) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").count) ?? 0
+    }
 }

@@ -1,6 +1,30 @@
 import Foundation
 import Testing
 
+/// How a started process finds its signals, as a shell, a service manager or another supervisor leaves them.
+package struct LaunchSignals: Sendable {
+    /// Signals it starts with ignored (`SIG_IGN` survives exec).
+    package var ignored: [Int32]
+
+    /// Nothing ignored (beyond what the test runner ignores) and nothing blocked.
+    /// Foundation's `Process` gives its child the signal mask of the thread that starts it, and the threads of the
+    /// test runner's concurrency pool block HUP, INT, QUIT and TERM among others; a shell or systemd blocks nothing.
+    package init(ignored: [Int32] = []) {
+        self.ignored = ignored
+    }
+
+    /// Python sets them up, then execs the program (the pid stays the program's).
+    static let launcher = """
+        import os, signal, sys
+        for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these for itself
+            signal.signal(number, signal.SIG_DFL)
+        for number in sys.argv[1].split(",") if sys.argv[1] else []:
+            signal.signal(int(number), signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.execv(sys.argv[2], sys.argv[2:])
+        """
+}
+
 /// The built `switchboard` binary running as a real process, with its output in temporary files.
 package final class SwitchboardProcess {
     package let process = Process()
@@ -24,11 +48,12 @@ package final class SwitchboardProcess {
     }
 
     /// Starts `executable` (default: `switchboard`) with `arguments`, as `user` if given, and with its descriptor limit
-    /// (soft and hard) set to `descriptorLimit` if given, as `ulimit -n` in a shell does. Foundation starts it in a
-    /// process group of its own (its pid), so `signalGroup` reaches it and its workers only.
+    /// (soft and hard) set to `descriptorLimit` if given, as `ulimit -n` in a shell does, and with its signals set up
+    /// as `signals` says if given. Foundation starts it in a process group of its own (its pid), so `signalGroup`
+    /// reaches it and its workers only.
     package init(
         arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil,
-        descriptorLimit: Int? = nil
+        descriptorLimit: Int? = nil, signals: LaunchSignals? = nil
     ) throws {
         let executable = executable ?? Self.binary
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
@@ -55,6 +80,10 @@ package final class SwitchboardProcess {
             // The shell execs the binary, so the pid stays the master's.
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", executable] + arguments
+        } else if let signals {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            let ignored = signals.ignored.map(String.init).joined(separator: ",")
+            process.arguments = ["-c", LaunchSignals.launcher, ignored, executable] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
@@ -81,11 +110,11 @@ package final class SwitchboardProcess {
     /// Starts `switchboard --host 127.0.0.1 --port 0 <arguments>` and waits for its ready line.
     package static func start(
         _ arguments: [String], environment: [String: String] = [:], executable: String? = nil,
-        descriptorLimit: Int? = nil, user: String? = nil
+        descriptorLimit: Int? = nil, user: String? = nil, signals: LaunchSignals? = nil
     ) throws -> SwitchboardProcess {
         let server = try SwitchboardProcess(
             arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment, user: user,
-            executable: executable, descriptorLimit: descriptorLimit)
+            executable: executable, descriptorLimit: descriptorLimit, signals: signals)
         try server.waitForReady()
         return server
     }

@@ -2,8 +2,9 @@
 #define C_SWITCHBOARD_LINUX_H
 
 // What Swift cannot import on its own: CMSG macros, variadic prctl/fcntl, accept4, sockaddr unions,
-// posix_spawn file actions, the packed epoll_event and signalfd_siginfo. Each function returns -1 with
-// errno set on failure (unless it says otherwise), never retries EINTR, never allocates, never logs.
+// posix_spawn file actions, the packed epoll_event and signalfd_siginfo, signal handlers (which must be C to be
+// async-signal-safe), waitid on a pidfd. Each function returns -1 with errno set on failure (unless it says
+// otherwise), never retries EINTR, never allocates, never logs.
 
 #include <stdint.h>
 #include <stddef.h>
@@ -88,10 +89,32 @@ typedef struct { uint32_t events; uint64_t data; } sb_epoll_event;
 int sb_epoll_wait(int ep, sb_epoll_event *events, int max, int timeoutMilliseconds);
 
 /// Blocks the given signals in the calling thread (threads it starts later inherit the mask) and returns a
-/// non-blocking, close-on-exec signalfd for them.
+/// non-blocking, close-on-exec signalfd for them. Only for a single-threaded process (the built-in worker): in one
+/// with other threads the kernel may deliver the signals to those (the master uses sb_signals_install).
 int sb_signalfd_open(const int *signals, int count);
 /// Reads one pending signal from a signalfd: returns its number, or -1 (EAGAIN when none is pending).
 int sb_signalfd_read(int fd);
+
+/// Installs a handler for each of `signals` in the whole process (sigaction, SA_RESTART, every signal blocked while it
+/// runs), keeping the previous dispositions for sb_signals_restore. The handler is async-signal-safe: it adds 1 to the
+/// signal's count (sb_signals_take) and writes 1 to `wakeFD` (an eventfd), saving and restoring errno, so the signal is
+/// taken whichever thread the kernel delivers it to. One owner at a time: EBUSY while installed.
+int sb_signals_install(const int *signals, int count, int wakeFD);
+/// On the thread that runs the loop: keeps its signal mask less the installed signals for sb_epoll_wait_signals.
+int sb_signals_prepare_wait(void);
+/// sb_epoll_wait with the installed signals unblocked for the duration of the wait (epoll_pwait), so they are
+/// delivered even when every thread blocks them (a mask inherited from the parent, or set by the program): the handler
+/// runs on this thread and the wait returns EINTR.
+int sb_epoll_wait_signals(int ep, sb_epoll_event *events, int max, int timeoutMilliseconds);
+/// How many times `signal` arrived since the last take (0 for one not installed); resets the count.
+unsigned sb_signals_take(int signal);
+/// Puts back the dispositions sb_signals_install replaced, and returns once no handler can write to its wake
+/// descriptor any more (the caller may then close it). Does nothing when none are installed.
+void sb_signals_restore(void);
+
+/// Sets SIGCHLD to SIG_DFL if it is ignored (SIG_IGN, which survives exec, or SA_NOCLDWAIT), when the kernel reaps
+/// children by itself and waiting for one fails with ECHILD. Returns 1 when it changed it, 0 when it was left alone.
+int sb_child_signal_reset_if_ignored(void);
 
 /// What a worker process is set up with before it runs: its user and groups (when `setIdentity`), its CPU (unless -1).
 typedef struct {
@@ -143,6 +166,15 @@ pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled);
 
 /// pidfd_open(pid, 0): a close-on-exec descriptor that becomes readable when the process exits.
 int sb_pidfd_open(pid_t pid);
+
+/// waitid(P_PIDFD, pidfd, WEXITED|WNOHANG): returns 1 once the child has exited (setting *exitCode and *signaled like
+/// sb_reap), 0 while it runs, -1 on error (ECHILD: not waitable, reaped already or by the kernel; EINVAL: a kernel
+/// before 5.4).
+int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled);
+
+/// pidfd_send_signal(pidfd, signal, NULL, 0): the signal reaches that process and no other (ESRCH once it has exited,
+/// even if its pid was reused).
+int sb_pidfd_send_signal(int pidfd, int signal);
 
 /// eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC).
 int sb_eventfd(void);

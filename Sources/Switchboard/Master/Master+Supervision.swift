@@ -67,7 +67,7 @@ extension Master {
             case .broken, .channelFailed, .replacementAborted, .stopDeadline, .stopEscalated:
                 break  // said where it was found, or as a whole
             }
-            Syscalls.kill(worker(index).pid, SIGKILL)
+            sendSignal(SIGKILL, toSlot: index)
             disconnect(slot: index)
         case .drain(let index):
             drain(slot: index)
@@ -155,10 +155,10 @@ extension Master {
         let milliseconds = UInt32(clamping: configuration.drainTimeout.milliseconds)
         do {
             if case .wouldBlock = try channel.send(.drain(deadlineMilliseconds: milliseconds)) {
-                Syscalls.kill(worker(index).pid, SIGTERM)
+                sendSignal(SIGTERM, toSlot: index)
             }
         } catch {
-            Syscalls.kill(worker(index).pid, SIGTERM)
+            sendSignal(SIGTERM, toSlot: index)
         }
     }
 }

@@ -261,6 +261,23 @@ extension Master {
         }
     }
 
+    /// Sends `signal` to the worker in `slot` through its pidfd, which names that process and no other: once the
+    /// worker has exited (reaped or not, by whoever) the signal goes nowhere, never to a process that reused its pid.
+    /// Without a pidfd (a kernel without them) by pid, which is safe while the master has not reaped it: SIGCHLD is
+    /// never left ignored, so nothing else reaps the master's children.
+    func sendSignal(_ signal: CInt, toSlot index: Int) {
+        guard worker(index).hasProcess, worker(index).pid > 0 else { return }  // kill(0) would reach the group
+        if let pidfd = slots[index].processDescriptor {
+            do {
+                try Syscalls.signal(processDescriptor: pidfd, signal)
+                return
+            } catch {
+                guard error.code == ENOSYS else { return }  // ESRCH: it has exited already
+            }
+        }
+        Syscalls.kill(worker(index).pid, signal)
+    }
+
     /// Reaps every worker that has exited (only our own workers, by pid: an embedding program's other children are
     /// left alone).
     func reapChildren() {
@@ -270,9 +287,23 @@ extension Master {
     }
 
     /// Reaps the worker in `slot` if it has exited: takes back what it never received, then tells the machine.
+    ///
+    /// Through its pidfd where there is one (`waitid(P_PIDFD)`), by pid elsewhere. A worker that is not ours to wait
+    /// for any more (`ECHILD`: the kernel reaped it because SIGCHLD was ignored, or another waiter did) is gone just
+    /// the same, with its exit status unknown: its pidfd must leave the epoll set, which would report it readable
+    /// forever, and the machine replaces it.
     func reapIfExited(slot index: Int) {
         let reaped = worker(index)
-        guard reaped.hasProcess, let exit = Syscalls.reap(reaped.pid) else { return }
+        guard reaped.hasProcess else { return }
+        let status =
+            slots[index].processDescriptor.flatMap { Syscalls.reap(processDescriptor: $0) } ?? Syscalls.reap(reaped.pid)
+        let ended: SupervisorMachine.Exit
+        switch status {
+        case .running: return
+        case .exited(let code, signaled: true): ended = .signal(code - 128)
+        case .exited(let code, signaled: false): ended = .code(code)
+        case .gone: ended = .unknown
+        }
         disconnect(slot: index)
         releaseQueue(slot: index)
         if let pidfd = slots[index].processDescriptor {
@@ -280,13 +311,11 @@ extension Master {
             Syscalls.close(pidfd)
             slots[index].processDescriptor = nil
         }
-        let ended: SupervisorMachine.Exit = exit.signaled ? .signal(exit.code - 128) : .code(exit.code)
         logger.info(
             "worker \(ended.text)",
             metadata: ["worker.id": "\(reaped.id)", "worker.pid": "\(reaped.pid)",
                        "worker.intended": "\(reaped.exitIntended)"])
-        emit(.exit(info(index), code: exit.signaled ? nil : exit.code,
-                   signal: exit.signaled ? exit.code - 128 : nil, intended: reaped.exitIntended))
+        emit(.exit(info(index), code: ended.code, signal: ended.signal, intended: reaped.exitIntended))
         submit(.exited(slot: index, exit: ended, now: Syscalls.monotonicNanoseconds(), random: Double.random(in: 0..<1)))
     }
 }

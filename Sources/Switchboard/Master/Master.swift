@@ -7,8 +7,9 @@ import Glibc
 
 /// The master process: binds, accepts, passes connections to workers and supervises them, on one thread.
 ///
-/// Everything runs on the calling thread around one epoll set: the listener, a signalfd and one channel per worker.
-/// Policies (scheduling, restart backoff) are plain values; this class performs their actions.
+/// Everything runs on the calling thread around one epoll set: the listener, the eventfd its signal handlers write to
+/// and one channel per worker. Policies (scheduling, restart backoff) are plain values; this class performs their
+/// actions.
 package final class Master {
     enum Token {
         static let listener: UInt64 = 1
@@ -48,11 +49,13 @@ package final class Master {
     let passesDescriptors: Bool
     var logger: Logger
     private let epollSet: Descriptor
-    /// The signalfd, if the master handles signals (not when the embedding program does).
-    private let signalSet: Descriptor
+    /// The eventfd the master's signal handlers write to, if it handles signals (not when the embedding program does).
+    private let signalWake: Descriptor
+    /// Whether this master installed the process's signal handlers (and puts the previous ones back in deinit).
+    private var ownsSignalHandlers = false
     var epoll: CInt { epollSet.raw }
-    /// The signalfd, or -1 when the embedding program handles signals itself.
-    var signals: CInt { signalSet.raw }
+    /// The eventfd that becomes readable when a signal arrived, or -1 when the embedding program handles signals.
+    var signals: CInt { signalWake.raw }
     /// Commands from other threads (``Supervisor``'s methods) and the eventfd that wakes the loop for them.
     package let control: MasterControl
     /// Where lifecycle events go (``Supervisor/events``).
@@ -105,11 +108,18 @@ package final class Master {
     /// `connections` messages sent: below `dispatched` when bursts went out several connections per message.
     var connectionMessages: UInt64 = 0
 
-    static let handledSignals: [CInt] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU]
+    /// The signals the master handles, in the order it takes them after a wake-up (ascending, as a signalfd would).
+    static let handledSignals: [CInt] = [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGCHLD, SIGTTIN, SIGTTOU]
 
-    /// Creates the master. Blocks the signals it handles on this thread first, so threads started later inherit the
-    /// mask; call it before anything starts threads.
-    /// - Throws: ``SwitchboardError`` when the configuration is invalid or a descriptor cannot be created.
+    /// Creates the master.
+    ///
+    /// With `handleSignals` it installs process-wide handlers for ``handledSignals`` (until deinit, which puts the
+    /// previous ones back): a handler counts its signal and writes to an eventfd that wakes the loop, as libuv's do,
+    /// so a signal is taken whichever thread the kernel delivers it to and the program may run threads of its own,
+    /// started before or after. A SIGCHLD the process inherited ignored is reset to its default either way: ignored,
+    /// the kernel would reap the workers before the master could.
+    /// - Throws: ``SwitchboardError`` when the configuration is invalid, a descriptor cannot be created, or another
+    ///   master in this process handles signals.
     package init(configuration: Configuration, logger: Logger, handleSignals: Bool = true) throws(SwitchboardError) {
         try configuration.validate()
         self.configuration = configuration
@@ -127,11 +137,26 @@ package final class Master {
         self.workerIdentity = try Self.resolveIdentity(configuration)
         self.workerCPUs = try Self.resolveCPUs(configuration)
         do {
-            self.signalSet = Descriptor(handleSignals ? try Syscalls.signalDescriptor(Self.handledSignals) : -1)
+            self.signalWake = Descriptor(handleSignals ? try Syscalls.eventDescriptor() : -1)
             self.epollSet = Descriptor(try Syscalls.epollCreate())
             self.control = try MasterControl()
         } catch {
             throw SwitchboardError(.system, "cannot set up the event loop: \(error)")
+        }
+        if Syscalls.resetIgnoredChildSignal() {
+            self.logger.info("SIGCHLD was ignored (inherited): reset to its default so that workers can be reaped")
+        }
+        if handleSignals {
+            do {
+                try Syscalls.installSignalHandlers(Self.handledSignals, wake: signalWake.raw)
+            } catch {
+                guard error.code == EBUSY else {
+                    throw SwitchboardError(.system, "cannot install the signal handlers: \(error)")
+                }
+                throw SwitchboardError(
+                    .usage, "another Supervisor in this process handles signals: pass handleSignals: false to this one")
+            }
+            ownsSignalHandlers = true
         }
         signal(SIGPIPE, SIG_IGN)
         baseEnvironment = Syscalls.environment().filter { entry in
@@ -146,7 +171,9 @@ package final class Master {
     ] + ConnectionLimits.environmentNames
 
     deinit {
-        // The epoll set and the signalfd close themselves (``Descriptor``).
+        // Before the wake eventfd closes: no handler writes to it once the previous dispositions are back.
+        if ownsSignalHandlers { Syscalls.restoreSignalHandlers() }
+        // The epoll set and the eventfds close themselves (``Descriptor``).
         if listener >= 0 { Syscalls.close(listener) }
         closeHealth()
         closeControl()
@@ -294,6 +321,9 @@ package final class Master {
     // MARK: the loop
 
     private func loop() -> Int32 {
+        // A signal the master handles may arrive blocked in every thread (a mask inherited from the parent or set by
+        // the program): the loop's waits unblock them, so the handler runs here at the latest.
+        if ownsSignalHandlers { Syscalls.prepareSignalWait() }
         while true {
             if case .finished(let code) = machine.state {
                 shutdownRemaining()
@@ -302,7 +332,8 @@ package final class Master {
             let timeout = millisecondsUntilNextTimer()
             let count: Int
             do {
-                count = try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: timeout)
+                count = try Syscalls.epollWait(
+                    epoll, &events, timeoutMilliseconds: timeout, unblockingSignals: ownsSignalHandlers)
             } catch {
                 logger.critical("epoll_wait failed: \(error)")
                 return SwitchboardError.Code.system.exitCode
@@ -322,8 +353,12 @@ package final class Master {
         case Token.listener:
             break  // accepting happens in pump()
         case Token.signals:
-            while let signal = Syscalls.readSignal(signals) {
-                handle(signal: signal)
+            // Drained before the counts are taken: a signal that arrives in between wakes the loop once more.
+            Syscalls.drainEvent(signals)
+            for signal in Self.handledSignals {
+                let count = Syscalls.takeSignal(signal)
+                // One reap finds every exited worker; each other signal counts (a second TERM escalates).
+                for _ in 0..<(signal == SIGCHLD ? min(count, 1) : count) { handle(signal: signal) }
             }
         case Token.process:
             let slot = Int((token >> 8) & 0xff_ffff)
@@ -412,7 +447,7 @@ package final class Master {
         if !health.probes.isEmpty { expireProbes(now: now) }
         if !controlServer.clients.isEmpty { expireControlClients(now: now) }
         if now >= machine.nextDeadline {
-            reapChildren()  // also where pidfds are missing and nobody sends SIGCHLD to a signalfd
+            reapChildren()  // also where pidfds are missing and SIGCHLD is the embedding program's
             observeWorkersForWatchdog(now: now)  // before the health check may kill a hung worker
             submit(.tick(now: now))
         }

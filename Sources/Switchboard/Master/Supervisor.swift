@@ -28,8 +28,7 @@ public enum Cluster {
 
 /// The master of a Switchboard cluster: binds, accepts, passes connections to worker processes and supervises them.
 ///
-/// Create it early (before starting tasks or threads when it handles signals, so the signals it handles are blocked
-/// in every thread), consume ``events`` from a task, then call ``run(listener:)`` on a thread that may block:
+/// Create it, consume ``events`` from a task, then call ``run(listener:)`` on a thread that may block:
 ///
 /// ```swift
 /// let supervisor = try Supervisor(configuration: configuration)
@@ -38,6 +37,19 @@ public enum Cluster {
 /// ```
 ///
 /// Every other method is safe from any thread or task.
+///
+/// ## Signals
+///
+/// With `handleSignals` (the default) the supervisor installs process-wide handlers for TERM, INT and QUIT (stop),
+/// HUP (reload), TTIN and TTOU (scale) and CHLD while it exists, and puts the previous ones back when it is
+/// deinitialized. As in libuv, a handler only counts its signal and wakes the master's loop through an eventfd, which
+/// is all a signal handler may safely do; the loop acts on it. The kernel delivers a signal sent to the process to
+/// any thread that does not block it, so blocking the signals on one thread (with a signalfd) would leave them to the
+/// default action on threads started earlier (an async `main`, an `EventLoopGroup`, Dispatch): a HUP would kill the
+/// master, a TTIN stop it. A handler runs on whichever thread the kernel picks, so the program may start threads
+/// before or after it. One supervisor per process can handle signals. Whatever `handleSignals` says, a SIGCHLD the
+/// process inherited ignored (`SIG_IGN` survives exec) is reset to its default: ignored, the kernel would reap the
+/// workers before the master could.
 public final class Supervisor: @unchecked Sendable {
     // @unchecked: `master` is only touched by run(), on the one thread that calls it (run() traps if called twice);
     // the other methods go through `control` (a Mutex plus an eventfd) and the stream's continuation, both thread-safe.
@@ -53,9 +65,11 @@ public final class Supervisor: @unchecked Sendable {
     /// - Parameters:
     ///   - configuration: Where to listen, how many workers, dispatch mode and timeouts.
     ///   - logger: Where lifecycle log lines go.
-    ///   - handleSignals: Handle TERM/INT/QUIT (stop), HUP (reload), TTIN/TTOU (scale) itself. Pass false when the
-    ///     program handles signals itself (for example through swift-service-lifecycle) and calls ``stop()``.
-    /// - Throws: ``SwitchboardError`` when the configuration is invalid.
+    ///   - handleSignals: Handle TERM/INT/QUIT (stop), HUP (reload), TTIN/TTOU (scale) itself, on whichever thread
+    ///     they arrive (see Signals above). Pass false when the program handles signals itself (for example through
+    ///     swift-service-lifecycle) and calls ``stop()``.
+    /// - Throws: ``SwitchboardError`` when the configuration is invalid, or when another supervisor in this process
+    ///   handles signals.
     public init(
         configuration: Configuration,
         logger: Logger = Logger(label: "switchboard"),

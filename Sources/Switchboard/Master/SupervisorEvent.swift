@@ -33,8 +33,9 @@ public enum SupervisorEvent: Sendable, Hashable {
     case ready(WorkerInfo)
     /// The master is cut off from the worker: its channel closed, or the master killed it (Node's `disconnect`).
     case disconnect(WorkerInfo)
-    /// The worker process exited with `code`, or was killed by `signal`; `intended` when the master asked for it (a
-    /// stop, a reload, scaling down) rather than a crash (Node's `exit` and `exitedAfterDisconnect`).
+    /// The worker process exited with `code`, or was killed by `signal` (both nil when its status is unknown: something
+    /// else reaped it); `intended` when the master asked for it (a stop, a reload, scaling down) rather than a crash
+    /// (Node's `exit` and `exitedAfterDisconnect`).
     case exit(WorkerInfo, code: Int32?, signal: Int32?, intended: Bool)
     /// Application bytes from a worker (Node's `message`).
     case message(WorkerInfo, [UInt8])

@@ -96,12 +96,25 @@ package struct SupervisorMachine {
     package enum Exit: Equatable {
         case code(Int32)
         case signal(Int32)
+        /// Gone, but reaped by someone else (the kernel, when SIGCHLD was ignored, or another waiter).
+        case unknown
 
         var text: String {
             switch self {
             case .code(let code): "exited with code \(code)"
             case .signal(let signal): "killed by signal \(signal)"
+            case .unknown: "is gone, exit status unknown (reaped elsewhere: SIGCHLD ignored, or another waiter)"
             }
+        }
+
+        /// The exit code, for ``SupervisorEvent/exit(_:code:signal:intended:)``.
+        var code: Int32? {
+            if case .code(let code) = self { code } else { nil }
+        }
+
+        /// The signal that killed it.
+        var signal: Int32? {
+            if case .signal(let signal) = self { signal } else { nil }
         }
     }
 

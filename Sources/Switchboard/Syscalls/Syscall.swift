@@ -303,13 +303,18 @@ package enum Syscalls {
     }
 
     /// Waits for events; returns how many were stored at the start of `events` (0 when interrupted).
+    /// - Parameter unblockingSignals: Whether the signals of ``installSignalHandlers(_:wake:)`` are unblocked during
+    ///   the wait (the mask ``prepareSignalWait()`` kept on this thread).
     package static func epollWait(
         _ ep: CInt,
         _ events: inout [sb_epoll_event],
-        timeoutMilliseconds: Int
+        timeoutMilliseconds: Int,
+        unblockingSignals: Bool = false
     ) throws(SystemCallError) -> Int {
         let n = unsafe events.withUnsafeMutableBufferPointer { buffer in
-            unsafe sb_epoll_wait(ep, buffer.baseAddress!, CInt(buffer.count), CInt(timeoutMilliseconds))
+            unblockingSignals
+                ? unsafe sb_epoll_wait_signals(ep, buffer.baseAddress!, CInt(buffer.count), CInt(timeoutMilliseconds))
+                : unsafe sb_epoll_wait(ep, buffer.baseAddress!, CInt(buffer.count), CInt(timeoutMilliseconds))
         }
         if n >= 0 { return Int(n) }
         let code = errno
@@ -331,6 +336,40 @@ package enum Syscalls {
             if errno == EINTR { continue }
             return nil
         }
+    }
+
+    /// Installs process-wide handlers for `signals` that count each arrival and write to `wake` (an eventfd), on
+    /// whichever thread the kernel delivers them; the previous dispositions are kept for
+    /// ``restoreSignalHandlers()``.
+    /// - Throws: `EBUSY` while another owner has them installed.
+    package static func installSignalHandlers(_ signals: [CInt], wake: CInt) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("sigaction") {
+            unsafe signals.withUnsafeBufferPointer { unsafe sb_signals_install($0.baseAddress!, CInt($0.count), wake) }
+        }
+    }
+
+    /// Keeps this thread's signal mask, less the signals the handlers take, for
+    /// `epollWait(_:_:timeoutMilliseconds:unblockingSignals:)`.
+    package static func prepareSignalWait() {
+        _ = sb_signals_prepare_wait()
+    }
+
+    /// How many times `signal` arrived since the last take (its handler counts, this resets).
+    package static func takeSignal(_ signal: CInt) -> Int {
+        Int(sb_signals_take(signal))
+    }
+
+    /// Puts back the dispositions ``installSignalHandlers(_:wake:)`` replaced; afterwards no handler writes to the
+    /// wake descriptor, so it may be closed.
+    package static func restoreSignalHandlers() {
+        sb_signals_restore()
+    }
+
+    /// Sets SIGCHLD to its default if this process ignores it (`SIG_IGN` survives exec): ignored, the kernel reaps
+    /// children itself and waiting for one fails with `ECHILD`.
+    /// - Returns: Whether it was ignored.
+    package static func resetIgnoredChildSignal() -> Bool {
+        sb_child_signal_reset_if_ignored() == 1
     }
 
     /// Spawns `path` with the channel at fd 3 and `extra` (if any) at fd 4.
@@ -368,14 +407,51 @@ package enum Syscalls {
         return (pid, code, signaled != 0)
     }
 
-    /// Reaps `pid` if it has exited, without blocking.
-    /// - Returns: its exit status (128 + signal when killed), or nil while it runs or when it is not our child.
-    package static func reap(_ pid: pid_t) -> (code: Int32, signaled: Bool)? {
+    /// What a non-blocking wait for one child found.
+    package enum ChildStatus: Equatable {
+        /// It has not exited.
+        case running
+        /// It exited (and is reaped now) with `code`: 128 + the signal when `signaled`.
+        case exited(code: Int32, signaled: Bool)
+        /// It is not ours to wait for (`ECHILD`): the kernel reaped it (SIGCHLD ignored) or another waiter did. It is
+        /// gone and its exit status is unknown.
+        case gone
+    }
+
+    /// Reaps `pid` if it has exited, without blocking (`waitpid`).
+    package static func reap(_ pid: pid_t) -> ChildStatus {
         var code: CInt = 0
         var signaled: CInt = 0
-        let result = unsafe sb_reap_pid(pid, &code, &signaled)
-        guard result == pid else { return nil }
-        return (code, signaled != 0)
+        while true {
+            let result = unsafe sb_reap_pid(pid, &code, &signaled)
+            if result == pid { return .exited(code: code, signaled: signaled != 0) }
+            if result >= 0 { return .running }
+            let failure = errno
+            if failure == EINTR { continue }
+            return failure == ECHILD ? .gone : .running
+        }
+    }
+
+    /// Reaps the child `pidfd` refers to if it has exited, without blocking (`waitid(P_PIDFD)`).
+    /// - Returns: nil where the kernel cannot wait on a pidfd (before Linux 5.4): wait by pid instead.
+    package static func reap(processDescriptor pidfd: CInt) -> ChildStatus? {
+        var code: CInt = 0
+        var signaled: CInt = 0
+        while true {
+            let result = unsafe sb_pidfd_reap(pidfd, &code, &signaled)
+            if result == 1 { return .exited(code: code, signaled: signaled != 0) }
+            if result == 0 { return .running }
+            let failure = errno
+            if failure == EINTR { continue }
+            return failure == ECHILD ? .gone : nil
+        }
+    }
+
+    /// Sends `signal` to the process `pidfd` refers to, and to no other: once it has exited this fails with `ESRCH`,
+    /// even when its pid was given to a new process.
+    /// - Throws: `ESRCH` once it has exited; `ENOSYS` where the kernel has no `pidfd_send_signal`.
+    package static func signal(processDescriptor pidfd: CInt, _ signal: CInt) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("pidfd_send_signal") { sb_pidfd_send_signal(pidfd, signal) }
     }
 
     /// A descriptor that becomes readable when `pid` exits, or nil where pidfds are not supported.

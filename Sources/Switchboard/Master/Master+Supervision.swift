@@ -138,6 +138,7 @@ extension Master {
         case .couldNotStart: problem ?? "could not be started"
         case .exited(.code(let code)): "exited with code \(code) before it was ready"
         case .exited(.signal(let signal)): "was killed by signal \(signal) before it was ready"
+        case .exited(.unknown): "was gone before it was ready (exit status unknown)"
         case .killed(.notReady): "was not ready within \(configuration.readyTimeout)"
         case .killed(let reason): problem ?? "was killed (\(reason))"
         }

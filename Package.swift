@@ -109,6 +109,11 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "SwitchboardSimulationTests",
+            dependencies: ["Switchboard"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "SwitchboardHTTP1Tests",
             dependencies: ["SwitchboardHTTP1", "Switchboard"],
             swiftSettings: strictSwift

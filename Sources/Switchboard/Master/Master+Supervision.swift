@@ -5,9 +5,17 @@ import Glibc
 #endif
 
 extension Master {
-    /// Feeds `event` to the supervisor machine and performs what it asks, in order.
+    /// Feeds `event` to the supervisor machine and performs what it asks, in order. One event at a time: an event
+    /// raised while the actions of another are performed (a spawn reports `spawned`, a send finds a channel failed)
+    /// waits in a queue until those actions are done, so no action runs against a state that changed under it, and
+    /// the order is the one a simulation replays.
     func submit(_ event: SupervisorMachine.Event) {
-        for action in machine.handle(event) { perform(action) }
+        machineEvents.append(event)
+        guard machineEvents.count == 1 else { return }  // the outer call is draining the queue
+        while let next = machineEvents.first {
+            for action in machine.handle(next) { perform(action) }
+            machineEvents.removeFirst()
+        }
     }
 
     /// The lifecycle state of the worker in `slot`.
@@ -47,12 +55,13 @@ extension Master {
                 submit(.spawnFailed(slot: index, now: now))
                 return
             }
-            submit(.spawned(slot: index, pid: pid, now: now))
+            submit(.spawned(slot: index, pid: pid, now: now))  // handled after this event's other actions
+            let forked = WorkerInfo(id: worker(index).id, pid: pid, slot: index, generation: worker(index).generation)
             logger.info(
                 "worker forked",
-                metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(pid)", "worker.slot": "\(index)",
-                           "worker.generation": "\(worker(index).generation)"])
-            emit(.fork(info(index)))
+                metadata: ["worker.id": "\(forked.id)", "worker.pid": "\(pid)", "worker.slot": "\(index)",
+                           "worker.generation": "\(forked.generation)"])
+            emit(.fork(forked))
         case .kill(let index, let reason):
             switch reason {
             case .notReady:

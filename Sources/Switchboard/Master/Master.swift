@@ -65,6 +65,8 @@ package final class Master {
     package private(set) var port = 0
     /// Every lifecycle decision: workers' phases, timers, restarts, reloads, scaling, the stop.
     var machine: SupervisorMachine
+    /// Events for the machine, handled one at a time (``submit(_:)``).
+    var machineEvents: [SupervisorMachine.Event] = []
     /// The I/O side of each slot the machine names.
     var slots: [WorkerSlot] = []
     var scheduler: Scheduler

@@ -300,8 +300,8 @@ extension Master {
         let ended: SupervisorMachine.Exit
         switch status {
         case .running: return
-        case .exited(let code, signaled: true): ended = .signal(code - 128)
-        case .exited(let code, signaled: false): ended = .code(code)
+        case .exited(let code, signaled: true, _): ended = .signal(code - 128)
+        case .exited(let code, signaled: false, _): ended = .code(code)
         case .gone: ended = .unknown
         }
         disconnect(slot: index)

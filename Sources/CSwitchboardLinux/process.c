@@ -203,13 +203,22 @@ int sb_child_signal_reset_if_ignored(void) {
     return sigaction(SIGCHLD, &defaults, NULL) == 0 ? 1 : -1;
 }
 
-int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled) {
+static double sb_cpu_seconds(const struct rusage *usage) {
+    return (double)usage->ru_utime.tv_sec + (double)usage->ru_utime.tv_usec / 1e6 + (double)usage->ru_stime.tv_sec
+        + (double)usage->ru_stime.tv_usec / 1e6;
+}
+
+int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled, double *cpuSeconds) {
     siginfo_t info;
+    struct rusage usage;
     memset(&info, 0, sizeof(info));
+    memset(&usage, 0, sizeof(usage));
     *exitCode = 0;
     *signaled = 0;
-    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) != 0) return -1;
+    *cpuSeconds = 0;
+    if (syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED | WNOHANG, &usage) != 0) return -1;
     if (info.si_pid == 0) return 0;
+    *cpuSeconds = sb_cpu_seconds(&usage);
     if (info.si_code == CLD_EXITED) {
         *exitCode = info.si_status;
     } else {  // CLD_KILLED or CLD_DUMPED
@@ -296,12 +305,16 @@ pid_t sb_reap(int *exitCode, int *signaled) {
     return pid;
 }
 
-pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled) {
+pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled, double *cpuSeconds) {
     int status = 0;
-    pid_t result = waitpid(pid, &status, WNOHANG);
+    struct rusage usage;
+    memset(&usage, 0, sizeof(usage));
+    pid_t result = wait4(pid, &status, WNOHANG, &usage);
     *signaled = 0;
     *exitCode = 0;
+    *cpuSeconds = 0;
     if (result > 0) {
+        *cpuSeconds = sb_cpu_seconds(&usage);
         if (WIFEXITED(status)) {
             *exitCode = WEXITSTATUS(status);
         } else if (WIFSIGNALED(status)) {

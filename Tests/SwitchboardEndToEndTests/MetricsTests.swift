@@ -90,6 +90,101 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// The samples of one per-slot metric, by slot.
+        static func bySlot(_ name: String, _ samples: [String: Double]) -> [Int: Double] {
+            var values: [Int: Double] = [:]
+            for (series, value) in samples where series.hasPrefix(name + "{slot=\"") {
+                if let slot = Int(series.dropFirst(name.count + 7).dropLast(2)) { values[slot] = value }
+            }
+            return values
+        }
+
+        static let perSlotCounters = [
+            "switchboard_worker_handled_total", "switchboard_worker_connections_dispatched_total",
+            "switchboard_worker_cpu_seconds_total",
+        ]
+
+        /// Waits until the workers' heartbeats report `requests` handled, then checks every per-slot counter against
+        /// the previous scrape: none went back, and each slot in `serving` (the slots with a worker now, the only ones
+        /// with per-slot gauges) rose. Returns the scrape.
+        static func checkCounters(
+            _ port: Int, requests: Int, serving: Set<Int>, previous: [String: Double],
+            sourceLocation: SourceLocation = #_sourceLocation
+        ) throws -> [String: Double] {
+            var samples: [String: Double] = [:]
+            let reported = waitUntil(timeout: .seconds(10)) {
+                samples = (try? scrape(port).samples) ?? [:]
+                return bySlot("switchboard_worker_handled_total", samples).values.reduce(0, +) >= Double(requests)
+            }
+            let handled = bySlot("switchboard_worker_handled_total", samples)
+            #expect(reported, "handled by slot \(handled), not \(requests) in all", sourceLocation: sourceLocation)
+            #expect(handled.values.reduce(0, +) == Double(requests), "\(handled)", sourceLocation: sourceLocation)
+            let dispatched = bySlot("switchboard_worker_connections_dispatched_total", samples)
+            #expect(
+                dispatched.values.reduce(0, +) == samples["switchboard_connections_dispatched_total"],
+                "dispatched by slot \(dispatched)", sourceLocation: sourceLocation)
+            #expect(
+                Set(bySlot("switchboard_worker_open_connections", samples).keys) == serving,
+                "per-slot gauges only for the slots with a worker", sourceLocation: sourceLocation)
+            for name in perSlotCounters {
+                let before = bySlot(name, previous)
+                let now = bySlot(name, samples)
+                for (slot, value) in before {
+                    #expect((now[slot] ?? -1) >= value, "\(name) slot \(slot): \(value) -> \(now[slot] ?? -1)",
+                        sourceLocation: sourceLocation)
+                }
+                guard name != "switchboard_worker_cpu_seconds_total" else { continue }  // it ticks in 10 ms steps
+                for slot in serving {
+                    #expect((now[slot] ?? 0) > (before[slot] ?? 0), "\(name) slot \(slot) stayed at \(now[slot] ?? 0)",
+                        sourceLocation: sourceLocation)
+                }
+            }
+            return samples
+        }
+
+        /// A reload's new workers fill new slots, and the next reload refills the emptied ones: each slot's counters
+        /// add the workers it had, so they keep rising (Prometheus counters never go back), while an emptied slot's
+        /// gauges go away.
+        @Test func perSlotCountersKeepRisingAcrossReloads() throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "2", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "0.1"])
+            defer { server.cleanUp() }
+            let port = try #require(Health.port(server, "--metrics"), "\(server.stderr)")
+            var requests = 0
+            var samples: [String: Double] = [:]
+            // Before any reload slots 0 and 1; after one, 2 and 3; after a second, 0 and 1 again.
+            for (round, serving) in [[0, 1], [2, 3], [0, 1]].enumerated() {
+                if round > 0 {
+                    let old = Set(server.workerPIDs)
+                    server.signal(SIGHUP)
+                    #expect(waitUntil { server.logCount("rolling reload finished") == round }, "\(server.stderr)")
+                    #expect(waitUntil { Set(server.workerPIDs).isDisjoint(with: old) && server.workerPIDs.count == 2 })
+                }
+                for _ in 0..<10 { #expect(try get(port: server.port).status == 200) }
+                requests += 10
+                samples = try Self.checkCounters(port, requests: requests, serving: Set(serving), previous: samples)
+            }
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// A worker killed from outside restarts in its slot; the slot's counters go on from the dead worker's.
+        @Test func aRestartedWorkersSlotCountersGoOnFromItsPredecessors() throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "2", "--metrics", "127.0.0.1:0", "--heartbeat-interval", "0.1"])
+            defer { server.cleanUp() }
+            let port = try #require(Health.port(server, "--metrics"), "\(server.stderr)")
+            for _ in 0..<10 { #expect(try get(port: server.port).status == 200) }
+            var samples = try Self.checkCounters(port, requests: 10, serving: [0, 1], previous: [:])
+            let old = Set(server.workerPIDs)
+            for victim in old { kill(victim, SIGKILL) }
+            #expect(waitUntil { Set(server.workerPIDs).isDisjoint(with: old) && server.workerPIDs.count == 2 })
+            #expect(waitUntil { ((try? Self.scrape(port).samples)?["switchboard_workers{state=\"ready\"}"] ?? 0) == 2 })
+            for _ in 0..<10 { #expect(try get(port: server.port).status == 200) }
+            samples = try Self.checkCounters(port, requests: 20, serving: [0, 1], previous: samples)
+            #expect(samples["switchboard_worker_restarts_total{cause=\"killed_from_outside\"}"] == 2)
+            server.stopAndCheckNoOrphans()
+        }
+
         func versionString() throws -> String {
             let process = try SwitchboardProcess(arguments: ["--version"])
             defer { process.cleanUp() }

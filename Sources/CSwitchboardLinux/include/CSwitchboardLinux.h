@@ -160,17 +160,19 @@ int sb_raise_descriptor_limit(uint64_t *soft, uint64_t *hard);
 /// killed by a signal, to 128 + signal with *signaled = 1.
 pid_t sb_reap(int *exitCode, int *signaled);
 
-/// waitpid(pid, WNOHANG) for one child. Returns pid once it has exited (setting *exitCode and *signaled like
-/// sb_reap), 0 while it runs, -1 on error (ECHILD: not our child, or already reaped).
-pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled);
+/// wait4(pid, WNOHANG) for one child. Returns pid once it has exited (setting *exitCode and *signaled like sb_reap,
+/// and *cpuSeconds to the user plus system time it used, from its rusage), 0 while it runs, -1 on error (ECHILD: not
+/// our child, or already reaped).
+pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled, double *cpuSeconds);
 
 /// pidfd_open(pid, 0): a close-on-exec descriptor that becomes readable when the process exits.
 int sb_pidfd_open(pid_t pid);
 
-/// waitid(P_PIDFD, pidfd, WEXITED|WNOHANG): returns 1 once the child has exited (setting *exitCode and *signaled like
-/// sb_reap), 0 while it runs, -1 on error (ECHILD: not waitable, reaped already or by the kernel; EINVAL: a kernel
-/// before 5.4).
-int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled);
+/// waitid(P_PIDFD, pidfd, WEXITED|WNOHANG), through the system call, whose fifth argument glibc leaves out: returns
+/// 1 once the child has exited (setting *exitCode and *signaled like sb_reap, and *cpuSeconds to the user plus system
+/// time it used, from its rusage), 0 while it runs, -1 on error (ECHILD: not waitable, reaped already or by the
+/// kernel; EINVAL: a kernel before 5.4).
+int sb_pidfd_reap(int pidfd, int *exitCode, int *signaled, double *cpuSeconds);
 
 /// pidfd_send_signal(pidfd, signal, NULL, 0): the signal reaches that process and no other (ESRCH once it has exited,
 /// even if its pid was reused).

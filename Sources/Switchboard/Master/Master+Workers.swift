@@ -298,12 +298,17 @@ extension Master {
         let status =
             slots[index].processDescriptor.flatMap { Syscalls.reap(processDescriptor: $0) } ?? Syscalls.reap(reaped.pid)
         let ended: SupervisorMachine.Exit
+        var cpuSeconds: Double?
         switch status {
         case .running: return
-        case .exited(let code, signaled: true): ended = .signal(code - 128)
-        case .exited(let code, signaled: false): ended = .code(code)
+        case .exited(let code, let signaled, let cpu):
+            ended = signaled ? .signal(code - 128) : .code(code)
+            cpuSeconds = cpu
         case .gone: ended = .unknown
         }
+        // Its last figures join its slot's totals in `/metrics` (a spawn resets the slot's own counts).
+        metrics.workerLeft(
+            slot: index, dispatched: slots[index].dispatched, handled: slots[index].handled, cpuSeconds: cpuSeconds)
         disconnect(slot: index)
         releaseQueue(slot: index)
         if let pidfd = slots[index].processDescriptor {

@@ -5,7 +5,14 @@ import Prometheus
 /// the backend, on a registry of the master's own (an embedding program's `MetricsSystem` choice is left alone).
 ///
 /// The hot path keeps plain counters on ``Master``; nothing here runs per connection. At each scrape the master
-/// hands its counters in (``update(_:)``): counters advance by what changed since the previous scrape, gauges are set.
+/// hands its counters in (``render(_:process:)``): counters advance by what changed since the previous scrape, gauges
+/// are set.
+///
+/// A slot's counters (`switchboard_worker_*_total{slot}`) add up every worker the slot had: when a worker is reaped
+/// the master hands its last figures in (``workerLeft(slot:dispatched:handled:cpuSeconds:)``) and they join the
+/// slot's past totals, so a new worker's counts go on from its predecessors' instead of staying flat until they pass
+/// them (Prometheus counters never go back, per series). A slot's gauges exist only while it has a worker: a slot
+/// emptied by scaling down or a reload loses them.
 /// Names follow Prometheus' conventions: one prefix, base units, `_total` for counters, an `_info` metric, and no
 /// label with more values than there are worker slots.
 final class MasterMetrics {
@@ -18,6 +25,7 @@ final class MasterMetrics {
 
     /// What the master knows at a scrape.
     struct Snapshot {
+        /// The worker in a slot now (starting, ready or draining); the counts are its own, since it started.
         struct Worker {
             var slot: Int
             var open: Int
@@ -52,6 +60,25 @@ final class MasterMetrics {
     /// Connections dispatched per slot at the previous scrape, for the skew over the window between scrapes.
     private var dispatchedAtLastScrape: [Int: UInt64] = [:]
 
+    /// What a slot's reaped workers did in all.
+    struct SlotTotals {
+        var dispatched: UInt64 = 0
+        var handled: UInt64 = 0
+        var cpuSeconds: Double = 0
+    }
+
+    /// The totals of each slot's past (reaped) workers, which its counters add to the current worker's figures.
+    private var past: [Int: SlotTotals] = [:]
+    /// The CPU seconds the scrapes read for each slot's current worker: what the slot keeps when the worker's reap
+    /// cannot tell its own (something else reaped it).
+    private var cpuSeen: [Int: Double] = [:]
+    /// The slots whose gauges the previous scrape set.
+    private var slotsWithGauges: Set<Int> = []
+    static let slotGauges = [
+        "switchboard_worker_open_connections", "switchboard_worker_queued_connections",
+        "switchboard_worker_heartbeat_age_seconds", "switchboard_worker_resident_memory_bytes",
+    ]
+
     init(version: String, mode: String) {
         factory = PrometheusMetricsFactory(registry: registry)
         gauge("switchboard_info", ["version": version, "mode": mode]).record(1)
@@ -68,6 +95,25 @@ final class MasterMetrics {
         restarts[name, default: 0] &+= 1
     }
 
+    /// The worker in `slot` was reaped: its figures join the slot's past totals, which its successors build on.
+    ///
+    /// Nothing is lost of `dispatched` or of the CPU time (the reap's rusage counts to the end). `handled` is the
+    /// worker's last heartbeat: what it answered after that (within one heartbeat interval) is not counted.
+    /// - Parameters:
+    ///   - slot: The slot it filled.
+    ///   - dispatched: The connections handed to it.
+    ///   - handled: What its last heartbeat reported.
+    ///   - cpuSeconds: The user and system time it used, from the reap; nil when unknown (another waiter reaped it):
+    ///     the most a scrape read for it stands in.
+    func workerLeft(slot: Int, dispatched: UInt64, handled: UInt64, cpuSeconds: Double?) {
+        let seen = cpuSeen.removeValue(forKey: slot) ?? 0
+        var totals = past[slot] ?? SlotTotals()
+        totals.dispatched &+= dispatched
+        totals.handled &+= handled
+        totals.cpuSeconds += max(cpuSeconds ?? 0, seen)
+        past[slot] = totals
+    }
+
     private func key(_ name: String, _ labels: [String: String]) -> String {
         name + labels.sorted { $0.key < $1.key }.map { "|\($0.key)=\($0.value)" }.joined()
     }
@@ -79,6 +125,11 @@ final class MasterMetrics {
             label: name, dimensions: labels.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, factory: factory)
         gauges[key] = gauge
         return gauge
+    }
+
+    /// Takes a gauge out of the output (until it is set again).
+    private func removeGauge(_ name: String, _ labels: [String: String]) {
+        gauges.removeValue(forKey: key(name, labels))?.destroy()
     }
 
     /// Advances a counter to `total` (it only moves forward).
@@ -128,16 +179,25 @@ final class MasterMetrics {
         var window: [UInt64] = []
         for worker in snapshot.workers {
             let slot = ["slot": "\(worker.slot)"]
+            let past = past[worker.slot] ?? SlotTotals()
+            cpuSeen[worker.slot] = max(cpuSeen[worker.slot] ?? 0, worker.cpuSeconds)
+            let dispatched = past.dispatched &+ worker.dispatched
             gauge("switchboard_worker_open_connections", slot).record(Int64(worker.open))
             gauge("switchboard_worker_queued_connections", slot).record(Int64(worker.queued))
-            count("switchboard_worker_handled_total", slot, to: worker.handled)
+            count("switchboard_worker_connections_dispatched_total", slot, to: dispatched)
+            count("switchboard_worker_handled_total", slot, to: past.handled &+ worker.handled)
             gauge("switchboard_worker_heartbeat_age_seconds", slot).record(worker.heartbeatAge)
-            count(seconds: "switchboard_worker_cpu_seconds_total", slot, to: worker.cpuSeconds)
+            count(seconds: "switchboard_worker_cpu_seconds_total", slot, to: past.cpuSeconds + worker.cpuSeconds)
             gauge("switchboard_worker_resident_memory_bytes", slot).record(Int64(worker.residentBytes))
             let before = dispatchedAtLastScrape[worker.slot] ?? 0
-            if worker.dispatched >= before { window.append(worker.dispatched - before) }
-            dispatchedAtLastScrape[worker.slot] = worker.dispatched
+            if dispatched >= before { window.append(dispatched - before) }
+            dispatchedAtLastScrape[worker.slot] = dispatched
         }
+        let filled = Set(snapshot.workers.map(\.slot))
+        for slot in slotsWithGauges.subtracting(filled) {
+            for name in Self.slotGauges { removeGauge(name, ["slot": "\(slot)"]) }
+        }
+        slotsWithGauges = filled
         // Max over min of the connections each worker got since the previous scrape (1 is perfectly even).
         if let most = window.max(), let least = window.min(), least > 0 {
             gauge("switchboard_dispatch_skew_ratio").record(Double(most) / Double(least))

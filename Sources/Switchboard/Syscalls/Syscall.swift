@@ -411,20 +411,22 @@ package enum Syscalls {
     package enum ChildStatus: Equatable {
         /// It has not exited.
         case running
-        /// It exited (and is reaped now) with `code`: 128 + the signal when `signaled`.
-        case exited(code: Int32, signaled: Bool)
+        /// It exited (and is reaped now) with `code`: 128 + the signal when `signaled`, having used `cpuSeconds` of
+        /// user and system time in all (its rusage).
+        case exited(code: Int32, signaled: Bool, cpuSeconds: Double)
         /// It is not ours to wait for (`ECHILD`): the kernel reaped it (SIGCHLD ignored) or another waiter did. It is
         /// gone and its exit status is unknown.
         case gone
     }
 
-    /// Reaps `pid` if it has exited, without blocking (`waitpid`).
+    /// Reaps `pid` if it has exited, without blocking (`wait4`).
     package static func reap(_ pid: pid_t) -> ChildStatus {
         var code: CInt = 0
         var signaled: CInt = 0
+        var cpuSeconds = 0.0
         while true {
-            let result = unsafe sb_reap_pid(pid, &code, &signaled)
-            if result == pid { return .exited(code: code, signaled: signaled != 0) }
+            let result = unsafe sb_reap_pid(pid, &code, &signaled, &cpuSeconds)
+            if result == pid { return .exited(code: code, signaled: signaled != 0, cpuSeconds: cpuSeconds) }
             if result >= 0 { return .running }
             let failure = errno
             if failure == EINTR { continue }
@@ -437,9 +439,10 @@ package enum Syscalls {
     package static func reap(processDescriptor pidfd: CInt) -> ChildStatus? {
         var code: CInt = 0
         var signaled: CInt = 0
+        var cpuSeconds = 0.0
         while true {
-            let result = unsafe sb_pidfd_reap(pidfd, &code, &signaled)
-            if result == 1 { return .exited(code: code, signaled: signaled != 0) }
+            let result = unsafe sb_pidfd_reap(pidfd, &code, &signaled, &cpuSeconds)
+            if result == 1 { return .exited(code: code, signaled: signaled != 0, cpuSeconds: cpuSeconds) }
             if result == 0 { return .running }
             let failure = errno
             if failure == EINTR { continue }

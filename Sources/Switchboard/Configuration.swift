@@ -80,6 +80,9 @@ public struct Configuration: Sendable {
         return host.contains(":") ? "[\(host)]" : host
     }
 
+    /// The most workers that may run: the bound of ``workers``, and of scaling while running.
+    package static let maxWorkers = 1024
+
     /// The number of online processors.
     public static var onlineProcessors: Int {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -94,8 +97,8 @@ public struct Configuration: Sendable {
         guard workers >= 1 else {
             throw SwitchboardError(.usage, "--workers must be at least 1 (got \(workers)): pass --workers 1 or more")
         }
-        guard workers <= 1024 else {
-            throw SwitchboardError(.usage, "--workers \(workers) is too many: pass at most 1024")
+        guard workers <= Self.maxWorkers else {
+            throw SwitchboardError(.usage, "--workers \(workers) is too many: pass at most \(Self.maxWorkers)")
         }
         guard backlog >= 1 else {
             throw SwitchboardError(.usage, "--backlog must be at least 1 (got \(backlog))")

@@ -19,7 +19,8 @@ package struct RequestHead: Equatable {
         // Request line: method SP target SP HTTP/1.x
         var lineEnd = start
         while lineEnd < headEnd && bytes[lineEnd] != 13 { lineEnd += 1 }
-        guard let firstSpace = bytes[start..<lineEnd].firstIndex(of: 32), firstSpace > start,
+        guard Self.endsWithLineFeed(bytes, lineEnd, headEnd),
+            let firstSpace = bytes[start..<lineEnd].firstIndex(of: 32), firstSpace > start,
             let secondSpace = bytes[(firstSpace + 1)..<lineEnd].firstIndex(of: 32), secondSpace > firstSpace + 1
         else { return .failure(.malformed) }
         let method = bytes[start..<firstSpace]
@@ -44,10 +45,12 @@ package struct RequestHead: Equatable {
         while cursor < headEnd + 2 {
             var end = cursor
             while end < headEnd && bytes[end] != 13 { end += 1 }
+            guard Self.endsWithLineFeed(bytes, end, headEnd) else { return .failure(.malformed) }
             if end == cursor { break }
-            // Obsolete line folding and lines without a colon are malformed.
-            guard bytes[cursor] != 32 && bytes[cursor] != 9,
-                let colon = bytes[cursor..<end].firstIndex(of: 58), colon > cursor
+            // Obsolete line folding, lines without a colon and names that are not a token (whitespace before the
+            // colon, RFC 9112 5.1) are malformed.
+            guard let colon = bytes[cursor..<end].firstIndex(of: 58), colon > cursor,
+                bytes[cursor..<colon].allSatisfy(Self.isTokenByte)
             else { return .failure(.malformed) }
             let name = bytes[cursor..<colon]
             var valueStart = colon + 1
@@ -55,6 +58,8 @@ package struct RequestHead: Equatable {
             while valueStart < valueEnd && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
             while valueEnd > valueStart && (bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9) { valueEnd -= 1 }
             let value = bytes[valueStart..<valueEnd]
+            // A value with a NUL or a line feed in it is rejected, not passed on (RFC 9110 5.5).
+            guard !value.contains(0) && !value.contains(10) else { return .failure(.malformed) }
             if Self.equalsIgnoringCase(name, "connection") {
                 var tokenStart = valueStart
                 while tokenStart < valueEnd {
@@ -90,6 +95,21 @@ package struct RequestHead: Equatable {
                 keepAlive: isHTTP10 ? connectionKeepAlive && !connectionClose : !connectionClose,
                 contentLength: contentLength ?? 0,
                 expectsContinue: expectsContinue))
+    }
+
+    /// Whether the line that stops at `end` (a CR, or `headEnd`) ends with CRLF: a CR without its LF is malformed
+    /// (RFC 9112 2.2), not a line end that takes the next byte with it. At `headEnd` the final CRLF CRLF follows.
+    private static func endsWithLineFeed(_ bytes: [UInt8], _ end: Int, _ headEnd: Int) -> Bool {
+        end == headEnd || bytes[end + 1] == 10
+    }
+
+    /// A `tchar` (RFC 9110 5.6.2), what a field name is made of.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 48...57, 65...90, 97...122: true  // digits and letters
+        case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: true  // !#$%&'*+-.^_`|~
+        default: false
+        }
     }
 
     package static func equalsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lowercase: StaticString) -> Bool {

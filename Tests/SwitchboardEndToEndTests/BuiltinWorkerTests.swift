@@ -104,6 +104,27 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// RFC 9112: a CR without its LF (2.2) and whitespace before a field's colon (5.1) are answered 400 and the
+        /// connection closes; the native engine answered both 200 (it skipped the byte after a bare CR and ignored
+        /// a `Name :` field).
+        @Test func aBareCarriageReturnOrASpaceBeforeTheColonGets400AndAClose() throws {
+            let server = try SwitchboardProcess.start(["--workers", "1"])
+            defer { server.cleanUp() }
+            for request in [
+                "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+                "GET / HTTP/1.1\rXHost: a\r\n\r\n",
+            ] {
+                let connection = try TestConnection(port: server.port)
+                try connection.send(request)
+                let response = try connection.readResponse()
+                #expect(response.status == 400, "\(request.debugDescription) -> \(response)")
+                #expect(response.headers["connection"] == "close")
+                #expect(try connection.readUntilClosed(), "closed after the 400: \(request.debugDescription)")
+            }
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
         /// Every connection the worker took is closed once: after a thousand (answered, reset by the client, closed
         /// mid-request), the worker holds as many descriptors as before.
         @Test func theWorkerHoldsNoDescriptorAfterAThousandConnections() throws {

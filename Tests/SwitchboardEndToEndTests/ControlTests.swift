@@ -88,6 +88,31 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// `--workers` stops at 1024 and so does scaling: a scale past it is one error line that names the limit, and
+        /// nothing changes.
+        @Test func scalingPastTheWorkerLimitIsAnErrorAndChangesNothing() throws {
+            let socket = Self.socketPath()
+            let server = try SwitchboardProcess.start(["--workers", "2", "--control-socket", socket])
+            defer { server.cleanUp() }
+            let workers = server.workerPIDs
+            let over = try Self.client(["scale", "+1023"], socket: socket)
+            #expect(over.status == 1, "\(over)")
+            #expect(over.stdout.isEmpty)
+            #expect(
+                over.stderr
+                    == "switchboard: scale +1023 would make 1025 workers: at most 1024 may run (the target is 2)\n",
+                "\(over.stderr)")
+            let raw = Self.raw(Array("scale 1025\n".utf8), socket: socket)
+            #expect(raw.hasPrefix("error: scale 1025: pass a worker count from 1 to 1024"), "\(raw)")
+            let status = try Self.client(["status", "--json"], socket: socket)
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+            #expect(object["targetWorkers"] as? Int == 2, "\(status.stdout)")
+            #expect(server.workerPIDs == workers)
+            #expect(try Self.client(["scale", "+2"], socket: socket).stdout == "workers: 2 -> 4\n")
+            server.stopAndCheckNoOrphans()
+        }
+
         @Test func reloadAndStopOverTheSocket() throws {
             let socket = Self.socketPath()
             let server = try SwitchboardProcess.start(["--workers", "2", "--control-socket", socket])

@@ -80,6 +80,35 @@ extension EndToEndTests {
             #expect(server.waitForExit(timeout: .seconds(20)) == 0, "\(server.stderr)")
         }
 
+        /// Out of descriptors, the health listener pauses its accepts as the main listener does (the kernel backlog
+        /// holds the probes) instead of spinning on EMFILE; once probes close it answers again.
+        @Test func probesPastTheDescriptorLimitPauseAcceptingInsteadOfSpinning() throws {
+            let limit = 48
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1", "--health", "127.0.0.1:0"], descriptorLimit: limit)
+            defer { server.cleanUp() }
+            let health = try #require(Self.port(server, "--health"), "\(server.stderr)")
+            #expect(try Self.status(health, "/livez") == "HTTP/1.1 200 OK")
+            // Half a request each: the master holds them (up to 2 s) and runs out of descriptors; 16 more wait in
+            // the backlog.
+            let free = limit - ProcFS.descriptorCount(server.pid)
+            var held = try (0..<(free + 16)).map { _ in
+                let connection = try TestConnection(port: health, timeoutSeconds: 10)
+                try connection.send("GET /livez HT")
+                return connection
+            }
+            #expect(waitUntil(timeout: .seconds(1)) { ProcFS.descriptorCount(server.pid) >= limit - 1 })
+            let before = try #require(ProcFS.cpuSeconds(server.pid))
+            Thread.sleep(forTimeInterval: 1)
+            let spent = try #require(ProcFS.cpuSeconds(server.pid)) - before
+            #expect(spent < 0.3, "the master used \(spent) s of CPU in 1 s at EMFILE")
+            #expect(server.logCount("pausing probe accepts") >= 1, "\(server.stderr)")
+            held.removeAll()  // the clients close
+            #expect(waitUntil(timeout: .seconds(10)) { (try? Self.status(health, "/livez")) == "HTTP/1.1 200 OK" })
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
         @Test func aHealthAddressInUseIsAOneLineError() throws {
             var bound: CInt = 0
             var family: CInt = 0

@@ -180,6 +180,8 @@ private struct Harness {
             ("BAD\r\n\r\n", "400"), ("GET / HTTP/2.0\r\n\r\n", "505"),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "501"),
             ("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 17_000), "431"),
+            ("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", "400"), ("GET / HTTP/1.1\rX\r\n\r\n", "400"),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", "400"),
         ] {
             var h = Harness()
             h.receive(input)

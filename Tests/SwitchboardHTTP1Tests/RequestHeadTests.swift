@@ -38,6 +38,33 @@ import Testing
         #expect(parse("GET /a\u{7f}b HTTP/1.1\r\n\r\n") == .failure(.malformed))
     }
 
+    /// RFC 9112, 2.2: a CR not followed by LF is an error, in the request line or a field line; it used to end the
+    /// line and take the next byte with it.
+    @Test func aBareCarriageReturnIsMalformed() {
+        #expect(parse("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nHost: a\rXX: b\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\rXHost: a\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n") == .failure(.malformed))
+    }
+
+    /// RFC 9112, 5.1: whitespace between a field name and its colon is an error (it used to make a name nobody
+    /// matched, so `Content-Length :` was ignored); so is any other byte that is not a token character.
+    @Test func aFieldNameIsATokenRightBeforeItsColon() throws {
+        #expect(parse("GET / HTTP/1.1\r\nHost : a\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n") == .failure(.malformed))
+        #expect(parse("POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nX(y): a\r\n\r\n") == .failure(.malformed))
+        let fine = try #require(try parse("GET / HTTP/1.1\r\nX-a.b_c~1!#$%&'*+^`|: v:w\r\nHost:a\r\n\r\n")?.get())
+        #expect(fine.keepAlive)
+    }
+
+    /// RFC 9110, 5.5: a field value with a NUL or a line feed in it is rejected, not passed on.
+    @Test func aFieldValueWithALineFeedOrANulIsMalformed() {
+        #expect(parse("GET / HTTP/1.1\r\nX: a\u{0}b\r\n\r\n") == .failure(.malformed))
+        #expect(parse("GET / HTTP/1.1\r\nX: a\nHost: b\r\n\r\n") == .failure(.malformed))
+    }
+
     @Test func headEndIsFoundOnlyWhenComplete() {
         let bytes = Array("GET / HTTP/1.1\r\nHost: a\r\n\r\nrest".utf8)
         #expect(RequestHead.headEnd(bytes, 0, bytes.count) == 23)

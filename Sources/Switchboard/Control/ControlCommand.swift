@@ -23,13 +23,16 @@ public enum ControlCommand: Equatable, Sendable {
         case ("scale", 2):
             let argument = words[1]
             if argument.hasPrefix("+") || argument.hasPrefix("-") {
-                guard let delta = Int(argument), delta != 0, abs(delta) <= 1024 else {
-                    throw SwitchboardError(.usage, "scale \(argument): pass +K or -K with K from 1 to 1024")
+                guard let delta = Int(argument), delta != 0, abs(delta) <= Configuration.maxWorkers else {
+                    throw SwitchboardError(
+                        .usage, "scale \(argument): pass +K or -K with K from 1 to \(Configuration.maxWorkers)")
                 }
                 self = .scaleBy(delta)
             } else {
-                guard let count = Int(argument), (1...1024).contains(count) else {
-                    throw SwitchboardError(.usage, "scale \(argument): pass a worker count from 1 to 1024, +K or -K")
+                guard let count = Int(argument), (1...Configuration.maxWorkers).contains(count) else {
+                    throw SwitchboardError(
+                        .usage,
+                        "scale \(argument): pass a worker count from 1 to \(Configuration.maxWorkers), +K or -K")
                 }
                 self = .scale(to: count)
             }

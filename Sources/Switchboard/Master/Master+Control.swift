@@ -135,15 +135,19 @@ extension Master {
             submit(.stop(exitCode: 0, now: now, escalate: false))
             return "ok\nstopping gracefully\n"
         case .scale(let count):
-            return scale(to: count, now: now)
+            return scale(to: count, asked: command, now: now)
         case .scaleBy(let delta):
-            return scale(to: machine.target + delta, now: now)
+            return scale(to: machine.target + delta, asked: command, now: now)
         }
     }
 
-    private func scale(to count: Int, now: UInt64) -> String {
+    private func scale(to count: Int, asked command: ControlCommand, now: UInt64) -> String {
         guard machine.state == .running else { return "error: the master is stopping\n" }
         guard count >= 1 else { return "error: at least one worker stays (the target is \(machine.target))\n" }
+        guard count <= Configuration.maxWorkers else {
+            return "error: \(command.line) would make \(count) workers: at most \(Configuration.maxWorkers) may run "
+                + "(the target is \(machine.target))\n"
+        }
         let before = machine.target
         submit(.scaleTo(count: count, now: now))
         return "ok\nworkers: \(before) -> \(machine.target)\n"

@@ -182,7 +182,7 @@ extension Master {
     func reclaimQueue(slot index: Int, live: Bool) -> Int {
         guard let kept = slots[index].kept else { return 0 }
         var taken = 0
-        var others: [[UInt8]] = []
+        var others: [(frame: [UInt8], drain: Bool)] = []
         for _ in 0..<4096 {
             guard
                 case .done(let received)? = try? kept.receive(
@@ -197,7 +197,10 @@ extension Master {
                 descriptorsDropped: received.truncated)
             guard case .connections(let first, _, _)? = message else {
                 for position in 0..<received.fds { Syscalls.close(receiveDescriptors[position]) }
-                if live { others.append(Array(receiveBuffer[0..<received.bytes])) }
+                if live {
+                    let drain = if case .drain? = message { true } else { false }
+                    others.append((Array(receiveBuffer[0..<received.bytes]), drain))
+                }
                 continue
             }
             pending.append(contentsOf: receiveDescriptors[0..<received.fds])
@@ -219,7 +222,18 @@ extension Master {
             }
         }
         if let channel = slots[index].channel {
-            for frame in others { _ = try? channel.sendRaw(frame) }
+            for (position, other) in others.enumerated() {
+                if case .done? = try? channel.sendRaw(other.frame) { continue }
+                // What is left never reaches the worker: a drain among it becomes SIGTERM, which drains it too.
+                let lost = others[position...]
+                let drain = lost.contains { $0.drain }
+                let then = drain ? "; SIGTERM drains it" : ""
+                logger.warning(
+                    "could not put \(lost.count) frame(s) back in the worker's queue\(then)",
+                    metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"])
+                if drain { sendSignal(SIGTERM, toSlot: index) }
+                break
+            }
         }
         takenBack &+= UInt64(taken)
         return taken

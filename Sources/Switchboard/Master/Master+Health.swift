@@ -25,6 +25,14 @@ struct HealthServer {
     var agentListener: CInt = -1
     var metricsListener: CInt = -1
     var probes: [Probe] = []
+    /// Out of descriptors or memory: the listeners are not watched until then (``AcceptBackoff``).
+    var acceptsResumeAt: UInt64?
+
+    /// The listeners bound, with their tokens.
+    var listeners: [(fd: CInt, token: UInt64)] {
+        [(listener, Master.Token.health), (agentListener, Master.Token.agent), (metricsListener, Master.Token.metrics)]
+            .filter { $0.fd >= 0 }
+    }
 
     /// Probes answered at once; more are closed on arrival.
     static let maxProbes = 64
@@ -73,7 +81,14 @@ extension Master {
         let listener = agent ? health.agentListener : metrics ? health.metricsListener : health.listener
         let now = Syscalls.monotonicNanoseconds()
         for _ in 0..<16 {
-            guard case .done(let fd)? = try? Syscalls.accept(listener) else { return }
+            let fd: CInt
+            do {
+                guard case .done(let accepted) = try Syscalls.accept(listener) else { return }
+                fd = accepted
+            } catch {
+                pauseProbeAccepts(after: error, now: now)
+                return
+            }
             if agent {
                 answer(fd, HealthProbe.response(to: .agent, readiness: readiness))
                 continue
@@ -89,6 +104,24 @@ extension Master {
                     fd: fd, metrics: metrics, silentUntil: metrics ? .max : now &+ HealthServer.agentSilence,
                     giveUpAt: now &+ HealthServer.timeout))
         }
+    }
+
+    /// Out of descriptors or memory, as the main listener does: the probe listeners are not watched for
+    /// ``AcceptBackoff/pause`` (epoll would report them again at once, and the loop would spin); their backlogs hold
+    /// the probes meanwhile. Any other failure concerns one probe only.
+    private func pauseProbeAccepts(after error: SystemCallError, now: UInt64) {
+        guard let resume = AcceptBackoff.resume(after: error.code, now: now) else { return }
+        logger.warning(
+            "probe accept failed: \(error.reason); pausing probe accepts for \(AcceptBackoff.pause / 1_000_000) ms")
+        health.acceptsResumeAt = resume
+        for (fd, token) in health.listeners { try? Syscalls.epollModify(epoll, fd, events: 0, token: token) }
+    }
+
+    /// Watches the probe listeners again once their pause is over.
+    func resumeProbeAccepts(now: UInt64) {
+        guard let resume = health.acceptsResumeAt, resume <= now else { return }
+        health.acceptsResumeAt = nil
+        for (fd, token) in health.listeners { try? Syscalls.epollModify(epoll, fd, events: sb_EPOLLIN, token: token) }
     }
 
     /// Reads what a prober sent and answers once it is a whole request (or an agent's line); writes the rest of a
@@ -166,7 +199,9 @@ extension Master {
 
     /// When the next probe needs attention.
     var nextProbeDeadline: UInt64? {
-        health.probes.map { $0.bytes.isEmpty ? min($0.silentUntil, $0.giveUpAt) : $0.giveUpAt }.min()
+        let probe = health.probes.map { $0.bytes.isEmpty ? min($0.silentUntil, $0.giveUpAt) : $0.giveUpAt }.min()
+        guard let resume = health.acceptsResumeAt else { return probe }
+        return min(probe ?? .max, resume)
     }
 
     /// Writes `bytes` (small: one write) and closes.

@@ -138,6 +138,8 @@ extension Master {
             logger.info("worker count changed", metadata: ["workers.target": "\(target)"])
         case .scaleDownRefused:
             logger.notice("SIGTTOU ignored: keeping at least one worker")
+        case .scaleUpRefused(let limit):
+            logger.notice("scale-up ignored: at most \(limit) workers may run (the target is \(machine.target))")
         }
     }
 

@@ -56,6 +56,7 @@ extension Master {
             masterEnd.close()
             workerEnd.close()
             Syscalls.kill(pid, SIGKILL)
+            Syscalls.waitForExit(pid)  // no slot knows this pid: reaped here, or it would stay a zombie
             throw SwitchboardError(.system, "cannot watch a worker channel: \(error)")
         }
         if let pidfd = Syscalls.processDescriptor(pid) {

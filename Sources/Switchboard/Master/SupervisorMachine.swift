@@ -207,6 +207,8 @@ package struct SupervisorMachine {
         case scaled(target: Int)
         /// Scaling down would leave no worker.
         case scaleDownRefused
+        /// Scaling up would run more than `limit` workers (``Configuration/maxWorkers``).
+        case scaleUpRefused(limit: Int)
     }
 
     package let settings: Settings
@@ -319,6 +321,10 @@ package struct SupervisorMachine {
             startReload(now: now, into: &actions)
         case .scaleUp:
             guard state == .running else { break }
+            guard target < Configuration.maxWorkers else {
+                actions.append(.scaleUpRefused(limit: Configuration.maxWorkers))
+                break
+            }
             target += 1
             actions.append(.scaled(target: target))
             actions.append(spawn(allocateSlot()))
@@ -326,6 +332,10 @@ package struct SupervisorMachine {
             scaleDown(now: now, into: &actions)
         case .scaleTo(let count, let now):
             guard state == .running else { break }
+            guard count <= Configuration.maxWorkers else {
+                actions.append(.scaleUpRefused(limit: Configuration.maxWorkers))
+                break
+            }
             let wanted = max(count, 1)
             while target < wanted {
                 target += 1

@@ -407,6 +407,11 @@ package enum Syscalls {
         return (pid, code, signaled != 0)
     }
 
+    /// Waits until the child `pid` exits and reaps it (a blocking `waitpid`): only for a child just sent SIGKILL.
+    package static func waitForExit(_ pid: pid_t) {
+        while Glibc.waitpid(pid, nil, 0) == -1 && errno == EINTR {}
+    }
+
     /// What a non-blocking wait for one child found.
     package enum ChildStatus: Equatable {
         /// It has not exited.

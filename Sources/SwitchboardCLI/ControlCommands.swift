@@ -25,6 +25,9 @@ struct ControlOptions {
                 "cannot reach a master at \(path): \(error.reason) (is it running with --control-socket \(path)?)")
         }
         defer { Syscalls.close(fd) }
+        // A master that refuses this client (another uid) answers and closes at once, maybe before the command is
+        // written: the write then fails with EPIPE, and the refusal is read below, instead of SIGPIPE ending us.
+        signal(SIGPIPE, SIG_IGN)
         Syscalls.writeAll(fd, command.line + "\n")
         var answer: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)

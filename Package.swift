@@ -105,12 +105,12 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardTests",
-            dependencies: ["Switchboard", "CSwitchboardLinux"],
+            dependencies: ["Switchboard", "CSwitchboardLinux", "SwitchboardTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(
             name: "SwitchboardSimulationTests",
-            dependencies: ["Switchboard"],
+            dependencies: ["Switchboard", "SwitchboardTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(

@@ -1,3 +1,5 @@
+import SwitchboardTestSupport
+
 @testable import Switchboard
 
 #if canImport(Glibc)
@@ -328,21 +330,6 @@ struct Simulation {
                 what: "\(Double(now - lastDisturbance) / 1e9) s after the last disturbance: target \(machine.target), "
                     + "\(counted) counted, \(machine.readyCount) ready, reload \(machine.reload != nil): \(phases)")
         }
-    }
-}
-
-/// A small, fast, seedable generator (SplitMix64): the same seed, the same schedule.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

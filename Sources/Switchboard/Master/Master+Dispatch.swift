@@ -131,21 +131,24 @@ extension Master {
                 metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"])
         }
         slots[index].retryAt = now &+ Self.sendRetryDelay
+        nextSendRetry = min(nextSendRetry ?? .max, now &+ Self.sendRetryDelay)
         scheduler.setBlocked(index, true)
     }
 
-    /// Puts workers whose send back-off ended into the rotation again.
+    /// Puts workers whose send back-off ended into the rotation again. Runs every turn of the loop: it looks at the
+    /// slots only when a back-off is due (``nextSendRetry``).
     func endSendBackOffs(now: UInt64) {
+        guard let due = nextSendRetry, due <= now else { return }
+        nextSendRetry = nil
         for index in slots.indices {
-            guard let retry = slots[index].retryAt, retry <= now else { continue }
+            guard let retry = slots[index].retryAt else { continue }
+            guard retry <= now else {
+                nextSendRetry = min(nextSendRetry ?? .max, retry)
+                continue
+            }
             slots[index].retryAt = nil
             if !slots[index].watchingWritable { scheduler.setBlocked(index, false) }
         }
-    }
-
-    /// When the next send back-off ends.
-    var nextSendRetry: UInt64? {
-        slots.lazy.compactMap(\.retryAt).min()
     }
 
     /// The worker the next connection goes to. When the scheduler finds none, the queues that kept workers out (at
@@ -245,8 +248,10 @@ extension Master {
     /// the master for nobody, while the worker they are queued for may still serve them once it runs again.
     func stealFromStalledWorkers(now: UInt64) {
         guard let after = stealAfterNanoseconds else { return }
-        for index in slots.indices where worker(index).isAttached && scheduler.anotherServes(besides: index) {
-            guard let oldest = slots[index].queue.oldest, oldest.sentAt &+ after <= now else { continue }
+        for index in slots.indices where worker(index).isAttached {
+            guard let oldest = slots[index].queue.oldest, oldest.sentAt &+ after <= now,
+                scheduler.anotherServes(besides: index)
+            else { continue }
             refreshQueue(slot: index)
             guard let stale = slots[index].queue.oldest, stale.sentAt &+ after <= now else { continue }
             let taken = reclaimQueue(slot: index, live: true)
@@ -264,9 +269,13 @@ extension Master {
     var nextStealCheck: UInt64? {
         guard let after = stealAfterNanoseconds else { return nil }
         var next: UInt64?
-        for (index, slot) in slots.enumerated()
-        where worker(index).isAttached && scheduler.anotherServes(besides: index) {
-            if let oldest = slot.queue.oldest { next = min(next ?? .max, oldest.sentAt &+ after) }
+        let now = Syscalls.monotonicNanoseconds()
+        for (index, slot) in slots.enumerated() where worker(index).isAttached {
+            guard let oldest = slot.queue.oldest else { continue }
+            let due = oldest.sentAt &+ after
+            // A due check that cannot steal (no other worker serves) is not due again until something changes.
+            if due <= now && !scheduler.anotherServes(besides: index) { continue }
+            next = min(next ?? .max, due)
         }
         return next
     }

@@ -72,6 +72,8 @@ package final class Master {
     var scheduler: Scheduler
     var pending = PendingQueue()
     var acceptResumeAt: UInt64?
+    /// When the earliest send back-off ends (``WorkerSlot/retryAt``), so the loop looks at the slots only then.
+    var nextSendRetry: UInt64?
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
     var systemd = SystemdLink()

@@ -2,170 +2,158 @@ import Testing
 
 @testable import Switchboard
 
+/// The scheduler is a pure selector over lane views: these tests give it plain values.
 @Suite struct SchedulerTests {
-    func readyScheduler(_ count: Int, bound: Int = 4, policy: Scheduler.Policy = .roundRobin) -> Scheduler {
-        var scheduler = Scheduler(policy: policy, bound: bound, slots: count)
-        for slot in 0..<count { scheduler.setReady(slot, true) }
-        return scheduler
+    struct Lane: SchedulingState {
+        var ready = true
+        var blocked = false
+        var stalled = false
+        var queued = 0
+        var open = 0
     }
 
-    /// Sends one connection that the worker receives at once, returning the slot.
-    func dispatchAndAck(_ scheduler: inout Scheduler) -> Int? {
-        guard let slot = scheduler.next() else { return nil }
-        scheduler.dispatched(to: slot)
-        scheduler.received(slot, count: 1)
-        return slot
+    /// Lanes and the scheduler, with the moves the dispatcher makes.
+    struct Model {
+        var lanes: [Lane]
+        var scheduler: Scheduler
+
+        init(_ count: Int, bound: Int = 4, capacity: Int = .max, policy: Scheduler.Policy = .roundRobin) {
+            lanes = Array(repeating: Lane(), count: count)
+            scheduler = Scheduler(policy: policy, bound: bound, capacity: capacity)
+        }
+
+        func next() -> Int? { scheduler.next(lanes) }
+        var hasCapacity: Bool { scheduler.hasCapacity(lanes) }
+
+        mutating func dispatched(to lane: Int) {
+            lanes[lane].queued += 1
+            scheduler.dispatched(to: lane, of: lanes.count)
+        }
+
+        mutating func received(_ lane: Int, count: Int) {
+            lanes[lane].queued -= count
+            lanes[lane].open += count
+        }
+
+        /// Sends one connection that the worker receives at once, returning the lane.
+        mutating func dispatchAndAck() -> Int? {
+            guard let lane = next() else { return nil }
+            dispatched(to: lane)
+            received(lane, count: 1)
+            return lane
+        }
     }
 
     @Test func rotatesStrictly() {
-        var scheduler = readyScheduler(3)
-        let order = (0..<7).compactMap { _ in dispatchAndAck(&scheduler) }
+        var model = Model(3)
+        let order = (0..<7).compactMap { _ in model.dispatchAndAck() }
         #expect(order == [0, 1, 2, 0, 1, 2, 0])
     }
 
     @Test func evenSplitForKConnectionsOverNWorkers() {
-        var scheduler = readyScheduler(4)
+        var model = Model(4)
         var counts = [0, 0, 0, 0]
-        for _ in 0..<1001 { counts[dispatchAndAck(&scheduler)!] += 1 }
+        for _ in 0..<1001 { counts[model.dispatchAndAck()!] += 1 }
         #expect(counts.max()! - counts.min()! <= 1)
         #expect(counts.reduce(0, +) == 1001)
     }
 
     @Test func nextDoesNotAdvanceUntilDispatched() {
-        let scheduler = readyScheduler(3)
-        #expect(scheduler.next() == 0)
-        #expect(scheduler.next() == 0)
+        let model = Model(3)
+        #expect(model.next() == 0)
+        #expect(model.next() == 0)
     }
 
     @Test func workerAtItsBoundIsSkippedAndKeepsItsTurn() {
-        var scheduler = readyScheduler(3, bound: 1)
-        scheduler.dispatched(to: 0)  // slot 0 is now at its bound, nothing received
-        #expect(scheduler.next() == 1)
-        scheduler.dispatched(to: 1)
-        scheduler.received(1, count: 1)
-        #expect(scheduler.next() == 2)
-        scheduler.dispatched(to: 2)
-        scheduler.received(2, count: 1)
-        #expect(scheduler.next() == 1, "slot 0 still at its bound is skipped")
-        scheduler.received(0, count: 1)
-        #expect(scheduler.next() == 0, "slot 0 gets its turn back in rotation order")
+        var model = Model(3, bound: 1)
+        model.dispatched(to: 0)  // lane 0 is now at its bound, nothing received
+        #expect(model.next() == 1)
+        model.dispatched(to: 1)
+        model.received(1, count: 1)
+        #expect(model.next() == 2)
+        model.dispatched(to: 2)
+        model.received(2, count: 1)
+        #expect(model.next() == 1, "lane 0 still at its bound is skipped")
+        model.received(0, count: 1)
+        #expect(model.next() == 0, "lane 0 gets its turn back in rotation order")
     }
 
     @Test func everyWorkerAtItsBoundMeansNoCapacity() {
-        var scheduler = readyScheduler(2, bound: 2)
-        for _ in 0..<4 {
-            let slot = scheduler.next()!
-            scheduler.dispatched(to: slot)
-        }
-        #expect(scheduler.next() == nil)
-        #expect(!scheduler.hasCapacity)
-        scheduler.received(1, count: 2)
-        #expect(scheduler.next() == 1)
-        #expect(scheduler.hasCapacity)
+        var model = Model(2, bound: 2)
+        for _ in 0..<4 { model.dispatched(to: model.next()!) }
+        #expect(model.next() == nil)
+        #expect(!model.hasCapacity)
+        model.received(1, count: 2)
+        #expect(model.next() == 1)
+        #expect(model.hasCapacity)
     }
 
-    @Test func blockedAndUnreadyWorkersAreSkipped() {
-        var scheduler = readyScheduler(3)
-        scheduler.setBlocked(0, true)
-        scheduler.setReady(1, false)
-        #expect(scheduler.next() == 2)
-        scheduler.setBlocked(0, false)
-        #expect(scheduler.next() == 0)
+    @Test func blockedUnreadyAndStalledWorkersAreSkipped() {
+        var model = Model(4)
+        model.lanes[0].blocked = true
+        model.lanes[1].ready = false
+        model.lanes[2].stalled = true
+        #expect(model.next() == 3)
+        model.lanes[0].blocked = false
+        #expect(model.next() == 0)
     }
 
     @Test func noReadyWorkerMeansNoCapacity() {
-        let scheduler = Scheduler(bound: 4, slots: 2)
-        #expect(scheduler.next() == nil)
-        #expect(!scheduler.hasCapacity)
-    }
-
-    @Test func workerExitResetsTheSlot() {
-        var scheduler = readyScheduler(2, bound: 8)
-        scheduler.dispatched(to: 0)
-        scheduler.dispatched(to: 1)
-        scheduler.dispatched(to: 0)
-        scheduler.received(0, count: 1)
-        scheduler.workerExited(0)
-        #expect(scheduler.slots[0] == Scheduler.Slot())
-        #expect(scheduler.next() == 1, "the exited slot is not ready until its replacement says so")
+        var model = Model(2)
+        model.lanes[0].ready = false
+        model.lanes[1].ready = false
+        #expect(model.next() == nil)
+        #expect(!model.hasCapacity)
+        #expect(Scheduler(bound: 1).next([Lane]()) == nil)
     }
 
     @Test func leastConnectionsPicksTheFewestOpenPlusQueued() {
-        var scheduler = readyScheduler(3, bound: 8, policy: .leastConnections)
-        scheduler.reportOpen(0, open: 5)
-        scheduler.reportOpen(1, open: 1)
-        scheduler.reportOpen(2, open: 2)
-        #expect(scheduler.next() == 1)
-        scheduler.dispatched(to: 1)
-        scheduler.dispatched(to: 1)
-        #expect(scheduler.next() == 2, "slot 1 now has 1 open + 2 queued")
+        var model = Model(3, bound: 8, policy: .leastConnections)
+        model.lanes[0].open = 5
+        model.lanes[1].open = 1
+        model.lanes[2].open = 2
+        #expect(model.next() == 1)
+        model.dispatched(to: 1)
+        model.dispatched(to: 1)
+        #expect(model.next() == 2, "lane 1 now has 1 open + 2 queued")
     }
 
     @Test func leastConnectionsBreaksTiesByRotation() {
-        var scheduler = readyScheduler(3, bound: 8, policy: .leastConnections)
-        let order = (0..<6).compactMap { _ in dispatchAndAck(&scheduler) }
+        var model = Model(3, bound: 8, policy: .leastConnections)
+        let order = (0..<6).compactMap { _ in model.dispatchAndAck() }
         #expect(order == [0, 1, 2, 0, 1, 2])
     }
 
-    @Test func aWorkerAtItsConnectionCapIsSkippedUntilItReportsRoom() {
-        var scheduler = Scheduler(policy: .roundRobin, bound: 8, capacity: 2, slots: 2)
-        scheduler.setReady(0, true)
-        scheduler.setReady(1, true)
-        scheduler.dispatched(to: 0)
-        scheduler.received(0, count: 1)
-        scheduler.dispatched(to: 1)
-        scheduler.received(1, count: 1)
-        scheduler.dispatched(to: 0)  // open 1 + queued 1 = the cap
-        #expect(scheduler.next() == 1)
-        scheduler.dispatched(to: 1)
-        #expect(scheduler.next() == nil)
-        #expect(!scheduler.hasCapacity)
-        scheduler.reportOpen(1, open: 0)  // a heartbeat: it closed one
-        #expect(scheduler.next() == 1)
-    }
-
-    @Test func whatAWorkerReceivesCountsAsOpenUntilItReports() {
-        var scheduler = readyScheduler(1, bound: 8)
-        scheduler.dispatched(to: 0)
-        scheduler.dispatched(to: 0)
-        scheduler.received(0, count: 2)
-        #expect(scheduler.slots[0].queued == 0)
-        #expect(scheduler.slots[0].open == 2)
-        scheduler.reportOpen(0, open: 1)
-        #expect(scheduler.slots[0].open == 1)
-    }
-
-    @Test func aStalledWorkerIsSkippedUntilItReportsOrReceives() {
-        var scheduler = readyScheduler(2)
-        scheduler.dispatched(to: 0)
-        scheduler.dispatched(to: 1)
-        scheduler.takenBack(0, count: 1)
-        scheduler.setStalled(0)
-        #expect(scheduler.slots[0].queued == 0)
-        #expect(scheduler.next() == 1)
-        scheduler.dispatched(to: 1)
-        #expect(scheduler.next() == 1, "slot 0 stays out, even when its turn comes")
-        scheduler.reportOpen(0, open: 3)
-        #expect(scheduler.next() == 0)
-        scheduler.setStalled(0)
-        scheduler.dispatched(to: 1)
-        scheduler.received(0, count: 0)
-        #expect(scheduler.next() == 1, "receiving nothing is no sign of life")
+    @Test func aWorkerAtItsConnectionCapIsSkippedUntilItHasRoom() {
+        var model = Model(2, bound: 8, capacity: 2)
+        model.dispatched(to: 0)
+        model.received(0, count: 1)
+        model.dispatched(to: 1)
+        model.received(1, count: 1)
+        model.dispatched(to: 0)  // open 1 + queued 1 = the cap
+        #expect(model.next() == 1)
+        model.dispatched(to: 1)
+        #expect(model.next() == nil)
+        #expect(!model.hasCapacity)
+        model.lanes[1].open = 0  // a heartbeat: it closed one
+        #expect(model.next() == 1)
     }
 
     /// Connections are taken from a stalled worker only when another serves: during a stop none does.
-    @Test func anotherServesOnlyWhenAnotherSlotIsReadyAndNotStalled() {
-        var scheduler = Scheduler(bound: 4, slots: 3)
-        scheduler.setReady(0, true)
-        #expect(!scheduler.anotherServes(besides: 0), "alone")
-        scheduler.setReady(1, true)
-        #expect(scheduler.anotherServes(besides: 0))
-        scheduler.setStalled(1)
-        #expect(!scheduler.anotherServes(besides: 0), "a stalled worker serves nobody")
-        scheduler.reportOpen(1, open: 0)
-        #expect(scheduler.anotherServes(besides: 0))
-        scheduler.setReady(1, false)
-        scheduler.setReady(0, false)  // a stop: every worker drains
-        #expect(!scheduler.anotherServes(besides: 0) && !scheduler.anotherServes(besides: 1))
+    @Test func anotherServesOnlyWhenAnotherLaneIsReadyAndNotStalled() {
+        var model = Model(3)
+        model.lanes[1].ready = false
+        model.lanes[2].ready = false
+        let scheduler = model.scheduler
+        #expect(!scheduler.anotherServes(besides: 0, in: model.lanes), "alone")
+        model.lanes[1].ready = true
+        #expect(scheduler.anotherServes(besides: 0, in: model.lanes))
+        model.lanes[1].stalled = true
+        #expect(!scheduler.anotherServes(besides: 0, in: model.lanes), "a stalled worker serves nobody")
+        model.lanes[1].stalled = false
+        #expect(scheduler.anotherServes(besides: 0, in: model.lanes))
+        model.lanes[1].ready = false
+        model.lanes[0].ready = false  // a stop: every worker drains
+        #expect(!scheduler.anotherServes(besides: 0, in: model.lanes) && !scheduler.anotherServes(besides: 1, in: model.lanes))
     }
 }

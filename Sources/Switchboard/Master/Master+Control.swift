@@ -161,8 +161,9 @@ extension Master {
             case .stopping: "stopping"
             case .finished: "stopped"
             }
+        let counters = dispatcher.counters
         let queue = listener >= 0 && passesDescriptors ? Syscalls.listenQueue(listener) : nil
-        for index in slots.indices { refreshQueue(slot: index) }  // what the workers took since the last look
+        for index in slots.indices { dispatcher.refresh(index) }  // what the workers took since the last look
         var workers: [MasterStatus.Worker] = []
         for index in machine.workers.indices where machine.workers[index].hasProcess {
             let worker = machine.workers[index]
@@ -178,8 +179,8 @@ extension Master {
                 MasterStatus.Worker(
                     id: worker.id, pid: worker.pid, slot: index, generation: worker.generation, state: phase,
                     uptimeSeconds: Double(now &- worker.startedAt) / 1e9, restarts: worker.restarts,
-                    openConnections: scheduler.slots[index].open, queuedConnections: scheduler.slots[index].queued,
-                    dispatched: slots[index].dispatched, cpuSeconds: usage?.cpuSeconds ?? 0,
+                    openConnections: dispatcher.lanes[index].open, queuedConnections: dispatcher.lanes[index].queued,
+                    dispatched: dispatcher.lanes[index].dispatched, cpuSeconds: usage?.cpuSeconds ?? 0,
                     residentBytes: usage?.residentBytes ?? 0, build: slots[index].build))
         }
         return MasterStatus(
@@ -188,7 +189,8 @@ extension Master {
             uptimeSeconds: Double(now &- startedAt) / 1e9, state: stateText,
             reload: machine.reload.map { _ in "generation \(machine.generation)" },
             targetWorkers: machine.target, readyWorkers: machine.readyCount, backlogDepth: queue?.depth,
-            backlogLimit: queue?.limit, dispatched: dispatched, takenBack: takenBack, redispatched: redispatched, stolen: stolen,
+            backlogLimit: queue?.limit, dispatched: counters.dispatched, takenBack: counters.takenBack,
+            redispatched: counters.redispatched, stolen: counters.stolen,
             workers: workers)
     }
 

@@ -225,7 +225,8 @@ extension Master {
     /// Everything `/metrics` shows, rendered now.
     func scrapeMetrics() -> [UInt8] {
         let now = Syscalls.monotonicNanoseconds()
-        for index in slots.indices { refreshQueue(slot: index) }  // what the workers took since the last look
+        for index in slots.indices { dispatcher.refresh(index) }  // what the workers took since the last look
+        let counters = dispatcher.counters
         var workers: [MasterMetrics.Snapshot.Worker] = []
         var draining = 0
         for index in machine.workers.indices where machine.workers[index].isAttached {
@@ -234,14 +235,14 @@ extension Master {
             let usage = Syscalls.processUsage(worker.pid)
             workers.append(
                 .init(
-                    slot: index, open: scheduler.slots[index].open, queued: scheduler.slots[index].queued,
-                    dispatched: slots[index].dispatched, handled: slots[index].handled,
+                    slot: index, open: dispatcher.lanes[index].open, queued: dispatcher.lanes[index].queued,
+                    dispatched: dispatcher.lanes[index].dispatched, handled: slots[index].handled,
                     heartbeatAge: Double(now &- worker.lastHeartbeat) / 1e9, cpuSeconds: usage?.cpuSeconds ?? 0,
                     residentBytes: usage?.residentBytes ?? 0))
         }
         let snapshot = MasterMetrics.Snapshot(
-            accepted: accepted, dispatched: dispatched, takenBack: takenBack, redispatched: redispatched,
-            stolen: stolen, listenQueue: listener >= 0 && passesDescriptors ? Syscalls.listenQueue(listener) : nil,
+            accepted: counters.accepted, dispatched: counters.dispatched, takenBack: counters.takenBack,
+            redispatched: counters.redispatched, stolen: counters.stolen, listenQueue: listener >= 0 && passesDescriptors ? Syscalls.listenQueue(listener) : nil,
             configured: machine.target, ready: machine.readyCount, draining: draining, workers: workers)
         let own = Syscalls.processUsage(getpid())
         let uptime = Double(now &- startedAt) / 1e9

@@ -26,10 +26,9 @@ extension Master {
     /// The I/O side of a slot the machine named exists (and its scheduler slot).
     private func ensureSlot(_ index: Int) {
         while slots.count <= index {
-            slots.append(WorkerSlot(bound: configuration.maxQueued))
-            let added = scheduler.addSlot()
-            precondition(added == slots.count - 1)
+            slots.append(WorkerSlot())
         }
+        dispatcher.ensureLane(index)
     }
 
     private func metadata(_ index: Int) -> Logger.Metadata {
@@ -81,7 +80,7 @@ extension Master {
         case .drain(let index):
             drain(slot: index)
         case .serve(let index):
-            scheduler.setReady(index, true)
+            dispatcher.serve(index)
             logger.info(
                 "worker ready",
                 metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)",
@@ -158,19 +157,11 @@ extension Master {
     /// Tells the worker in `slot` to drain: out of the rotation, a `drain` frame with the drain timeout (SIGTERM when
     /// the channel is full or failed, which drains it too).
     private func drain(slot index: Int) {
-        scheduler.setReady(index, false)
         logger.info(
             "worker draining",
             metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)",
                        "worker.generation": "\(worker(index).generation)"])
-        guard let channel = slots[index].channel else { return }
         let milliseconds = UInt32(clamping: configuration.drainTimeout.milliseconds)
-        do {
-            if case .wouldBlock = try channel.send(.drain(deadlineMilliseconds: milliseconds)) {
-                sendSignal(SIGTERM, toSlot: index)
-            }
-        } catch {
-            sendSignal(SIGTERM, toSlot: index)
-        }
+        if !dispatcher.drain(index, deadlineMilliseconds: milliseconds) { sendSignal(SIGTERM, toSlot: index) }
     }
 }

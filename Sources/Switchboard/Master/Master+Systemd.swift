@@ -69,7 +69,7 @@ extension Master {
     /// The STATUS= text: ready/total workers, connections dispatched, the last notable event.
     func statusText(_ event: String? = nil) -> String {
         if let event { systemd.lastEvent = event }
-        return "\(machine.readyCount)/\(machine.target) workers ready, \(dispatched) connections dispatched; \(systemd.lastEvent)"
+        return "\(machine.readyCount)/\(machine.target) workers ready, \(dispatcher.counters.dispatched) connections dispatched; \(systemd.lastEvent)"
     }
 
     func notifySystemd(_ assignments: String, event: String) {
@@ -105,7 +105,7 @@ extension Master {
         }
         if case .stopping(let deadline) = machine.state {
             period = min(period, 1_000_000_000)
-            let marker = machine.workers.filter(\.hasProcess).count + scheduler.slots.reduce(0) { $0 + $1.open }
+            let marker = machine.workers.filter(\.hasProcess).count + dispatcher.lanes.reduce(0) { $0 + $1.open }
             if let extra = systemd.stopExtension.extendedTimeout(marker: marker, deadline: deadline, now: now) {
                 Systemd.notify("EXTEND_TIMEOUT_USEC=\(extra)")
             }

@@ -51,7 +51,9 @@ extension Master {
                 .system, "cannot start worker '\(configuration.workerExecutable)': \(error.reason)")
         }
         do {
-            try Syscalls.epollAdd(epoll, masterEnd.fd, events: sb_EPOLLIN, token: Token.worker(slot: index, id: id))
+            try dispatcher.attach(
+                index, channel: masterEnd, kept: workerEnd, token: Token.worker(slot: index, id: id),
+                metadata: ["worker.id": "\(id)", "worker.pid": "\(pid)"])
         } catch {
             masterEnd.close()
             workerEnd.close()
@@ -63,12 +65,6 @@ extension Master {
             slots[index].processDescriptor = pidfd
             try? Syscalls.epollAdd(epoll, pidfd, events: sb_EPOLLIN, token: Token.process(slot: index, id: id))
         }
-        slots[index].channel = masterEnd
-        slots[index].kept = workerEnd
-        slots[index].watchingWritable = false
-        slots[index].retryAt = nil
-        slots[index].backingOff = false
-        slots[index].dispatched = 0
         slots[index].handled = 0
         slots[index].build = nil
         slots[index].problem = nil
@@ -83,8 +79,8 @@ extension Master {
     static let readBudget = 16
 
     func readChannel(slot index: Int) {
-        guard let channel = slots[index].channel else { return }
-        for _ in 0..<Self.readBudget where slots[index].channel != nil {
+        guard let channel = dispatcher.channel(index) else { return }
+        for _ in 0..<Self.readBudget where dispatcher.channel(index) != nil {
             let result: NonBlocking<(bytes: Int, fds: Int, truncated: Bool)>
             do {
                 result = try channel.receive(into: &receiveBuffer, fds: &receiveDescriptors, blocking: false)
@@ -142,8 +138,7 @@ extension Master {
         case .heartbeat(let open, let handled):
             slots[index].handled = handled
             submit(.heartbeat(slot: index, now: Syscalls.monotonicNanoseconds()))
-            refreshQueue(slot: index)  // what it received since the last look, then its own count of what is open
-            scheduler.reportOpen(index, open: Int(open))
+            dispatcher.report(index, open: Int(open))
         case .message(let bytes):
             emit(.message(info(index), bytes))
         case .connections, .drain:
@@ -154,8 +149,7 @@ extension Master {
     /// The worker received the frame it was asked to report (the one that filled its queue) and all before it.
     private func acknowledge(slot index: Int, upTo sequence: UInt64, open: Int) {
         do {
-            scheduler.received(index, count: try slots[index].queue.received(upTo: sequence))
-            scheduler.reportOpen(index, open: open)
+            try dispatcher.acknowledge(index, upTo: sequence, open: open)
         } catch {
             protocolError(slot: index, "acknowledged connection \(sequence) it was never sent")
         }
@@ -192,7 +186,7 @@ extension Master {
     }
 
     private func send(message bytes: [UInt8], slot index: Int) {
-        guard let channel = slots[index].channel else { return }
+        guard let channel = dispatcher.channel(index) else { return }
         do {
             if case .wouldBlock = try channel.send(.message(bytes)) {
                 logger.warning("message to worker dropped: its channel is full", metadata: ["worker.id": "\(worker(index).id)"])
@@ -233,28 +227,22 @@ extension Master {
 
     /// Cuts the master off from the worker in `slot` (killed, or reaped): closes the master's end of the channel.
     /// The connections still in its queue stay there, held by the kernel, until the reap: then the master takes
-    /// them back (``reclaimQueue(slot:live:)``), when nothing can receive them any more.
+    /// them back (``releaseQueue(slot:)``), when nothing can receive them any more.
     func disconnect(slot index: Int) {
-        guard let channel = slots[index].channel else { return }
+        emitDisconnect(slot: index)
+        dispatcher.disconnect(index)
+    }
+
+    /// Tells the embedding program the worker in `slot` is cut off, once (while its channel is open).
+    func emitDisconnect(slot index: Int) {
+        guard dispatcher.channel(index) != nil else { return }
         emit(.disconnect(info(index)))
-        Syscalls.epollRemove(epoll, channel.fd)
-        channel.close()
-        slots[index].channel = nil
-        // Staged connections were never sent: they go to other workers (the outbox is flushed in the same pump that
-        // fills it, so this is empty today; dropping it would leak their descriptors the day it is not).
-        pending.append(contentsOf: slots[index].outbox)
-        slots[index].outbox.removeAll(keepingCapacity: true)
-        slots[index].queue.removeAll()
-        scheduler.workerExited(index)
     }
 
     /// After the reap: takes back every connection the worker never received and closes the master's copy of its
     /// end.
     func releaseQueue(slot index: Int) {
-        guard let kept = slots[index].kept else { return }
-        let owed = reclaimQueue(slot: index, live: false)
-        kept.close()
-        slots[index].kept = nil
+        let owed = dispatcher.detach(index)
         if owed > 0 {
             logger.info(
                 "re-dispatching \(owed) connections the worker never received",
@@ -309,7 +297,7 @@ extension Master {
         }
         // Its last figures join its slot's totals in `/metrics` (a spawn resets the slot's own counts).
         metrics.workerLeft(
-            slot: index, dispatched: slots[index].dispatched, handled: slots[index].handled, cpuSeconds: cpuSeconds)
+            slot: index, dispatched: dispatcher.lanes[index].dispatched, handled: slots[index].handled, cpuSeconds: cpuSeconds)
         disconnect(slot: index)
         releaseQueue(slot: index)
         if let pidfd = slots[index].processDescriptor {

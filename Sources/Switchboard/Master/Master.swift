@@ -60,8 +60,10 @@ package final class Master {
     package let control: MasterControl
     /// Where lifecycle events go (``Supervisor/events``).
     package var eventSink: (@Sendable (SupervisorEvent) -> Void)?
-    var listener: CInt = -1
-    var listenerWatched = false
+    /// The listener, `pending` and one lane per worker: every accepted connection until a worker receives it.
+    let dispatcher: ConnectionDispatcher
+    /// The listening socket (owned by the dispatcher; -1 after the stop).
+    var listener: CInt { dispatcher.listener }
     package private(set) var port = 0
     /// Every lifecycle decision: workers' phases, timers, restarts, reloads, scaling, the stop.
     var machine: SupervisorMachine
@@ -69,11 +71,6 @@ package final class Master {
     var machineEvents: [SupervisorMachine.Event] = []
     /// The I/O side of each slot the machine names.
     var slots: [WorkerSlot] = []
-    var scheduler: Scheduler
-    var pending = PendingQueue()
-    var acceptResumeAt: UInt64?
-    /// When the earliest send back-off ends (``WorkerSlot/retryAt``), so the loop looks at the slots only then.
-    var nextSendRetry: UInt64?
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
     var systemd = SystemdLink()
@@ -99,19 +96,6 @@ package final class Master {
     /// Called once, when every configured worker is ready, with the bound port.
     package var onListening: (_ host: String, _ port: Int) -> Void = { _, _ in }
 
-    /// Counters for status lines and tests.
-    var dispatched: UInt64 = 0
-    /// Connections taken back from a worker's queue (it died or stalled).
-    var takenBack: UInt64 = 0
-    /// Connections sent again after they were taken back (or given back when a channel was full).
-    var redispatched: UInt64 = 0
-    /// Connections accepted.
-    var accepted: UInt64 = 0
-    /// Connections taken back from stalled workers' queues (a part of `takenBack`).
-    var stolen: UInt64 = 0
-    /// `connections` messages sent: below `dispatched` when bursts went out several connections per message.
-    var connectionMessages: UInt64 = 0
-
     /// The signals the master handles, in the order it takes them after a wake-up (ascending, as a signalfd would).
     static let handledSignals: [CInt] = [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGCHLD, SIGTTIN, SIGTTOU]
 
@@ -132,10 +116,6 @@ package final class Master {
         self.logger = logger
         // Raised to the hard limit (workers inherit it) before the per-worker cap is derived from it.
         self.descriptorLimit = Syscalls.raiseDescriptorLimit()
-        self.scheduler = Scheduler(
-            policy: strategy.scheduling ?? .roundRobin,
-            bound: configuration.maxQueued,
-            capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft))
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
         self.metrics = MasterMetrics(version: Cluster.build, mode: configuration.mode.name)
         self.workerIdentity = try Self.resolveIdentity(configuration)
@@ -147,6 +127,14 @@ package final class Master {
         } catch {
             throw SwitchboardError(.system, "cannot set up the event loop: \(error)")
         }
+        self.dispatcher = ConnectionDispatcher(
+            settings: ConnectionDispatcher.Settings(
+                policy: strategy.scheduling ?? .roundRobin,
+                bound: configuration.maxQueued,
+                capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft),
+                stealAfter: configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil,
+                passesDescriptors: passesDescriptors),
+            epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)
         if Syscalls.resetIgnoredChildSignal() {
             self.logger.info("SIGCHLD was ignored (inherited): reset to its default so that workers can be reaped")
         }
@@ -177,8 +165,7 @@ package final class Master {
     deinit {
         // Before the wake eventfd closes: no handler writes to it once the previous dispositions are back.
         if ownsSignalHandlers { Syscalls.restoreSignalHandlers() }
-        // The epoll set and the eventfds close themselves (``Descriptor``).
-        if listener >= 0 { Syscalls.close(listener) }
+        // The epoll set and the eventfds close themselves (``Descriptor``), the listener with the dispatcher.
         closeHealth()
         closeControl()
     }
@@ -205,7 +192,7 @@ package final class Master {
             "descriptor limit \(describe(descriptorLimit.soft))",
             metadata: [
                 "limit.hard": "\(describe(descriptorLimit.hard))",
-                "worker.max-connections": "\(scheduler.capacity)",
+                "worker.max-connections": "\(dispatcher.settings.capacity)",
             ])
         if configuration.workerExecutable == LaunchPath.fallback {
             logger.notice(
@@ -232,7 +219,7 @@ package final class Master {
 
     private func bindListener(inherited: CInt?) throws(SwitchboardError) {
         if let inherited {
-            listener = inherited
+            dispatcher.adopt(listener: inherited)
             do {
                 try Syscalls.setNonBlocking(inherited, true)
                 try Syscalls.setCloseOnExec(inherited, true)
@@ -248,7 +235,7 @@ package final class Master {
             let bound = try Syscalls.listenTCP(
                 host: host, port: configuration.port, backlog: configuration.backlog,
                 reusePort: strategy.masterReusesPort, listening: strategy.masterListens)
-            listener = bound.fd
+            dispatcher.adopt(listener: bound.fd)
             port = bound.port
         } catch {
             switch error.code {
@@ -387,9 +374,9 @@ package final class Master {
         case Token.worker:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
-            guard slot < slots.count, worker(slot).id == id, slots[slot].channel != nil else { return }
+            guard slot < slots.count, worker(slot).id == id, dispatcher.channel(slot) != nil else { return }
             if event.events & sb_EPOLLOUT != 0 {
-                writable(slot: slot)
+                dispatcher.writable(slot)
             }
             if event.events & (sb_EPOLLIN | sb_EPOLLHUP | sb_EPOLLERR) != 0 {
                 readChannel(slot: slot)
@@ -427,27 +414,21 @@ package final class Master {
     // MARK: timers
 
     private func millisecondsUntilNextTimer() -> Int {
+        let now = Syscalls.monotonicNanoseconds()
         var next = machine.nextDeadline
-        if let resume = acceptResumeAt { next = min(next, resume) }
+        if let dispatch = dispatcher.nextDeadline(now: now) { next = min(next, dispatch) }
         if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
-        if let steal = nextStealCheck { next = min(next, steal) }
-        if let retry = nextSendRetry { next = min(next, retry) }
         if let probe = nextProbeDeadline { next = min(next, probe) }
         if let client = nextControlDeadline { next = min(next, client) }
         guard next != .max else { return -1 }
-        let now = Syscalls.monotonicNanoseconds()
         guard next > now else { return 0 }
         return Int(min((next - now + 999_999) / 1_000_000, 60_000))
     }
 
     private func runTimers() {
         let now = Syscalls.monotonicNanoseconds()
-        if let resume = acceptResumeAt, resume <= now {
-            acceptResumeAt = nil
-        }
         systemdTick(now: now)
-        endSendBackOffs(now: now)
-        stealFromStalledWorkers(now: now)
+        dispatcher.runTimers(now: now)
         if !health.probes.isEmpty { expireProbes(now: now) }
         resumeProbeAccepts(now: now)
         if !controlServer.clients.isEmpty { expireControlClients(now: now) }
@@ -458,45 +439,55 @@ package final class Master {
         }
     }
 
+    // MARK: dispatching
+
+    /// Hands connections on (``ConnectionDispatcher/pump(accepting:)``), then acts on what the dispatcher found that
+    /// only the supervisor may decide, after the dispatcher is done: never from inside it.
+    func pump() {
+        dispatcher.pump(accepting: machine.state == .running)
+        actOnDispatchTroubles()
+    }
+
+    func actOnDispatchTroubles() {
+        while true {
+            let troubles = dispatcher.takeTroubles()
+            guard !troubles.isEmpty else { return }
+            for trouble in troubles {
+                switch trouble {
+                case .channelFailed(let index, let reason):
+                    channelFailed(slot: index, reason)
+                case .drainUndelivered(let index):
+                    sendSignal(SIGTERM, toSlot: index)
+                }
+            }
+        }
+    }
+
     // MARK: stopping
 
     /// The machine began the stop: stop accepting, and hand waiting connections to workers before they are told to
-    /// drain (the drain actions follow this one); what nobody can take is closed.
+    /// drain (the drain actions follow this one); what nobody can take is closed, with one line.
     func stopAccepting() {
         notifyStopping()
         if systemd.nextTick > 0 { systemd.nextTick = Syscalls.monotonicNanoseconds() }
-        unwatchListener()
-        if listener >= 0 {
-            Syscalls.close(listener)
-            listener = -1
-        }
-        pump()
-        closePending()
-    }
-
-    /// Closes the connections still waiting in the master at a stop (no worker could take them), with one line.
-    private func closePending() {
-        guard !pending.isEmpty else { return }
-        let lost = pending.removeAll()
-        for fd in lost { Syscalls.close(fd) }
-        logger.warning("closed \(lost.count) connections no worker could take during the stop")
+        let lost = dispatcher.stop()
+        if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
     }
 
     private func shutdownRemaining() {
-        for index in slots.indices {
-            disconnect(slot: index)
-            releaseQueue(slot: index)
-        }
+        for index in slots.indices { emitDisconnect(slot: index) }
+        let lost = dispatcher.closeAll()
+        if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
         closeHealth()
         closeControl()
-        closePending()
+        let counters = dispatcher.counters
         logger.info(
             "stopped",
             metadata: [
-                "connections.dispatched": "\(dispatched)", "connections.taken-back": "\(takenBack)",
-                "connections.redispatched": "\(redispatched)",
-                "connections.stolen": "\(stolen)",
-                "connections.messages": "\(connectionMessages)",
+                "connections.dispatched": "\(counters.dispatched)", "connections.taken-back": "\(counters.takenBack)",
+                "connections.redispatched": "\(counters.redispatched)",
+                "connections.stolen": "\(counters.stolen)",
+                "connections.messages": "\(counters.messages)",
             ])
     }
 }

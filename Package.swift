@@ -105,12 +105,24 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardTests",
-            dependencies: ["Switchboard", "CSwitchboardLinux", "SwitchboardTestSupport"],
+            dependencies: ["Switchboard", "CSwitchboardLinux", "SwitchboardTestSupport", "SwitchboardSimulation"],
+            swiftSettings: strictSwift
+        ),
+        // The deterministic simulation of the core, and its release-built runner (`Scripts/test.sh` runs 100,000
+        // schedules with it, `Scripts/simulate.sh` millions). Not products: nothing outside this package uses them.
+        .target(
+            name: "SwitchboardSimulation",
+            dependencies: ["Switchboard"],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "SwitchboardSimulator",
+            dependencies: ["SwitchboardSimulation"],
             swiftSettings: strictSwift
         ),
         .testTarget(
             name: "SwitchboardSimulationTests",
-            dependencies: ["Switchboard", "SwitchboardTestSupport"],
+            dependencies: ["Switchboard", "SwitchboardSimulation", "SwitchboardTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(

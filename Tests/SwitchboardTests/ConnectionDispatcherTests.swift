@@ -78,16 +78,27 @@ import Testing
 
         /// What the worker in `lane` receives now (without blocking): the ids of the connections, each read from
         /// the received descriptor, which is then closed; and the other messages.
-        func receive(_ lane: Int) throws -> (ids: [Int], messages: [WireMessage]) {
+        /// - Parameter limit: The most frames to receive.
+        /// - Parameter connectionsAfterDrain: Called when a `connections` frame comes after a `drain` frame.
+        func receive(
+            _ lane: Int, frames limit: Int = .max, connectionsAfterDrain: () -> Void = {}
+        ) throws -> (ids: [Int], messages: [WireMessage]) {
             let channel = DescriptorChannel(fd: dup(workers[lane]))
             defer { channel.close() }
             var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
             var fds = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
             var ids: [Int] = []
             var messages: [WireMessage] = []
-            while case .done(let received) = try channel.receive(into: &buffer, fds: &fds, blocking: false) {
+            var frames = 0
+            while frames < limit, case .done(let received) = try channel.receive(into: &buffer, fds: &fds, blocking: false) {
+                guard received.bytes > 0 else { break }  // the master's end is closed
+                frames += 1
                 let message = try WireCodec.decode(buffer[0..<received.bytes], descriptorCount: received.fds)
-                if case .connections = message {} else { messages.append(message) }
+                if case .connections = message {
+                    if messages.contains(where: { if case .drain = $0 { true } else { false } }) { connectionsAfterDrain() }
+                } else {
+                    messages.append(message)
+                }
                 for position in 0..<received.fds {
                     var id: UInt32 = 0
                     let read = withUnsafeMutableBytes(of: &id) { recv(fds[position], $0.baseAddress, 4, Int32(MSG_WAITALL)) }

@@ -1,4 +1,5 @@
 import SwitchboardTestSupport
+import SwitchboardSimulation
 import Testing
 
 @testable import Switchboard

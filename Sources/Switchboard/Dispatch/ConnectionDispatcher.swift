@@ -91,6 +91,8 @@ package final class ConnectionDispatcher {
     private let listenerToken: UInt64
     private let epoll: CInt
     private var acceptResumeAt: UInt64?
+    /// A shortage of descriptors or memory was logged and no accept has succeeded since.
+    private var acceptShortageLogged = false
     /// When the earliest send back-off ends, so timers look at the lanes only then.
     private var nextSendRetry: UInt64?
     private var receiveBuffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
@@ -290,6 +292,10 @@ package final class ConnectionDispatcher {
                     break accepting
                 }
                 guard case .done(let fd) = accepted else { break accepting }
+                if acceptShortageLogged {
+                    acceptShortageLogged = false
+                    logger.info("accepting again")
+                }
                 counters.accepted &+= 1
                 stage(fd, on: lane)
                 staged += 1
@@ -386,9 +392,15 @@ package final class ConnectionDispatcher {
         nextSendRetry = min(nextSendRetry ?? .max, now &+ Self.sendRetryDelay)
     }
 
+    /// Out of descriptors or memory: accepting pauses (``AcceptBackoff``), with one line per shortage (until an
+    /// accept succeeds again), not one per pause.
     private func acceptFailed(_ error: SystemCallError) {
         if let resume = AcceptBackoff.resume(after: error.code, now: Syscalls.monotonicNanoseconds()) {
-            logger.warning("accept failed: \(error.reason); pausing accepts for \(AcceptBackoff.pause / 1_000_000) ms")
+            if !acceptShortageLogged {
+                acceptShortageLogged = true
+                logger.warning(
+                    "accept failed: \(error.reason); pausing accepts for \(AcceptBackoff.pause / 1_000_000) ms at a time until it passes")
+            }
             acceptResumeAt = resume
         } else {
             logger.warning("accept failed: \(error.reason)")

@@ -1,6 +1,6 @@
-import SwitchboardTestSupport
 
-@testable import Switchboard
+
+import Switchboard
 
 #if canImport(Glibc)
 import Glibc
@@ -13,9 +13,9 @@ import Glibc
 ///
 /// A schedule is a plain list of ``Command``s; the world's answers to the machine are a function of the schedule
 /// alone (no clock, no randomness of its own), so a failing schedule replays exactly and can be shrunk.
-struct Simulation {
+package struct Simulation {
     /// What the schedule does to the world, one step at a time.
-    enum Command: Equatable, CustomStringConvertible {
+    package enum Command: Equatable, CustomStringConvertible, Sendable {
         /// Time passes, in steps of ``Simulation/step``.
         case advance(milliseconds: Int)
         /// The `index`-th live worker (mod their count) exits with code 1.
@@ -34,7 +34,7 @@ struct Simulation {
         case scaleTo(Int)
         case stop(escalate: Bool)
 
-        var description: String {
+        package var description: String {
             switch self {
             case .advance(let milliseconds): ".advance(milliseconds: \(milliseconds))"
             case .crash(let index): ".crash(\(index))"
@@ -77,10 +77,10 @@ struct Simulation {
         var exit: SupervisorMachine.Exit = .code(0)
     }
 
-    struct Violation: Error, CustomStringConvertible {
+    package struct Violation: Error, CustomStringConvertible {
         var step: Int
         var what: String
-        var description: String { "step \(step): \(what)" }
+        package var description: String { "step \(step): \(what)" }
     }
 
     static let second: UInt64 = 1_000_000_000
@@ -135,7 +135,7 @@ struct Simulation {
 
     /// Runs `schedule`, checking the invariants after every step.
     /// - Throws: The first ``Violation``.
-    static func run(_ schedule: [Command], workers: Int) throws(Violation) {
+    package static func run(_ schedule: [Command], workers: Int) throws(Violation) {
         var simulation = Simulation(workers: workers)
         try simulation.check()
         for command in schedule {
@@ -335,7 +335,7 @@ struct Simulation {
 
 extension Simulation {
     /// A random schedule: mostly time passing, with faults and commands among it; a stop now and then at the end.
-    static func schedule(seed: UInt64, length: Int = 24) -> [Command] {
+    package static func schedule(seed: UInt64, length: Int = 24) -> [Command] {
         var random = SplitMix64(seed: seed)
         var commands: [Command] = []
         for _ in 0..<length {
@@ -363,7 +363,7 @@ extension Simulation {
 
     /// The shortest schedule (by removing commands one at a time while it still fails) that fails as `schedule`
     /// does.
-    static func shrink(_ schedule: [Command], workers: Int) -> [Command] {
+    package static func shrink(_ schedule: [Command], workers: Int) -> [Command] {
         var current = schedule
         var progress = true
         while progress {
@@ -381,5 +381,60 @@ extension Simulation {
             }
         }
         return current
+    }
+}
+
+extension Simulation {
+    /// A schedule that broke an invariant, shrunk.
+    package struct Failure: Error, CustomStringConvertible {
+        package var seed: UInt64
+        /// How many schedules were run, this one included.
+        package var schedulesRun: Int
+        package var workers: Int
+        package var violation: Violation
+        package var shrunk: [Command]
+        /// The violation the shrunk schedule shows.
+        package var shrunkViolation: String
+
+        package var description: String {
+            """
+            seed \(seed) (\(schedulesRun) schedules in), \(workers) workers: \(violation)
+            shrunk to \(shrunk.count) commands (\(shrunkViolation)):
+            \(shrunk)
+            """
+        }
+    }
+
+    /// The number of workers a seed's schedule starts with (1 to 3).
+    package static func workers(seed: UInt64) -> Int { 1 + Int(seed % 3) }
+
+    /// Runs the schedules of seeds `first..<first + count`, stopping at the first that breaks an invariant.
+    /// - Parameter progress: Called every `progressEvery` schedules with the count run so far.
+    /// - Returns: The first failure, shrunk; nil when every schedule kept every invariant.
+    package static func explore(
+        from first: UInt64, count: Int, progressEvery: Int = 0, progress: (Int) -> Void = { _ in }
+    ) -> Failure? {
+        for offset in 0..<count {
+            let seed = first &+ UInt64(offset)
+            let workers = Self.workers(seed: seed)
+            let schedule = Self.schedule(seed: seed)
+            do {
+                try run(schedule, workers: workers)
+            } catch {
+                let shrunk = shrink(schedule, workers: workers)
+                let again: String
+                do {
+                    try run(shrunk, workers: workers)
+                    again = "no failure"
+                } catch {
+                    again = error.description
+                }
+                return Failure(
+                    seed: seed, schedulesRun: offset + 1, workers: workers, violation: error, shrunk: shrunk,
+                    shrunkViolation: again)
+            }
+            if progressEvery > 0 && (offset + 1) % progressEvery == 0 { progress(offset + 1) }
+        }
+        return nil
     }
 }

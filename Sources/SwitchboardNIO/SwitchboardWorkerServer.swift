@@ -3,6 +3,7 @@ import class Foundation.Thread
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Switchboard
@@ -19,7 +20,9 @@ import Glibc
 /// idle keep-alive connections and closing the others after their response) and exits when the last connection
 /// closes or the deadline passes. When your initializer adds NIOSSL's `NIOSSLServerHandler` (HTTPS: the worker does
 /// the handshake on the passed TCP connection), the server puts its drain gate behind it and closes a connection whose
-/// handshake is not done within `ConnectionLimits.headerTimeout`.
+/// handshake is not done within `ConnectionLimits.headerTimeout`. When it adds NIOHTTP1's
+/// `HTTPServerProtocolErrorHandler` (`configureHTTPServerPipeline()` does), the server closes a connection once that
+/// handler has answered a malformed request 400.
 public final class SwitchboardWorkerServer: Sendable {
     struct State {
         var listener: (any Channel)?
@@ -221,6 +224,10 @@ public final class SwitchboardWorkerServer: Sendable {
                 try operations.addHandler(TLSHandshakeDeadline(timeout: limits.headerTimeout), position: .after(gate))
             } else {
                 try operations.addHandler(DrainGate(), position: .first)
+            }
+            // NIOHTTP1's error handler answers a request it cannot parse 400 but leaves the connection open.
+            if let errors = try? operations.context(handlerType: HTTPServerProtocolErrorHandler.self) {
+                try operations.addHandler(CloseOnParserError(), position: .after(errors.handler))
             }
             // Tracked only now, so that a drain already under way reaches the gate rather than the protocol.
             self.track(channel)

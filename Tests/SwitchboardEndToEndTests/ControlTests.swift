@@ -143,6 +143,41 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Out of descriptors, the control socket pauses its accepts as the TCP listeners do (its backlog holds the
+        /// clients) instead of spinning on EMFILE; once the clients close, `switchboard status` works again.
+        @Test func clientsPastTheDescriptorLimitPauseAcceptingInsteadOfSpinning() throws {
+            let socket = Self.socketPath()
+            let limit = 24
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1", "--control-socket", socket], descriptorLimit: limit)
+            defer { server.cleanUp() }
+            #expect(try Self.client(["status"], socket: socket).status == 0)
+            // Silent clients: the master holds each (up to 2 s) and runs out of descriptors before its cap of 16
+            // clients would turn the next ones away; 4 more wait in the backlog.
+            let free = limit - ProcFS.descriptorCount(server.pid)
+            try #require(free > 0 && free < 16, "the master holds \(limit - free) descriptors: change the limit")
+            var held: [CInt] = []
+            defer { for fd in held { close(fd) } }
+            for _ in 0..<(free + 4) {
+                let fd = sb_unix_connect(socket)
+                try #require(fd >= 0, "connect: errno \(errno)")
+                held.append(fd)
+            }
+            #expect(waitUntil(timeout: .seconds(1)) { ProcFS.descriptorCount(server.pid) >= limit - 1 })
+            let before = try #require(ProcFS.cpuSeconds(server.pid))
+            Thread.sleep(forTimeInterval: 1)
+            let spent = try #require(ProcFS.cpuSeconds(server.pid)) - before
+            #expect(spent < 0.3, "the master used \(spent) s of CPU in 1 s at EMFILE")
+            #expect(server.logCount("pausing control accepts") >= 1, "\(server.stderr)")
+            for fd in held { close(fd) }  // the clients go away
+            held.removeAll()
+            #expect(waitUntil(timeout: .seconds(10)) { (try? Self.client(["status"], socket: socket))?.status == 0 })
+            let status = try Self.client(["status"], socket: socket)
+            #expect(status.stdout.contains("workers 1/1 ready"), "\(status)")
+            #expect(server.logCount("control socket: accepting clients again") >= 1, "\(server.stderr)")
+            server.stopAndCheckNoOrphans()
+        }
+
         /// The socket is 0600; opened wider by mistake, the master still checks the peer's uid.
         @Test(.enabled(if: getuid() == 0, "needs root to run a client as nobody"))
         func aClientWithAnotherUidIsRefused() throws {

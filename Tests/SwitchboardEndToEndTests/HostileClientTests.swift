@@ -45,6 +45,31 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// A malformed request gets a 400 and a closed connection from every engine: the NIO ones (`--worker nio` and
+        /// the NIO example) answered 400 and then left the connection open, waiting for the client.
+        @Test(arguments: ["native", "nio", "nio-example"])
+        func aMalformedRequestGets400AndAClose(engine: String) throws {
+            let server =
+                engine == "nio-example"
+                ? try SwitchboardProcess.start(
+                    ["--workers", "1"], executable: SwitchboardProcess.sibling("switchboard-nio-example"))
+                : try SwitchboardProcess.start(["--workers", "1", "--worker", engine])
+            defer { server.cleanUp() }
+            for request in [
+                "GET / HTTP/1.1\r\nBad Header\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+                "GET / HTTP/1.1\r\nName : a\r\n\r\n",
+            ] {
+                // Reads give up after 2 s: a connection still open then counts as left open.
+                let connection = try TestConnection(port: server.port, timeoutSeconds: 2)
+                try connection.send(request)
+                #expect(try connection.readResponse().status == 400, "\(request.debugDescription)")
+                let closed = try? connection.readUntilClosed()
+                #expect(closed == true, "\(engine): closed within 2 s after the 400 to \(request.debugDescription)")
+            }
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
         @Test(arguments: ["native", "nio"])
         func anIdleKeepAliveConnectionClosesAfterTheKeepAliveTimeout(engine: String) throws {
             let server = try SwitchboardProcess.start(["--workers", "1", "--worker", engine, "--keepalive-timeout", "1"])

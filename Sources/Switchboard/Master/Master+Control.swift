@@ -22,6 +22,10 @@ struct ControlServer {
     var listener: CInt = -1
     var path: String?
     var clients: [Client] = []
+    /// Out of descriptors or memory: the listener is not watched until then (``AcceptBackoff``).
+    var acceptsResumeAt: UInt64?
+    /// Accepts have paused since the last client was accepted: the pauses of one shortage are logged once.
+    var acceptsPaused = false
 
     static let maxClients = 16
     static let timeout: UInt64 = 2_000_000_000
@@ -49,7 +53,18 @@ extension Master {
     func acceptControlClients() {
         let now = Syscalls.monotonicNanoseconds()
         for _ in 0..<16 {
-            guard case .done(let fd)? = try? Syscalls.accept(controlServer.listener) else { return }
+            let fd: CInt
+            do {
+                guard case .done(let accepted) = try Syscalls.accept(controlServer.listener) else { return }
+                fd = accepted
+            } catch {
+                pauseControlAccepts(after: error, now: now)
+                return
+            }
+            if controlServer.acceptsPaused {
+                controlServer.acceptsPaused = false
+                logger.info("control socket: accepting clients again")
+            }
             let own = Syscalls.effectiveUID
             guard let uid = Syscalls.peerUID(fd), uid == own || uid == 0 else {
                 let uid = Syscalls.peerUID(fd).map(String.init) ?? "unknown"
@@ -65,6 +80,28 @@ extension Master {
             }
             controlServer.clients.append(.init(fd: fd, giveUpAt: now &+ ControlServer.timeout))
         }
+    }
+
+    /// Out of descriptors or memory, as the main and probe listeners do: the control socket is not watched for
+    /// ``AcceptBackoff/pause`` (epoll would report it again at once, and the loop would spin); its backlog holds the
+    /// clients meanwhile. Logged once until a client is accepted again. Any other failure concerns one client only.
+    private func pauseControlAccepts(after error: SystemCallError, now: UInt64) {
+        guard let resume = AcceptBackoff.resume(after: error.code, now: now) else { return }
+        if !controlServer.acceptsPaused {
+            let pause = AcceptBackoff.pause / 1_000_000
+            logger.warning(
+                "control socket: accept failed: \(error.reason); pausing control accepts for \(pause) ms at a time")
+        }
+        controlServer.acceptsPaused = true
+        controlServer.acceptsResumeAt = resume
+        try? Syscalls.epollModify(epoll, controlServer.listener, events: 0, token: Token.controlSocket)
+    }
+
+    /// Watches the control socket again once its pause is over.
+    func resumeControlAccepts(now: UInt64) {
+        guard let resume = controlServer.acceptsResumeAt, resume <= now else { return }
+        controlServer.acceptsResumeAt = nil
+        try? Syscalls.epollModify(epoll, controlServer.listener, events: sb_EPOLLIN, token: Token.controlSocket)
     }
 
     /// Reads one command line and answers it.
@@ -109,7 +146,12 @@ extension Master {
         }
     }
 
-    var nextControlDeadline: UInt64? { controlServer.clients.map(\.giveUpAt).min() }
+    /// When the next client or the end of a pause needs attention.
+    var nextControlDeadline: UInt64? {
+        let client = controlServer.clients.map(\.giveUpAt).min()
+        guard let resume = controlServer.acceptsResumeAt else { return client }
+        return min(client ?? .max, resume)
+    }
 
     /// Does what `command` asks, exactly (no coalescing as with signals), and says what happened.
     private func execute(_ command: ControlCommand) -> String {
@@ -209,6 +251,7 @@ extension Master {
     func closeControl() {
         for client in controlServer.clients { Syscalls.close(client.fd) }
         controlServer.clients.removeAll()
+        controlServer.acceptsResumeAt = nil
         if controlServer.listener >= 0 {
             Syscalls.close(controlServer.listener)
             controlServer.listener = -1

@@ -431,6 +431,7 @@ package final class Master {
         dispatcher.runTimers(now: now)
         if !health.probes.isEmpty { expireProbes(now: now) }
         resumeProbeAccepts(now: now)
+        resumeControlAccepts(now: now)
         if !controlServer.clients.isEmpty { expireControlClients(now: now) }
         if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and SIGCHLD is the embedding program's

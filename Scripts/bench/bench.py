@@ -374,13 +374,13 @@ class Run:
             "command": s.command,
         }
 
-    def document(self, **parts) -> dict:
-        """The JSON document: schema, times, config, machine, then `parts`."""
+    def document(self, body: dict, kind: str | None = None) -> dict:
+        """The JSON document: schema (and kind), times, config, machine, then `body`."""
         finished = _dt.datetime.now().astimezone()
-        kind = {"kind": parts.pop("kind")} if "kind" in parts else {}
-        return {"schema": 1, **kind, "started": self.started.isoformat(timespec="seconds"),
+        head = {"schema": 1} if kind is None else {"schema": 1, "kind": kind}
+        return {**head, "started": self.started.isoformat(timespec="seconds"),
                 "finished": finished.isoformat(timespec="seconds"), "config": self.config(),
-                "machine": self.info, **parts}
+                "machine": self.info, **body}
 
 
 def prepare_run(settings: Settings, registry: servers.Registry, started, node: str | None,
@@ -920,7 +920,7 @@ def run_comparison(run: Run) -> int:
     reference = compute_reference(subjects)
     print_comparison(run, subjects, ratios, reference)
     smoke = smoke_verdict(subjects, s.workers) if s.smoke else None
-    doc = run.document(subjects=subjects, ratios=ratios, reference=reference)
+    doc = run.document({"subjects": subjects, "ratios": ratios, "reference": reference})
     if smoke is not None:
         doc["smoke"] = smoke
     report.write_json(s.json_path, doc)
@@ -1094,7 +1094,7 @@ def run_sweep(run: Run) -> int:
         f"{info['nproc']} CPUs; {run.placement}; {s.rounds * len(counts) * len(s.modes)} points")
     sweep = summarize_sweep(measure_sweep_points(run), counts)
     print_sweep(run, sweep)
-    report.write_json(s.json_path, run.document(kind="sweep", sweep=sweep))
+    report.write_json(s.json_path, run.document({"sweep": sweep}, kind="sweep"))
     print(f"JSON: {rel(s.json_path)}")
     draw_chart(run, "sweep", {
         "sweep": sweep, "figures": [[key, label] for key, label, _ in SWEEP_FIGURES[:3]],

@@ -20,7 +20,12 @@ for extra in "$@"; do
             command -v curl >/dev/null 2>&1 || need+=(curl)
             command -v python3 >/dev/null 2>&1 || need+=(python3)
             { command -v h2load >/dev/null 2>&1 && command -v nghttp >/dev/null 2>&1; } || need+=(nghttp2-client) ;;
-        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd, haproxy, tls)" >&2; exit 64 ;;
+        # The benchmark's chart (Scripts/benchlib/chart.py): Debian's matplotlib, which /usr/bin/python3 imports; the
+        # chart uses it through that interpreter when the python3 first on PATH (pyenv, a venv) cannot.
+        chart)
+            { python3 -c 'import matplotlib' || /usr/bin/python3 -c 'import matplotlib'; } >/dev/null 2>&1 \
+                || need+=(python3-matplotlib) ;;
+        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd, haproxy, tls, chart)" >&2; exit 64 ;;
     esac
 done
 

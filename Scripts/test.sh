@@ -8,6 +8,8 @@ bash Scripts/bootstrap.sh haproxy || echo "test.sh: haproxy is missing: the HAPr
 # The HTTPS and HTTP/2 tests run real clients (curl, h2load, nghttp) against certificates made by openssl.
 bash Scripts/bootstrap.sh tls || echo "test.sh: openssl, curl or nghttp2-client is missing: the TLS tests will be skipped" >&2
 bash Scripts/soundness.sh
+# The benchmark and fault scripts' shared package: statistics, output parsers, formats (Python stdlib, < 1 s).
+python3 -m unittest discover -s Scripts/benchlib/tests -q
 # With the Hummingbird trait, so SwitchboardHummingbird, its example and its tests are built and run too.
 swift build --build-tests --traits Hummingbird -Xswiftc -warnings-as-errors
 # The end-to-end tests start the built `switchboard` binaries next to the test bundle.

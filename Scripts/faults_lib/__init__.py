@@ -1,7 +1,8 @@
-"""Helpers of Scripts/faults, the Switchboard fault suite (standard library only).
+"""Helpers of Scripts/faults, the Switchboard fault suite (standard library only). Shared with the benchmarks
+through Scripts/benchlib (servers, /proc readers, wrk, statistics, machine info).
 
-common  -- the bench.py import, /proc readers, FaultServer (bench.Server started with extra Popen options and
-           tracked by pid + start time), Sampler, Row
+common  -- FaultServer (benchlib's Server started with extra Popen options and tracked by pid + start time),
+           Sampler, settle, Row
 clients -- the normal client, the connection floods, the pipeliner, wrk run in the background
 faults  -- the nine faults and their expectations
 """

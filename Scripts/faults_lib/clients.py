@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
-import math
 import os
 import select
 import socket
@@ -13,7 +11,9 @@ import threading
 import time
 from collections import Counter
 
-from .common import HOST, FaultError, bench, log
+from benchlib import loadgen, servers, stats
+
+from .common import HOST, FaultError, log
 
 # --------------------------------------------------------------------------
 # One HTTP/1.1 request on a fresh connection
@@ -101,10 +101,7 @@ def http_get(port: int, path: str = "/", timeout: float = 5.0, on_sent=None) -> 
 
 def p99(latencies_ms: list[float]) -> float | None:
     """Nearest-rank 99th percentile."""
-    if not latencies_ms:
-        return None
-    ordered = sorted(latencies_ms)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+    return stats.percentile_or_none(latencies_ms, 99)
 
 
 def format_reasons(reasons: dict[str, int]) -> str:
@@ -166,7 +163,7 @@ class NormalClient:
         with self._lock:
             return {"sent": self.sent, "ok": len(self.latencies), "failed": dict(self.failures),
                     "non_200_statuses": {str(k): v for k, v in self.statuses.items()},
-                    "p50_ms": _round(sorted(self.latencies)[len(self.latencies) // 2] if self.latencies else None),
+                    "p50_ms": _round(stats.upper_median(self.latencies)),
                     "p99_ms": _round(p99(self.latencies)),
                     "max_ms": _round(max(self.latencies) if self.latencies else None)}
 
@@ -415,21 +412,19 @@ class Pipeliner(threading.Thread):
 class Wrk:
     """wrk -t1 with bench's count.lua (only its JSON summary line), started now, read later."""
 
-    def __init__(self, wrk: str, port: int, duration: int, connections: int = 20, timeout_s: int = 5,
-                 close: bool = True):
-        self.cmd = [wrk, "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--latency",
-                    "--timeout", f"{timeout_s}s", "-s", str(bench.LUA_SCRIPT)]
-        if close:
-            self.cmd += ["-H", "Connection: close"]
-        self.cmd.append(f"http://{HOST}:{port}/")
+    def __init__(self, wrk: str, port: int, duration: int, registry: servers.Registry, connections: int = 20,
+                 timeout_s: int = 5, close: bool = True):
+        self.cmd = loadgen.wrk_command(wrk, f"http://{HOST}:{port}/", duration, connections, close,
+                                       timeout_s=timeout_s)
         self.duration = duration
+        self.registry = registry
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Wrk":
         env = dict(os.environ, SWITCHBOARD_BENCH_COUNT="0")
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env, **bench.GROUP)
-        bench._WRK.append(self.proc)
+                                     stderr=subprocess.STDOUT, text=True, env=env, **servers.OWN_GROUP)
+        self.registry.add_proc(self.proc)
         return self
 
     def kill(self) -> None:
@@ -439,8 +434,8 @@ class Wrk:
             except ProcessLookupError:
                 pass
             self.proc.wait(timeout=5)
-        if self.proc in bench._WRK:
-            bench._WRK.remove(self.proc)
+        if self.proc is not None:
+            self.registry.remove_proc(self.proc)
 
     def result(self) -> dict:
         assert self.proc is not None
@@ -450,17 +445,12 @@ class Wrk:
             self.kill()
             raise FaultError(f"wrk did not finish within {self.duration + 30} s: {' '.join(self.cmd)}")
         finally:
-            if self.proc in bench._WRK:
-                bench._WRK.remove(self.proc)
-        for line in out.splitlines():
-            if line.startswith(bench.WRK_MARKER):
-                r = json.loads(line[len(bench.WRK_MARKER):])
-                r["non2xx_or_3xx"] = 0
-                for other in out.splitlines():
-                    if "Non-2xx or 3xx responses:" in other:
-                        r["non2xx_or_3xx"] = int(other.split(":")[1].strip())
-                return r
-        tail = out.strip().splitlines()[-1] if out.strip() else "(no output)"
+            self.registry.remove_proc(self.proc)
+        r = loadgen.parse_marker(out)
+        if r is not None:
+            r["non2xx_or_3xx"] = loadgen.parse_non2xx(out)
+            return r
+        tail = loadgen.last_line(out)
         log(f"wrk exited {self.proc.returncode} without a result line: {tail}")
         raise FaultError(f"wrk gave no result: {tail}")
 

@@ -1,103 +1,48 @@
-"""What every fault shares: bench.py's process handling, /proc readers, the server, the sampler, a result row."""
+"""What every fault shares: the server (benchlib's), /proc readers, the sampler, a result row."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SCRIPTS = HERE.parent
-REPO_ROOT = SCRIPTS.parent
-if str(SCRIPTS / "bench") not in sys.path:
-    sys.path.insert(0, str(SCRIPTS / "bench"))
+from benchlib import HOST, REPO_ROOT, BenchError, make_log  # noqa: F401  (HOST and REPO_ROOT: for the suite)
+from benchlib import procfs, servers
+from benchlib.procfs import fd_count, nofile_limit, start_time, status_kb  # noqa: F401  (re-exported for faults)
 
-import bench  # noqa: E402  (Scripts/bench/bench.py: Server, wrk helpers, /proc helpers, clean-up registry)
-
-HOST = bench.HOST  # 127.0.0.1, and nothing else
 FD_SLACK = 2  # master descriptors after a fault may differ from before by this much
 
 
-class FaultError(bench.BenchError):
+class FaultError(BenchError):
     pass
 
 
-def log(msg: str) -> None:
-    print(f"[faults] {msg}", file=sys.stderr, flush=True)
+log = make_log("faults")
 
 
 # --------------------------------------------------------------------------
 # /proc
 
-def start_time(pid: int) -> int | None:
-    """proc(5) field 22 (starttime, in clock ticks since boot): with the pid, it names one process for good."""
-    st = bench.read_stat(pid)
-    return int(st[19]) if st is not None else None
-
-
 def same_process(pid: int, started: int | None) -> bool:
-    return started is not None and bench.is_alive(pid) and start_time(pid) == started
-
-
-def status_kb(pid: int, key: str = "VmRSS") -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def fd_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-def nofile_limit(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/limits") as f:
-            for line in f:
-                if line.startswith("Max open files"):
-                    soft, hard = line.split()[3:5]
-                    return f"{soft}/{hard}"
-    except (OSError, ValueError):
-        return None
-    return None
+    return started is not None and procfs.is_alive(pid) and start_time(pid) == started
 
 
 def pids_with_master_env(master: int) -> list[int]:
     """Live processes whose environment says they were started as workers of `master` (wherever they were
     reparented to): the master sets SWITCHBOARD_MASTER_PID in every worker it spawns."""
-    needle = f"SWITCHBOARD_MASTER_PID={master}".encode()
-    out = []
-    for pid in bench.all_pids():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and bench.is_alive(pid):
-            out.append(pid)
-    return sorted(out)
+    return procfs.pids_with_env(f"SWITCHBOARD_MASTER_PID={master}".encode())
 
 
 # --------------------------------------------------------------------------
 # The server under test
 
-class FaultServer(bench.Server):
-    """bench.Server with extra Popen options (own session, preexec_fn) and a record of every worker pid seen
+class FaultServer(servers.Server):
+    """benchlib's Server with extra Popen options (own session, preexec_fn) and a record of every worker pid seen
     together with its start time, so that clean-up only ever signals processes this run started."""
 
-    def __init__(self, label: str, argv: list[str], logfile: Path, workers: int,
+    def __init__(self, label: str, argv: list[str], logfile: Path, workers: int, registry: servers.Registry,
                  popen_options: dict | None = None):
-        super().__init__(label, argv, dict(os.environ), logfile, workers, popen_options, mode="round-robin")
+        super().__init__(label, argv, None, logfile, workers, registry, popen_options, mode="round-robin")
         self.seen: dict[int, int | None] = {}  # worker pid -> start time
         self.master_started: int | None = None
         self._seen_lock = threading.Lock()
@@ -105,7 +50,7 @@ class FaultServer(bench.Server):
     def start(self) -> None:
         try:
             super().start()
-        except bench.BenchError as e:
+        except BenchError as e:
             raise FaultError(str(e))
         self.master_started = start_time(self.proc.pid)
 
@@ -121,7 +66,7 @@ class FaultServer(bench.Server):
         """Live children of the master now (every one is noted for clean-up)."""
         if self.proc is None:
             return []
-        pids = bench.children_of(self.proc.pid) if self.master_alive() else []
+        pids = procfs.children_of(self.proc.pid) if self.master_alive() else []
         with self._seen_lock:
             for p in pids:
                 if p not in self.seen:
@@ -133,7 +78,7 @@ class FaultServer(bench.Server):
             seen = dict(self.seen)
         pids = {p for p, t in seen.items() if same_process(p, t)}
         if self.pgid is not None and self.master_started is not None:
-            for p in bench.group_members(self.pgid):  # only processes started after the master
+            for p in procfs.group_members(self.pgid):  # only processes started after the master
                 t = start_time(p)
                 if t is not None and t >= self.master_started:
                     pids.add(p)
@@ -143,7 +88,7 @@ class FaultServer(bench.Server):
                 if t is not None and t >= self.master_started:
                     pids.add(p)
         if self.proc is not None:
-            pids.discard(self.proc.pid)  # the master is stopped (and reaped) by bench.Server.stop itself
+            pids.discard(self.proc.pid)  # the master is stopped (and reaped) by Server.stop itself
         return sorted(pids)
 
     def log_text(self) -> str:

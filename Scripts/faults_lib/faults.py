@@ -11,7 +11,9 @@ import time
 from collections import Counter
 
 from .clients import NormalClient, Flood, Pipeliner, Wrk, burst, http_get, p99, wrk_failures
-from .common import (FD_SLACK, HOST, FaultServer, Row, Sampler, bench, fd_count, log, nofile_limit,
+from benchlib import procfs
+
+from .common import (FD_SLACK, HOST, FaultServer, Row, Sampler, fd_count, log, nofile_limit,
                      pids_with_master_env, same_process, settle, start_time, status_kb)
 
 RSS_LIMIT_KB = 8 * 1024  # "bounded" growth of one process during a fault
@@ -370,7 +372,7 @@ def kill_workers(ctx, row: Row) -> None:
     srv = ctx.server(row, [])
     _, sampler = begin(row, srv)
     rng = random.Random(1)
-    wrk = Wrk(ctx.wrk, srv.port, seconds + 2).start()
+    wrk = Wrk(ctx.wrk, srv.port, seconds + 2, registry=ctx.registry).start()
     client = NormalClient(srv.port).start()
     kills, no_target, master_gone = [], 0, 0
     try:
@@ -416,7 +418,7 @@ def sigstop(ctx, row: Row) -> None:
     row.title = f"SIGSTOP one worker {stop_s:.0f} s, then SIGCONT"
     srv = ctx.server(row, [])
     before, sampler = begin(row, srv)
-    wrk = Wrk(ctx.wrk, srv.port, seconds, timeout_s=30).start()
+    wrk = Wrk(ctx.wrk, srv.port, seconds, timeout_s=30, registry=ctx.registry).start()
     client = NormalClient(srv.port).start()
     target, target_t, gone_after = before[0], srv.seen.get(before[0]), None
     resumed = False
@@ -458,7 +460,7 @@ def sighup(ctx, row: Row) -> None:
     row.title = f"SIGHUP ×{n}, one per 0.5 s"
     srv = ctx.server(row, [])
     _, sampler = begin(row, srv)
-    wrk = Wrk(ctx.wrk, srv.port, seconds).start()
+    wrk = Wrk(ctx.wrk, srv.port, seconds, registry=ctx.registry).start()
     client = NormalClient(srv.port).start()
     try:
         time.sleep(1.0)
@@ -487,7 +489,7 @@ def malformed_frames(ctx, row: Row) -> None:
     srv = ctx.server(row, ["--test-hooks"])
     before, sampler = begin(row, srv)
     identities = {p: start_time(p) for p in before}
-    cpu0 = bench.cpu_ticks(srv.pid)
+    cpu0 = procfs.cpu_ticks(srv.pid)
     client = NormalClient(srv.port).start()
     try:
         time.sleep(0.5)
@@ -502,13 +504,13 @@ def malformed_frames(ctx, row: Row) -> None:
         time.sleep(1.0)
     finally:
         client.stop()
-    cpu1 = bench.cpu_ticks(srv.pid)
+    cpu1 = procfs.cpu_ticks(srv.pid)
     finish(ctx, row, srv, sampler, 15)
     take_client(row, client)
     counts = count_log(row, srv)
     growth = (row.master_rss_max_kb - row.master_rss_before_kb
               if row.master_rss_max_kb is not None and row.master_rss_before_kb is not None else None)
-    cpu_s = (cpu1 - cpu0) / bench.CLK_TCK if cpu0 is not None and cpu1 is not None else None
+    cpu_s = (cpu1 - cpu0) / procfs.CLK_TCK if cpu0 is not None and cpu1 is not None else None
     row.requests["hook request"] = 1
     if not r.ok:
         row.failures["hook request"] = {r.reason: 1}

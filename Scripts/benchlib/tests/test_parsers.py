@@ -1,0 +1,205 @@
+"""The parsers of benchlib: wrk's and h2load's output (samples/ holds what wrk 4.1.0 and h2load printed here, on
+127.0.0.1), /proc text, the ready line.
+
+Run from the repository root: python3 -m unittest discover -s Scripts/benchlib/tests
+"""
+
+import os
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # Scripts/
+
+from benchlib import BenchError, loadgen, procfs, servers  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+def sample(name: str) -> str:
+    return (SAMPLES / name).read_text()
+
+
+class WrkLatencyText(unittest.TestCase):
+    """wrk --latency's own report, as tls.py reads it."""
+
+    def test_keepalive_report(self):
+        r = loadgen.parse_wrk_text(sample("wrk-keepalive.txt"))
+        self.assertEqual(r["requests"], 777)  # "777 requests in 1.00s"
+        self.assertEqual(r["duration_s"], 1.0)
+        self.assertEqual(r["req_per_s"], 777.0)
+        self.assertAlmostEqual(r["mean_ms"], 7.90)  # "Latency     7.90ms   10.87ms  71.37ms"
+        self.assertAlmostEqual(r["max_ms"], 71.37)
+        self.assertAlmostEqual(r["p50_ms"], 4.70)  # "50%    4.70ms"
+        self.assertAlmostEqual(r["p99_ms"], 60.96)  # "99%   60.96ms", not the 90% line
+        self.assertEqual(r["errors"], {"non2xx": 0})
+        self.assertEqual(r["error_total"], 0)
+
+    def test_socket_errors(self):
+        r = loadgen.parse_wrk_text(sample("wrk-tls-close.txt"))
+        self.assertEqual(r["requests"], 300)
+        self.assertAlmostEqual(r["req_per_s"], 300 / 1.02)  # "300 requests in 1.02s"
+        self.assertEqual(r["errors"], {"connect": 0, "read": 300, "write": 0, "timeout": 0, "non2xx": 0})
+        self.assertEqual(r["error_total"], 300)
+        self.assertAlmostEqual(r["p99_ms"], 72.29)
+        self.assertAlmostEqual(r["max_ms"], 108.73)
+
+    def test_non2xx_responses(self):
+        r = loadgen.parse_wrk_text(sample("wrk-non2xx.txt"))
+        self.assertEqual(r["requests"], 955)
+        self.assertEqual(r["errors"], {"non2xx": 955})
+        self.assertEqual(r["error_total"], 955)
+        self.assertEqual(loadgen.parse_non2xx(sample("wrk-non2xx.txt")), 955)
+        self.assertEqual(loadgen.parse_non2xx(sample("wrk-keepalive.txt")), 0)
+
+    def test_microsecond_latencies(self):
+        r = loadgen.parse_wrk_text(sample("wrk-count-lua.txt"))
+        self.assertAlmostEqual(r["mean_ms"], 0.5954)  # "595.40us"
+        self.assertAlmostEqual(r["p50_ms"], 0.119)  # "119.00us"
+        self.assertAlmostEqual(r["max_ms"], 15.80)
+
+    def test_no_result_is_an_error(self):
+        with self.assertRaises(BenchError):
+            loadgen.parse_wrk_text("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+    def test_durations(self):
+        self.assertAlmostEqual(loadgen.to_ms("812.00us"), 0.812)
+        self.assertEqual(loadgen.to_ms("1.25ms"), 1.25)
+        self.assertEqual(loadgen.to_ms("2.00s"), 2000.0)
+        self.assertEqual(loadgen.to_ms("1.50m"), 90000.0)
+        with self.assertRaises(BenchError):
+            loadgen.to_ms("5h")
+
+
+class WrkCountLua(unittest.TestCase):
+    """count.lua's result line, as bench.py and the fault suite read it."""
+
+    def test_marker_line(self):
+        r = loadgen.parse_marker(sample("wrk-count-lua.txt"))
+        self.assertEqual(r["requests"], 24748)
+        self.assertEqual(r["duration_us"], 1010711)
+        self.assertEqual(r["errors"], {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0})
+        self.assertEqual(r["latency_us"]["percentiles"]["99"], 8838)
+        self.assertEqual(r["latency_us"]["percentiles"]["99.9"], 14757)
+        self.assertEqual(r["per_pid"], {"15860": 12639, "15859": 12109})
+        self.assertEqual(sum(r["per_pid"].values()), r["requests"])
+
+    def test_no_marker(self):
+        self.assertIsNone(loadgen.parse_marker(sample("wrk-keepalive.txt")))
+
+    def test_command_lines(self):
+        url = "http://127.0.0.1:8080/"
+        self.assertEqual(loadgen.wrk_command("wrk", url, 5, 50, close=True),
+                         ["wrk", "-t", "1", "-c", "50", "-d", "5s", "--latency", "-s", str(loadgen.LUA_SCRIPT),
+                          "-H", "Connection: close", url])
+        self.assertEqual(loadgen.wrk_command("wrk", url, 1, 20, close=False, script=False, timeout_s=5,
+                                             prefix=["taskset", "-c", "1"]),
+                         ["taskset", "-c", "1", "wrk", "-t", "1", "-c", "20", "-d", "1s", "--latency",
+                          "--timeout", "5s", url])
+        self.assertTrue(loadgen.LUA_SCRIPT.is_file())
+
+
+class H2load(unittest.TestCase):
+    def test_h2_report(self):
+        r = loadgen.parse_h2load(sample("h2load-h2.txt"))
+        self.assertEqual(r["requests"], 1399)  # succeeded
+        self.assertEqual(r["requests_started"], 1439)
+        self.assertEqual(r["duration_s"], 1.0)  # "finished in 1.00s"
+        self.assertEqual(r["req_per_s"], 1399.0)
+        self.assertEqual(r["h2load_req_per_s"], 1399.0)
+        self.assertEqual(r["status_2xx"], 1399)
+        self.assertEqual(r["protocol"], "h2")
+        self.assertAlmostEqual(r["mean_ms"], 27.85)  # "time for request: 8.54ms 73.66ms 27.85ms": min max mean
+        self.assertAlmostEqual(r["max_ms"], 73.66)
+        self.assertIsNone(r["p99_ms"])
+        self.assertEqual(r["errors"], {"failed": 0, "errored": 0, "timeout": 0, "non2xx": 0})
+        self.assertEqual(r["error_total"], 0)
+
+    def test_failures_count(self):
+        text = sample("h2load-h2.txt").replace("1399 succeeded, 0 failed, 0 errored, 0 timeout",
+                                               "1390 succeeded, 4 failed, 3 errored, 2 timeout")
+        text = text.replace("1399 2xx, 0 3xx, 0 4xx, 0 5xx", "1390 2xx, 0 3xx, 1 4xx, 5 5xx")
+        r = loadgen.parse_h2load(text)
+        self.assertEqual(r["requests"], 1390)
+        self.assertEqual(r["errors"], {"failed": 4, "errored": 3, "timeout": 2, "non2xx": 6})
+        self.assertEqual(r["error_total"], 15)
+
+    def test_no_result_is_an_error(self):
+        with self.assertRaises(BenchError):
+            loadgen.parse_h2load("starting benchmark...\nNo protocol negotiated. Aborted.\n")
+
+
+class Procfs(unittest.TestCase):
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
+    # priority nice threads itrealvalue starttime vsize rss
+    STAT = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 2 0 250 75 3 4 20 0 3 0 98765 10000 200\n"
+
+    def test_stat_fields_after_a_comm_with_spaces_and_parentheses(self):
+        st = procfs.parse_stat(self.STAT)
+        self.assertEqual(st[0], "S")  # field 3
+        self.assertEqual(st[1], "1")  # field 4, ppid
+        self.assertEqual(st[2], "1234")  # field 5, pgrp
+        self.assertEqual(procfs.stat_cpu_ticks(st), 325)  # utime 250 + stime 75 (not cutime/cstime)
+        self.assertEqual(procfs.stat_start_time(st), 98765)  # field 22
+        self.assertTrue(procfs.stat_alive(st))
+
+    def test_zombies_and_gone_processes_are_not_alive(self):
+        self.assertFalse(procfs.stat_alive(procfs.parse_stat(self.STAT.replace(") S ", ") Z "))))
+        self.assertFalse(procfs.stat_alive(None))
+        self.assertIsNone(procfs.parse_stat("garbage"))
+
+    def test_this_process(self):
+        st = procfs.read_stat(os.getpid())
+        self.assertEqual(int(st[1]), os.getppid())
+        self.assertTrue(procfs.is_alive(os.getpid()))
+        self.assertGreaterEqual(procfs.cpu_ticks(os.getpid()), 0)
+        self.assertGreater(procfs.status_kb(os.getpid()), 0)
+
+    def test_status(self):
+        text = ("Name:\tswitchboard\nState:\tS (sleeping)\nThreads:\t3\nVmRSS:\t    9876 kB\n"
+                "Cpus_allowed_list:\t0-1\n")
+        self.assertEqual(procfs.parse_status_kb(text), 9876)
+        self.assertEqual(procfs.parse_status_field(text, "Threads"), "3")
+        self.assertEqual(procfs.parse_status_field(text, "Cpus_allowed_list"), "0-1")
+        self.assertIsNone(procfs.parse_status_kb(text, "VmSwap"))
+        self.assertEqual(procfs.parse_status_kb("MemTotal:       24632428 kB\n", "MemTotal"), 24632428)
+
+    def test_nofile_limit(self):
+        text = ("Limit                     Soft Limit           Hard Limit           Units     \n"
+                "Max cpu time              unlimited            unlimited            seconds   \n"
+                "Max open files            256                  4096                 files     \n")
+        self.assertEqual(procfs.parse_nofile_limit(text), "256/4096")
+        self.assertIsNone(procfs.parse_nofile_limit("Limit Soft Hard\n"))
+
+    def test_cpu_lists(self):
+        self.assertEqual(procfs.parse_cpu_list("0"), {0})
+        self.assertEqual(procfs.parse_cpu_list("0-3"), {0, 1, 2, 3})
+        self.assertEqual(procfs.parse_cpu_list("0, 2-3"), {0, 2, 3})
+        for bad in ("3-1", "0,,1", "x"):
+            with self.assertRaises(ValueError):
+                procfs.parse_cpu_list(bad)
+
+    def test_cpu_model(self):
+        self.assertEqual(procfs.parse_cpu_model("processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+                                                "model name\t: AMD EPYC 7B13\n"), "AMD EPYC 7B13")
+        self.assertEqual(procfs.parse_cpu_model("processor\t: 0\nBogoMIPS\t: 50.00\nHardware\t: BCM2835\n"),
+                         "BCM2835")
+        self.assertEqual(procfs.parse_cpu_model("Processor\t: ARMv7 Processor rev 4 (v7l)\n"),
+                         "ARMv7 Processor rev 4 (v7l)")
+        self.assertIsNone(procfs.parse_cpu_model("processor\t: 0\n"))
+
+
+class ReadyLine(unittest.TestCase):
+    def test_ready_line(self):
+        self.assertEqual(servers.parse_ready_line("listening on 127.0.0.1:8080 with 2 workers (round-robin)  "),
+                         {"host": "127.0.0.1", "port": 8080, "workers": 2, "mode": "round-robin"})
+        self.assertEqual(servers.parse_ready_line("listening on 127.0.0.1:4 with 16 workers (c-rr-close)")["mode"],
+                         "c-rr-close")
+
+    def test_other_lines(self):
+        self.assertIsNone(servers.parse_ready_line("2026-12-02 info switchboard: worker forked"))
+        self.assertIsNone(servers.parse_ready_line("listening on 127.0.0.1:8080 with two workers (round-robin)"))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -227,7 +227,7 @@ extension Master {
 
     /// Cuts the master off from the worker in `slot` (killed, or reaped): closes the master's end of the channel.
     /// The connections still in its queue stay there, held by the kernel, until the reap: then the master takes
-    /// them back (``releaseQueue(slot:)``), when nothing can receive them any more.
+    /// them back (``detach(slot:)``), when nothing can receive them any more.
     func disconnect(slot index: Int) {
         emitDisconnect(slot: index)
         dispatcher.disconnect(index)
@@ -241,7 +241,7 @@ extension Master {
 
     /// After the reap: takes back every connection the worker never received and closes the master's copy of its
     /// end.
-    func releaseQueue(slot index: Int) {
+    func detach(slot index: Int) {
         let owed = dispatcher.detach(index)
         if owed > 0 {
             logger.info(
@@ -299,7 +299,7 @@ extension Master {
         metrics.workerLeft(
             slot: index, dispatched: dispatcher.lanes[index].dispatched, handled: slots[index].handled, cpuSeconds: cpuSeconds)
         disconnect(slot: index)
-        releaseQueue(slot: index)
+        detach(slot: index)
         if let pidfd = slots[index].processDescriptor {
             Syscalls.epollRemove(epoll, pidfd)
             Syscalls.close(pidfd)

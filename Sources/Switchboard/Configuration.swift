@@ -9,7 +9,10 @@ public struct Configuration: Sendable {
     /// TCP port; 0 picks a free one.
     public var port: Int = 3000
     /// Number of worker processes.
-    public var workers: Int = Configuration.onlineProcessors
+    public var workers: Int = Configuration.availableProcessors
+    /// How ``workers`` was chosen, when it was chosen from the machine (`--workers auto`): the start line says it
+    /// ("3 workers: CPU quota 2.5 of 64 CPUs").
+    package var workerCountNote: String?
     /// `listen()` backlog: where connections wait while every worker is at its bound.
     public var backlog: Int = 511
     /// Most connections that may wait in one worker's queue: sent by the master, not yet received by the worker.
@@ -86,6 +89,13 @@ public struct Configuration: Sendable {
     /// The number of online processors.
     public static var onlineProcessors: Int {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// The processors this process may really use, and the default worker count: the CPUs in its affinity mask,
+    /// capped by its cgroup's CPU quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`; the smallest along its cgroup
+    /// path) rounded up, at least 1. In a container limited to 2 CPUs on a 64-core host this is 2, not 64.
+    public static var availableProcessors: Int {
+        CPUBudget.current().workers
     }
 
     /// Checks every value.

@@ -26,8 +26,12 @@ struct SwitchboardCommand: ParsableCommand {
     @Option(help: "Numeric address to listen on (default: every interface, IPv6 dual-stack where available).")
     var host: String = ""
 
-    @Option(help: "Number of worker processes (default: the number of online CPUs).")
-    var workers: Int = Configuration.onlineProcessors
+    @Option(
+        help: """
+            Number of worker processes, or auto: the CPUs this process may use (its affinity mask), capped by its \
+            cgroup CPU quota rounded up (a container's --cpus, systemd's CPUQuota=).
+            """)
+    var workers: String = "auto"
 
     @Option(help: "listen() backlog: where connections wait while every worker is busy.")
     var backlog: Int = 511
@@ -190,7 +194,18 @@ struct SwitchboardCommand: ParsableCommand {
         var configuration = Configuration()
         configuration.port = port
         configuration.host = host
-        configuration.workers = workers
+        if workers == "auto" {
+            // `--test-hooks` may point the reader at a fixture tree of /proc and /sys (cgroup v2 tests).
+            let root = testHooks ? Syscalls.environment("SWITCHBOARD_TEST_HOST_ROOT") ?? "/" : "/"
+            let budget = CPUBudget.current(root: root)
+            configuration.workers = budget.workers
+            configuration.workerCountNote = budget.summary
+        } else {
+            guard let count = Int(workers) else {
+                throw SwitchboardError(.usage, "--workers '\(workers)' is not a number: pass a count such as 4, or auto")
+            }
+            configuration.workers = count
+        }
         configuration.backlog = backlog
         configuration.maxQueued = maxQueued
         configuration.stealAfter = duration(stealAfter)

@@ -93,14 +93,14 @@ public enum SwitchboardCluster {
     /// - Parameters:
     ///   - host: The numeric address to listen on; empty (the default) listens on every interface.
     ///   - port: The TCP port; 0 picks a free one (the ready line names it).
-    ///   - workers: The number of worker processes (default: the number of online CPUs).
+    ///   - workers: The number of worker processes (default: ``Configuration/availableProcessors``: the CPUs this process may use, capped by its CPU quota).
     ///   - logger: Where the master's and the workers' lifecycle log lines go.
     ///   - application: Builds the application; called once in each worker, never in the master.
     /// - Returns: Never: the process exits when the master stops (or, in a worker, when it has drained).
     public static func run<App: ApplicationProtocol>(
         host: String = "",
         port: Int,
-        workers: Int = Configuration.onlineProcessors,
+        workers: Int = Configuration.availableProcessors,
         logger: Logger = Logger(label: "switchboard"),
         application: @escaping @Sendable () async throws -> App
     ) async -> Never {
@@ -113,7 +113,7 @@ public enum SwitchboardCluster {
     /// - Parameters:
     ///   - host: The numeric address to listen on; empty (the default) listens on every interface.
     ///   - port: The TCP port; 0 picks a free one (the ready line names it).
-    ///   - workers: The number of worker processes (default: the number of online CPUs).
+    ///   - workers: The number of worker processes (default: ``Configuration/availableProcessors``: the CPUs this process may use, capped by its CPU quota).
     ///   - http1: The HTTP/1.1 settings of each connection.
     ///   - logger: Where the master's and the workers' lifecycle log lines go.
     ///   - application: Builds the application; called once in each worker, never in the master.
@@ -121,7 +121,7 @@ public enum SwitchboardCluster {
     public static func run<App: ApplicationProtocol>(
         host: String = "",
         port: Int,
-        workers: Int = Configuration.onlineProcessors,
+        workers: Int = Configuration.availableProcessors,
         http1: HTTP1Channel.Configuration,
         logger: Logger = Logger(label: "switchboard"),
         application: @escaping @Sendable () async throws -> App

@@ -53,7 +53,7 @@ package final class SwitchboardProcess {
     /// reaches it and its workers only.
     package init(
         arguments: [String], environment: [String: String] = [:], user: String? = nil, executable: String? = nil,
-        descriptorLimit: Int? = nil, signals: LaunchSignals? = nil
+        descriptorLimit: Int? = nil, signals: LaunchSignals? = nil, wrapper: [String] = []
     ) throws {
         let executable = executable ?? Self.binary
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-test-\(UUID().uuidString)")
@@ -65,7 +65,12 @@ package final class SwitchboardProcess {
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw ProbeError.io("no binary at \(executable): run `swift build` first")
         }
-        if let user {
+        if let command = wrapper.first {
+            // A command that ends by exec'ing the binary (`taskset -c 0`, a shell that joins a cgroup first): the
+            // pid stays the master's.
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(wrapper.dropFirst()) + [executable] + arguments
+        } else if let user {
             try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
             let setpriv = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", executable] + arguments
             if let descriptorLimit {
@@ -110,11 +115,11 @@ package final class SwitchboardProcess {
     /// Starts `switchboard --host 127.0.0.1 --port 0 <arguments>` and waits for its ready line.
     package static func start(
         _ arguments: [String], environment: [String: String] = [:], executable: String? = nil,
-        descriptorLimit: Int? = nil, user: String? = nil, signals: LaunchSignals? = nil
+        descriptorLimit: Int? = nil, user: String? = nil, signals: LaunchSignals? = nil, wrapper: [String] = []
     ) throws -> SwitchboardProcess {
         let server = try SwitchboardProcess(
             arguments: ["--host", "127.0.0.1", "--port", "0"] + arguments, environment: environment, user: user,
-            executable: executable, descriptorLimit: descriptorLimit, signals: signals)
+            executable: executable, descriptorLimit: descriptorLimit, signals: signals, wrapper: wrapper)
         try server.waitForReady()
         return server
     }

@@ -18,7 +18,7 @@ import Testing
     @Test func defaultsAreValid() {
         #expect(message { _ in } == nil)
         #expect(Configuration().port == 3000)
-        #expect(Configuration().workers == Configuration.onlineProcessors)
+        #expect(Configuration().workers == Configuration.availableProcessors)
         #expect(Configuration().mode == .roundRobin)
     }
 

@@ -187,6 +187,7 @@ package final class Master {
         try bindListener(inherited: inherited)
         try bindHealth()
         try bindControl()
+        if let note = configuration.workerCountNote { logger.info("\(note)") }
         func describe(_ limit: UInt64) -> String { limit == .max ? "unlimited" : "\(limit)" }
         logger.info(
             "descriptor limit \(describe(descriptorLimit.soft))",

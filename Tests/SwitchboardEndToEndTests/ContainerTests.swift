@@ -1,0 +1,89 @@
+import Foundation
+import SwitchboardTestSupport
+import Testing
+
+extension EndToEndTests {
+    /// What a master started with no `--workers` finds out about its CPUs: the affinity mask, a cgroup v1 quota set
+    /// for real in a child group of this machine's `cpu` controller, and a cgroup v2 `cpu.max` through a fixture tree.
+    /// This machine has 2 CPUs, so each limit below must show as 1 worker (or, for 1.5 CPUs, in the start line).
+    @Suite struct Containers {
+        /// A child group of the cgroup v1 `cpu` controller with a quota of `cpus`, or nil where it cannot be made.
+        static func cgroupV1(quota cpus: Double) -> String? {
+            let parent = "/sys/fs/cgroup/cpu"
+            guard FileManager.default.isWritableFile(atPath: parent + "/cgroup.procs") else { return nil }
+            let path = parent + "/switchboard-test-\(UUID().uuidString.prefix(8))"
+            guard mkdir(path, 0o755) == 0 else { return nil }
+            let quota = "\(Int(cpus * 100_000))"
+            guard (try? "100000".write(toFile: path + "/cpu.cfs_period_us", atomically: false, encoding: .utf8)) != nil,
+                (try? quota.write(toFile: path + "/cpu.cfs_quota_us", atomically: false, encoding: .utf8)) != nil
+            else {
+                rmdir(path)
+                return nil
+            }
+            return path
+        }
+
+        @Test func aCPUQuotaOfOneCPUStartsOneWorker() throws {
+            guard let group = Self.cgroupV1(quota: 1) else {
+                print("skipped: the cgroup v1 cpu controller is not writable here")
+                return
+            }
+            defer { rmdir(group) }
+            // The shell joins the group, then execs the master: the master and every worker it starts are in it.
+            let server = try SwitchboardProcess.start(
+                [], wrapper: ["/bin/sh", "-c", "echo $$ > \(group)/cgroup.procs && exec \"$0\" \"$@\""])
+            defer { server.cleanUp() }
+            #expect(server.workerPIDs.count == 1, "\(server.stderr)")
+            #expect(server.stdout.contains("with 1 workers") || server.stdout.contains("with 1 worker"), "\(server.stdout)")
+            #expect(server.logCount("1 worker: CPU quota 1 of 2 CPUs") == 1, "\(server.stderr)")
+            _ = try get(port: server.port)
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test func oneAllowedCPUStartsOneWorker() throws {
+            let server = try SwitchboardProcess.start([], wrapper: ["/usr/bin/taskset", "-c", "0"])
+            defer { server.cleanUp() }
+            #expect(server.workerPIDs.count == 1, "\(server.stderr)")
+            #expect(server.logCount("1 worker: 1 CPU allowed of 2 CPUs") == 1, "\(server.stderr)")
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// A cgroup v2 tree (as under systemd's `CPUQuota=` or a container with `--cpus`) through `--test-hooks`'
+        /// fixture root: the quota on an ancestor of the master's group counts.
+        @Test(arguments: [("150000 100000", 2, "2 workers: CPU quota 1.5 of 2 CPUs"),
+                          ("50000 100000", 1, "1 worker: CPU quota 0.5 of 2 CPUs")])
+        func aCgroupV2QuotaOnAnAncestorCounts(cpuMax: String, workers: Int, line: String) throws {
+            let root = FileManager.default.temporaryDirectory.appendingPathComponent("cgroup-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: root) }
+            let group = root.appendingPathComponent("sys/fs/cgroup/app.slice/web.service")
+            try FileManager.default.createDirectory(at: group, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: root.appendingPathComponent("proc/self"), withIntermediateDirectories: true)
+            try "0::/app.slice/web.service\n".write(
+                to: root.appendingPathComponent("proc/self/cgroup"), atomically: true, encoding: .utf8)
+            try "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n".write(
+                to: root.appendingPathComponent("proc/self/mountinfo"), atomically: true, encoding: .utf8)
+            try "max 100000\n".write(to: group.appendingPathComponent("cpu.max"), atomically: true, encoding: .utf8)
+            try "\(cpuMax)\n".write(
+                to: root.appendingPathComponent("sys/fs/cgroup/app.slice/cpu.max"), atomically: true, encoding: .utf8)
+            let server = try SwitchboardProcess.start(
+                ["--test-hooks"], environment: ["SWITCHBOARD_TEST_HOST_ROOT": root.path])
+            defer { server.cleanUp() }
+            #expect(server.workerPIDs.count == workers, "\(server.stderr)")
+            #expect(server.logCount(line) == 1, "\(server.stderr)")
+            server.stopAndCheckNoOrphans()
+        }
+
+        @Test func anExplicitCountWinsAndAWrongOneIsAOneLineError() throws {
+            let server = try SwitchboardProcess.start(["--workers", "3"], wrapper: ["/usr/bin/taskset", "-c", "0"])
+            defer { server.cleanUp() }
+            #expect(server.workerPIDs.count == 3)
+            server.stopAndCheckNoOrphans()
+            let wrong = try SwitchboardProcess(arguments: ["--workers", "many"])
+            defer { wrong.cleanUp() }
+            wrong.process.waitUntilExit()
+            #expect(wrong.process.terminationStatus != 0)
+            #expect(wrong.stderr.contains("--workers 'many' is not a number: pass a count such as 4, or auto"), "\(wrong.stderr)")
+        }
+    }
+}

@@ -13,6 +13,12 @@ public struct Configuration: Sendable {
     /// How ``workers`` was chosen, when it was chosen from the machine (`--workers auto`): the start line says it
     /// ("3 workers: CPU quota 2.5 of 64 CPUs").
     package var workerCountNote: String?
+    /// Whether the master makes itself a child subreaper and reaps every child that is not a worker: what a process
+    /// manager needs as PID 1 of a container (every orphan there becomes its child, and no kernel default reaps it)
+    /// and under any parent (a worker's own children outlive it). The `switchboard` command turns it on; a program
+    /// that embeds the master and waits for children of its own leaves it off (the default), or they would be reaped
+    /// before it could.
+    public var reapsOrphans = false
     /// `listen()` backlog: where connections wait while every worker is at its bound.
     public var backlog: Int = 511
     /// Most connections that may wait in one worker's queue: sent by the master, not yet received by the worker.

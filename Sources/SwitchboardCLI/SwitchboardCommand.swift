@@ -207,6 +207,7 @@ struct SwitchboardCommand: ParsableCommand {
             configuration.workers = count
         }
         configuration.backlog = backlog
+        configuration.reapsOrphans = true
         configuration.maxQueued = maxQueued
         configuration.stealAfter = duration(stealAfter)
         configuration.health = health

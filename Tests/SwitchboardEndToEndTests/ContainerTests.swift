@@ -87,3 +87,82 @@ extension EndToEndTests {
         }
     }
 }
+
+extension EndToEndTests {
+    /// The master as PID 1 of a PID namespace, as in a container without an init: every orphan in the namespace
+    /// becomes its child, and no signal has a default action unless a handler is installed.
+    @Suite struct PIDOne {
+        /// Starts the master as PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`); nil where this
+        /// machine does not allow it.
+        static func start(_ arguments: [String] = []) throws -> (server: SwitchboardProcess, master: pid_t)? {
+            guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return nil }
+            let server = try SwitchboardProcess.start(
+                ["--log-level", "debug"] + arguments,
+                wrapper: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+            guard let master = ProcFS.children(of: server.pid).first else {
+                server.cleanUp()
+                return nil
+            }
+            return (server, master)
+        }
+
+        /// Children of `pid` that are zombies (exited, not reaped).
+        static func zombies(of pid: pid_t) -> [pid_t] {
+            ProcFS.children(of: pid).filter { child in
+                guard let stat = ProcFS.read("/proc/\(child)/stat"), let close = stat.lastIndex(of: ")") else { return false }
+                return stat[stat.index(close, offsetBy: 2)] == "Z"
+            }
+        }
+
+        @Test func anOrphanInTheNamespaceIsReapedAndNoWorkerIsMistakenForIt() throws {
+            guard let (server, master) = try Self.start(["--workers", "2"]) else {
+                print("skipped: no PID namespaces here")
+                return
+            }
+            defer { server.cleanUp() }
+            #expect(ProcFS.read("/proc/\(master)/status")?.contains("NSpid:\t\(master)\t1") == true, "the master is PID 1")
+            let workers = ProcFS.children(of: master)
+            #expect(workers.count == 2)
+            // A shell in the namespace starts `sleep 1` and exits: the sleep is orphaned to PID 1, the master. The
+            // shell prints the sleep's pid in the namespace, which the master's debug line names when it reaps it.
+            let orphan = Process()
+            orphan.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            orphan.arguments = ["-t", "\(master)", "-p", "--", "/bin/sh", "-c", "/bin/sleep 1 </dev/null >/dev/null 2>&1 & echo $!"]
+            let output = Pipe()
+            orphan.standardOutput = output
+            try orphan.run()
+            orphan.waitUntilExit()
+            #expect(orphan.terminationStatus == 0)
+            let pid = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            try #require(Int(pid) != nil, "no pid from the shell: \(pid)")
+            Thread.sleep(forTimeInterval: 3)
+            #expect(Self.zombies(of: master).isEmpty, "a zombie is left: \(Self.zombies(of: master))")
+            #expect(
+                server.logCount("child.exit-code=0 child.pid=\(pid) [Switchboard] reaped a child that is not a worker") == 1,
+                "\(server.stderr)")
+            #expect(Set(ProcFS.children(of: master)) == Set(workers), "the workers are the same")
+            _ = try get(port: server.port)
+        }
+
+        @Test func asPIDOneAKilledWorkerIsReplacedAndSIGTERMDrainsAndExitsZero() throws {
+            guard let (server, master) = try Self.start(["--workers", "2"]) else {
+                print("skipped: no PID namespaces here")
+                return
+            }
+            defer { server.cleanUp() }
+            let workers = ProcFS.children(of: master)
+            try #require(workers.count == 2)
+            kill(workers[0], SIGKILL)
+            #expect(waitUntil(timeout: .seconds(10)) {
+                let now = ProcFS.children(of: master)
+                return now.count == 2 && !now.contains(workers[0]) && Self.zombies(of: master).isEmpty
+            }, "the killed worker was not replaced")
+            _ = try get(port: server.port)
+            kill(master, SIGTERM)
+            #expect(server.waitForExit() == 0, "unshare passes the master's exit status on: \(server.stderr)")
+            #expect(server.logCount("stopping gracefully") == 1, "\(server.stderr)")
+            #expect(!ProcFS.isAlive(master))
+        }
+    }
+}

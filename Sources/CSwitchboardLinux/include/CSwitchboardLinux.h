@@ -168,6 +168,13 @@ pid_t sb_reap_pid(pid_t pid, int *exitCode, int *signaled, double *cpuSeconds);
 /// pidfd_open(pid, 0): a close-on-exec descriptor that becomes readable when the process exits.
 int sb_pidfd_open(pid_t pid);
 
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphans of this process's descendants become its children (as they would be
+/// PID 1's), so it can reap them.
+int sb_set_child_subreaper(void);
+
+/// waitid(P_ALL, WEXITED|WNOHANG|WNOWAIT): the pid of a child that has exited, without reaping it; 0 when none has.
+pid_t sb_peek_exited_child(void);
+
 /// waitid(P_PIDFD, pidfd, WEXITED|WNOHANG), through the system call, whose fifth argument glibc leaves out: returns
 /// 1 once the child has exited (setting *exitCode and *signaled like sb_reap, and *cpuSeconds to the user plus system
 /// time it used, from its rusage), 0 while it runs, -1 on error (ECHILD: not waitable, reaped already or by the

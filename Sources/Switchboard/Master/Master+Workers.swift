@@ -273,6 +273,25 @@ extension Master {
         for index in slots.indices where worker(index).hasProcess {
             reapIfExited(slot: index)
         }
+        if configuration.reapsOrphans { reapOrphans() }
+    }
+
+    /// Reaps every exited child that is not a worker (``Configuration/reapsOrphans``): orphans adopted as PID 1 or as
+    /// a subreaper, a worker's own children. Each is looked at before it is reaped (`WNOWAIT`), so a worker is never
+    /// reaped here by mistake: an exited worker goes the workers' way, with its slot told.
+    func reapOrphans() {
+        for _ in 0..<256 {
+            guard let pid = Syscalls.exitedChild() else { return }
+            if let index = machine.workers.firstIndex(where: { $0.hasProcess && $0.pid == pid }) {
+                reapIfExited(slot: index)
+                continue
+            }
+            guard case .exited(let code, let signaled, _) = Syscalls.reap(pid) else { return }
+            orphansReaped &+= 1
+            logger.debug(
+                "reaped a child that is not a worker",
+                metadata: ["child.pid": "\(pid)", signaled ? "child.signal" : "child.exit-code": "\(signaled ? code - 128 : code)"])
+        }
     }
 
     /// Reaps the worker in `slot` if it has exited: takes back what it never received, then tells the machine.

@@ -67,6 +67,8 @@ package final class Master {
     package private(set) var port = 0
     /// Every lifecycle decision: workers' phases, timers, restarts, reloads, scaling, the stop.
     var machine: SupervisorMachine
+    /// Children that were not workers, reaped (``Configuration/reapsOrphans``).
+    var orphansReaped: UInt64 = 0
     /// Events for the machine, handled one at a time (``submit(_:)``).
     var machineEvents: [SupervisorMachine.Event] = []
     /// The I/O side of each slot the machine names.
@@ -188,6 +190,13 @@ package final class Master {
         try bindHealth()
         try bindControl()
         if let note = configuration.workerCountNote { logger.info("\(note)") }
+        if configuration.reapsOrphans {
+            do {
+                try Syscalls.becomeChildSubreaper()
+            } catch {
+                logger.notice("cannot become a child subreaper (\(error.reason)): orphans of workers go to PID 1")
+            }
+        }
         func describe(_ limit: UInt64) -> String { limit == .max ? "unlimited" : "\(limit)" }
         logger.info(
             "descriptor limit \(describe(descriptorLimit.soft))",
@@ -490,6 +499,7 @@ package final class Master {
                 "connections.redispatched": "\(counters.redispatched)",
                 "connections.stolen": "\(counters.stolen)",
                 "connections.messages": "\(counters.messages)",
+                "children.orphans-reaped": "\(orphansReaped)",
             ])
     }
 }

@@ -407,6 +407,17 @@ package enum Syscalls {
         return (pid, code, signaled != 0)
     }
 
+    /// Makes this process a child subreaper: orphans among its descendants become its children.
+    package static func becomeChildSubreaper() throws(SystemCallError) {
+        _ = try retryingOnInterrupt("prctl(PR_SET_CHILD_SUBREAPER)") { sb_set_child_subreaper() }
+    }
+
+    /// A child that has exited and waits to be reaped (left unreaped), or nil when there is none.
+    package static func exitedChild() -> pid_t? {
+        let pid = sb_peek_exited_child()
+        return pid > 0 ? pid : nil
+    }
+
     /// Waits until the child `pid` exits and reaps it (a blocking `waitpid`): only for a child just sent SIGKILL.
     package static func waitForExit(_ pid: pid_t) {
         while Glibc.waitpid(pid, nil, 0) == -1 && errno == EINTR {}

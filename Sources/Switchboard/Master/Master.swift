@@ -11,6 +11,7 @@ import Glibc
 /// and one channel per worker. Policies (scheduling, restart backoff) are plain values; this class performs their
 /// actions.
 package final class Master {
+    /// The low byte of each epoll token says whose descriptor it is; the master routes the event to that owner.
     enum Token {
         static let listener: UInt64 = 1
         static let signals: UInt64 = 2
@@ -18,19 +19,13 @@ package final class Master {
 
         static let process: UInt64 = 4
         static let control: UInt64 = 5
+        /// ``HealthServer``'s listeners and probes.
         static let health: UInt64 = 6
-        static let agent: UInt64 = 7
-        static let probe: UInt64 = 8
         static let controlSocket: UInt64 = 9
         static let controlClient: UInt64 = 10
-        static let metrics: UInt64 = 11
 
         static func controlClient(_ fd: CInt) -> UInt64 {
             UInt64(UInt32(bitPattern: fd)) << 8 | controlClient
-        }
-
-        static func probe(_ fd: CInt) -> UInt64 {
-            UInt64(UInt32(bitPattern: fd)) << 8 | probe
         }
 
         static func worker(slot: Int, id: Int) -> UInt64 {
@@ -74,9 +69,9 @@ package final class Master {
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
     var systemd = SystemdLink()
-    /// `--health` and `--agent`: what load balancers ask.
-    var health = HealthServer()
-    /// `--metrics`: the figures in the Prometheus text format, and the counters the machine reports.
+    /// `--health`, `--agent` and `--metrics`: what load balancers and scrapers ask.
+    let health: HealthServer
+    /// The figures `--metrics` shows in the Prometheus text format, and the counters the machine reports.
     let metrics: MasterMetrics
     /// `--control-socket`: `switchboard status`, `reload`, `scale`, `stop`.
     var controlServer = ControlServer()
@@ -135,6 +130,7 @@ package final class Master {
                 stealAfter: configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil,
                 passesDescriptors: passesDescriptors),
             epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)
+        self.health = HealthServer(epoll: epollSet.raw, token: Token.health, logger: logger)
         if Syscalls.resetIgnoredChildSignal() {
             self.logger.info("SIGCHLD was ignored (inherited): reset to its default so that workers can be reaped")
         }
@@ -165,8 +161,8 @@ package final class Master {
     deinit {
         // Before the wake eventfd closes: no handler writes to it once the previous dispositions are back.
         if ownsSignalHandlers { Syscalls.restoreSignalHandlers() }
-        // The epoll set and the eventfds close themselves (``Descriptor``), the listener with the dispatcher.
-        closeHealth()
+        // The epoll set and the eventfds close themselves (``Descriptor``), the listener with the dispatcher, the
+        // health server's descriptors with it.
         closeControl()
     }
 
@@ -185,7 +181,7 @@ package final class Master {
             }
         }
         try bindListener(inherited: inherited)
-        try bindHealth()
+        try health.bind(configuration)
         try bindControl()
         func describe(_ limit: UInt64) -> String { limit == .max ? "unlimited" : "\(limit)" }
         logger.info(
@@ -357,13 +353,7 @@ package final class Master {
             guard slot < slots.count, worker(slot).id == id else { return }
             reapIfExited(slot: slot)
         case Token.health:
-            acceptProbes(agent: false)
-        case Token.agent:
-            acceptProbes(agent: true)
-        case Token.metrics:
-            acceptProbes(agent: false, metrics: true)
-        case Token.probe:
-            readProbe(CInt(truncatingIfNeeded: token >> 8), writable: event.events & sb_EPOLLOUT != 0)
+            health.handle(token: token, events: event.events, source: self)
         case Token.controlSocket:
             acceptControlClients()
         case Token.controlClient:
@@ -418,7 +408,7 @@ package final class Master {
         var next = machine.nextDeadline
         if let dispatch = dispatcher.nextDeadline(now: now) { next = min(next, dispatch) }
         if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
-        if let probe = nextProbeDeadline { next = min(next, probe) }
+        if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
         if let client = nextControlDeadline { next = min(next, client) }
         guard next != .max else { return -1 }
         guard next > now else { return 0 }
@@ -429,8 +419,7 @@ package final class Master {
         let now = Syscalls.monotonicNanoseconds()
         systemdTick(now: now)
         dispatcher.runTimers(now: now)
-        if !health.probes.isEmpty { expireProbes(now: now) }
-        resumeProbeAccepts(now: now)
+        health.runTimers(now: now, source: self)
         resumeControlAccepts(now: now)
         if !controlServer.clients.isEmpty { expireControlClients(now: now) }
         if now >= machine.nextDeadline {
@@ -479,7 +468,7 @@ package final class Master {
         for index in slots.indices { emitDisconnect(slot: index) }
         let lost = dispatcher.closeAll()
         if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
-        closeHealth()
+        health.close()
         closeControl()
         let counters = dispatcher.counters
         logger.info(

@@ -21,12 +21,8 @@ package final class Master {
         static let control: UInt64 = 5
         /// ``HealthServer``'s listeners and probes.
         static let health: UInt64 = 6
-        static let controlSocket: UInt64 = 9
-        static let controlClient: UInt64 = 10
-
-        static func controlClient(_ fd: CInt) -> UInt64 {
-            UInt64(UInt32(bitPattern: fd)) << 8 | controlClient
-        }
+        /// ``ControlServer``'s socket and clients.
+        static let controlServer: UInt64 = 7
 
         static func worker(slot: Int, id: Int) -> UInt64 {
             UInt64(id) << 32 | UInt64(slot) << 8 | worker
@@ -74,7 +70,7 @@ package final class Master {
     /// The figures `--metrics` shows in the Prometheus text format, and the counters the machine reports.
     let metrics: MasterMetrics
     /// `--control-socket`: `switchboard status`, `reload`, `scale`, `stop`.
-    var controlServer = ControlServer()
+    let controlServer: ControlServer
     /// The user workers run as (``Configuration/user``), resolved at start.
     let workerIdentity: WorkerIdentity?
     /// The CPU of each slot, by slot number mod its count (``Configuration/cpuAffinity``); empty: not pinned.
@@ -131,6 +127,7 @@ package final class Master {
                 passesDescriptors: passesDescriptors),
             epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)
         self.health = HealthServer(epoll: epollSet.raw, token: Token.health, logger: logger)
+        self.controlServer = ControlServer(epoll: epollSet.raw, token: Token.controlServer, logger: logger)
         if Syscalls.resetIgnoredChildSignal() {
             self.logger.info("SIGCHLD was ignored (inherited): reset to its default so that workers can be reaped")
         }
@@ -162,8 +159,7 @@ package final class Master {
         // Before the wake eventfd closes: no handler writes to it once the previous dispositions are back.
         if ownsSignalHandlers { Syscalls.restoreSignalHandlers() }
         // The epoll set and the eventfds close themselves (``Descriptor``), the listener with the dispatcher, the
-        // health server's descriptors with it.
-        closeControl()
+        // servers' descriptors with their servers.
     }
 
     /// Binds the listener (or takes `inherited`), starts the workers and runs until stopped.
@@ -182,7 +178,7 @@ package final class Master {
         }
         try bindListener(inherited: inherited)
         try health.bind(configuration)
-        try bindControl()
+        if let path = configuration.controlSocket { try controlServer.bind(path: path) }
         func describe(_ limit: UInt64) -> String { limit == .max ? "unlimited" : "\(limit)" }
         logger.info(
             "descriptor limit \(describe(descriptorLimit.soft))",
@@ -354,10 +350,8 @@ package final class Master {
             reapIfExited(slot: slot)
         case Token.health:
             health.handle(token: token, events: event.events, source: self)
-        case Token.controlSocket:
-            acceptControlClients()
-        case Token.controlClient:
-            readControlClient(CInt(truncatingIfNeeded: token >> 8))
+        case Token.controlServer:
+            controlServer.handle(token: token, events: event.events, execute: execute)
         case Token.control:
             Syscalls.drainEvent(control.eventFD)
             for command in control.take() { perform(command) }
@@ -409,7 +403,7 @@ package final class Master {
         if let dispatch = dispatcher.nextDeadline(now: now) { next = min(next, dispatch) }
         if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
         if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
-        if let client = nextControlDeadline { next = min(next, client) }
+        if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
         guard next != .max else { return -1 }
         guard next > now else { return 0 }
         return Int(min((next - now + 999_999) / 1_000_000, 60_000))
@@ -420,8 +414,7 @@ package final class Master {
         systemdTick(now: now)
         dispatcher.runTimers(now: now)
         health.runTimers(now: now, source: self)
-        resumeControlAccepts(now: now)
-        if !controlServer.clients.isEmpty { expireControlClients(now: now) }
+        controlServer.runTimers(now: now)
         if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and SIGCHLD is the embedding program's
             observeWorkersForWatchdog(now: now)  // before the health check may kill a hung worker
@@ -469,7 +462,7 @@ package final class Master {
         let lost = dispatcher.closeAll()
         if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
         health.close()
-        closeControl()
+        controlServer.close()
         let counters = dispatcher.counters
         logger.info(
             "stopped",

@@ -10,9 +10,9 @@ import Foundation
 import Glibc
 #endif
 
-/// What the master answers its servers: the values ``HealthServer`` asks for (read from the machine and the
-/// dispatcher, stored nowhere else), and the commands ``ControlServer`` reads, performed as events for the machine.
-/// The servers' own state (descriptors, clients, deadlines) is theirs alone.
+/// What the master answers its servers: the values ``HealthServer`` and ``SystemdNotifier`` ask for (read from the
+/// machine and the dispatcher, stored nowhere else), and the commands ``ControlServer`` reads, performed as events for
+/// the machine. The servers' own state (descriptors, clients, deadlines) is theirs alone.
 extension Master: HealthServer.Source {
     /// What load balancers are told now.
     var readiness: HealthProbe.Readiness {
@@ -52,6 +52,43 @@ extension Master: HealthServer.Source {
                 openFDs: Syscalls.openDescriptorCount(),
                 maxFDs: descriptorLimit.soft > UInt64(Int.max) ? Int.max : Int(descriptorLimit.soft),
                 startTime: Syscalls.wallClockSeconds() - uptime))
+    }
+}
+
+extension Master: SystemdNotifier.Source {
+    var systemdFigures: SystemdNotifier.Figures {
+        SystemdNotifier.Figures(
+            ready: machine.readyCount, target: machine.target, dispatched: dispatcher.counters.dispatched)
+    }
+
+    var runState: SupervisorMachine.RunState { machine.state }
+
+    var watchdogWorkers: [WatchdogPolicy.Worker] {
+        machine.workers.filter(\.isAttached).map { worker in
+            WatchdogPolicy.Worker(
+                serving: worker.phase == .ready || worker.phase == .draining, lastHeartbeat: worker.lastHeartbeat)
+        }
+    }
+
+    var drainRemaining: Int {
+        machine.workers.filter(\.hasProcess).count + dispatcher.lanes.reduce(0) { $0 + $1.open }
+    }
+
+    /// Sends `assignments` with the STATUS= line, which now names `event`.
+    func notifySystemd(_ assignments: String, event: String) {
+        systemd.notify(assignments, event: event, source: self)
+    }
+
+    func notifyReady(event: String) {
+        systemd.ready(event: event, source: self)
+    }
+
+    func notifyReloading() {
+        systemd.reloading(generation: machine.generation, source: self)
+    }
+
+    func notifyHalt(earlyExits: Int) {
+        systemd.halted(earlyExits: earlyExits, source: self)
     }
 }
 

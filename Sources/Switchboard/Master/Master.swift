@@ -64,7 +64,8 @@ package final class Master {
     var slots: [WorkerSlot] = []
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
-    var systemd = SystemdLink()
+    /// What systemd is told: readiness, status, the watchdog, the fd store.
+    let systemd: SystemdNotifier
     /// `--health`, `--agent` and `--metrics`: what load balancers and scrapers ask.
     let health: HealthServer
     /// The figures `--metrics` shows in the Prometheus text format, and the counters the machine reports.
@@ -128,6 +129,7 @@ package final class Master {
             epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)
         self.health = HealthServer(epoll: epollSet.raw, token: Token.health, logger: logger)
         self.controlServer = ControlServer(epoll: epollSet.raw, token: Token.controlServer, logger: logger)
+        self.systemd = SystemdNotifier(configuration: configuration, logger: logger)
         if Syscalls.resetIgnoredChildSignal() {
             self.logger.info("SIGCHLD was ignored (inherited): reset to its default so that workers can be reaped")
         }
@@ -166,9 +168,9 @@ package final class Master {
     /// - Returns: The process exit code: 0 after a graceful stop.
     /// - Throws: ``SwitchboardError`` when the port cannot be bound or workers cannot be started.
     package func run(inheritedListener: CInt? = nil) throws(SwitchboardError) -> Int32 {
-        setUpSystemd()
+        systemd.start()
         var inherited = inheritedListener
-        if inherited == nil, let passed = takeSystemdListener() {
+        if inherited == nil, let passed = systemd.takeListener() {
             if !strategy.usesInheritedListener {
                 logger.warning("\(configuration.mode) mode binds its own listeners: closing the listener systemd passed")
                 Syscalls.close(passed.fd)
@@ -194,7 +196,7 @@ package final class Master {
         }
         if inherited == nil {
             // Bound here: keep a copy in the fd store. One that came from the store or a socket unit is kept there.
-            storeListener()
+            systemd.storeListener(listener)
         }
         do {
             if signals >= 0 { try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: Token.signals) }
@@ -401,7 +403,7 @@ package final class Master {
         let now = Syscalls.monotonicNanoseconds()
         var next = machine.nextDeadline
         if let dispatch = dispatcher.nextDeadline(now: now) { next = min(next, dispatch) }
-        if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
+        if let systemd = systemd.nextDeadline(now: now) { next = min(next, systemd) }
         if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
         if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
         guard next != .max else { return -1 }
@@ -411,13 +413,13 @@ package final class Master {
 
     private func runTimers() {
         let now = Syscalls.monotonicNanoseconds()
-        systemdTick(now: now)
+        systemd.runTimers(now: now, source: self)
         dispatcher.runTimers(now: now)
         health.runTimers(now: now, source: self)
         controlServer.runTimers(now: now)
         if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and SIGCHLD is the embedding program's
-            observeWorkersForWatchdog(now: now)  // before the health check may kill a hung worker
+            systemd.observeWorkers(now: now, source: self)  // before the health check may kill a hung worker
             submit(.tick(now: now))
         }
     }
@@ -451,8 +453,7 @@ package final class Master {
     /// The machine began the stop: stop accepting, and hand waiting connections to workers before they are told to
     /// drain (the drain actions follow this one); what nobody can take is closed, with one line.
     func stopAccepting() {
-        notifyStopping()
-        if systemd.nextTick > 0 { systemd.nextTick = Syscalls.monotonicNanoseconds() }
+        systemd.stopping(source: self)
         let lost = dispatcher.stop()
         if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
     }

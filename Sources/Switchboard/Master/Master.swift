@@ -11,6 +11,7 @@ import Glibc
 /// and one channel per worker. Policies (scheduling, restart backoff) are plain values; this class performs their
 /// actions.
 package final class Master {
+    /// The low byte of each epoll token says whose descriptor it is; the master routes the event to that owner.
     enum Token {
         static let listener: UInt64 = 1
         static let signals: UInt64 = 2
@@ -18,20 +19,10 @@ package final class Master {
 
         static let process: UInt64 = 4
         static let control: UInt64 = 5
+        /// ``HealthServer``'s listeners and probes.
         static let health: UInt64 = 6
-        static let agent: UInt64 = 7
-        static let probe: UInt64 = 8
-        static let controlSocket: UInt64 = 9
-        static let controlClient: UInt64 = 10
-        static let metrics: UInt64 = 11
-
-        static func controlClient(_ fd: CInt) -> UInt64 {
-            UInt64(UInt32(bitPattern: fd)) << 8 | controlClient
-        }
-
-        static func probe(_ fd: CInt) -> UInt64 {
-            UInt64(UInt32(bitPattern: fd)) << 8 | probe
-        }
+        /// ``ControlServer``'s socket and clients.
+        static let controlServer: UInt64 = 7
 
         static func worker(slot: Int, id: Int) -> UInt64 {
             UInt64(id) << 32 | UInt64(slot) << 8 | worker
@@ -75,13 +66,14 @@ package final class Master {
     var slots: [WorkerSlot] = []
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
-    var systemd = SystemdLink()
-    /// `--health` and `--agent`: what load balancers ask.
-    var health = HealthServer()
-    /// `--metrics`: the figures in the Prometheus text format, and the counters the machine reports.
+    /// What systemd is told: readiness, status, the watchdog, the fd store.
+    let systemd: SystemdNotifier
+    /// `--health`, `--agent` and `--metrics`: what load balancers and scrapers ask.
+    let health: HealthServer
+    /// The figures `--metrics` shows in the Prometheus text format, and the counters the machine reports.
     let metrics: MasterMetrics
     /// `--control-socket`: `switchboard status`, `reload`, `scale`, `stop`.
-    var controlServer = ControlServer()
+    let controlServer: ControlServer
     /// The user workers run as (``Configuration/user``), resolved at start.
     let workerIdentity: WorkerIdentity?
     /// The CPU of each slot, by slot number mod its count (``Configuration/cpuAffinity``); empty: not pinned.
@@ -137,6 +129,9 @@ package final class Master {
                 stealAfter: configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil,
                 passesDescriptors: passesDescriptors),
             epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)
+        self.health = HealthServer(epoll: epollSet.raw, token: Token.health, logger: logger)
+        self.controlServer = ControlServer(epoll: epollSet.raw, token: Token.controlServer, logger: logger)
+        self.systemd = SystemdNotifier(configuration: configuration, logger: logger)
         if Syscalls.resetIgnoredChildSignal() {
             self.logger.info("SIGCHLD was ignored (inherited): reset to its default so that workers can be reaped")
         }
@@ -167,18 +162,17 @@ package final class Master {
     deinit {
         // Before the wake eventfd closes: no handler writes to it once the previous dispositions are back.
         if ownsSignalHandlers { Syscalls.restoreSignalHandlers() }
-        // The epoll set and the eventfds close themselves (``Descriptor``), the listener with the dispatcher.
-        closeHealth()
-        closeControl()
+        // The epoll set and the eventfds close themselves (``Descriptor``), the listener with the dispatcher, the
+        // servers' descriptors with their servers.
     }
 
     /// Binds the listener (or takes `inherited`), starts the workers and runs until stopped.
     /// - Returns: The process exit code: 0 after a graceful stop.
     /// - Throws: ``SwitchboardError`` when the port cannot be bound or workers cannot be started.
     package func run(inheritedListener: CInt? = nil) throws(SwitchboardError) -> Int32 {
-        setUpSystemd()
+        systemd.start()
         var inherited = inheritedListener
-        if inherited == nil, let passed = takeSystemdListener() {
+        if inherited == nil, let passed = systemd.takeListener() {
             if !strategy.usesInheritedListener {
                 logger.warning("\(configuration.mode) mode binds its own listeners: closing the listener systemd passed")
                 Syscalls.close(passed.fd)
@@ -187,8 +181,8 @@ package final class Master {
             }
         }
         try bindListener(inherited: inherited)
-        try bindHealth()
-        try bindControl()
+        try health.bind(configuration)
+        if let path = configuration.controlSocket { try controlServer.bind(path: path) }
         if let note = configuration.workerCountNote { logger.info("\(note)") }
         if configuration.reapsOrphans {
             do {
@@ -212,7 +206,7 @@ package final class Master {
         }
         if inherited == nil {
             // Bound here: keep a copy in the fd store. One that came from the store or a socket unit is kept there.
-            storeListener()
+            systemd.storeListener(listener)
         }
         do {
             if signals >= 0 { try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: Token.signals) }
@@ -367,17 +361,9 @@ package final class Master {
             guard slot < slots.count, worker(slot).id == id else { return }
             reapIfExited(slot: slot)
         case Token.health:
-            acceptProbes(agent: false)
-        case Token.agent:
-            acceptProbes(agent: true)
-        case Token.metrics:
-            acceptProbes(agent: false, metrics: true)
-        case Token.probe:
-            readProbe(CInt(truncatingIfNeeded: token >> 8), writable: event.events & sb_EPOLLOUT != 0)
-        case Token.controlSocket:
-            acceptControlClients()
-        case Token.controlClient:
-            readControlClient(CInt(truncatingIfNeeded: token >> 8))
+            health.handle(token: token, events: event.events, source: self)
+        case Token.controlServer:
+            controlServer.handle(token: token, events: event.events, execute: execute)
         case Token.control:
             Syscalls.drainEvent(control.eventFD)
             for command in control.take() { perform(command) }
@@ -427,9 +413,9 @@ package final class Master {
         let now = Syscalls.monotonicNanoseconds()
         var next = machine.nextDeadline
         if let dispatch = dispatcher.nextDeadline(now: now) { next = min(next, dispatch) }
-        if systemd.nextTick > 0 { next = min(next, systemd.nextTick) }
-        if let probe = nextProbeDeadline { next = min(next, probe) }
-        if let client = nextControlDeadline { next = min(next, client) }
+        if let systemd = systemd.nextDeadline(now: now) { next = min(next, systemd) }
+        if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
+        if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
         guard next != .max else { return -1 }
         guard next > now else { return 0 }
         return Int(min((next - now + 999_999) / 1_000_000, 60_000))
@@ -437,15 +423,13 @@ package final class Master {
 
     private func runTimers() {
         let now = Syscalls.monotonicNanoseconds()
-        systemdTick(now: now)
+        systemd.runTimers(now: now, source: self)
         dispatcher.runTimers(now: now)
-        if !health.probes.isEmpty { expireProbes(now: now) }
-        resumeProbeAccepts(now: now)
-        resumeControlAccepts(now: now)
-        if !controlServer.clients.isEmpty { expireControlClients(now: now) }
+        health.runTimers(now: now, source: self)
+        controlServer.runTimers(now: now)
         if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and SIGCHLD is the embedding program's
-            observeWorkersForWatchdog(now: now)  // before the health check may kill a hung worker
+            systemd.observeWorkers(now: now, source: self)  // before the health check may kill a hung worker
             submit(.tick(now: now))
         }
     }
@@ -479,8 +463,7 @@ package final class Master {
     /// The machine began the stop: stop accepting, and hand waiting connections to workers before they are told to
     /// drain (the drain actions follow this one); what nobody can take is closed, with one line.
     func stopAccepting() {
-        notifyStopping()
-        if systemd.nextTick > 0 { systemd.nextTick = Syscalls.monotonicNanoseconds() }
+        systemd.stopping(source: self)
         let lost = dispatcher.stop()
         if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
     }
@@ -489,8 +472,8 @@ package final class Master {
         for index in slots.indices { emitDisconnect(slot: index) }
         let lost = dispatcher.closeAll()
         if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
-        closeHealth()
-        closeControl()
+        health.close()
+        controlServer.close()
         let counters = dispatcher.counters
         logger.info(
             "stopped",

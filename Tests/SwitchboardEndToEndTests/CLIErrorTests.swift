@@ -59,7 +59,7 @@ extension EndToEndTests {
             let outcome = try run(["--workers", "many"])
             expectOneLineError(
                 outcome, status: 64,
-                "switchboard: The value 'many' is invalid for '--workers <workers>' (see 'switchboard --help')")
+                "switchboard: --workers 'many' is not a number: pass a count such as 4, or auto (see 'switchboard --help')")
         }
 
         @Test func hostThatIsNotAnAddress() throws {

@@ -25,7 +25,10 @@ for extra in "$@"; do
         chart)
             { python3 -c 'import matplotlib' || /usr/bin/python3 -c 'import matplotlib'; } >/dev/null 2>&1 \
                 || need+=(python3-matplotlib) ;;
-        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd, haproxy, tls, chart)" >&2; exit 64 ;;
+        # The deploy examples' test reads docs/deploy/deployment.yaml with PyYAML.
+        yaml)
+            { python3 -c 'import yaml' || /usr/bin/python3 -c 'import yaml'; } >/dev/null 2>&1 || need+=(python3-yaml) ;;
+        *) echo "bootstrap: unknown extra '$extra' (known: wrk, node, systemd, haproxy, tls, chart, yaml)" >&2; exit 64 ;;
     esac
 done
 

@@ -7,6 +7,8 @@ bash Scripts/bootstrap.sh
 bash Scripts/bootstrap.sh haproxy || echo "test.sh: haproxy is missing: the HAProxy fleet test will be skipped" >&2
 # The HTTPS and HTTP/2 tests run real clients (curl, h2load, nghttp) against certificates made by openssl.
 bash Scripts/bootstrap.sh tls || echo "test.sh: openssl, curl or nghttp2-client is missing: the TLS tests will be skipped" >&2
+# The deploy examples' test parses the Kubernetes manifest with PyYAML.
+bash Scripts/bootstrap.sh yaml
 bash Scripts/soundness.sh
 # The benchmark and fault scripts' shared package: statistics, output parsers, formats (Python stdlib, < 1 s).
 python3 -m unittest discover -s Scripts/benchlib/tests -q

@@ -94,7 +94,7 @@ func arguments() -> [String: String] {
     return values
 }
 
-/// `--port`, `--host`, `--workers`, `--mode`, `--drain-timeout` (seconds), the limits, or `PORT`, `HOST`, `WORKERS`,
+/// `--port`, `--host`, `--workers`, `--worker-threads`, `--mode`, `--drain-timeout` (seconds), the limits, or `PORT`, `HOST`, `WORKERS`,
 /// `MODE`, `DRAIN_TIMEOUT`, ...
 func clusterConfiguration() -> SwitchboardCluster.Configuration {
     var cluster = SwitchboardCluster.Configuration()
@@ -111,6 +111,7 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
     value("PORT") { cluster.port = $0 }
     value("HOST") { cluster.host = $0 }
     value("WORKERS") { cluster.workers = $0 }
+    value("WORKER_THREADS") { cluster.workerThreads = $0 }
     value("MODE") { (name: String) in
         guard let mode = DispatchMode(name: name) else {
             FileHandle.standardError.write(Data("invalid MODE: '\(name)' (round-robin, least-connections, reuseport, shared)\n".utf8))

@@ -68,7 +68,7 @@ if Cluster.isWorker, let runtime = WorkerRuntime.current() {
     }
     let server = SwitchboardWorkerServer(
         runtime: runtime,
-        group: MultiThreadedEventLoopGroup(numberOfThreads: 1),
+        group: MultiThreadedEventLoopGroup(numberOfThreads: runtime.threads),
         onMessage: { bytes in try? runtime.send(message: Array("echo from \(getpid()): ".utf8) + bytes) }
     ) { channel in
         channel.eventLoop.makeCompletedFuture {

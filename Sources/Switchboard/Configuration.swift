@@ -41,6 +41,12 @@ public struct Configuration: Sendable {
     public var workerArguments: [String] = Array(CommandLine.arguments.dropFirst())
     /// Extra environment entries (`NAME=value`) for workers.
     public var workerEnvironment: [String] = []
+    /// Event loop threads per worker. Each worker already covers one CPU; a worker whose event loop group sizes itself
+    /// to the machine (SwiftNIO's singleton group, and with it Hummingbird's and Vapor's defaults, have one thread per
+    /// core) would run workers × cores threads. Workers get it as `SWITCHBOARD_WORKER_THREADS`
+    /// (``WorkerRuntime/threads``) and as `NIO_SINGLETON_GROUP_LOOP_COUNT` and `NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT`,
+    /// which size SwiftNIO's singletons, unless those are set in the master's environment already.
+    public var workerThreads = 1
     /// How often workers send a heartbeat from their event loop.
     public var heartbeatInterval: Duration = .seconds(1)
     /// A worker silent for this long is considered hung: it is killed and replaced.
@@ -104,11 +110,24 @@ public struct Configuration: Sendable {
         CPUBudget.current().workers
     }
 
+    /// What tells each worker its thread count (``workerThreads``), given the master's own environment.
+    package func threadEnvironment(inherited: [String]) -> [String] {
+        var entries = ["SWITCHBOARD_WORKER_THREADS=\(workerThreads)"]
+        for name in ["NIO_SINGLETON_GROUP_LOOP_COUNT", "NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT"]
+        where !inherited.contains(where: { $0.hasPrefix(name + "=") }) {
+            entries.append("\(name)=\(workerThreads)")
+        }
+        return entries
+    }
+
     /// Checks every value.
     /// - Throws: ``SwitchboardError`` with code `.usage` and a message that names the fix.
     public func validate() throws(SwitchboardError) {
         guard (0...65535).contains(port) else {
             throw SwitchboardError(.usage, "port \(port) is out of range: pass --port between 0 and 65535 (0 picks a free port)")
+        }
+        guard (1...256).contains(workerThreads) else {
+            throw SwitchboardError(.usage, "--worker-threads \(workerThreads) is out of range: pass 1 to 256")
         }
         guard workers >= 1 else {
             throw SwitchboardError(.usage, "--workers must be at least 1 (got \(workers)): pass --workers 1 or more")

@@ -42,7 +42,7 @@ struct BuiltinWorker {
             }
             HTTP1Server(runtime: runtime, logger: logger, responder: responder).run(announcingReady: announceReady)
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: runtime.threads)
         let response = HelloHandler.Response(body: "Handled by worker: \(getpid())")
         let hooks = testHooks
         let server = SwitchboardWorkerServer(runtime: runtime, group: group, logger: logger) { channel in

@@ -33,6 +33,13 @@ struct SwitchboardCommand: ParsableCommand {
             """)
     var workers: String = "auto"
 
+    @Option(
+        help: """
+            Event loop threads per worker (the nio engine, and a SwiftNIO, Hummingbird or Vapor worker's default \
+            group): each worker already covers a CPU, so one thread each avoids workers × cores threads.
+            """)
+    var workerThreads: Int = 1
+
     @Option(help: "listen() backlog: where connections wait while every worker is busy.")
     var backlog: Int = 511
 
@@ -208,6 +215,7 @@ struct SwitchboardCommand: ParsableCommand {
         }
         configuration.backlog = backlog
         configuration.reapsOrphans = true
+        configuration.workerThreads = workerThreads
         configuration.maxQueued = maxQueued
         configuration.stealAfter = duration(stealAfter)
         configuration.health = health

@@ -236,5 +236,28 @@ extension HummingbirdClusterTests {
         #expect(try get(port: server.port).status == 200)
         server.stopAndCheckNoOrphans()
     }
+
+    /// `--worker-threads` sizes each worker's event loop group: the example's application keeps SwiftNIO's default
+    /// singleton group, which the master's environment sizes (`NIO_SINGLETON_GROUP_LOOP_COUNT`). Counted by the
+    /// event loop threads' names (`NIO-SGLTN-1-#n` for the singleton group, `NIO-ELT-…` for others) in `/proc/<pid>/task`: the other threads (Swift's cooperative pool)
+    /// come and go with the load.
+    @Test(arguments: [1, 3])
+    func workerThreadsSizeTheApplicationsEventLoopGroup(threads: Int) throws {
+        let server = try SwitchboardProcess.start(
+            ["--workers", "2", "--worker-threads", "\(threads)"], executable: example)
+        defer { server.cleanUp() }
+        _ = try get(port: server.port)
+        let workers = server.workerPIDs
+        #expect(workers.count == 2)
+        for worker in workers {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(worker)/task")) ?? []
+            let loops = names.filter {
+                let name = ProcFS.read("/proc/\(worker)/task/\($0)/comm") ?? ""
+                return name.hasPrefix("NIO-ELT") || name.hasPrefix("NIO-SGLTN-1")
+            }
+            #expect(loops.count == threads, "worker \(worker): \(loops.count) event loop threads of \(names.count)")
+        }
+        server.stopAndCheckNoOrphans()
+    }
 }
 #endif

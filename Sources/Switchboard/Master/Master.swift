@@ -151,11 +151,12 @@ package final class Master {
         baseEnvironment = Syscalls.environment().filter { entry in
             !Self.masterOnlyVariables.contains { entry.hasPrefix($0 + "=") }
         }
+        baseEnvironment += configuration.threadEnvironment(inherited: baseEnvironment)
     }
 
     static let masterOnlyVariables = [
         "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "SWITCHBOARD_WORKER_SLOT", "SWITCHBOARD_MODE",
-        "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_BACKLOG", "SWITCHBOARD_HEARTBEAT_MS", "SWITCHBOARD_DRAIN_MS", "NOTIFY_SOCKET",
+        "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_WORKER_THREADS", "SWITCHBOARD_BACKLOG", "SWITCHBOARD_HEARTBEAT_MS", "SWITCHBOARD_DRAIN_MS", "NOTIFY_SOCKET",
         "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
     ] + ConnectionLimits.environmentNames
 

@@ -45,6 +45,9 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// The master's drain timeout: the deadline of a drain this worker starts by itself (the master is gone, or its
     /// parent-death SIGTERM arrived, or the program shuts down). A drain the master asks for carries its own.
     public let drainTimeout: Duration
+    /// The event loop threads this worker should run (`--worker-threads`, ``Configuration/workerThreads``): build
+    /// the worker's `EventLoopGroup` with this many. SwiftNIO's singleton group is sized to it already.
+    public let threads: Int
     /// What this worker allows each client connection, as the master's ``Configuration/limits`` says.
     public let limits: ConnectionLimits
     /// The most connections this worker may hold at once (``ConnectionLimits/maxConnections``, or what its
@@ -102,15 +105,18 @@ public final class WorkerRuntime: @unchecked Sendable {
             heartbeatInterval: .milliseconds(
                 Syscalls.environment("SWITCHBOARD_HEARTBEAT_MS").flatMap { Int64($0) } ?? 1000),
             limits: ConnectionLimits.fromEnvironment(), descriptorLimit: descriptorLimit,
-            drainTimeout: .milliseconds(Syscalls.environment("SWITCHBOARD_DRAIN_MS").flatMap { Int64($0) } ?? 30_000))
+            drainTimeout: .milliseconds(Syscalls.environment("SWITCHBOARD_DRAIN_MS").flatMap { Int64($0) } ?? 30_000),
+            threads: Syscalls.environment("SWITCHBOARD_WORKER_THREADS").flatMap { Int($0) }.map { max($0, 1) } ?? 1)
     }
 
     package init(
         id: Int, slot: Int, masterPID: pid_t, channel: DescriptorChannel, logger: Logger, mode: DispatchMode = .roundRobin,
         listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, heartbeatInterval: Duration = .seconds(1),
-        limits: ConnectionLimits = .init(), descriptorLimit: UInt64 = .max, drainTimeout: Duration = .seconds(30)
+        limits: ConnectionLimits = .init(), descriptorLimit: UInt64 = .max, drainTimeout: Duration = .seconds(30),
+        threads: Int = 1
     ) {
         self.drainTimeout = drainTimeout
+        self.threads = threads
         self.heartbeatInterval = heartbeatInterval
         self.limits = limits
         self.maxConnections = limits.effectiveMaxConnections(descriptorLimit: descriptorLimit)

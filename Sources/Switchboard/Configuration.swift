@@ -13,6 +13,8 @@ public struct Configuration: Sendable {
     /// How ``workers`` was chosen, when it was chosen from the machine (`--workers auto`): the start line says it
     /// ("3 workers: CPU quota 2.5 of 64 CPUs").
     package var workerCountNote: String?
+    /// The CPUs found at start (where `--test-hooks` may point the reader at a fixture tree); nil: read them then.
+    package var cpuBudget: CPUBudget?
     /// Whether the master makes itself a child subreaper and reaps every child that is not a worker: what a process
     /// manager needs as PID 1 of a container (every orphan there becomes its child, and no kernel default reaps it)
     /// and under any parent (a worker's own children outlive it). The `switchboard` command turns it on; a program

@@ -205,6 +205,7 @@ struct SwitchboardCommand: ParsableCommand {
             // `--test-hooks` may point the reader at a fixture tree of /proc and /sys (cgroup v2 tests).
             let root = testHooks ? Syscalls.environment("SWITCHBOARD_TEST_HOST_ROOT") ?? "/" : "/"
             let budget = CPUBudget.current(root: root)
+            configuration.cpuBudget = budget
             configuration.workers = budget.workers
             configuration.workerCountNote = budget.summary
         } else {

@@ -66,11 +66,24 @@ extension EndToEndTests {
             try "max 100000\n".write(to: group.appendingPathComponent("cpu.max"), atomically: true, encoding: .utf8)
             try "\(cpuMax)\n".write(
                 to: root.appendingPathComponent("sys/fs/cgroup/app.slice/cpu.max"), atomically: true, encoding: .utf8)
+            let socket = root.appendingPathComponent("control.sock").path
+            let metrics = try DeployExamples().freePort()
             let server = try SwitchboardProcess.start(
-                ["--test-hooks"], environment: ["SWITCHBOARD_TEST_HOST_ROOT": root.path])
+                ["--test-hooks", "--control-socket", socket, "--metrics", "127.0.0.1:\(metrics)"],
+                environment: ["SWITCHBOARD_TEST_HOST_ROOT": root.path])
             defer { server.cleanUp() }
             #expect(server.workerPIDs.count == workers, "\(server.stderr)")
             #expect(server.logCount(line) == 1, "\(server.stderr)")
+            // Status and /metrics say what was found.
+            let limits = String(line.split(separator: ":", maxSplits: 1)[1].dropFirst())
+            let status = try SwitchboardProcess(arguments: ["status", "--control-socket", socket])
+            defer { status.cleanUp() }
+            #expect(status.waitForExit(timeout: .seconds(20)) == 0)
+            #expect(status.stdout.contains("cpus: \(limits)"), "\(status.stdout)")
+            let scrape = try get(port: metrics, path: "/metrics")
+            let quota = Double(cpuMax.split(separator: " ")[0])! / 100_000
+            #expect(scrape.body.contains("switchboard_cpus{kind=\"quota\"} \(quota)"), "\(scrape.body)")
+            #expect(scrape.body.contains("switchboard_cpus{kind=\"online\"} 2"))
             server.stopAndCheckNoOrphans()
         }
 

@@ -105,6 +105,8 @@ public struct MasterStatus: Codable, Equatable, Sendable {
     /// Of those taken back, the ones taken from stalled workers (``Configuration/stealAfter``).
     public var stolen: UInt64
     public var workers: [Worker]
+    /// The CPUs the master may use, found at start: "CPU quota 2.5 of 64 CPUs" (the default worker count comes from it).
+    public var cpus: String?
 
     /// The table `switchboard status` prints.
     public var table: String {
@@ -127,6 +129,7 @@ public struct MasterStatus: Codable, Equatable, Sendable {
             "workers \(readyWorkers)/\(targetWorkers) ready  backlog \(backlog)  dispatched \(dispatched)"
                 + "  taken back \(takenBack) (stolen \(stolen))  re-dispatched \(redispatched)")
         if let workerExecutable { lines.append("workers start from \(workerExecutable)") }
+        if let cpus { lines.append("cpus: \(cpus)") }
         let header = [
             "id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss", "build",
         ]

@@ -28,14 +28,16 @@ package struct CPUBudget: Equatable, Sendable {
 
     /// What was found, for the start line: "3 workers: CPU quota 2.5 of 64 CPUs".
     package var summary: String {
-        let count = workers
-        let noun = count == 1 ? "worker" : "workers"
-        var limits: [String] = []
-        if let quota { limits.append("CPU quota \(Self.format(quota))") }
-        if allowed < online { limits.append("\(allowed) CPU\(allowed == 1 ? "" : "s") allowed") }
-        let of = "of \(online) CPU\(online == 1 ? "" : "s")"
-        return limits.isEmpty ? "\(count) \(noun): \(online) CPU\(online == 1 ? "" : "s")"
-            : "\(count) \(noun): \(limits.joined(separator: ", ")) \(of)"
+        "\(workers) \(workers == 1 ? "worker" : "workers"): \(limits)"
+    }
+
+    /// The limits alone: "CPU quota 2.5 of 64 CPUs", "1 CPU allowed of 4 CPUs", "2 CPUs".
+    package var limits: String {
+        var found: [String] = []
+        if let quota { found.append("CPU quota \(Self.format(quota))") }
+        if allowed < online { found.append("\(allowed) CPU\(allowed == 1 ? "" : "s") allowed") }
+        let cpus = "\(online) CPU\(online == 1 ? "" : "s")"
+        return found.isEmpty ? cpus : "\(found.joined(separator: ", ")) of \(cpus)"
     }
 
     static func format(_ value: Double) -> String {

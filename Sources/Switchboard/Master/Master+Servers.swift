@@ -174,6 +174,6 @@ extension Master {
             targetWorkers: machine.target, readyWorkers: machine.readyCount, backlogDepth: queue?.depth,
             backlogLimit: queue?.limit, dispatched: counters.dispatched, takenBack: counters.takenBack,
             redispatched: counters.redispatched, stolen: counters.stolen,
-            workers: workers)
+            workers: workers, cpus: cpuBudget.limits)
     }
 }

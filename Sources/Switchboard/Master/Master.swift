@@ -58,6 +58,8 @@ package final class Master {
     package private(set) var port = 0
     /// Every lifecycle decision: workers' phases, timers, restarts, reloads, scaling, the stop.
     var machine: SupervisorMachine
+    /// The CPUs this master may use, found at start.
+    let cpuBudget: CPUBudget
     /// Children that were not workers, reaped (``Configuration/reapsOrphans``).
     var orphansReaped: UInt64 = 0
     /// Events for the machine, handled one at a time (``submit(_:)``).
@@ -111,7 +113,8 @@ package final class Master {
         // Raised to the hard limit (workers inherit it) before the per-worker cap is derived from it.
         self.descriptorLimit = Syscalls.raiseDescriptorLimit()
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
-        self.metrics = MasterMetrics(version: Cluster.build, mode: configuration.mode.name)
+        self.cpuBudget = configuration.cpuBudget ?? CPUBudget.current()
+        self.metrics = MasterMetrics(version: Cluster.build, mode: configuration.mode.name, cpus: cpuBudget)
         self.workerIdentity = try Self.resolveIdentity(configuration)
         self.workerCPUs = try Self.resolveCPUs(configuration)
         do {

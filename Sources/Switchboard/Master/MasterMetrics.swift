@@ -79,9 +79,14 @@ final class MasterMetrics {
         "switchboard_worker_heartbeat_age_seconds", "switchboard_worker_resident_memory_bytes",
     ]
 
-    init(version: String, mode: String) {
+    init(version: String, mode: String, cpus: CPUBudget = .current()) {
         factory = PrometheusMetricsFactory(registry: registry)
         gauge("switchboard_info", ["version": version, "mode": mode]).record(1)
+        // What the master found at start (the default worker count comes from it): online CPUs, those in its affinity
+        // mask, and the CPU quota of its cgroup (in CPUs; absent without one).
+        gauge("switchboard_cpus", ["kind": "online"]).record(Int64(cpus.online))
+        gauge("switchboard_cpus", ["kind": "allowed"]).record(Int64(cpus.allowed))
+        if let quota = cpus.quota { gauge("switchboard_cpus", ["kind": "quota"]).record(quota) }
     }
 
     /// A restart the machine scheduled, by cause.

@@ -4,6 +4,10 @@ import Logging
 import Glibc
 #endif
 
+// The master's half of supervision: events in (from the workers' channels, reaps, commands), the machine's actions
+// performed. What it touches it routes to the owner: processes to ``WorkerProcesses``, connections and channels to
+// ``ConnectionDispatcher``, figures to ``MasterMetrics``; the master state written here is the event queue, the
+// startup error and the count of orphans reaped.
 extension Master {
     /// Feeds `event` to the supervisor machine and performs what it asks, in order. One event at a time: an event
     /// raised while the actions of another are performed (a spawn reports `spawned`, a send finds a channel failed)

@@ -23,7 +23,7 @@ extension Master: HealthServer.Source {
     /// Everything `/metrics` shows, rendered now.
     func scrapeMetrics() -> [UInt8] {
         let now = Syscalls.monotonicNanoseconds()
-        for index in slots.indices { dispatcher.refresh(index) }  // what the workers took since the last look
+        for index in processes.indices { dispatcher.refresh(index) }  // what the workers took since the last look
         let counters = dispatcher.counters
         var workers: [MasterMetrics.Snapshot.Worker] = []
         var draining = 0
@@ -34,7 +34,7 @@ extension Master: HealthServer.Source {
             workers.append(
                 .init(
                     slot: index, open: dispatcher.lanes[index].open, queued: dispatcher.lanes[index].queued,
-                    dispatched: dispatcher.lanes[index].dispatched, handled: slots[index].handled,
+                    dispatched: dispatcher.lanes[index].dispatched, handled: processes.handled(index),
                     heartbeatAge: Double(now &- worker.lastHeartbeat) / 1e9, cpuSeconds: usage?.cpuSeconds ?? 0,
                     residentBytes: usage?.residentBytes ?? 0))
         }
@@ -146,7 +146,7 @@ extension Master {
             }
         let counters = dispatcher.counters
         let queue = listener >= 0 && passesDescriptors ? Syscalls.listenQueue(listener) : nil
-        for index in slots.indices { dispatcher.refresh(index) }  // what the workers took since the last look
+        for index in processes.indices { dispatcher.refresh(index) }  // what the workers took since the last look
         var workers: [MasterStatus.Worker] = []
         for index in machine.workers.indices where machine.workers[index].hasProcess {
             let worker = machine.workers[index]
@@ -164,7 +164,7 @@ extension Master {
                     uptimeSeconds: Double(now &- worker.startedAt) / 1e9, restarts: worker.restarts,
                     openConnections: dispatcher.lanes[index].open, queuedConnections: dispatcher.lanes[index].queued,
                     dispatched: dispatcher.lanes[index].dispatched, cpuSeconds: usage?.cpuSeconds ?? 0,
-                    residentBytes: usage?.residentBytes ?? 0, build: slots[index].build))
+                    residentBytes: usage?.residentBytes ?? 0, build: processes.build(index)))
         }
         return MasterStatus(
             version: Cluster.version, build: Cluster.build, workerExecutable: configuration.workerExecutable,

@@ -4,6 +4,10 @@ import Logging
 import Glibc
 #endif
 
+// The master's half of supervision: events in (from the workers' channels, reaps, commands), the machine's actions
+// performed. What it touches it routes to the owner: processes to ``WorkerProcesses``, connections and channels to
+// ``ConnectionDispatcher``, figures to ``MasterMetrics``; the master state written here is the event queue, the
+// startup error and the count of orphans reaped.
 extension Master {
     /// Feeds `event` to the supervisor machine and performs what it asks, in order. One event at a time: an event
     /// raised while the actions of another are performed (a spawn reports `spawned`, a send finds a channel failed)
@@ -23,14 +27,6 @@ extension Master {
         machine.workers[index]
     }
 
-    /// The I/O side of a slot the machine named exists (and its scheduler slot).
-    private func ensureSlot(_ index: Int) {
-        while slots.count <= index {
-            slots.append(WorkerSlot())
-        }
-        dispatcher.ensureLane(index)
-    }
-
     private func metadata(_ index: Int) -> Logger.Metadata {
         ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"]
     }
@@ -41,7 +37,7 @@ extension Master {
         let now = Syscalls.monotonicNanoseconds()
         switch action {
         case .spawn(let index):
-            ensureSlot(index)
+            dispatcher.ensureLane(index)
             let pid: pid_t
             do {
                 pid = try spawn(slot: index)
@@ -124,7 +120,7 @@ extension Master {
             notifyReady(event: "reload to generation \(generation) finished")
         case .reloadAborted(let generation, let index, let cause):
             metrics.reloads.aborted &+= 1
-            let why = failureText(cause, problem: index.flatMap { slots.indices.contains($0) ? slots[$0].problem : nil })
+            let why = failureText(cause, problem: index.flatMap { processes.problem($0) })
             logger.error(
                 "rolling reload aborted: the new worker from \(configuration.workerExecutable) \(why); the running workers keep serving",
                 metadata: ["reload.generation": "\(generation)"])
@@ -163,5 +159,224 @@ extension Master {
                        "worker.generation": "\(worker(index).generation)"])
         let milliseconds = UInt32(clamping: configuration.drainTimeout.milliseconds)
         if !dispatcher.drain(index, deadlineMilliseconds: milliseconds) { sendSignal(SIGTERM, toSlot: index) }
+    }
+}
+
+extension Master {
+    // MARK: workers: starting, signalling, reaping (``WorkerProcesses``); what the master tells the others
+
+    /// Starts the worker the machine named in `slot` (``WorkerProcesses/spawn(slot:id:port:sharedListener:attach:)``)
+    /// with its channel attached to the dispatcher.
+    /// - Returns: The worker's pid.
+    func spawn(slot index: Int) throws(SwitchboardError) -> pid_t {
+        let id = worker(index).id
+        return try processes.spawn(
+            slot: index, id: id, port: port, sharedListener: strategy.sharesListener ? listener : nil
+        ) { (channel, kept, pid) throws(SystemCallError) in
+            try dispatcher.attach(
+                index, channel: channel, kept: kept, token: Token.worker(slot: index, id: id),
+                metadata: ["worker.id": "\(id)", "worker.pid": "\(pid)"])
+        }
+    }
+
+    /// Sends `signal` to the worker in `slot`, if it has a process (``WorkerProcesses/signal(_:slot:pid:)``).
+    func sendSignal(_ signal: CInt, toSlot index: Int) {
+        guard worker(index).hasProcess else { return }
+        processes.signal(signal, slot: index, pid: worker(index).pid)
+    }
+
+    /// Reaps every worker that has exited (only our own workers, by pid: an embedding program's other children are
+    /// left alone).
+    func reapChildren() {
+        for index in processes.indices where worker(index).hasProcess {
+            reapIfExited(slot: index)
+        }
+        if configuration.reapsOrphans { reapOrphans() }
+    }
+
+    /// Reaps every exited child that is not a worker (``Configuration/reapsOrphans``): orphans adopted as PID 1 or as
+    /// a subreaper, a worker's own children. An exited worker found here goes the workers' way, with its slot told.
+    func reapOrphans() {
+        for _ in 0..<256 {
+            let child = processes.reapExitedChild { pid in
+                machine.workers.firstIndex(where: { $0.hasProcess && $0.pid == pid })
+            }
+            switch child {
+            case nil:
+                return
+            case .worker(let index, let reaped):
+                if let reaped { exited(slot: index, reaped) }
+            case .orphan(let pid, let code, let signaled):
+                orphansReaped &+= 1
+                logger.debug(
+                    "reaped a child that is not a worker",
+                    metadata: ["child.pid": "\(pid)", signaled ? "child.signal" : "child.exit-code": "\(signaled ? code - 128 : code)"])
+            }
+        }
+    }
+
+    /// Reaps the worker in `slot` if it has exited (``WorkerProcesses/reap(slot:pid:)``).
+    func reapIfExited(slot index: Int) {
+        guard worker(index).hasProcess, let reaped = processes.reap(slot: index, pid: worker(index).pid) else { return }
+        exited(slot: index, reaped)
+    }
+
+    /// The worker in `slot` is reaped: its figures join the slot's totals, the dispatcher takes back what it never
+    /// received, then the machine is told.
+    private func exited(slot index: Int, _ reaped: WorkerProcesses.Reaped) {
+        let gone = worker(index)
+        // Its last figures join its slot's totals in `/metrics` (a spawn resets the slot's own counts).
+        metrics.workerLeft(
+            slot: index, dispatched: dispatcher.lanes[index].dispatched, handled: reaped.handled,
+            cpuSeconds: reaped.cpuSeconds)
+        disconnect(slot: index)
+        detach(slot: index)
+        logger.info(
+            "worker \(reaped.exit.text)",
+            metadata: ["worker.id": "\(gone.id)", "worker.pid": "\(gone.pid)",
+                       "worker.intended": "\(gone.exitIntended)"])
+        emit(.exit(info(index), code: reaped.exit.code, signal: reaped.exit.signal, intended: gone.exitIntended))
+        submit(.exited(slot: index, exit: reaped.exit, now: Syscalls.monotonicNanoseconds(), random: Double.random(in: 0..<1)))
+    }
+
+    /// Cuts the master off from the worker in `slot` (killed, or reaped): closes the master's end of the channel.
+    /// The connections still in its queue stay there, held by the kernel, until the reap: then the master takes
+    /// them back (``detach(slot:)``), when nothing can receive them any more.
+    func disconnect(slot index: Int) {
+        emitDisconnect(slot: index)
+        dispatcher.disconnect(index)
+    }
+
+    /// Tells the embedding program the worker in `slot` is cut off, once (while its channel is open).
+    func emitDisconnect(slot index: Int) {
+        guard dispatcher.channel(index) != nil else { return }
+        emit(.disconnect(info(index)))
+    }
+
+    /// After the reap: takes back every connection the worker never received and closes the master's copy of its
+    /// end.
+    private func detach(slot index: Int) {
+        let owed = dispatcher.detach(index)
+        if owed > 0 {
+            logger.info(
+                "re-dispatching \(owed) connections the worker never received",
+                metadata: ["worker.id": "\(worker(index).id)"])
+        }
+    }
+
+    func info(_ index: Int) -> WorkerInfo {
+        WorkerInfo(id: worker(index).id, pid: worker(index).pid, slot: index, generation: worker(index).generation)
+    }
+
+    func emit(_ event: SupervisorEvent) {
+        eventSink?(event)
+    }
+
+    // MARK: workers: what their channels say, as events for the machine
+
+    /// Reads up to ``WorkerChannelReader/readBudget`` frames from the worker in `slot` and handles each.
+    func readChannel(slot index: Int) {
+        guard let channel = dispatcher.channel(index) else { return }
+        for _ in 0..<WorkerChannelReader.readBudget where dispatcher.channel(index) != nil {
+            switch channelReader.read(channel) {
+            case .none: return
+            case .message(let message): handle(message: message, from: index)
+            case .protocolError(let what): return protocolError(slot: index, what)
+            case .unsupportedVersion(let version): return refuse(slot: index, speaking: version)
+            case .failed(let what): return channelFailed(slot: index, what)
+            }
+        }
+    }
+
+    private func handle(message: WireMessage, from index: Int) {
+        switch message {
+        case .hello(let pid, let build):
+            guard pid == worker(index).pid else {
+                protocolError(slot: index, "said hello as pid \(pid)")
+                return
+            }
+            processes.said(hello: build, slot: index)
+            if build != Cluster.build {
+                logger.info(
+                    "worker runs build \(build); this master runs \(Cluster.build)",
+                    metadata: ["worker.id": "\(worker(index).id)", "worker.pid": "\(pid)"])
+            }
+            emit(.online(info(index)))
+        case .ready:
+            submit(.ready(slot: index, now: Syscalls.monotonicNanoseconds()))
+        case .ack(let sequence, let open):
+            do {
+                try dispatcher.acknowledge(index, upTo: sequence, open: Int(open))
+            } catch {
+                protocolError(slot: index, "acknowledged connection \(sequence) it was never sent")
+            }
+        case .heartbeat(let open, let handled):
+            processes.reported(handled: handled, slot: index)
+            submit(.heartbeat(slot: index, now: Syscalls.monotonicNanoseconds()))
+            dispatcher.report(index, open: Int(open))
+        case .message(let bytes):
+            emit(.message(info(index), bytes))
+        case .connections, .drain:
+            protocolError(slot: index, "sent a master-only message")
+        }
+    }
+
+    /// A worker broke the protocol: log it; the machine kills it and replaces it.
+    private func protocolError(slot index: Int, _ what: String) {
+        processes.found(problem: "broke the channel protocol: it \(what)", slot: index)
+        logger.error("worker \(what); replacing it", metadata: metadata(index))
+        submit(.broken(slot: index))
+    }
+
+    /// The worker speaks another version of the channel protocol (a deploy of a build this master cannot talk to):
+    /// one line naming both versions; the machine kills it (and a reload waiting for it aborts).
+    private func refuse(slot index: Int, speaking version: UInt8) {
+        let problem = "speaks channel protocol \(version) and this master speaks \(WireCodec.version)"
+        processes.found(problem: "was refused: it \(problem)", slot: index)
+        logger.error(
+            "worker from \(configuration.workerExecutable) \(problem): refused (a master of its protocol starts with the next restart)",
+            metadata: metadata(index))
+        submit(.broken(slot: index))
+    }
+
+    /// The worker's channel closed or failed: it is going anyway.
+    func channelFailed(slot index: Int, _ what: String) {
+        logger.info("worker \(what)", metadata: metadata(index))
+        submit(.channelFailed(slot: index))
+    }
+
+    // MARK: commands from other threads
+
+    /// Performs a command another thread gave through ``MasterControl``.
+    func perform(_ command: MasterControl.Command) {
+        switch command {
+        case .send(let id, let bytes):
+            guard let index = machine.workers.firstIndex(where: { $0.id == id && $0.isAttached }) else {
+                logger.notice("message for worker \(id) dropped: no such worker")
+                return
+            }
+            send(message: bytes, slot: index)
+        case .broadcast(let bytes):
+            for index in processes.indices where worker(index).isAttached { send(message: bytes, slot: index) }
+        case .reload:
+            submit(.reload(now: Syscalls.monotonicNanoseconds()))
+        case .stop:
+            submit(.stop(exitCode: 0, now: Syscalls.monotonicNanoseconds(), escalate: true))
+        case .addWorker:
+            submit(.scaleUp(now: Syscalls.monotonicNanoseconds()))
+        case .removeWorker:
+            submit(.scaleDown(now: Syscalls.monotonicNanoseconds()))
+        }
+    }
+
+    private func send(message bytes: [UInt8], slot index: Int) {
+        guard let channel = dispatcher.channel(index) else { return }
+        do {
+            if case .wouldBlock = try channel.send(.message(bytes)) {
+                logger.warning("message to worker dropped: its channel is full", metadata: ["worker.id": "\(worker(index).id)"])
+            }
+        } catch {
+            channelFailed(slot: index, "channel failed while sending a message: \(error)")
+        }
     }
 }

@@ -64,8 +64,10 @@ package final class Master {
     var orphansReaped: UInt64 = 0
     /// Events for the machine, handled one at a time (``submit(_:)``).
     var machineEvents: [SupervisorMachine.Event] = []
-    /// The I/O side of each slot the machine names.
-    var slots: [WorkerSlot] = []
+    /// The process of each slot the machine names: spawned, signalled and reaped there, with its pidfd.
+    let processes: WorkerProcesses
+    /// Reads the workers' channels a frame at a time.
+    var channelReader = WorkerChannelReader()
     /// The descriptor limits in effect (the soft one raised to the hard one at start).
     let descriptorLimit: (soft: UInt64, hard: UInt64)
     /// What systemd is told: readiness, status, the watchdog, the fd store.
@@ -76,19 +78,12 @@ package final class Master {
     let metrics: MasterMetrics
     /// `--control-socket`: `switchboard status`, `reload`, `scale`, `stop`.
     let controlServer: ControlServer
-    /// The user workers run as (``Configuration/user``), resolved at start.
-    let workerIdentity: WorkerIdentity?
-    /// The CPU of each slot, by slot number mod its count (``Configuration/cpuAffinity``); empty: not pinned.
-    let workerCPUs: [Int]
     /// When the master started (monotonic nanoseconds).
     let startedAt = Syscalls.monotonicNanoseconds()
     /// Set while the first workers start: a worker that cannot be started then fails ``run(inheritedListener:)``.
     var starting = false
     var startupError: SwitchboardError?
-    var receiveBuffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
-    var receiveDescriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
     var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
-    var baseEnvironment: [String] = []
     /// Called once, when every configured worker is ready, with the bound port.
     package var onListening: (_ host: String, _ port: Int) -> Void = { _, _ in }
 
@@ -115,8 +110,8 @@ package final class Master {
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
         self.cpuBudget = configuration.cpuBudget ?? CPUBudget.current()
         self.metrics = MasterMetrics(version: Cluster.build, mode: configuration.mode.name, cpus: cpuBudget)
-        self.workerIdentity = try Self.resolveIdentity(configuration)
-        self.workerCPUs = try Self.resolveCPUs(configuration)
+        let workerIdentity = try WorkerProcesses.resolveIdentity(configuration)
+        let workerCPUs = try WorkerProcesses.resolveCPUs(configuration)
         do {
             self.signalWake = Descriptor(handleSignals ? try Syscalls.eventDescriptor() : -1)
             self.epollSet = Descriptor(try Syscalls.epollCreate())
@@ -132,6 +127,11 @@ package final class Master {
                 stealAfter: configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil,
                 passesDescriptors: passesDescriptors),
             epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)
+        var workerEnvironment = WorkerProcesses.baseEnvironment()
+        workerEnvironment += configuration.threadEnvironment(inherited: workerEnvironment)
+        self.processes = WorkerProcesses(
+            configuration: configuration, baseEnvironment: workerEnvironment, identity: workerIdentity,
+            cpus: workerCPUs, epoll: epollSet.raw, token: { Token.process(slot: $0, id: $1) })
         self.health = HealthServer(epoll: epollSet.raw, token: Token.health, logger: logger)
         self.controlServer = ControlServer(epoll: epollSet.raw, token: Token.controlServer, logger: logger)
         self.systemd = SystemdNotifier(configuration: configuration, logger: logger)
@@ -151,17 +151,7 @@ package final class Master {
             ownsSignalHandlers = true
         }
         signal(SIGPIPE, SIG_IGN)
-        baseEnvironment = Syscalls.environment().filter { entry in
-            !Self.masterOnlyVariables.contains { entry.hasPrefix($0 + "=") }
-        }
-        baseEnvironment += configuration.threadEnvironment(inherited: baseEnvironment)
     }
-
-    static let masterOnlyVariables = [
-        "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "SWITCHBOARD_WORKER_SLOT", "SWITCHBOARD_MODE",
-        "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_WORKER_THREADS", "SWITCHBOARD_BACKLOG", "SWITCHBOARD_HEARTBEAT_MS", "SWITCHBOARD_DRAIN_MS", "NOTIFY_SOCKET",
-        "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
-    ] + ConnectionLimits.environmentNames
 
     deinit {
         // Before the wake eventfd closes: no handler writes to it once the previous dispositions are back.
@@ -268,48 +258,6 @@ package final class Master {
         }
     }
 
-    /// The uid, gid and groups of ``Configuration/user`` (and ``Configuration/group``).
-    /// - Throws: ``SwitchboardError`` (usage) for an unknown user or group, or when this master may not switch.
-    static func resolveIdentity(_ configuration: Configuration) throws(SwitchboardError) -> WorkerIdentity? {
-        guard configuration.user != nil || configuration.group != nil else { return nil }
-        var identity: WorkerIdentity
-        if let user = configuration.user {
-            guard let found = Syscalls.lookUpUser(user) else {
-                throw SwitchboardError(.usage, "--user '\(user)' is not a user on this machine")
-            }
-            identity = found
-        } else {
-            identity = WorkerIdentity(uid: Syscalls.effectiveUID, gid: getegid(), groups: [])
-        }
-        if let group = configuration.group {
-            guard let gid = Syscalls.lookUpGroup(group) else {
-                throw SwitchboardError(.usage, "--group '\(group)' is not a group on this machine")
-            }
-            identity.gid = gid
-            if !identity.groups.contains(gid) { identity.groups.insert(gid, at: 0) }
-        }
-        if Syscalls.effectiveUID != 0 && (identity.uid != Syscalls.effectiveUID || identity.gid != getegid()) {
-            throw SwitchboardError(
-                .permissionDenied, "--user/--group need a master started as root (it binds, then workers switch)")
-        }
-        return identity
-    }
-
-    /// The CPU for each slot from ``Configuration/cpuAffinity``.
-    /// - Throws: ``SwitchboardError`` (usage) for a CPU this process may not use.
-    static func resolveCPUs(_ configuration: Configuration) throws(SwitchboardError) -> [Int] {
-        guard let text = configuration.cpuAffinity else { return [] }
-        let allowed = Syscalls.allowedCPUs()
-        guard text != "auto" else { return allowed }
-        let wanted = Configuration.cpuList(text) ?? []
-        if let outside = wanted.first(where: { !allowed.contains($0) }) {
-            throw SwitchboardError(
-                .usage,
-                "--cpu-affinity \(text): CPU \(outside) is not one this process may use (\(allowed.map(String.init).joined(separator: ",")))")
-        }
-        return wanted
-    }
-
     static func isNotNumericAddress(_ host: String) -> Bool {
         let v4 = host.split(separator: ".", omittingEmptySubsequences: false)
         let looksV4 = v4.count == 4 && v4.allSatisfy { UInt8($0) != nil }
@@ -362,7 +310,7 @@ package final class Master {
         case Token.process:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
-            guard slot < slots.count, worker(slot).id == id else { return }
+            guard slot < processes.indices.count, worker(slot).id == id else { return }
             reapIfExited(slot: slot)
         case Token.health:
             health.handle(token: token, events: event.events, source: self)
@@ -374,7 +322,7 @@ package final class Master {
         case Token.worker:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
-            guard slot < slots.count, worker(slot).id == id, dispatcher.channel(slot) != nil else { return }
+            guard slot < processes.indices.count, worker(slot).id == id, dispatcher.channel(slot) != nil else { return }
             if event.events & sb_EPOLLOUT != 0 {
                 dispatcher.writable(slot)
             }
@@ -473,7 +421,7 @@ package final class Master {
     }
 
     private func shutdownRemaining() {
-        for index in slots.indices { emitDisconnect(slot: index) }
+        for index in processes.indices { emitDisconnect(slot: index) }
         let lost = dispatcher.closeAll()
         if lost > 0 { logger.warning("closed \(lost) connections no worker could take during the stop") }
         health.close()

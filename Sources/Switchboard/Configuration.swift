@@ -49,6 +49,13 @@ public struct Configuration: Sendable {
     /// (``WorkerRuntime/threads``) and as `NIO_SINGLETON_GROUP_LOOP_COUNT` and `NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT`,
     /// which size SwiftNIO's singletons, unless those are set in the master's environment already.
     public var workerThreads = 1
+    /// Recycle a worker after it has served this many requests (as its engine reports them); 0: never. Staggered per
+    /// worker so they never recycle together (``RecyclePolicy``).
+    public var maxRequests: UInt64 = 0
+    /// Recycle a worker whose unique memory (USS) stays above this many bytes in two samples 2 s apart; 0: never.
+    public var maxWorkerMemory: UInt64 = 0
+    /// Recycle a worker after it has served this long; zero: never.
+    public var maxLifetime: Duration = .zero
     /// How often workers send a heartbeat from their event loop.
     public var heartbeatInterval: Duration = .seconds(1)
     /// A worker silent for this long is considered hung: it is killed and replaced.

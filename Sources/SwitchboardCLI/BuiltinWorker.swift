@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -76,7 +77,10 @@ enum TestHooks {
         if current == "exit-at-start" { exit(3) }
     }
 
-    /// The request hooks, the same for both engines: `/test/malformed-frame` and `/test/oversized-frame` make the
+    /// What `/grow?mb=N` keeps.
+    static let grown = Mutex<[[UInt8]]>([])
+
+    /// The request hooks, the same for both engines: `/grow?mb=N` keeps N MiB more (a leak, for recycling); `/test/malformed-frame` and `/test/oversized-frame` make the
     /// worker send the master a frame it must reject; `/test/malformed-frames?count=N` sends N of them as fast as
     /// the channel takes them (until the master cuts the channel); `/test/chatty?ms=N` sends valid messages flat out
     /// for N ms; `/slow?ms=N` delays the response.
@@ -106,6 +110,11 @@ enum TestHooks {
                 }
             }
             talkers.wait()
+        } else if target.hasPrefix("/grow?mb=") {
+            // A worker that leaks: it keeps N MiB more, every page written (unique memory, not shared).
+            let megabytes = min(max(Int(target.dropFirst("/grow?mb=".count)) ?? 0, 0), 4096)
+            let block = [UInt8](repeating: 0x5A, count: megabytes << 20)
+            grown.withLock { $0.append(block) }
         } else if target == "/test/oversized-frame" {
             var frame = WireCodec.encode(.message([]))
             frame += [UInt8](repeating: 0x42, count: WireCodec.maxPayload + 4096)

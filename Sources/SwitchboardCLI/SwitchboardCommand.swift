@@ -40,6 +40,19 @@ struct SwitchboardCommand: ParsableCommand {
             """)
     var workerThreads: Int = 1
 
+    @Option(help: "Recycle a worker after this many requests, staggered so workers never recycle together (0: never).")
+    var maxRequests: UInt64 = 0
+
+    @Option(
+        help: """
+            Recycle a worker whose unique memory (USS, not RSS) stays above this (64M, 1G, bytes) in two samples 2 s \
+            apart (0: never).
+            """)
+    var maxWorkerMemory: String = "0"
+
+    @Option(help: "Recycle a worker after it has served this many seconds, staggered (0: never).")
+    var maxLifetime: Double = 0
+
     @Option(help: "listen() backlog: where connections wait while every worker is busy.")
     var backlog: Int = 511
 
@@ -190,11 +203,20 @@ struct SwitchboardCommand: ParsableCommand {
             ("--restart-delay", restartDelay), ("--restart-delay-max", restartDelayMax), ("--min-uptime", minUptime),
             ("--crash-loop-window", crashLoopWindow), ("--header-timeout", headerTimeout),
             ("--keepalive-timeout", keepAliveTimeout), ("--send-timeout", sendTimeout), ("--steal-after", stealAfter),
-            ("--shutdown-delay", shutdownDelay),
+            ("--shutdown-delay", shutdownDelay), ("--max-lifetime", maxLifetime),
         ]
         for (flag, value) in seconds where !(value.isFinite && value >= 0 && value <= 86_400 * 365) {
             throw ValidationError("\(flag) must be a number of seconds, 0 or more (got \(value))")
         }
+    }
+
+    /// `64M`, `512K`, `1G` or plain bytes.
+    static func bytes(_ text: String) -> UInt64? {
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        if let last = text.uppercased().last, let unit = units[last] {
+            return UInt64(text.dropLast()).flatMap { $0.multipliedReportingOverflow(by: unit).overflow ? nil : $0 * unit }
+        }
+        return UInt64(text)
     }
 
     func makeConfiguration() throws(SwitchboardError) -> Configuration {
@@ -217,6 +239,12 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.backlog = backlog
         configuration.reapsOrphans = true
         configuration.workerThreads = workerThreads
+        configuration.maxRequests = maxRequests
+        guard let memory = Self.bytes(maxWorkerMemory) else {
+            throw SwitchboardError(
+                .usage, "--max-worker-memory '\(maxWorkerMemory)' is not a size: pass bytes or a number with K, M or G (64M)")
+        }
+        configuration.maxWorkerMemory = memory
         configuration.maxQueued = maxQueued
         configuration.stealAfter = duration(stealAfter)
         configuration.health = health
@@ -227,6 +255,7 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.cpuAffinity = cpuAffinity
         configuration.agent = agent
         configuration.shutdownDelay = duration(shutdownDelay)
+        configuration.maxLifetime = duration(maxLifetime)
         configuration.mode = DispatchMode(name: mode) ?? .roundRobin
         func duration(_ seconds: Double) -> Duration {
             seconds.isFinite && seconds >= 0 && seconds <= 86_400 * 365 ? .milliseconds(Int64(seconds * 1000)) : .zero

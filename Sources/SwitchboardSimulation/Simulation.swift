@@ -29,6 +29,8 @@ package struct Simulation {
         /// Spawns from now on fail (or succeed again).
         case spawnsFail(Bool)
         case reload
+        /// The `index`-th live worker reached a recycling limit (a one-worker rolling reload).
+        case recycle(Int)
         case scaleUp
         case scaleDown
         case scaleTo(Int)
@@ -43,6 +45,7 @@ package struct Simulation {
             case .brokenBuild(let on): ".brokenBuild(\(on))"
             case .spawnsFail(let on): ".spawnsFail(\(on))"
             case .reload: ".reload"
+            case .recycle(let index): ".recycle(\(index))"
             case .scaleUp: ".scaleUp"
             case .scaleDown: ".scaleDown"
             case .scaleTo(let count): ".scaleTo(\(count))"
@@ -180,6 +183,13 @@ package struct Simulation {
         case .reload:
             cleanReload = isSettled && now - lastFault > Self.settle
             submit(.reload(now: now))
+        case .recycle(let index):
+            // As the master asks: only for a live worker; the machine ignores it unless the worker is ready and no
+            // reload or recycle runs. One begun on a settled cluster must keep every ready worker, as a reload must.
+            if let pid = livePID(index), let slot = processes[pid]?.slot {
+                if machine.reload == nil { cleanReload = isSettled && now - lastFault > Self.settle }
+                submit(.recycle(slot: slot, reason: .requests, now: now))
+            }
         case .scaleUp:
             cleanReload = false
             submit(.scaleUp(now: now))
@@ -335,7 +345,9 @@ package struct Simulation {
 
 extension Simulation {
     /// A random schedule: mostly time passing, with faults and commands among it; a stop now and then at the end.
-    package static func schedule(seed: UInt64, length: Int = 24) -> [Command] {
+    /// - Parameter recycles: Some reloads become recycles of one worker (the schedules without keep the seeds of
+    ///   earlier runs: seed 33 is still the one that found issue 19's bug 1).
+    package static func schedule(seed: UInt64, length: Int = 24, recycles: Bool = false) -> [Command] {
         var random = SplitMix64(seed: seed)
         var commands: [Command] = []
         for _ in 0..<length {
@@ -348,7 +360,7 @@ extension Simulation {
             case 53..<57: commands.append(.killFromOutside(index))
             case 57..<61: commands.append(.brokenBuild(index % 2 == 0))
             case 61..<64: commands.append(.spawnsFail(index % 2 == 0))
-            case 64..<74: commands.append(.reload)
+            case 64..<74: commands.append(recycles && index >= 5 ? .recycle(index) : .reload)
             case 74..<80: commands.append(.scaleUp)
             case 80..<86: commands.append(.scaleDown)
             case 86..<96: commands.append(.scaleTo(1 + index % 4))
@@ -412,12 +424,13 @@ extension Simulation {
     /// - Parameter progress: Called every `progressEvery` schedules with the count run so far.
     /// - Returns: The first failure, shrunk; nil when every schedule kept every invariant.
     package static func explore(
-        from first: UInt64, count: Int, progressEvery: Int = 0, progress: (Int) -> Void = { _ in }
+        from first: UInt64, count: Int, recycles: Bool = false, progressEvery: Int = 0,
+        progress: (Int) -> Void = { _ in }
     ) -> Failure? {
         for offset in 0..<count {
             let seed = first &+ UInt64(offset)
             let workers = Self.workers(seed: seed)
-            let schedule = Self.schedule(seed: seed)
+            let schedule = Self.schedule(seed: seed, recycles: recycles)
             do {
                 try run(schedule, workers: workers)
             } catch {

@@ -26,8 +26,16 @@ func seconds() -> Double {
 
 let start = seconds()
 let every = max(count / 10, 1)
-let failure = Simulation.explore(from: first, count: count, progressEvery: count >= 1_000_000 ? every : 0) { done in
+// The schedules as earlier runs drew them, then as many again with recycles among the commands.
+var failure = Simulation.explore(from: first, count: count, progressEvery: count >= 1_000_000 ? every : 0) { done in
     print("simulate: \(done) schedules, \(Int(seconds() - start)) s")
+}
+if failure == nil {
+    failure = Simulation.explore(
+        from: first, count: count, recycles: true, progressEvery: count >= 1_000_000 ? every : 0
+    ) { done in
+        print("simulate: \(done) schedules with recycles, \(Int(seconds() - start)) s")
+    }
 }
 let elapsed = seconds() - start
 if let failure {
@@ -35,4 +43,4 @@ if let failure {
     exit(1)
 }
 print(
-    "simulate: \(count) schedules from seed \(first) kept every invariant in \((elapsed * 10).rounded() / 10) s")
+    "simulate: \(count) schedules from seed \(first), and \(count) with recycles, kept every invariant in \((elapsed * 10).rounded() / 10) s")

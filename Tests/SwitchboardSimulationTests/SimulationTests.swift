@@ -24,6 +24,9 @@ import SwitchboardSimulation
         if let failure = Simulation.explore(from: Self.firstSeed, count: Self.budget) {
             Issue.record("\(failure)")
         }
+        if let failure = Simulation.explore(from: Self.firstSeed, count: Self.budget / 2, recycles: true) {
+            Issue.record("with recycles: \(failure)")
+        }
     }
 
     /// Found by the simulator with issue 19's bug 1 fix reverted, at seed 33 (the 33rd schedule), shrunk from 26
@@ -31,5 +34,11 @@ import SwitchboardSimulation
     @Test func aScaleDownDuringAReloadReplays() throws {
         try Simulation.run([.scaleUp, .reload, .scaleDown], workers: 1)
         try Simulation.run([.reload, .scaleTo(1)], workers: 2)
+    }
+
+    /// A recycle on a settled cluster keeps every worker ready (the replacement first), and converges after.
+    @Test func aRecycleReplays() throws {
+        try Simulation.run([.advance(milliseconds: 9_000), .recycle(0), .advance(milliseconds: 50), .recycle(1)], workers: 2)
+        try Simulation.run([.recycle(0), .reload, .crash(0), .recycle(0)], workers: 1)
     }
 }

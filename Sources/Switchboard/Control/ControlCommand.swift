@@ -76,6 +76,8 @@ public struct MasterStatus: Codable, Equatable, Sendable {
         public var residentBytes: Int
         /// The build the worker runs (``Cluster/build`` of its program, from its hello); nil before its hello.
         public var build: String?
+        /// Its unique memory (USS) at the last sample, sampled only with `--max-worker-memory`.
+        public var uniqueBytes: Int?
     }
 
     public var version: String
@@ -107,6 +109,8 @@ public struct MasterStatus: Codable, Equatable, Sendable {
     public var workers: [Worker]
     /// The CPUs the master may use, found at start: "CPU quota 2.5 of 64 CPUs" (the default worker count comes from it).
     public var cpus: String?
+    /// The last recycle begun: its reason and worker ("requests (worker 3)"); nil before the first.
+    public var lastRecycle: String?
 
     /// The table `switchboard status` prints.
     public var table: String {
@@ -130,15 +134,18 @@ public struct MasterStatus: Codable, Equatable, Sendable {
                 + "  taken back \(takenBack) (stolen \(stolen))  re-dispatched \(redispatched)")
         if let workerExecutable { lines.append("workers start from \(workerExecutable)") }
         if let cpus { lines.append("cpus: \(cpus)") }
+        if let lastRecycle { lines.append("last recycle: \(lastRecycle)") }
         let header = [
-            "id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss", "build",
+            "id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss", "uss",
+            "build",
         ]
         var rows = [header]
         for worker in workers {
             rows.append([
                 "\(worker.id)", "\(worker.pid)", "\(worker.generation)", worker.state, seconds(worker.uptimeSeconds),
                 "\(worker.restarts)", "\(worker.openConnections)", "\(worker.queuedConnections)", "\(worker.dispatched)",
-                String(format2: worker.cpuSeconds), megabytes(worker.residentBytes), worker.build ?? "-",
+                String(format2: worker.cpuSeconds), megabytes(worker.residentBytes),
+                worker.uniqueBytes.map(megabytes) ?? "-", worker.build ?? "-",
             ])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }

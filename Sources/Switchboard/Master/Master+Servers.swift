@@ -36,7 +36,7 @@ extension Master: HealthServer.Source {
                     slot: index, open: dispatcher.lanes[index].open, queued: dispatcher.lanes[index].queued,
                     dispatched: dispatcher.lanes[index].dispatched, handled: processes.handled(index),
                     heartbeatAge: Double(now &- worker.lastHeartbeat) / 1e9, cpuSeconds: usage?.cpuSeconds ?? 0,
-                    residentBytes: usage?.residentBytes ?? 0))
+                    residentBytes: usage?.residentBytes ?? 0, uniqueBytes: recycler.uniqueBytes(index)))
         }
         let snapshot = MasterMetrics.Snapshot(
             accepted: counters.accepted, dispatched: counters.dispatched, takenBack: counters.takenBack,
@@ -164,7 +164,8 @@ extension Master {
                     uptimeSeconds: Double(now &- worker.startedAt) / 1e9, restarts: worker.restarts,
                     openConnections: dispatcher.lanes[index].open, queuedConnections: dispatcher.lanes[index].queued,
                     dispatched: dispatcher.lanes[index].dispatched, cpuSeconds: usage?.cpuSeconds ?? 0,
-                    residentBytes: usage?.residentBytes ?? 0, build: processes.build(index)))
+                    residentBytes: usage?.residentBytes ?? 0, build: processes.build(index),
+                    uniqueBytes: recycler.uniqueBytes(index).map { Int(clamping: $0) }))
         }
         return MasterStatus(
             version: Cluster.version, build: Cluster.build, workerExecutable: configuration.workerExecutable,
@@ -174,6 +175,6 @@ extension Master {
             targetWorkers: machine.target, readyWorkers: machine.readyCount, backlogDepth: queue?.depth,
             backlogLimit: queue?.limit, dispatched: counters.dispatched, takenBack: counters.takenBack,
             redispatched: counters.redispatched, stolen: counters.stolen,
-            workers: workers, cpus: cpuBudget.limits)
+            workers: workers, cpus: cpuBudget.limits, lastRecycle: recycler.last)
     }
 }

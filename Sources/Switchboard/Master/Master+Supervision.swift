@@ -27,7 +27,7 @@ extension Master {
         machine.workers[index]
     }
 
-    private func metadata(_ index: Int) -> Logger.Metadata {
+    func metadata(_ index: Int) -> Logger.Metadata {
         ["worker.id": "\(worker(index).id)", "worker.pid": "\(worker(index).pid)"]
     }
 
@@ -51,6 +51,7 @@ extension Master {
                 return
             }
             submit(.spawned(slot: index, pid: pid, now: now))  // handled after this event's other actions
+            recycler.started(slot: index, pid: pid, random: Double.random(in: 0..<1))
             let forked = WorkerInfo(id: worker(index).id, pid: pid, slot: index, generation: worker(index).generation)
             logger.info(
                 "worker forked",
@@ -133,6 +134,18 @@ extension Master {
             logger.info("worker count changed", metadata: ["workers.target": "\(target)"])
         case .scaleDownRefused:
             logger.notice("SIGTTOU ignored: keeping at least one worker")
+        case .recycleStarted(let index, let reason):
+            metrics.recycled(reason)
+            recycler.began(reason, workerID: worker(index).id)
+            logger.info("recycling worker (\(reasonText(reason, slot: index))): its replacement starts, then it drains", metadata: metadata(index))
+        case .recycleFinished(let index, let reason):
+            logger.info("worker recycled (\(reason.rawValue))", metadata: metadata(index))
+            checkRecycles(now: now)  // the next one due need not wait for the next health check
+        case .recycleAborted(let index, let reason, let cause):
+            let why = failureText(cause, problem: nil)
+            logger.error(
+                "recycle (\(reason.rawValue)) aborted: the new worker from \(configuration.workerExecutable) \(why); the worker keeps serving",
+                metadata: metadata(index))
         case .scaleUpRefused(let limit):
             logger.notice("scale-up ignored: at most \(limit) workers may run (the target is \(machine.target))")
         }
@@ -312,6 +325,7 @@ extension Master {
             }
         case .heartbeat(let open, let handled):
             processes.reported(handled: handled, slot: index)
+            if recycler.policy.maxRequests > 0 { checkRecycles(now: Syscalls.monotonicNanoseconds()) }
             submit(.heartbeat(slot: index, now: Syscalls.monotonicNanoseconds()))
             dispatcher.report(index, open: Int(open))
         case .message(let bytes):
@@ -377,6 +391,37 @@ extension Master {
             }
         } catch {
             channelFailed(slot: index, "channel failed while sending a message: \(error)")
+        }
+    }
+}
+
+extension Master {
+    /// Asks the recycler which worker reached a limit (requests, age, unique memory) and tells the machine; says a
+    /// memory limit below a fresh worker's baseline once per worker.
+    func checkRecycles(now: UInt64) {
+        guard recycler.policy.isEnabled, machine.state == .running else { return }
+        let findings = recycler.check(
+            now: now, workers: machine.workers, handled: { processes.handled($0) },
+            sample: { ProcessMemory.uniqueBytes($0) })
+        for finding in findings {
+            switch finding {
+            case .belowBaseline(let index, let bytes):
+                logger.warning(
+                    "worker holds \(bytes / 1_048_576) MiB of unique memory within \(configuration.restart.healthyUptime) of its start, over --max-worker-memory \(configuration.maxWorkerMemory / 1_048_576) MiB: the limit is below what a fresh worker needs; not recycling it for that",
+                    metadata: metadata(index))
+            case .recycle(let index, let reason):
+                submit(.recycle(slot: index, reason: reason, now: now))
+            }
+        }
+    }
+
+    /// Why a worker is recycled, in words.
+    func reasonText(_ reason: SupervisorMachine.RecycleReason, slot index: Int) -> String {
+        switch reason {
+        case .requests: "requests: \(processes.handled(index)) served, --max-requests \(configuration.maxRequests)"
+        case .memory:
+            "memory: \((recycler.uniqueBytes(index) ?? 0) / 1_048_576) MiB unique, --max-worker-memory \(configuration.maxWorkerMemory / 1_048_576) MiB"
+        case .lifetime: "lifetime: --max-lifetime \(configuration.maxLifetime)"
         }
     }
 }

@@ -58,6 +58,8 @@ package final class Master {
     package private(set) var port = 0
     /// Every lifecycle decision: workers' phases, timers, restarts, reloads, scaling, the stop.
     var machine: SupervisorMachine
+    /// Each worker's recycling limits and memory samples (`--max-requests`, `--max-worker-memory`, `--max-lifetime`).
+    var recycler: WorkerRecycler
     /// The CPUs this master may use, found at start.
     let cpuBudget: CPUBudget
     /// Children that were not workers, reaped (``Configuration/reapsOrphans``).
@@ -108,6 +110,11 @@ package final class Master {
         // Raised to the hard limit (workers inherit it) before the per-worker cap is derived from it.
         self.descriptorLimit = Syscalls.raiseDescriptorLimit()
         self.machine = SupervisorMachine(settings: SupervisorMachine.Settings(configuration))
+        self.recycler = WorkerRecycler(
+            policy: RecyclePolicy(
+                maxRequests: configuration.maxRequests, maxMemory: configuration.maxWorkerMemory,
+                maxLifetime: UInt64(configuration.maxLifetime.nanoseconds),
+                minUptime: UInt64(configuration.restart.healthyUptime.nanoseconds)))
         self.cpuBudget = configuration.cpuBudget ?? CPUBudget.current()
         self.metrics = MasterMetrics(version: Cluster.build, mode: configuration.mode.name, cpus: cpuBudget)
         let workerIdentity = try WorkerProcesses.resolveIdentity(configuration)
@@ -383,6 +390,8 @@ package final class Master {
             reapChildren()  // also where pidfds are missing and SIGCHLD is the embedding program's
             systemd.observeWorkers(now: now, source: self)  // before the health check may kill a hung worker
             submit(.tick(now: now))
+            // After the tick, at a fresh time: a replacement it spawns must not look older than the tick's clock.
+            checkRecycles(now: Syscalls.monotonicNanoseconds())
         }
     }
 

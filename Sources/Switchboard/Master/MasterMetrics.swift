@@ -35,6 +35,8 @@ final class MasterMetrics {
             var heartbeatAge: Double
             var cpuSeconds: Double
             var residentBytes: Int
+            /// Unique memory at the last sample (only with `--max-worker-memory`).
+            var uniqueBytes: UInt64? = nil
         }
 
         var accepted: UInt64
@@ -53,6 +55,7 @@ final class MasterMetrics {
     private let factory: PrometheusMetricsFactory
     var reloads = Reloads()
     private var restarts: [String: UInt64] = [:]
+    private var recycles: [String: UInt64] = [:]
     private var counted: [String: UInt64] = [:]
     private var counters: [String: CoreMetrics.Counter] = [:]
     private var secondCounters: [String: (counter: CoreMetrics.FloatingPointCounter, total: Double)] = [:]
@@ -87,6 +90,11 @@ final class MasterMetrics {
         gauge("switchboard_cpus", ["kind": "online"]).record(Int64(cpus.online))
         gauge("switchboard_cpus", ["kind": "allowed"]).record(Int64(cpus.allowed))
         if let quota = cpus.quota { gauge("switchboard_cpus", ["kind": "quota"]).record(quota) }
+    }
+
+    /// A recycle began, by reason.
+    func recycled(_ reason: SupervisorMachine.RecycleReason) {
+        recycles[reason.rawValue, default: 0] &+= 1
     }
 
     /// A restart the machine scheduled, by cause.
@@ -178,6 +186,9 @@ final class MasterMetrics {
         for cause in ["failed", "resource_pressure", "killed_from_outside"] {
             count("switchboard_worker_restarts_total", ["cause": cause], to: restarts[cause] ?? 0)
         }
+        for reason in SupervisorMachine.RecycleReason.allCases {
+            count("switchboard_worker_recycles_total", ["reason": reason.rawValue], to: recycles[reason.rawValue] ?? 0)
+        }
         count("switchboard_reloads_total", ["result": "started"], to: reloads.started)
         count("switchboard_reloads_total", ["result": "finished"], to: reloads.finished)
         count("switchboard_reloads_total", ["result": "aborted"], to: reloads.aborted)
@@ -194,6 +205,9 @@ final class MasterMetrics {
             gauge("switchboard_worker_heartbeat_age_seconds", slot).record(worker.heartbeatAge)
             count(seconds: "switchboard_worker_cpu_seconds_total", slot, to: past.cpuSeconds + worker.cpuSeconds)
             gauge("switchboard_worker_resident_memory_bytes", slot).record(Int64(worker.residentBytes))
+            if let unique = worker.uniqueBytes {
+                gauge("switchboard_worker_unique_memory_bytes", slot).record(Int64(clamping: unique))
+            }
             let before = dispatchedAtLastScrape[worker.slot] ?? 0
             if dispatched >= before { window.append(dispatched - before) }
             dispatchedAtLastScrape[worker.slot] = dispatched

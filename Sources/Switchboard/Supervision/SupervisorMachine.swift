@@ -144,6 +144,23 @@ package struct SupervisorMachine {
         /// Exactly `count` workers (at least one): as many scale-ups or downs as that takes, none lost to signal
         /// coalescing.
         case scaleTo(count: Int, now: UInt64)
+        /// Replace the ready worker in `slot` (it reached a limit): a one-worker rolling reload, its replacement
+        /// ready before it drains. Ignored while a reload or another recycle runs, or when the worker is not ready
+        /// (the master asks again at its next check).
+        case recycle(slot: Int, reason: RecycleReason, now: UInt64)
+    }
+
+    /// Why a worker is recycled.
+    package enum RecycleReason: String, Equatable, Sendable, CaseIterable {
+        case requests
+        case memory
+        case lifetime
+    }
+
+    /// The recycle running: the reload in ``reload`` replaces this one worker.
+    package struct Recycle: Equatable, Sendable {
+        package var slot: Int
+        package var reason: RecycleReason
     }
 
     /// Why the master kills a worker.
@@ -209,6 +226,12 @@ package struct SupervisorMachine {
         case scaleDownRefused
         /// Scaling up would run more than `limit` workers (``Configuration/maxWorkers``).
         case scaleUpRefused(limit: Int)
+        /// A recycle began: the worker in `slot` gets a replacement, then drains.
+        case recycleStarted(slot: Int, reason: RecycleReason)
+        /// The worker in `slot` was replaced and drains.
+        case recycleFinished(slot: Int, reason: RecycleReason)
+        /// The replacement failed: the worker in `slot` keeps serving.
+        case recycleAborted(slot: Int, reason: RecycleReason, cause: ReplacementFailure)
     }
 
     package let settings: Settings
@@ -220,6 +243,8 @@ package struct SupervisorMachine {
     /// Whether every configured worker was ready once (systemd READY sent).
     package private(set) var announced = false
     package private(set) var reload: RollingReload?
+    /// Set while the reload in ``reload`` is a recycle of one worker.
+    package private(set) var recycling: Recycle?
     package private(set) var reloadQueued = false
     package private(set) var restart: RestartPolicy
     private var nextWorkerID = 1
@@ -330,6 +355,16 @@ package struct SupervisorMachine {
             actions.append(spawn(allocateSlot()))
         case .scaleDown(let now):
             scaleDown(now: now, into: &actions)
+        case .recycle(let slot, let reason, let now):
+            guard state == .running, reload == nil, slot < workers.count, workers[slot].phase == .ready,
+                !workers[slot].retired
+            else { break }
+            recycling = Recycle(slot: slot, reason: reason)
+            actions.append(.recycleStarted(slot: slot, reason: reason))
+            var plan = RollingReload(oldSlots: [slot])
+            let step = plan.start()
+            reload = plan
+            perform(step, now: now, into: &actions)
         case .scaleTo(let count, let now):
             guard state == .running else { break }
             guard count <= Configuration.maxWorkers else {
@@ -591,7 +626,12 @@ package struct SupervisorMachine {
         case .finished:
             let replaced = reload?.replaced ?? 0
             reload = nil
-            actions.append(.reloadFinished(generation: generation, replaced: replaced))
+            if let recycle = recycling {
+                recycling = nil
+                actions.append(.recycleFinished(slot: recycle.slot, reason: recycle.reason))
+            } else {
+                actions.append(.reloadFinished(generation: generation, replaced: replaced))
+            }
             reloadDone(now: now, into: &actions)
         case .aborted(let new):
             reload = nil
@@ -600,7 +640,12 @@ package struct SupervisorMachine {
                 workers[new].exitIntended = true
                 kill(new, .replacementAborted, into: &actions)
             }
-            actions.append(.reloadAborted(generation: generation, slot: new, cause: failure))
+            if let recycle = recycling {
+                recycling = nil
+                actions.append(.recycleAborted(slot: recycle.slot, reason: recycle.reason, cause: failure))
+            } else {
+                actions.append(.reloadAborted(generation: generation, slot: new, cause: failure))
+            }
             reloadDone(now: now, into: &actions)
         }
     }

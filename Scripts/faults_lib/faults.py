@@ -529,7 +529,53 @@ def malformed_frames(ctx, row: Row) -> None:
 
 
 # --------------------------------------------------------------------------
-# 9. master SIGKILL
+# 9. a worker leaking memory under load
+
+
+def memory_leak(ctx, row: Row) -> None:
+    """Under wrk, one worker is made to keep 100 MiB more (`/grow?mb=100`, a leak) with `--max-worker-memory 64M`:
+    the master must recycle it (its replacement ready before it drains) with nothing lost, and leave the other alone."""
+    srv = ctx.server(row, ["--test-hooks", "--max-worker-memory", "64M", "--min-uptime", "1"])
+    before, sampler = begin(row, srv)
+    identities = {p: start_time(p) for p in before}
+    seconds = 8 if ctx.smoke else 15
+    wrk = Wrk(ctx.wrk, srv.port, seconds, registry=ctx.registry).start()
+    client = NormalClient(srv.port).start()
+    grown, replaced_after = None, None
+    try:
+        time.sleep(1.5)  # past --min-uptime: over the limit is a leak, not a low limit
+        r = http_get(srv.port, "/grow?mb=100", timeout=10)
+        t0 = time.monotonic()
+        grown = r.worker_pid() if r.ok else None
+        while grown is not None and time.monotonic() - t0 < seconds - 2:
+            if not same_process(grown, identities.get(grown)):
+                replaced_after = time.monotonic() - t0
+                break
+            time.sleep(0.1)
+        res = wrk.result()
+    finally:
+        wrk.kill()
+        client.stop()
+    counts = finish_under_wrk(ctx, row, srv, sampler, 20, client, res)
+    others = [p for p in before if p != grown]
+    untouched = [p for p in others if same_process(p, identities[p])]
+    recycles = sum(1 for line in srv.log_text().splitlines() if "recycling worker (memory" in line)
+    row.requests["grow request"] = 1
+    row.extra.update({"grown_worker": grown, "replaced_after_s": replaced_after, "others_untouched": untouched,
+                      "memory_recycles": recycles})
+    row.note(f"worker {grown} grew by 100 MiB under wrk -t1 -c20 ('Connection: close') with --max-worker-memory 64M: "
+             f"{'replaced after %.1f s' % replaced_after if replaced_after is not None else 'not replaced'}; "
+             f"other workers untouched: {len(untouched)}/{len(others)}; log: {recycles} memory recycles, "
+             f"{counts.get('forked', 0)} forked")
+    expect_healthy(ctx, row)
+    row.expect(grown is not None, f"the grow request failed: {r.reason}")
+    row.expect(replaced_after is not None, "the leaking worker was not replaced")
+    row.expect(len(untouched) == len(others), "another worker was replaced too")
+    row.expect(row.failed_total() == 0, "requests failed while the leaking worker was recycled")
+
+
+# --------------------------------------------------------------------------
+# 10. master SIGKILL
 
 
 def master_kill(ctx, row: Row) -> None:
@@ -572,5 +618,9 @@ SPECS = [
     Spec("malformed-frames", "1,000,000 malformed frames from a worker",
          "master alive, workers and fds back, master RSS growth < 8 MB", malformed_frames,
          needs_flags=["--test-hooks"], smoke=True),
+    Spec("memory-leak", "a worker leaking memory under load",
+         "the leaking worker recycled (--max-worker-memory), the others untouched, 0 failed (wrk and client), "
+         "master alive, workers and fds back", memory_leak, needs_flags=["--test-hooks", "--max-worker-memory"],
+         needs_wrk=True, smoke=True),
     Spec("master-kill", "kill -9 the master", "no worker left 1 s later", master_kill, smoke=True),
 ]

@@ -55,18 +55,8 @@ import Testing
         func connect(_ count: Int) throws -> [Int] {
             var ids: [Int] = []
             for _ in 0..<count {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                let fd = sb_tcp_connect("127.0.0.1", Int32(port))
                 try #require(fd >= 0)
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = in_port_t(UInt16(port).bigEndian)
-                address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                let connected = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                    }
-                }
-                try #require(connected == 0)
                 var id = UInt32(nextID)
                 _ = withUnsafeBytes(of: &id) { send(fd, $0.baseAddress, 4, 0) }
                 clients[nextID] = fd

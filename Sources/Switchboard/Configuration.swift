@@ -50,7 +50,7 @@ public struct Configuration: Sendable {
     /// which size SwiftNIO's singletons, unless those are set in the master's environment already.
     public var workerThreads = 1
     /// Recycle a worker after it has served this many requests (as its engine reports them); 0: never. Staggered per
-    /// worker so they never recycle together (``RecyclePolicy``).
+    /// worker (by slot, plus a random part) so they never recycle together.
     public var maxRequests: UInt64 = 0
     /// Recycle a worker whose unique memory (USS) stays above this many bytes in two samples 2 s apart; 0: never.
     public var maxWorkerMemory: UInt64 = 0

@@ -128,7 +128,8 @@ extension EndToEndTests {
         }
 
         @Test func anOrphanInTheNamespaceIsReapedAndNoWorkerIsMistakenForIt() throws {
-            guard let (server, master) = try Self.start(["--workers", "2"]) else {
+            let metrics = try DeployExamples().freePort()
+            guard let (server, master) = try Self.start(["--workers", "2", "--metrics", "127.0.0.1:\(metrics)"]) else {
                 print("skipped: no PID namespaces here")
                 return
             }
@@ -156,6 +157,8 @@ extension EndToEndTests {
                 "\(server.stderr)")
             #expect(Set(ProcFS.children(of: master)) == Set(workers), "the workers are the same")
             _ = try get(port: server.port)
+            let scrape = try get(port: metrics, path: "/metrics")
+            #expect(scrape.body.contains("switchboard_orphans_reaped_total 1\n"), "\(scrape.body)")
         }
 
         @Test func asPIDOneAKilledWorkerIsReplacedAndSIGTERMDrainsAndExitsZero() throws {

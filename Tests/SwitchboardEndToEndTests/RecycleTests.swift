@@ -98,7 +98,7 @@ extension EndToEndTests {
             let grown = try #require(try get(port: server.port, path: "/grow?mb=100").workerPID)
             let other = try #require(server.workerPIDs.first { $0 != grown })
             var failed = 0
-            let recycled = waitUntil(timeout: .seconds(8)) {
+            let recycled = waitUntil(timeout: .seconds(5)) {
                 if (try? get(port: server.port))?.status != 200 { failed += 1 }
                 return !server.workerPIDs.contains(grown) && server.workerPIDs.count == 2
             }

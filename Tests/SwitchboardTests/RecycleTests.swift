@@ -93,6 +93,28 @@ import Glibc
         #expect(recycler.uniqueBytes(0) == 100 << 20)
     }
 
+    /// A sample over the limit is confirmed half a second later, not at the next 2 s sample; a worker within the
+    /// limit is sampled every 2 s.
+    @Test func aSampleOverTheLimitIsConfirmedSooner() {
+        var recycler = WorkerRecycler(policy: RecyclePolicy(maxMemory: 64 << 20, minUptime: 0))
+        let machine = SupervisorMachineTests.running(workers: 1)
+        recycler.started(slot: 0, pid: 100, random: 0)
+        var bytes: UInt64 = 10 << 20
+        var samples = 0
+        func check(at now: UInt64) -> [WorkerRecycler.Finding] {
+            recycler.check(now: now, workers: machine.workers, handled: { _ in 0 }, sample: { _ in samples += 1; return bytes })
+        }
+        let start = 10 * Self.second
+        _ = check(at: start)
+        _ = check(at: start + WorkerRecycler.confirmInterval)
+        #expect(samples == 1, "within the limit: the next sample is 2 s later")
+        bytes = 100 << 20
+        #expect(check(at: start + WorkerRecycler.sampleInterval).isEmpty)
+        #expect(samples == 2)
+        let confirmed = check(at: start + WorkerRecycler.sampleInterval + WorkerRecycler.confirmInterval)
+        #expect(confirmed == [.recycle(slot: 0, reason: .memory)], "confirmed 0.5 s after the first sample over")
+    }
+
     @Test func uniqueMemoryIsPrivateCleanPlusPrivateDirty() {
         let text = """
             55d0c8a6b000-7ffd5a1f3000 ---p 00000000 00:00 0                          [rollup]

@@ -42,7 +42,8 @@ extension Master: HealthServer.Source {
             accepted: counters.accepted, dispatched: counters.dispatched, takenBack: counters.takenBack,
             redispatched: counters.redispatched, stolen: counters.stolen,
             listenQueue: listener >= 0 && passesDescriptors ? Syscalls.listenQueue(listener) : nil,
-            configured: machine.target, ready: machine.readyCount, draining: draining, workers: workers)
+            configured: machine.target, ready: machine.readyCount, draining: draining, workers: workers,
+            orphansReaped: orphansReaped)
         let own = Syscalls.processUsage(getpid())
         let uptime = Double(now &- startedAt) / 1e9
         return metrics.render(

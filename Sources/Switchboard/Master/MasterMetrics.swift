@@ -49,6 +49,8 @@ final class MasterMetrics {
         var ready: Int
         var draining: Int
         var workers: [Worker]
+        /// Children reaped that were not workers (orphans adopted as PID 1 or as a subreaper).
+        var orphansReaped: UInt64 = 0
     }
 
     let registry = PrometheusCollectorRegistry()
@@ -189,6 +191,7 @@ final class MasterMetrics {
         for reason in SupervisorMachine.RecycleReason.allCases {
             count("switchboard_worker_recycles_total", ["reason": reason.rawValue], to: recycles[reason.rawValue] ?? 0)
         }
+        count("switchboard_orphans_reaped_total", to: snapshot.orphansReaped)
         count("switchboard_reloads_total", ["result": "started"], to: reloads.started)
         count("switchboard_reloads_total", ["result": "finished"], to: reloads.finished)
         count("switchboard_reloads_total", ["result": "aborted"], to: reloads.aborted)

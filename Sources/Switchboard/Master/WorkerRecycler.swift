@@ -1,10 +1,14 @@
 /// The master's side of recycling (``RecyclePolicy``): each worker's limits, fixed when it starts, its memory
 /// samples, and which limit comes due. It reads each worker's unique memory through `sample` (every 2 s, only with a
-/// memory limit) and names at most one worker to recycle per check; the machine runs one recycle at a time.
+/// memory limit; 0.5 s after a sample over the limit, to confirm it) and names at most one worker to recycle per
+/// check; the machine runs one recycle at a time.
 struct WorkerRecycler {
     let policy: RecyclePolicy
     /// How often memory is sampled.
     static let sampleInterval: UInt64 = 2_000_000_000
+    /// How soon a sample over the limit is confirmed by the next: a leaking worker is replaced within about 3 s of
+    /// crossing the limit, and one spike that is freed at once still does not recycle it.
+    static let confirmInterval: UInt64 = 500_000_000
 
     private struct Slot {
         var limits = RecyclePolicy.Limits(requests: 0, lifetime: 0)
@@ -67,6 +71,7 @@ struct WorkerRecycler {
             case .over:
                 slots[slot].over += 1
                 if slots[slot].over >= 2 && due == nil { due = .recycle(slot: slot, reason: .memory) }
+                if slots[slot].over == 1 { nextSample = min(nextSample, now &+ Self.confirmInterval) }
             case .belowBaseline:
                 slots[slot].over = 0
                 if !slots[slot].belowBaselineSaid {

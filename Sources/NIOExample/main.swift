@@ -69,12 +69,12 @@ if Cluster.isWorker, let runtime = WorkerRuntime.current() {
     let server = SwitchboardWorkerServer(
         runtime: runtime,
         group: MultiThreadedEventLoopGroup(numberOfThreads: runtime.threads),
-        onMessage: { bytes in try? runtime.send(message: Array("echo from \(getpid()): ".utf8) + bytes) }
+        onMessage: { bytes in try? runtime.send(message: Array("echo from \(getpid()): ".utf8) + bytes) },
+        // TLS first: the worker does the handshake on the passed TCP connection. A client that sends anything but a
+        // ClientHello gets its connection closed by the handler; the worker goes on serving the others.
+        tlsHandler: tls.map { context in { @Sendable _ in NIOSSLServerHandler(context: context) } }
     ) { channel in
         channel.eventLoop.makeCompletedFuture {
-            // TLS first: the worker does the handshake on the passed TCP connection. A client that sends anything
-            // but a ClientHello gets its connection closed by the handler; the worker goes on serving the others.
-            if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
             try channel.pipeline.syncOperations.configureHTTPServerPipeline()
             // The master's header and keep-alive timeouts (SwitchboardWorkerServer applies the send timeout and
             // backpressure to every connection by itself).
@@ -96,6 +96,7 @@ while let flag = arguments.next() {
     switch flag {
     case "--port": configuration.port = Int(value) ?? configuration.port
     case "--host": configuration.host = value
+    case "--header-timeout": configuration.limits.headerTimeout = .milliseconds(Int64((Double(value) ?? 30) * 1000))
     case "--workers": configuration.workers = Int(value) ?? configuration.workers
     case "--pings": pings = Int(value) ?? 0
     case "--events": printEvents = value == "on"

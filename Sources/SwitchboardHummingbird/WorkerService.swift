@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 import NIOHTTPTypes
 import ServiceLifecycle
@@ -42,7 +43,10 @@ final class WorkerService<Child: ServerChildChannel>: Service, CustomStringConve
         let childChannel = self.childChannel
         let appLogger = self.appLogger
         let limits = runtime.limits
-        let server = SwitchboardWorkerServer(runtime: runtime, group: eventLoopGroup, logger: logger) { channel in
+        let server = SwitchboardWorkerServer(
+            runtime: runtime, group: eventLoopGroup, logger: logger,
+            findTLSHandler: { try? $0.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) }
+        ) { channel in
             PassedConnection.setUp(channel, with: childChannel, limits: limits, logger: appLogger).map {
                 newConnection.yield($0)
             }

@@ -1,6 +1,7 @@
+import Logging
 import NIOCore
-import NIOSSL
 import NIOTLS
+import Synchronization
 
 /// Holds back a drain (`ChannelShouldQuiesceEvent`) from a connection that has not sent a request yet.
 ///
@@ -10,18 +11,30 @@ import NIOTLS
 /// connection, so that the first read is the request and not the ClientHello) and passes the event on right after
 /// the connection's first read (so the request is in flight and gets its response), or after `grace` if nothing
 /// arrives.
+///
+/// A gate first in a pipeline whose first read is a TLS handshake record (the application put its TLS handler in
+/// its initializer instead of passing it as `tlsHandler`) says so once per process through `logger`: its drains then
+/// release on the ClientHello.
 final class DrainGate: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
+    typealias InboundIn = ByteBuffer
 
     private let grace: TimeAmount
+    private let logger: Logger?
     private var sawData = false
     private var held = false
+    private static let toldOfTLS = Atomic<Bool>(false)
 
-    init(grace: TimeAmount = .seconds(1)) {
+    init(grace: TimeAmount = .seconds(1), logger: Logger?) {
         self.grace = grace
+        self.logger = logger
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if !sawData, let logger, Self.startsWithTLSHandshake(Self.unwrapInboundIn(data)),
+           !Self.toldOfTLS.exchange(true, ordering: .relaxed) {
+            logger.warning(
+                "a TLS handshake reached the drain gate: pass the TLS handler to SwitchboardWorkerServer as tlsHandler, not in the channel initializer, so that a drain waits for the request")
+        }
         sawData = true
         context.fireChannelRead(data)
         release(context: context)
@@ -41,6 +54,12 @@ final class DrainGate: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Whether a read begins with a TLS handshake record (content type 22, version 3.x): no HTTP request does.
+    static func startsWithTLSHandshake(_ buffer: ByteBuffer) -> Bool {
+        guard let bytes = buffer.getBytes(at: buffer.readerIndex, length: 2) else { return false }
+        return bytes[0] == 0x16 && bytes[1] == 0x03
+    }
+
     private func release(context: ChannelHandlerContext) {
         guard held else { return }
         held = false
@@ -50,8 +69,8 @@ final class DrainGate: ChannelInboundHandler, RemovableChannelHandler {
 
 /// Closes a TLS connection whose handshake has not completed within `timeout` of the connection's set-up: a client that
 /// connects and sends no ClientHello, or trickles it, holds a worker's connection no longer than a client that sends
-/// no HTTP request head (`ConnectionLimits.headerTimeout`). It sits right after NIOSSL's server handler, which tells
-/// it when the handshake is done, and removes itself then.
+/// no HTTP request head (`ConnectionLimits.headerTimeout`). It sits right after the TLS handler, which tells it when
+/// the handshake is done (NIOTLS's `TLSUserEvent.handshakeCompleted`), and removes itself then.
 final class TLSHandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 

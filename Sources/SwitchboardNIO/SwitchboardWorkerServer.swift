@@ -5,7 +5,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import NIOSSL
 import Switchboard
 
 #if canImport(Glibc)
@@ -18,9 +17,12 @@ import Glibc
 /// channel initializer, spread over the group's loops. The server heartbeats from an event loop, drains on request
 /// (firing `ChannelShouldQuiesceEvent` into every open channel, which NIOHTTP1's server pipeline answers by closing
 /// idle keep-alive connections and closing the others after their response) and exits when the last connection
-/// closes or the deadline passes. When your initializer adds NIOSSL's `NIOSSLServerHandler` (HTTPS: the worker does
-/// the handshake on the passed TCP connection), the server puts its drain gate behind it and closes a connection whose
-/// handshake is not done within `ConnectionLimits.headerTimeout`. When it adds NIOHTTP1's
+/// closes or the deadline passes. For HTTPS (the worker does the handshake on the passed TCP connection) pass the TLS
+/// handler as `tlsHandler` rather than adding it in your initializer: the server puts it first, its drain gate right
+/// behind it (so a drain waits for the first decrypted request, not the ClientHello) and closes a connection whose
+/// handshake is not done within `ConnectionLimits.headerTimeout`. (This module does not link a TLS library: any
+/// handler that fires NIOTLS's `TLSUserEvent.handshakeCompleted`, such as NIOSSL's `NIOSSLServerHandler`, works.)
+/// When your initializer adds NIOHTTP1's
 /// `HTTPServerProtocolErrorHandler` (`configureHTTPServerPipeline()` does), the server closes a connection once that
 /// handler has answered a malformed request 400.
 public final class SwitchboardWorkerServer: Sendable {
@@ -45,6 +47,10 @@ public final class SwitchboardWorkerServer: Sendable {
     let heartbeatInterval: TimeAmount
     let logger: Logger
     let initializer: @Sendable (any Channel) -> EventLoopFuture<Void>
+    let tlsHandler: (@Sendable (any Channel) throws -> any ChannelHandler)?
+    /// For adapters whose framework adds its own TLS handler in the initializer (Hummingbird's `TLSChannel`): finds
+    /// it there, so that the drain gate and the handshake deadline go right behind it.
+    let findTLSHandler: (@Sendable (any Channel) -> (any ChannelHandler)?)?
     let onMessage: @Sendable ([UInt8]) -> Void
     let state = NIOLockedValueBox(State())
 
@@ -56,15 +62,21 @@ public final class SwitchboardWorkerServer: Sendable {
     ///   - logger: Where to log.
     ///   - onMessage: Called (on the channel thread) with each message from the master; answer with
     ///     `WorkerRuntime/send(message:)`.
-    ///   - childChannelInitializer: Sets up the pipeline of each passed connection.
+    ///   - tlsHandler: Makes the TLS handler of each passed connection (`{ _ in NIOSSLServerHandler(context:
+    ///     context) }`); the server puts it first in the pipeline, before `childChannelInitializer` runs. Nil (the
+    ///     default) serves cleartext.
+    ///   - childChannelInitializer: Sets up the pipeline of each passed connection (after the TLS handler, if any).
     public init(
         runtime: WorkerRuntime,
         group: any EventLoopGroup,
         heartbeatInterval: TimeAmount? = nil,
         logger: Logger = Logger(label: "switchboard.worker"),
         onMessage: @escaping @Sendable ([UInt8]) -> Void = { _ in },
+        tlsHandler: (@Sendable (any Channel) throws -> any ChannelHandler)? = nil,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) {
+        self.tlsHandler = tlsHandler
+        self.findTLSHandler = nil
         self.onMessage = onMessage
         self.runtime = runtime
         self.group = group
@@ -72,6 +84,25 @@ public final class SwitchboardWorkerServer: Sendable {
             heartbeatInterval ?? .nanoseconds(Int64(runtime.heartbeatInterval.nanoseconds))
         self.logger = logger
         self.initializer = childChannelInitializer
+    }
+
+    /// A server for an adapter whose framework puts its own TLS handler in the pipeline: `findTLSHandler` finds it
+    /// after `childChannelInitializer` has run (nil: cleartext).
+    package init(
+        runtime: WorkerRuntime,
+        group: any EventLoopGroup,
+        logger: Logger,
+        findTLSHandler: @escaping @Sendable (any Channel) -> (any ChannelHandler)?,
+        childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) {
+        self.onMessage = { _ in }
+        self.runtime = runtime
+        self.group = group
+        self.heartbeatInterval = .nanoseconds(Int64(runtime.heartbeatInterval.nanoseconds))
+        self.logger = logger
+        self.initializer = childChannelInitializer
+        self.tlsHandler = nil
+        self.findTLSHandler = findTLSHandler
     }
 
     /// The number of open connections.
@@ -205,25 +236,38 @@ public final class SwitchboardWorkerServer: Sendable {
 
     private func setUp(_ channel: any Channel) -> EventLoopFuture<Void> {
         let limits = runtime.limits
+        let behindTLS: Bool
         do {
             // The limits that hold whatever the protocol: stop reading while the client does not take its output,
             // and cut it when it takes none for the send timeout. HTTP's own timeouts need the HTTP codec: see
             // HTTPTimeoutsHandler.
-            try channel.pipeline.syncOperations.addHandlers(
+            let operations = channel.pipeline.syncOperations
+            try operations.addHandlers(
                 [BackPressureHandler(), SendTimeoutHandler(sendTimeout: limits.sendTimeout)], position: .first)
+            // The drain gate waits for the first bytes of a request. Behind TLS those are the first decrypted bytes,
+            // not the ClientHello, so the gate goes right after the TLS handler, with the handshake's deadline.
+            if let tlsHandler {
+                let gate = DrainGate(logger: nil)
+                try operations.addHandler(tlsHandler(channel))
+                try operations.addHandler(gate)
+                try operations.addHandler(TLSHandshakeDeadline(timeout: limits.headerTimeout))
+                behindTLS = true
+            } else {
+                behindTLS = false
+            }
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
         return initializer(channel).flatMapThrowing {
-            // The drain gate waits for the first bytes of a request. Behind TLS those are the first decrypted bytes,
-            // not the ClientHello, so the gate goes right after the TLS handler, with the handshake's deadline.
             let operations = channel.pipeline.syncOperations
-            if let tls = try? operations.context(handlerType: NIOSSLServerHandler.self) {
-                let gate = DrainGate()
-                try operations.addHandler(gate, position: .after(tls.handler))
+            // The gate behind a TLS handler the framework's initializer added (Hummingbird's), or first.
+            if !behindTLS, let found = self.findTLSHandler?(channel) {
+                let gate = DrainGate(logger: nil)
+                try operations.addHandler(gate, position: .after(found))
                 try operations.addHandler(TLSHandshakeDeadline(timeout: limits.headerTimeout), position: .after(gate))
-            } else {
-                try operations.addHandler(DrainGate(), position: .first)
+            } else if !behindTLS {
+                // Only where nothing says where TLS is does the gate tell of a handshake it sees.
+                try operations.addHandler(DrainGate(logger: self.findTLSHandler == nil ? self.logger : nil), position: .first)
             }
             // NIOHTTP1's error handler answers a request it cannot parse 400 but leaves the connection open.
             if let errors = try? operations.context(handlerType: HTTPServerProtocolErrorHandler.self) {

@@ -60,6 +60,49 @@ extension EndToEndTests {
             #expect(server.waitForExit() == 0)
         }
 
+        /// A TLS connection handed over just before a drain: its drain gate is behind the TLS handler, so the
+        /// handshake does not count as the request and the request sent after it is answered. A handshake never
+        /// begun is cut at the header timeout.
+        @Test(.enabled(if: toolsInstalled("/usr/bin/openssl", "/usr/bin/python3"), "needs openssl and python3"))
+        func theDrainGateWaitsForTheFirstDecryptedRequestAndASilentHandshakeIsCut() throws {
+            let tls = try TestCertificate()
+            defer { tls.remove() }
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1", "--header-timeout", "1.5"] + tls.flags,
+                executable: SwitchboardProcess.sibling("switchboard-nio-example"))
+            defer { server.cleanUp() }
+            let silent = try TestConnection(port: server.port, timeoutSeconds: 10)
+            let started = ContinuousClock.now
+            _ = silent.readToEnd()
+            #expect(ContinuousClock.now - started < .seconds(5), "a connection that sends no ClientHello is cut")
+            let probe = try BackgroundTool("/usr/bin/python3", ["-c", Self.lateRequestProbe, "\(server.port)", tls.certificate])
+            #expect(probe.waitForOutput(containing: "handshake done"), "\(probe.printed)")
+            server.signal(SIGTERM)
+            let output = try #require(probe.wait(timeout: 30), "the probe did not end")
+            #expect(output.contains("Hello from NIO worker "), "the request sent after the drain began: \(output)")
+            #expect(server.waitForExit() == 0)
+        }
+
+        /// Connects over TLS, says when the handshake is done, waits 0.4 s, then sends one request and prints the
+        /// answer.
+        static let lateRequestProbe = """
+            import socket, ssl, sys, time
+            context = ssl.create_default_context(cafile=sys.argv[2])
+            raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+            tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            print("handshake done", flush=True)
+            time.sleep(0.4)
+            try:
+                tls.sendall(b"GET / HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n")
+                while True:
+                    data = tls.recv(65536)
+                    if not data:
+                        break
+                    sys.stdout.write(data.decode(errors="replace"))
+            except Exception as error:
+                print("failed:", error)
+            """
+
         @Test func aMissingCertificateIsAOneLineErrorFromTheMaster() throws {
             let process = try SwitchboardProcess(
                 arguments: ["--port", "0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],

@@ -240,3 +240,16 @@ import Testing
         return condition()
     }
 }
+
+/// The drain gate tells a TLS handshake from a request by its first bytes, to say once that the TLS handler belongs in
+/// `tlsHandler`.
+@Suite struct DrainGateTests {
+    @Test func aTLSHandshakeRecordIsToldFromARequest() {
+        let allocator = ByteBufferAllocator()
+        let clientHello: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]
+        #expect(DrainGate.startsWithTLSHandshake(allocator.buffer(bytes: clientHello)))
+        #expect(!DrainGate.startsWithTLSHandshake(allocator.buffer(string: "GET / HTTP/1.1\r\n")))
+        #expect(!DrainGate.startsWithTLSHandshake(allocator.buffer(bytes: [0x16])), "one byte is not enough to tell")
+        #expect(!DrainGate.startsWithTLSHandshake(allocator.buffer(bytes: [0x17, 0x03, 0x03])), "application data")
+    }
+}

@@ -61,21 +61,31 @@ func buildApplication(server: HTTPServerBuilder) -> some ApplicationProtocol {
     return Application(router: router, server: server, services: [ShutdownReport(count: count)])
 }
 
-/// `.http2Upgrade` over TLS with `--tls-cert` and `--tls-key` (PEM files), plain `.http1()` without them. An HTTP/2
-/// connection with no open stream closes after the keep-alive timeout, as an idle HTTP/1 one does.
-func serverBuilder(_ cluster: SwitchboardCluster.Configuration) throws -> HTTPServerBuilder {
+/// How each worker sets a connection up: `.http2Upgrade` over TLS with `--tls-cert` and `--tls-key` (PEM files), plain
+/// HTTP/1.1 without them. An HTTP/2 connection with no open stream closes after the keep-alive timeout, as an idle
+/// HTTP/1 one does. The same choice twice: as the public child channel (`SwitchboardCluster.run(childChannel:)`, the
+/// stable path, the default) and as the application's server builder (`--server-builder on`, which the adapter reads
+/// from an unstarted Hummingbird server).
+struct Serving: Sendable {
+    let builder: HTTPServerBuilder
+    let childChannel: @Sendable (@escaping HTTPChannelHandler.Responder) throws -> any ServerChildChannel
+}
+
+func serving(_ cluster: SwitchboardCluster.Configuration) throws -> Serving {
     let values = arguments()
     guard let certificate = values["TLS_CERT"], let key = values["TLS_KEY"] else {
         if values["TLS_CERT"] != nil || values["TLS_KEY"] != nil {
             throw ExampleError("--tls-cert and --tls-key go together")
         }
-        return .http1()
+        return Serving(builder: .http1(), childChannel: { HTTP1Channel(responder: $0) })
     }
     let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
     let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
     let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
-    return try .http2Upgrade(
-        tlsConfiguration: tls, configuration: .init(idleTimeout: cluster.limits.keepAliveTimeout))
+    let http2 = HTTP2UpgradeChannel.Configuration(idleTimeout: cluster.limits.keepAliveTimeout)
+    return Serving(
+        builder: try .http2Upgrade(tlsConfiguration: tls, configuration: http2),
+        childChannel: { try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: http2, responder: $0) })
 }
 
 struct ExampleError: Error, CustomStringConvertible {
@@ -129,16 +139,21 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
 }
 
 let cluster = clusterConfiguration()
-let server: HTTPServerBuilder
+let chosen: Serving
 do {
     // Loaded in the master too, before any worker starts: a bad certificate is one line, not a crash loop.
-    server = try serverBuilder(cluster)
+    chosen = try serving(cluster)
 } catch {
     FileHandle.standardError.write(
         Data("switchboard-hummingbird-example: cannot load the TLS certificate or key: \(error)\n".utf8))
     exit(1)
 }
-await SwitchboardCluster.run(configuration: cluster) { buildApplication(server: server) }
+if arguments()["SERVER_BUILDER"] == "on" {
+    await SwitchboardCluster.run(configuration: cluster) { buildApplication(server: chosen.builder) }
+}
+await SwitchboardCluster.run(configuration: cluster, childChannel: chosen.childChannel) {
+    buildApplication(server: chosen.builder)
+}
 #else
 import Foundation
 

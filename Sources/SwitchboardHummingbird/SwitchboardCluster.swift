@@ -86,6 +86,39 @@ public enum SwitchboardCluster {
         await runPrimary(configuration: configuration, logger: logger)
     }
 
+    /// Runs the master in this process, or, in a worker the master started, serves the application with the child
+    /// channel `childChannel` builds: the stable path, which reads nothing private of Hummingbird.
+    ///
+    /// `childChannel` is the closure you would give `HTTPServerBuilder(_:)`: it gets the application's responder and
+    /// returns Hummingbird's public child channel for each connection, such as `HTTP1Channel(responder:)`,
+    /// `TLSChannel(HTTP1Channel(responder:), tlsConfiguration:)` or
+    /// `HTTP2UpgradeChannel(tlsConfiguration:responder:)`. The application's own `server` builder is not used.
+    ///
+    /// ```swift
+    /// await SwitchboardCluster.run(configuration: configuration, childChannel: { responder in
+    ///     try HTTP2UpgradeChannel(tlsConfiguration: tls, responder: responder)
+    /// }) {
+    ///     Application(router: router)
+    /// }
+    /// ```
+    /// - Parameters:
+    ///   - configuration: The master's settings.
+    ///   - logger: Where the master's and the workers' lifecycle log lines go.
+    ///   - childChannel: Builds the child channel from the application's responder; called once in each worker.
+    ///   - application: Builds the application; called once in each worker, never in the master.
+    /// - Returns: Never: the process exits when the master stops (or, in a worker, when it has drained).
+    public static func run<App: ApplicationProtocol>(
+        configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "switchboard"),
+        childChannel: @escaping @Sendable (@escaping HTTPChannelHandler.Responder) throws -> any ServerChildChannel,
+        application: @escaping @Sendable () async throws -> App
+    ) async -> Never {
+        if Cluster.isWorker {
+            await runWorker(logger: logger, childChannel: childChannel, application: application)
+        }
+        await runPrimary(configuration: configuration, logger: logger)
+    }
+
     /// Runs the master in this process, or, in a worker the master started, serves the application with its own
     /// server builder; the master listens on `host`:`port` with `workers` workers and otherwise default settings.
     ///
@@ -157,6 +190,11 @@ public enum SwitchboardCluster {
     /// the `ServiceGroup`'s graceful shutdown, as under `Application.runService()`) and the process exits with 0. The
     /// application's `onServerRunning` is not called, since the worker has no listening channel of its own.
     ///
+    /// Hummingbird keeps the builder's function to itself, so the worker reads the child channel from an unstarted
+    /// `Server` the builder made (reflection that only casts to `ServerChildChannel`); should a Hummingbird release
+    /// store it differently, the worker stops at start with one line rather than crash-looping. The stable path that
+    /// reads nothing private is ``runWorker(logger:childChannel:application:)``.
+    ///
     /// Use it instead of ``run(configuration:logger:application:)`` when your program runs its own `Supervisor` in
     /// the master (for its events and messages) and tells the roles apart with `Cluster.isWorker`.
     /// - Parameters:
@@ -168,7 +206,9 @@ public enum SwitchboardCluster {
         logger: Logger = Logger(label: "switchboard.worker"),
         application: @escaping @Sendable () async throws -> App
     ) async -> Never {
-        await serveWorker(logger: logger, application: application) { $0.server }
+        await serveWorker(logger: logger, application: application) { app, responder in
+            try app.server.childChannel(responder: responder, eventLoopGroup: app.eventLoopGroup, logger: app.logger)
+        }
     }
 
     /// Serves the application in a worker process over HTTP/1.1 with these settings instead of the application's
@@ -184,13 +224,40 @@ public enum SwitchboardCluster {
         logger: Logger = Logger(label: "switchboard.worker"),
         application: @escaping @Sendable () async throws -> App
     ) async -> Never {
-        await serveWorker(logger: logger, application: application) { _ in .http1(configuration: http1) }
+        await serveWorker(logger: logger, application: application) { _, responder in
+            HTTP1Channel(responder: responder, configuration: http1)
+        }
+    }
+
+    /// Serves the application in a worker process with the child channel `childChannel` builds from the
+    /// application's responder (the stable path: nothing private of Hummingbird is read); otherwise as
+    /// ``runWorker(logger:application:)``.
+    /// - Parameters:
+    ///   - logger: Where the worker's lifecycle log lines go (the application's own logger serves requests).
+    ///   - childChannel: Builds the child channel from the application's responder, as the closure given to
+    ///     `HTTPServerBuilder(_:)` does.
+    ///   - application: Builds the application.
+    /// - Returns: Never: the process exits with 0 when the worker has drained and the application's services have
+    ///   shut down, or with 1 when `application` or `childChannel` throws or one of the application's services
+    ///   fails.
+    public static func runWorker<App: ApplicationProtocol>(
+        logger: Logger = Logger(label: "switchboard.worker"),
+        childChannel: @escaping @Sendable (@escaping HTTPChannelHandler.Responder) throws -> any ServerChildChannel,
+        application: @escaping @Sendable () async throws -> App
+    ) async -> Never {
+        await serveWorker(logger: logger, application: application) { _, responder in
+            do {
+                return try childChannel(responder)
+            } catch {
+                throw SwitchboardError(.usage, "the child channel could not be built: \(error)")
+            }
+        }
     }
 
     private static func serveWorker<App: ApplicationProtocol>(
         logger: Logger,
         application: @escaping @Sendable () async throws -> App,
-        server: (App) -> HTTPServerBuilder
+        childChannel makeChildChannel: (App, @escaping HTTPChannelHandler.Responder) throws -> any ServerChildChannel
     ) async -> Never {
         var logger = logger
         guard let runtime = WorkerRuntime.current(logger: logger) else {
@@ -202,8 +269,7 @@ public enum SwitchboardCluster {
         do {
             app = try await application()
             let responder = ApplicationResponder.httpResponder(application: app, responder: try await app.responder)
-            childChannel = try server(app).childChannel(
-                responder: responder, eventLoopGroup: app.eventLoopGroup, logger: app.logger)
+            childChannel = try makeChildChannel(app, responder)
         } catch let error as SwitchboardError {
             fail(error.message, code: error.code.exitCode)
         } catch {

@@ -12,8 +12,11 @@ struct HummingbirdClusterTests {
     /// The example app, built next to the test bundle.
     let example = SwitchboardProcess.sibling("switchboard-hummingbird-example")
 
-    @Test func everyWorkerServesTheApplicationsRoutes() throws {
-        let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
+    /// Both ways a worker gets the application's child channel: the public one (`childChannel:`, the example's
+    /// default) and the application's server builder read from an unstarted server (`--server-builder on`).
+    @Test(arguments: [false, true]) func everyWorkerServesTheApplicationsRoutes(serverBuilder: Bool) throws {
+        let server = try SwitchboardProcess.start(
+            ["--workers", "2"] + (serverBuilder ? ["--server-builder", "on"] : []), executable: example)
         defer { server.cleanUp() }
         #expect(server.stdout.contains("listening on 127.0.0.1:\(server.port) with 2 workers (round-robin)"))
         let workers = Set(server.workerPIDs)

@@ -13,6 +13,9 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdHTTP2
+import HummingbirdWebSocket
+import Logging
+import NIOCore
 import NIOSSL
 import ServiceLifecycle
 import SwitchboardHummingbird
@@ -77,6 +80,11 @@ func serving(_ cluster: SwitchboardCluster.Configuration) throws -> Serving {
         if values["TLS_CERT"] != nil || values["TLS_KEY"] != nil {
             throw ExampleError("--tls-cert and --tls-key go together")
         }
+        if values["WEBSOCKET"] == "on" {
+            return Serving(
+                builder: .http1WebSocketUpgrade(shouldUpgrade: echoAtWS),
+                childChannel: { HTTP1WebSocketUpgradeChannel(responder: $0, configuration: .init(), shouldUpgrade: echoAtWS) })
+        }
         return Serving(builder: .http1(), childChannel: { HTTP1Channel(responder: $0) })
     }
     let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
@@ -86,6 +94,21 @@ func serving(_ cluster: SwitchboardCluster.Configuration) throws -> Serving {
     return Serving(
         builder: try .http2Upgrade(tlsConfiguration: tls, configuration: http2),
         childChannel: { try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: http2, responder: $0) })
+}
+
+/// `--websocket on`: an upgrade to WebSocket at `/ws` (hummingbird-websocket), which echoes every message.
+@Sendable func echoAtWS(
+    _ request: HTTPRequest, _ channel: any Channel, _ logger: Logger
+) throws -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+    guard request.path == "/ws" else { return .dontUpgrade }
+    return .upgrade([:]) { inbound, outbound, _ in
+        for try await message in inbound.messages(maxSize: 1 << 20) {
+            switch message {
+            case .text(let text): try await outbound.write(.text(text))
+            case .binary(let buffer): try await outbound.write(.binary(buffer))
+            }
+        }
+    }
 }
 
 struct ExampleError: Error, CustomStringConvertible {

@@ -19,7 +19,7 @@ import SwitchboardNIO
 /// pipeline: at set-up for `.http1()` and `.tls(.http1())`, after the handshake when ALPN chose HTTP/1.1 under
 /// `.http2Upgrade(...)`. HTTP/2 connections keep the idle, graceful-close and max-age timeouts of the application's
 /// `HTTP2ChannelConfiguration`. The drain helpers (``CloseAfterWrites``, ``EndOfInputWhileClosing``,
-/// ``HTTP2GoAwayBarrier``) sit right after the TLS handler, or first in a cleartext pipeline.
+/// ``HTTP2GoAwayBarrier``, `WebSocketGoingAway`) sit right after the TLS handler, or first in a cleartext pipeline.
 enum PassedConnection {
     /// Adds the timeouts after the HTTP/1 codec; false when the pipeline has none (yet).
     static func install(on channel: any Channel, limits: ConnectionLimits) throws -> Bool {
@@ -60,6 +60,8 @@ enum PassedConnection {
                 try operations.addHandler(barrier, position: .first)
                 try operations.addHandler(closeAfterWrites, position: .first)
             }
+            // A WebSocket (hummingbird-websocket's upgrade) hears of a drain as a close frame with 1001.
+            try operations.addHandler(WebSocketGoingAway(), position: .after(barrier))
             return value
         }
     }

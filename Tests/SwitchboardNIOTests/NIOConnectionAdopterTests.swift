@@ -253,3 +253,33 @@ import Testing
         #expect(!DrainGate.startsWithTLSHandshake(allocator.buffer(bytes: [0x17, 0x03, 0x03])), "application data")
     }
 }
+
+/// The going-away handler follows a client's WebSocket frames across reads to find its close frame.
+@Suite struct WebSocketGoingAwayTests {
+    static func masked(_ opcode: UInt8, length: Int) -> [UInt8] {
+        var frame: [UInt8] = [0x80 | opcode]
+        switch length {
+        case ..<126: frame.append(0x80 | UInt8(length))
+        case ..<65536: frame += [0x80 | 126, UInt8(length >> 8), UInt8(length & 0xFF)]
+        default: frame += [0x80 | 127] + (0..<8).reversed().map { UInt8((length >> ($0 * 8)) & 0xFF) }
+        }
+        // The payload is all 0x88: a scanner that loses its place would take it for a close frame.
+        return frame + [1, 2, 3, 4] + [UInt8](repeating: 0x88, count: length)
+    }
+
+    @Test func theCloseFrameIsFoundWhereverReadsSplitTheStream() {
+        let stream = Self.masked(1, length: 5) + Self.masked(2, length: 300) + Self.masked(2, length: 70_000)
+            + Self.masked(9, length: 0) + Self.masked(8, length: 2)
+        let closeAt = stream.count - Self.masked(8, length: 2).count
+        for split in [1, 2, 7, 12, 320, closeAt, closeAt + 1, closeAt + 2, stream.count - 1] {
+            var scanner = WebSocketGoingAway.FrameScanner()
+            let first = scanner.scan(ByteBuffer(bytes: stream[..<split]))
+            let second = scanner.scan(ByteBuffer(bytes: stream[split...]))
+            #expect(first == (split >= closeAt + 2), "split at \(split): a close is known from its first two bytes")
+            #expect(second, "split at \(split)")
+        }
+        var scanner = WebSocketGoingAway.FrameScanner()
+        let found = scanner.scan(ByteBuffer(bytes: stream[..<closeAt]))
+        #expect(!found, "data frames only")
+    }
+}

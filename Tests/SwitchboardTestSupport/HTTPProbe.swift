@@ -78,7 +78,11 @@ package final class TestConnection: @unchecked Sendable {
     }
 
     package func send(_ text: String) throws {
-        var bytes = Array(text.utf8)
+        try send(bytes: Array(text.utf8))
+    }
+
+    package func send(bytes: [UInt8]) throws {
+        var bytes = bytes
         var offset = 0
         while offset < bytes.count {
             let written = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
@@ -117,6 +121,13 @@ package final class TestConnection: @unchecked Sendable {
             }
             try fill()
         }
+    }
+
+    /// The next `count` bytes (after a response read by ``readResponse()``, what followed it).
+    package func receive(exactly count: Int) throws -> [UInt8] {
+        while buffered.count < count { try fill() }
+        defer { buffered.removeFirst(count) }
+        return Array(buffered[..<count])
     }
 
     /// Everything the peer sends (after what was already buffered) until it closes or the receive timeout passes.

@@ -7,7 +7,9 @@
 // does the TLS handshake on the raw TCP connections the master passes it and serves HTTP/2 when ALPN chooses h2,
 // HTTP/1.1 over TLS otherwise, as a Node cluster worker with `http2.createSecureServer({ allowHTTP1: true })`.
 //
-// The same binary is the master (the process you start) and, re-executed by the master, each worker.
+// The same binary is the master (the process you start) and, re-executed by the master, each worker. With
+// --test-hooks on it also has /trap (fatalError: the process ends); with --alone on the application listens by
+// itself on --port, one multithreaded process without Switchboard (what the trap fault and benchmark compare with).
 #if Hummingbird
 import Foundation
 import Hummingbird
@@ -51,7 +53,7 @@ struct ShutdownReport: Service {
 }
 
 /// The application, exactly as it would be built to listen by itself: the server builder is the application's.
-func buildApplication(server: HTTPServerBuilder) -> some ApplicationProtocol {
+func buildApplication(server: HTTPServerBuilder, address: BindAddress = .hostname()) -> some ApplicationProtocol {
     let count = RequestCount()
     let router = Router()
     router.add(middleware: count)
@@ -61,7 +63,13 @@ func buildApplication(server: HTTPServerBuilder) -> some ApplicationProtocol {
         try await Task.sleep(for: .milliseconds(milliseconds))
         return "Slept \(milliseconds) ms in Hummingbird worker \(getpid())"
     }
-    return Application(router: router, server: server, services: [ShutdownReport(count: count)])
+    if arguments()["TEST_HOOKS"] == "on" {
+        // A trap, as a force-unwrap of nil or an index out of range would be: the whole process ends.
+        router.get("/trap") { _, _ -> String in fatalError("trap requested at /trap") }
+    }
+    return Application(
+        router: router, server: server, configuration: .init(address: address),
+        services: [ShutdownReport(count: count)])
 }
 
 /// How each worker sets a connection up: `.http2Upgrade` over TLS with `--tls-cert` and `--tls-key` (PEM files), plain
@@ -170,6 +178,18 @@ do {
     FileHandle.standardError.write(
         Data("switchboard-hummingbird-example: cannot load the TLS certificate or key: \(error)\n".utf8))
     exit(1)
+}
+if arguments()["ALONE"] == "on" {
+    // The application listening by itself, one multithreaded process (the comparison `Scripts/bench` and
+    // `Scripts/faults` make): no master, no workers.
+    let app = buildApplication(server: chosen.builder, address: .hostname(cluster.host.isEmpty ? "127.0.0.1" : cluster.host, port: cluster.port))
+    do {
+        try await app.runService()
+    } catch {
+        FileHandle.standardError.write(Data("switchboard-hummingbird-example: \(error)\n".utf8))
+        exit(1)
+    }
+    exit(0)
 }
 if arguments()["SERVER_BUILDER"] == "on" {
     await SwitchboardCluster.run(configuration: cluster) { buildApplication(server: chosen.builder) }

@@ -4,6 +4,7 @@ import HummingbirdCore
 import Logging
 import ServiceLifecycle
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOSSL
@@ -24,6 +25,13 @@ enum PassedConnection {
     /// Adds the timeouts after the HTTP/1 codec; false when the pipeline has none (yet).
     static func install(on channel: any Channel, limits: ConnectionLimits) throws -> Bool {
         let operations = channel.pipeline.syncOperations
+        // An upgradable pipeline (hummingbird-websocket's) decodes with NIOHTTP1 until it has decided, and adds
+        // Hummingbird's codec only then: time NIOHTTP1's parts; the handler leaves on a 101.
+        if (try? operations.context(handlerType: HTTP1ToHTTPServerCodec.self)) == nil,
+           let decoder = try? operations.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self) {
+            try operations.addHandler(HTTPTimeoutsHandler(limits: limits), position: .after(decoder.handler))
+            return true
+        }
         guard let codec = try? operations.context(handlerType: HTTP1ToHTTPServerCodec.self) else { return false }
         let timeouts = HTTPTimeoutsHandler<HTTPRequestPart, HTTPResponsePart>(
             limits: limits,

@@ -16,7 +16,8 @@ import Switchboard
 ///
 /// While a request is being answered nothing is timed here (a slow handler is the application's business); a client
 /// that does not read its response is cut by the send timeout that ``SwitchboardWorkerServer`` applies to every
-/// connection.
+/// connection. A `101 Switching Protocols` response (a WebSocket upgrade) takes the connection out of HTTP: the
+/// handler removes itself once it has flushed that response.
 public final class HTTPTimeoutsHandler<RequestPart, ResponsePart>: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = RequestPart
     public typealias InboundOut = RequestPart
@@ -26,18 +27,23 @@ public final class HTTPTimeoutsHandler<RequestPart, ResponsePart>: ChannelDuplex
     private var timer = RequestWaitTimer()
     private let isHead: (RequestPart) -> Bool
     private let isEnd: (ResponsePart) -> Bool
+    private let isUpgrade: (ResponsePart) -> Bool
+    private var upgraded = false
 
     /// For request and response parts of another HTTP codec than NIOHTTP1's (Hummingbird's swift-http-types parts).
     /// - Parameters:
     ///   - limits: The worker's limits (`WorkerRuntime.limits`).
     ///   - isHead: Whether a request part is a head.
     ///   - isEnd: Whether a response part ends a response.
+    ///   - isUpgrade: Whether a response part is the head of a 101 response.
     package init(
-        limits: ConnectionLimits, isHead: @escaping (RequestPart) -> Bool, isEnd: @escaping (ResponsePart) -> Bool
+        limits: ConnectionLimits, isHead: @escaping (RequestPart) -> Bool, isEnd: @escaping (ResponsePart) -> Bool,
+        isUpgrade: @escaping (ResponsePart) -> Bool = { _ in false }
     ) {
         timer.limits = limits
         self.isHead = isHead
         self.isEnd = isEnd
+        self.isUpgrade = isUpgrade
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -50,13 +56,27 @@ public final class HTTPTimeoutsHandler<RequestPart, ResponsePart>: ChannelDuplex
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if isHead(unwrapInboundIn(data)) { timer.requestStarted() }
+        // After a 101 what arrives is not a request part: pass it on untouched until the handler has left.
+        if !upgraded, isHead(unwrapInboundIn(data)) { timer.requestStarted() }
         context.fireChannelRead(data)
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if isEnd(unwrapOutboundIn(data)) { timer.responseEnded(context: context) }
+        let part = unwrapOutboundIn(data)
+        if isUpgrade(part) {
+            // No longer HTTP: no request to wait for. The handler leaves at the flush that sends the 101 (leaving
+            // inside this write would lose the flush of a `writeAndFlush`).
+            upgraded = true
+            timer.cancel()
+        } else if isEnd(part) {
+            timer.responseEnded(context: context)
+        }
         context.write(data, promise: promise)
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        context.flush()
+        if upgraded { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
@@ -76,7 +96,8 @@ extension HTTPTimeoutsHandler where RequestPart == HTTPServerRequestPart, Respon
         self.init(
             limits: limits,
             isHead: { if case .head = $0 { true } else { false } },
-            isEnd: { if case .end = $0 { true } else { false } })
+            isEnd: { if case .end = $0 { true } else { false } },
+            isUpgrade: { if case .head(let head) = $0 { head.status == .switchingProtocols } else { false } })
     }
 }
 

@@ -13,7 +13,7 @@ struct HummingbirdWebSocketTests {
 
     @Test(arguments: [false, true]) func messagesAreEchoedOnPassedConnections(serverBuilder: Bool) throws {
         let server = try SwitchboardProcess.start(
-            ["--workers", "2", "--websocket", "on", "--keepalive-timeout", "1"]
+            ["--workers", "2", "--websocket", "on", "--keepalive-timeout", "1", "--header-timeout", "1"]
                 + (serverBuilder ? ["--server-builder", "on"] : []),
             executable: example)
         defer { server.cleanUp() }
@@ -34,8 +34,13 @@ struct HummingbirdWebSocketTests {
         Thread.sleep(forTimeInterval: 2)
         try sockets[0].send(text: "still here")
         #expect(try sockets[0].receive().text == "still here")
-        // A plain request on the same server is still HTTP.
+        // A plain request on the same server is still HTTP, and its limits hold before any upgrade: a connection
+        // that sends nothing is cut at the header timeout.
         #expect(try get(port: server.port).body.hasPrefix("Hello from Hummingbird worker "))
+        let silent = try TestConnection(port: server.port, timeoutSeconds: 10)
+        let started = ContinuousClock.now
+        #expect(try silent.readUntilClosed(), "the silent connection was closed")
+        #expect(ContinuousClock.now - started < .seconds(5))
         for socket in sockets { try socket.close() }
         server.stopAndCheckNoOrphans()
     }

@@ -119,7 +119,9 @@ public enum SwitchboardCluster {
     ) async -> Never {
         var logger = logger
         guard let runtime = WorkerRuntime.current(logger: logger) else {
-            fail("SWITCHBOARD_WORKER_ID is missing or not a number: a worker is started by a Switchboard master", code: 78)
+            fail(
+                "SWITCHBOARD_WORKER_ID is missing or not a number: a worker is started by a Switchboard master",
+                code: 78)
         }
         logger[metadataKey: "worker.id"] = "\(runtime.id)"
         let app: Application

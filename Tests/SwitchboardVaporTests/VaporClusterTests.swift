@@ -159,6 +159,20 @@ struct VaporClusterTests {
         server.stopAndCheckNoOrphans()
     }
 
+    /// A keep-alive connection that sends nothing after its response is closed after the keep-alive timeout.
+    @Test func anIdleKeepAliveConnectionIsClosedAfterTheKeepAliveTimeout() throws {
+        let server = try Self.start(["--workers", "1", "--keepalive-timeout", "1"])
+        defer { server.cleanUp() }
+        let connection = try TestConnection(port: server.port, timeoutSeconds: 10)
+        try connection.request(path: "/", keepAlive: true)
+        #expect(try connection.readResponse().status == 200)
+        let start = Date()
+        #expect(try connection.readUntilClosed())
+        let waited = Date().timeIntervalSince(start)
+        #expect(waited > 0.8 && waited < 4, "closed after \(waited) s")
+        server.stopAndCheckNoOrphans()
+    }
+
     /// `/trap` calls fatalError: that worker dies (its client sees the connection end), the other keeps serving,
     /// and the master replaces the dead one.
     @Test func aTrapCostsOneWorkerAndTheMasterReplacesIt() throws {

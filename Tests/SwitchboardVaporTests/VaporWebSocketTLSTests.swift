@@ -13,7 +13,8 @@ struct VaporWebSocketTLSTests {
     /// `/ws` echoes text: the upgrade handshake, a masked frame out, the same text back; the connection outlives
     /// Switchboard's keep-alive timeout (the HTTP/1 timeouts leave on the 101).
     @Test func aWebSocketEchoesAndOutlivesTheHTTPTimeouts() throws {
-        let server = try VaporClusterTests.start(["--workers", "2", "--keepalive-timeout", "1", "--header-timeout", "1"])
+        let server = try VaporClusterTests.start(
+            ["--workers", "2", "--keepalive-timeout", "1", "--header-timeout", "1"])
         defer { server.cleanUp() }
         var socket = try RawWebSocket(port: server.port)
         try socket.send(opcode: 1, payload: Array("hello through the cluster".utf8))
@@ -53,7 +54,8 @@ struct VaporWebSocketTLSTests {
         defer { server.cleanUp() }
         let url = "https://127.0.0.1:\(server.port)/"
         for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
-            let result = try runTool(Self.curl, ["-s", "--cacert", certificate.certificate, flag, "-w", " %{http_version}", url])
+            let result = try runTool(
+                Self.curl, ["-s", "--cacert", certificate.certificate, flag, "-w", " %{http_version}", url])
             #expect(result.output.hasPrefix("Hello from Vapor worker "), "\(result.output)")
             #expect(result.output.hasSuffix(" \(version)"), "\(flag): \(result.output)")
         }
@@ -65,7 +67,8 @@ struct VaporWebSocketTLSTests {
 
     /// SIGTERM while an HTTP/2 stream is in flight: the client reads the worker's GOAWAY, then gets the whole
     /// response; the master exits 0.
-    @Test(.enabled(if: toolsInstalled("/usr/bin/openssl", nghttp))) func anHTTP2DrainFinishesTheStreamsInFlight() throws {
+    @Test(.enabled(if: toolsInstalled("/usr/bin/openssl", nghttp)))
+    func anHTTP2DrainFinishesTheStreamsInFlight() throws {
         let certificate = try TestCertificate()
         defer { certificate.remove() }
         let server = try VaporClusterTests.start(["--workers", "1", "--drain-timeout", "20"] + certificate.flags)

@@ -16,11 +16,16 @@ let package = Package(
         .executable(name: "switchboard-nio-example", targets: ["NIOExample"]),
         .library(name: "SwitchboardHummingbird", targets: ["SwitchboardHummingbird"]),
         .executable(name: "switchboard-hummingbird-example", targets: ["HummingbirdExample"]),
+        .library(name: "SwitchboardVapor", targets: ["SwitchboardVapor"]),
+        .executable(name: "switchboard-vapor-example", targets: ["VaporExample"]),
     ],
     traits: [
         .trait(
             name: "Hummingbird",
             description: "Builds SwitchboardHummingbird, switchboard-hummingbird-example and their tests."),
+        .trait(
+            name: "Vapor",
+            description: "Builds SwitchboardVapor, switchboard-vapor-example and their tests."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -33,6 +38,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/vapor.git", from: "4.122.3"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
     ],
     targets: [
         .target(
@@ -205,6 +212,43 @@ let package = Package(
                 .product(name: "HummingbirdTLS", package: "hummingbird", condition: .when(traits: ["Hummingbird"])),
                 .product(name: "HummingbirdHTTP2", package: "hummingbird", condition: .when(traits: ["Hummingbird"])),
                 .product(name: "NIOSSL", package: "swift-nio-ssl", condition: .when(traits: ["Hummingbird"])),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // Vapor (the `Vapor` trait): every target below compiles to nothing without it (`#if Vapor`).
+        .target(
+            name: "SwitchboardVapor",
+            dependencies: [
+                "Switchboard",
+                "SwitchboardNIO",
+                .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Vapor"])),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio", condition: .when(traits: ["Vapor"])),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2", condition: .when(traits: ["Vapor"])),
+                .product(name: "NIOSSL", package: "swift-nio-ssl", condition: .when(traits: ["Vapor"])),
+                .product(name: "NIOTLS", package: "swift-nio", condition: .when(traits: ["Vapor"])),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "VaporExample",
+            dependencies: [
+                "SwitchboardVapor",
+                .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Vapor"])),
+                .product(name: "NIOSSL", package: "swift-nio-ssl", condition: .when(traits: ["Vapor"])),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "SwitchboardVaporTests",
+            dependencies: [
+                "SwitchboardVapor", "CSwitchboardLinux", "SwitchboardTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSwift

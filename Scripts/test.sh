@@ -13,9 +13,9 @@ bash Scripts/soundness.sh
 # The benchmark and fault scripts' shared package: statistics, output parsers, formats (Python stdlib, < 1 s).
 python3 -m unittest discover -s Scripts/benchlib/tests -q
 # With the Hummingbird trait, so SwitchboardHummingbird, its example and its tests are built and run too.
-swift build --build-tests --traits Hummingbird -Xswiftc -warnings-as-errors
+swift build --build-tests --traits Hummingbird,Vapor -Xswiftc -warnings-as-errors
 # The end-to-end tests start the built `switchboard` binaries next to the test bundle.
-swift test --skip-build --traits Hummingbird "$@"
+swift test --skip-build --traits Hummingbird,Vapor "$@"
 # The simulation of the core, release-built (about a minute to build, seconds to run): 100,000 seeded schedules.
 if [ $# -eq 0 ]; then
     bash Scripts/simulate.sh 100000 1

@@ -1,0 +1,3 @@
+#if Vapor
+import Vapor
+#endif

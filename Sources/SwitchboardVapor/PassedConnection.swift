@@ -12,8 +12,10 @@ import Vapor
 /// What a worker adds to a connection after Vapor has set it up.
 ///
 /// - HTTP/1 (cleartext at once; over TLS once ALPN chose HTTP/1.1): Switchboard's header and keep-alive timeouts
-///   (``HTTPTimeoutsHandler``) right after Vapor's HTTP/1 decoder, with ``LeaveOnUpgrade`` before them, which takes
-///   them out when a 101 response upgrades the connection and leaves ``WebSocketGoingAway`` in their place.
+///   (``HTTPTimeoutsHandler``, which leaves when a 101 response upgrades the connection) right after Vapor's HTTP/1
+///   decoder.
+/// - Every connection: `WebSocketGoingAway` first (right after the TLS handler behind TLS), which closes an upgraded
+///   connection with 1001 at the start of a drain.
 /// - HTTP/2 (over TLS once ALPN chose h2): ``HTTP2GracefulDrain`` right after NIOHTTP2's handler.
 enum PassedConnection {
     /// Completes the set-up of a channel Vapor has just set up.
@@ -21,8 +23,10 @@ enum PassedConnection {
         let operations = channel.pipeline.syncOperations
         if let tls = try? operations.context(handlerType: NIOSSLServerHandler.self) {
             try operations.addHandler(AfterHandshake(limits: limits), position: .after(tls.handler))
+            try operations.addHandler(WebSocketGoingAway(), position: .after(tls.handler))
         } else {
             _ = try install(on: channel, limits: limits)
+            try operations.addHandler(WebSocketGoingAway(), position: .first)
         }
     }
 
@@ -31,10 +35,7 @@ enum PassedConnection {
     static func install(on channel: any Channel, limits: ConnectionLimits) throws -> Bool {
         let operations = channel.pipeline.syncOperations
         if let decoder = try? operations.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self) {
-            let timeouts = HTTPTimeoutsHandler(limits: limits)
-            let leave = LeaveOnUpgrade(timeouts: timeouts)
-            try operations.addHandler(leave, position: .after(decoder.handler))
-            try operations.addHandler(timeouts, position: .after(leave))
+            try operations.addHandler(HTTPTimeoutsHandler(limits: limits), position: .after(decoder.handler))
             return true
         }
         if let http2 = try? operations.context(handlerType: NIOHTTP2Handler.self) {
@@ -65,61 +66,6 @@ enum PassedConnection {
                 channel.eventLoop.execute { _ = try? PassedConnection.install(on: channel, limits: limits) }
             }
         }
-    }
-}
-
-/// Takes Switchboard's HTTP/1 timeouts out of a connection that a 101 response upgrades (a WebSocket), and leaves
-/// ``WebSocketGoingAway`` instead. Right before the timeouts handler, so it sees each response part after it.
-final class LeaveOnUpgrade: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let timeouts: any RemovableChannelHandler
-
-    init(timeouts: any RemovableChannelHandler) {
-        self.timeouts = timeouts
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard case .head(let head) = unwrapOutboundIn(data), head.status == .switchingProtocols else {
-            context.write(data, promise: promise)
-            return
-        }
-        context.write(data, promise: promise)
-        let operations = context.pipeline.syncOperations
-        operations.removeHandler(timeouts, promise: nil)
-        try? operations.addHandler(WebSocketGoingAway(), position: .after(self))
-        operations.removeHandler(context: context, promise: nil)
-    }
-}
-
-/// Sends a WebSocket Close frame with status 1001 (Going Away) when the worker starts draining, so that the client
-/// reconnects (to a worker that keeps serving) instead of holding the draining one until its deadline.
-///
-/// Vapor's WebSocket answers the client's Close and closes the connection; a client that does not answer is cut
-/// after `closeWithin`. Unmasked frame bytes, written where the pipeline carries bytes (before any TLS encryption).
-final class WebSocketGoingAway: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-
-    /// FIN + Close, payload length 2, status 1001.
-    static let closeFrame: [UInt8] = [0x88, 0x02, 0x03, 0xE9]
-    private let closeWithin: TimeAmount
-    private var sent = false
-
-    init(closeWithin: TimeAmount = .seconds(3)) {
-        self.closeWithin = closeWithin
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard event is ChannelShouldQuiesceEvent else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
-        guard !sent else { return }
-        sent = true
-        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(bytes: Self.closeFrame)), promise: nil)
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(in: closeWithin) { bound.value.close(promise: nil) }
     }
 }
 

@@ -3,6 +3,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOSSL
 @_exported import Switchboard
 import SwitchboardNIO
 import Vapor
@@ -137,7 +138,11 @@ public enum SwitchboardCluster {
             fail("the application failed: \(error)", code: 1)
         }
         let limits = runtime.limits
-        let server = SwitchboardWorkerServer(runtime: runtime, group: app.eventLoopGroup, logger: logger) { channel in
+        let server = SwitchboardWorkerServer(
+            runtime: runtime, group: app.eventLoopGroup, logger: logger,
+            // Vapor's own TLS handler (its server configuration's `tlsConfiguration`): the drain gate goes behind it.
+            findTLSHandler: { try? $0.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) }
+        ) { channel in
             listener.adopt(channel).flatMapThrowing {
                 try PassedConnection.finishSetUp(channel, limits: limits)
             }
@@ -203,67 +208,12 @@ public enum SwitchboardCluster {
         }
     }
 
-    /// Runs the master until it stops, then exits with its exit code.
     private static func runPrimary(configuration: Configuration, logger: Logger) async -> Never {
-        let supervisor: Supervisor
-        do {
-            // The signals reach the supervisor through the dispatch sources of forwardSignals, not its own handlers.
-            supervisor = try Supervisor(configuration: configuration, logger: logger, handleSignals: false)
-        } catch {
-            fail(error.message, code: error.code.exitCode)
-        }
-        let signalSources = forwardSignals(to: supervisor)
-        let workers = configuration.workers
-        let mode = configuration.mode
-        supervisor.onListening { host, port in
-            writeLine("listening on \(host):\(port) with \(workers) workers (\(mode))", to: .standardOutput)
-        }
-        // Supervisor.run() blocks: give it a thread of its own rather than one of the concurrency pool's.
-        let code = await withCheckedContinuation { (done: CheckedContinuation<Int32, Never>) in
-            Thread.detachNewThread {
-                do throws(SwitchboardError) {
-                    done.resume(returning: try supervisor.run())
-                } catch {
-                    writeLine("\(programName): \(error.message)", to: .standardError)
-                    done.resume(returning: error.code.exitCode)
-                }
-            }
-        }
-        withExtendedLifetime(signalSources) {}
-        exit(code)
-    }
-
-    /// Turns the master's signals into supervisor commands, like the `switchboard` command does: TERM and INT stop
-    /// gracefully (a second one stops at once), QUIT stops gracefully, HUP reloads, TTIN and TTOU add and remove a
-    /// worker.
-    private static func forwardSignals(to supervisor: Supervisor) -> [any DispatchSourceSignal] {
-        let actions: [(CInt, @Sendable (UInt) -> Void)] = [
-            (SIGTERM, { count in for _ in 0..<min(count, 2) { supervisor.stop() } }),
-            (SIGINT, { count in for _ in 0..<min(count, 2) { supervisor.stop() } }),
-            (SIGQUIT, { _ in supervisor.stop() }),
-            (SIGHUP, { _ in supervisor.reload() }),
-            (SIGTTIN, { count in for _ in 0..<count { supervisor.addWorker() } }),
-            (SIGTTOU, { count in for _ in 0..<count { supervisor.removeWorker() } }),
-        ]
-        return actions.map { signal, action in
-            let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
-            source.setEventHandler { action(source.data) }
-            source.resume()
-            return source
-        }
-    }
-
-    private static var programName: String {
-        CommandLine.arguments.first.flatMap { $0.split(separator: "/").last.map(String.init) } ?? "switchboard"
+        await ClusterMain.runMaster(configuration: configuration, logger: logger)
     }
 
     private static func fail(_ message: String, code: Int32) -> Never {
-        writeLine("\(programName): \(message)", to: .standardError)
-        exit(code)
-    }
-
-    private static func writeLine(_ text: String, to handle: FileHandle) {
-        handle.write(Data((text + "\n").utf8))
+        ClusterMain.fail(message, code: code)
     }
 }
 #endif

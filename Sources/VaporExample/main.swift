@@ -5,7 +5,8 @@
 //
 // With --tls-cert <pem> --tls-key <pem> the application's server has a TLS configuration and serves HTTP/2 when ALPN
 // chooses h2, HTTP/1.1 over TLS otherwise; each worker does the TLS handshake on the raw TCP connections the master
-// passes it. With --test-hooks, GET /trap calls fatalError (it kills only that worker; the master replaces it).
+// passes it. With --test-hooks, GET /trap calls fatalError (it kills only that worker; the master replaces it). With
+// --alone the application listens by itself on --port: one multithreaded process without Switchboard.
 //
 // The same binary is the master (the process you start) and, re-executed by the master, each worker.
 #if Vapor
@@ -34,6 +35,11 @@ func buildApplication(tls: TLSConfiguration?, testHooks: Bool) async throws -> A
                 if index < 5 { try await Task.sleep(for: .milliseconds(300)) }
             }
         }))
+    }
+    app.get("slow") { request async throws -> String in
+        let milliseconds = min(max((try? request.query.get(Int.self, at: "ms")) ?? 0, 0), 10_000)
+        try await Task.sleep(for: .milliseconds(milliseconds))
+        return "Slept \(milliseconds) ms in Vapor worker \(getpid())"
     }
     // The body as it arrives, chunk by chunk.
     app.on(.POST, "upload", body: .stream) { request async throws -> String in
@@ -73,8 +79,13 @@ func arguments() -> [String: String] {
     var arguments = Array(CommandLine.arguments.dropFirst())[...]
     while let flag = arguments.popFirst() {
         let name = flag.dropFirst(2).uppercased().replacingOccurrences(of: "-", with: "_")
-        if name == "TEST_HOOKS" {
-            values[name] = ""
+        if name == "TEST_HOOKS" || name == "ALONE" {
+            // A switch: `--test-hooks` alone, or with `on`/`off` as the Hummingbird example takes it.
+            if let next = arguments.first, !next.hasPrefix("--") {
+                values[name] = arguments.popFirst()
+            } else {
+                values[name] = "on"
+            }
         } else {
             values[name] = arguments.popFirst() ?? ""
         }
@@ -132,7 +143,7 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
 }
 
 let cluster = clusterConfiguration()
-let testHooks = arguments()["TEST_HOOKS"] != nil
+let testHooks = arguments()["TEST_HOOKS"].map { $0 != "off" } ?? false
 let tls: TLSConfiguration?
 do {
     // Loaded in the master too, before any worker starts: a bad certificate is one line, not a crash loop.
@@ -141,6 +152,21 @@ do {
     FileHandle.standardError.write(
         Data("switchboard-vapor-example: cannot load the TLS certificate or key: \(error)\n".utf8))
     exit(1)
+}
+if arguments()["ALONE"].map({ $0 != "off" }) ?? false {
+    // The application listening by itself, one multithreaded process (what `Scripts/bench` and `Scripts/faults`
+    // compare with): no master, no workers, Vapor's own `serve`.
+    do {
+        let app = try await buildApplication(tls: tls, testHooks: testHooks)
+        app.http.server.configuration.hostname = cluster.host.isEmpty ? "127.0.0.1" : cluster.host
+        app.http.server.configuration.port = cluster.port
+        try await app.execute()
+        try await app.asyncShutdown()
+    } catch {
+        FileHandle.standardError.write(Data("switchboard-vapor-example: \(error)\n".utf8))
+        exit(1)
+    }
+    exit(0)
 }
 await SwitchboardCluster.run(configuration: cluster) {
     try await buildApplication(tls: tls, testHooks: testHooks)

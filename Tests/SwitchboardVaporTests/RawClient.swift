@@ -25,15 +25,6 @@ extension TestConnection {
         }
         return reads
     }
-
-    func send(bytes: [UInt8]) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if written <= 0 { throw ProbeError.io("write: errno \(errno)") }
-            offset += written
-        }
-    }
 }
 
 extension Array where Element == UInt8 {
@@ -53,64 +44,4 @@ extension Array where Element == UInt8 {
     }
 }
 
-/// A WebSocket client on a raw socket: the upgrade handshake, masked frames out, frames in.
-struct RawWebSocket {
-    let connection: TestConnection
-    var pending: [UInt8] = []
-
-    /// Connects to `path` and upgrades; throws unless the server answers 101 with the right accept key.
-    init(port: Int, path: String = "/ws") throws {
-        connection = try TestConnection(port: port)
-        try connection.send(
-            "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        let reads = try connection.read { $0.contains("\r\n\r\n") }
-        var all = reads.flatMap(\.bytes)
-        let end = all.headEnd ?? all.count
-        let head = Array(all[..<end]).text
-        guard head.hasPrefix("HTTP/1.1 101"), head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") else {
-            throw ProbeError.malformed(head)
-        }
-        all.removeFirst(end)
-        pending = all
-    }
-
-    /// Sends one masked frame.
-    func send(opcode: UInt8, payload: [UInt8]) throws {
-        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
-        var frame: [UInt8] = [0x80 | opcode]
-        if payload.count < 126 {
-            frame.append(0x80 | UInt8(payload.count))
-        } else {
-            frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
-        }
-        frame += mask
-        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
-        try connection.send(bytes: frame)
-    }
-
-    /// Reads one (unmasked, unfragmented) frame: its opcode and payload; nil when the server closed first.
-    mutating func readFrame() throws -> (opcode: UInt8, payload: [UInt8])? {
-        func need(_ count: Int) throws -> Bool {
-            while pending.count < count {
-                let next = try connection.readChunk()
-                if next.bytes.isEmpty { return false }
-                pending += next.bytes
-            }
-            return true
-        }
-        guard try need(2) else { return nil }
-        var length = Int(pending[1] & 0x7F)
-        var header = 2
-        if length == 126 {
-            guard try need(4) else { return nil }
-            length = Int(pending[2]) << 8 | Int(pending[3])
-            header = 4
-        }
-        guard try need(header + length) else { return nil }
-        let frame = (opcode: pending[0] & 0x0F, payload: Array(pending[header..<(header + length)]))
-        pending.removeFirst(header + length)
-        return frame
-    }
-}
 #endif

@@ -16,15 +16,12 @@ struct VaporWebSocketTLSTests {
         let server = try VaporClusterTests.start(
             ["--workers", "2", "--keepalive-timeout", "1", "--header-timeout", "1"])
         defer { server.cleanUp() }
-        var socket = try RawWebSocket(port: server.port)
-        try socket.send(opcode: 1, payload: Array("hello through the cluster".utf8))
-        let echo = try #require(try socket.readFrame())
-        #expect(echo.opcode == 1)
-        #expect(echo.payload.text == "hello through the cluster")
+        let socket = try WebSocketProbe(port: server.port)
+        try socket.send(text: "hello through the cluster")
+        #expect(try socket.receive() == .init(opcode: 1, payload: Array("hello through the cluster".utf8)))
         Thread.sleep(forTimeInterval: 2.5)
-        try socket.send(opcode: 1, payload: Array("still here".utf8))
-        let later = try #require(try socket.readFrame(), "the WebSocket was closed while idle")
-        #expect(later.payload.text == "still here")
+        try socket.send(text: "still here")
+        #expect(try socket.receive().text == "still here", "the WebSocket was closed while idle")
         server.stopAndCheckNoOrphans()
     }
 
@@ -33,16 +30,15 @@ struct VaporWebSocketTLSTests {
     @Test func aDrainSaysGoingAwayToWebSockets() throws {
         let server = try VaporClusterTests.start(["--workers", "1", "--drain-timeout", "20"])
         defer { server.cleanUp() }
-        var socket = try RawWebSocket(port: server.port)
-        try socket.send(opcode: 1, payload: Array("ping".utf8))
-        #expect(try socket.readFrame()?.payload.text == "ping")
+        let socket = try WebSocketProbe(port: server.port)
+        try socket.send(text: "ping")
+        #expect(try socket.receive().text == "ping")
         let start = Date()
         server.signal(SIGTERM)
-        let close = try #require(try socket.readFrame())
-        #expect(close.opcode == 8)
-        #expect(close.payload.prefix(2).elementsEqual([0x03, 0xE9]), "close payload \(close.payload)")
+        let close = try socket.receive()
+        #expect(close.closeCode == 1001, "\(close)")
         #expect(Date().timeIntervalSince(start) < 3)
-        try socket.send(opcode: 8, payload: [0x03, 0xE9])
+        try socket.close(code: 1001)
         #expect(server.waitForExit(timeout: .seconds(10)) == 0, "stderr:\n\(server.stderr)")
     }
 

@@ -265,8 +265,9 @@ def machine_info(binaries: dict[str, str]) -> dict:
     return {
         "commit": run_text(["git", "rev-parse", "--short", "HEAD"]),
         "worktree_dirty": bool(run_text(["git", "status", "--porcelain", "--untracked-files=no"])),
-        "binaries": {name: {"path": b, "mtime": _dt.datetime.fromtimestamp(os.stat(b).st_mtime)
-                            .isoformat(timespec="seconds"), "release": "/release/" in b} for name, b in binaries.items()},
+        "binaries": {name: {"path": b, "release": "/release/" in b,
+                            "mtime": _dt.datetime.fromtimestamp(os.stat(b).st_mtime).isoformat(timespec="seconds")}
+                     for name, b in binaries.items()},
         "wrk": loadgen.wrk_version("wrk"), "nproc": os.cpu_count(), "cpu": procfs.cpu_model() or "unknown",
         "kernel": platform.release(), "python": platform.python_version(), "clk_tck": CLK_TCK,
         "loadavg_at_start": os.getloadavg(),

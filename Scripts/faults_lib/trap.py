@@ -355,8 +355,8 @@ def describe(row, arrangement, outcome, held_by, lost, on_trapper, gap_s, gap_fr
              + f", the trap itself {'answered 200' if tr is not None and tr.ok else (tr.reason if tr else 'none')}")
     if gap_s is not None:
         row.note(f"time without service (longest gap between successful loop requests) {gap_s:.3f} s, "
-                 f"starting {abs(gap_from):.3f} s {'after' if gap_from >= 0 else 'before'} the trap (longest before the "
-                 f"trap: {row.extra['gap_before_trap_s']} s)")
+                 f"starting {abs(gap_from):.3f} s {'after' if gap_from >= 0 else 'before'} the trap "
+                 f"(longest before the trap: {row.extra['gap_before_trap_s']} s)")
 
 
 def judge(row, expect, outcome, held_by, lost, on_trapper, gap_s, loop_failed_after) -> None:

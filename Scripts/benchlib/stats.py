@@ -143,3 +143,15 @@ def longest_gap(times: Iterable[float], start: float, end: float) -> tuple[float
             best_len, best_at = t - previous, previous
         previous = t
     return best_len, best_at
+
+
+def gaps_longer_than(times: Iterable[float], start: float, end: float, threshold: float) -> list[tuple[float, float]]:
+    """Every stretch of [start, end] longer than `threshold` that holds none of `times`, as (where it begins, length),
+    in time order; the edges count as in longest_gap."""
+    points = sorted(t for t in times if start <= t <= end)
+    out, previous = [], start
+    for t in points + [end]:
+        if t - previous > threshold:
+            out.append((previous, t - previous))
+        previous = t
+    return out

@@ -46,6 +46,16 @@ class LongestGap(unittest.TestCase):
         self.assertIsNone(stats.longest_gap([1], 4, 3))
 
 
+class GapsLongerThan(unittest.TestCase):
+    def test_every_long_gap_in_order(self):
+        # in [0, 10] with successes at 1, 1.5, 4, 9: gaps 1, 0.5, 2.5, 5, 1; longer than 1: 1.5 -> 4 and 4 -> 9
+        self.assertEqual(stats.gaps_longer_than([9, 1, 4, 1.5], 0, 10, 1), [(1.5, 2.5), (4, 5)])
+
+    def test_edges_and_nothing_long(self):
+        self.assertEqual(stats.gaps_longer_than([5], 0, 6, 4), [(0, 5)])
+        self.assertEqual(stats.gaps_longer_than([1, 2, 3], 0, 4, 1), [])
+
+
 class NetTcp(unittest.TestCase):
     # Captured from /proc/net/tcp here: a listener on 127.0.0.1:36031 (0x8CBF), one established connection to it from
     # port 45198 (0xB08E) with inode 87131234, one in TIME_WAIT (06, inode 0), and the same connection seen from the

@@ -255,7 +255,7 @@ def find_apps(args) -> dict[str, str]:
         elif not os.access(path, os.X_OK):
             raise BenchError(f"--app-binary {app.name}: not an executable: {path}")
         else:
-            found[app.name] = str(Path(path).resolve())
+            found[app.name] = str(Path(path).absolute())
     if not found:
         raise BenchError("no application built: " + "; ".join(a.build_command() for a in apps.APPS))
     return found

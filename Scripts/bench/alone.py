@@ -108,7 +108,13 @@ def start_subject(app: apps.App, binary: str, subject: str, logfile: Path,
         argv = [binary, "--host", HOST, "--port", "0", "--workers", str(WORKERS), "--mode", subject]
         srv = servers.Server(subject, argv, None, logfile, WORKERS, registry, mode=subject, strict=True,
                              worker_wait_s=3.0)
-    srv.start()
+    try:
+        srv.start()
+    except BenchError:
+        text = logfile.read_text(errors="replace") if logfile.is_file() else ""
+        if apps.built_without_trait(text):
+            raise BenchError(f"{binary} was built without the {app.trait} trait: {app.build_command()}")
+        raise
     return srv
 
 

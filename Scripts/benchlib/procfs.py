@@ -168,6 +168,77 @@ def pids_with_env(needle: bytes) -> list[int]:
 
 
 # --------------------------------------------------------------------------
+# /proc/net/tcp and socket descriptors: which process holds the server side of a client's connection
+
+TCP_ESTABLISHED = 1
+
+
+def parse_net_tcp(text: str) -> list[tuple[int, int, int, int]]:
+    """The sockets of /proc/net/tcp or /proc/net/tcp6 as (local port, remote port, state, inode); the header line and
+    malformed lines are skipped. State 1 is ESTABLISHED, 10 LISTEN (include/net/tcp_states.h)."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or ":" not in fields[1] or ":" not in fields[2]:
+            continue
+        try:
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+            out.append((local, remote, int(fields[3], 16), int(fields[9])))
+        except ValueError:
+            continue
+    return out
+
+
+def tcp_sockets() -> list[tuple[int, int, int, int]]:
+    """parse_net_tcp over /proc/net/tcp and /proc/net/tcp6 (this network namespace)."""
+    out = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        text = _read(path)
+        if text is not None:
+            out += parse_net_tcp(text)
+    return out
+
+
+def parse_socket_link(target: str) -> int | None:
+    """The inode of a descriptor's link `socket:[12345]`; None for anything else (files, pipes, anon inodes)."""
+    if target.startswith("socket:[") and target.endswith("]"):
+        digits = target[len("socket:["):-1]
+        return int(digits) if digits.isdigit() else None
+    return None
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets `pid` holds open (empty when it is gone or not ours)."""
+    out: set[int] = set()
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for name in names:
+        try:
+            inode = parse_socket_link(os.readlink(f"/proc/{pid}/fd/{name}"))
+        except OSError:
+            continue
+        if inode is not None:
+            out.add(inode)
+    return out
+
+
+def holders_of_connections(server_port: int, client_ports: list[int], pids: list[int]) -> dict[int, int | None]:
+    """For each client port: which of `pids` holds the server side of its established connection to `server_port`
+    (None when no one of them does, yet or any more)."""
+    inode_of = {remote: inode for local, remote, state, inode in tcp_sockets()
+                if local == server_port and state == TCP_ESTABLISHED and remote in client_ports}
+    held = {pid: socket_inodes(pid) for pid in pids}
+    out: dict[int, int | None] = {}
+    for port in client_ports:
+        inode = inode_of.get(port)
+        out[port] = next((pid for pid, inodes in held.items() if inode is not None and inode in inodes), None)
+    return out
+
+
+# --------------------------------------------------------------------------
 # CPU lists, /proc/cpuinfo, /proc/meminfo
 
 def parse_cpu_list(text: str) -> set[int]:

@@ -127,3 +127,31 @@ def per_unit(total: float | None, count: float | None) -> float | None:
 def pct_of_core(cpu_s: float | None, wall_s: float | None) -> float | None:
     """CPU seconds over wall seconds, in % of one core; None when either is missing or the wall time is 0."""
     return 100.0 * cpu_s / wall_s if cpu_s is not None and wall_s else None
+
+
+def longest_gap(times: Iterable[float], start: float, end: float) -> tuple[float, float] | None:
+    """The longest stretch of [start, end] that holds none of `times` (the moments requests succeeded: a time without
+    service), as (length, where it begins). The edges count: start to the first time, the last time to end. Times
+    outside [start, end] are left out; with none inside, the whole window is the gap. None when end < start."""
+    if end < start:
+        return None
+    points = sorted(t for t in times if start <= t <= end)
+    best_len, best_at = -1.0, start
+    previous = start
+    for t in points + [end]:
+        if t - previous > best_len:
+            best_len, best_at = t - previous, previous
+        previous = t
+    return best_len, best_at
+
+
+def gaps_longer_than(times: Iterable[float], start: float, end: float, threshold: float) -> list[tuple[float, float]]:
+    """Every stretch of [start, end] longer than `threshold` that holds none of `times`, as (where it begins, length),
+    in time order; the edges count as in longest_gap."""
+    points = sorted(t for t in times if start <= t <= end)
+    out, previous = [], start
+    for t in points + [end]:
+        if t - previous > threshold:
+            out.append((previous, t - previous))
+        previous = t
+    return out

@@ -45,10 +45,10 @@ class Result:
         return None
 
 
-def http_get(port: int, path: str = "/", timeout: float = 5.0, on_sent=None) -> Result:
+def http_get(port: int, path: str = "/", timeout: float = 5.0, on_sent=None, on_connected=None) -> Result:
     """GET `path` on a new connection with `Connection: close`; the whole exchange must finish within `timeout`.
     Failure reasons: refused, reset, timeout, short read (closed before a complete response), non-200, or an errno
-    name."""
+    name. `on_connected(local_port)` is called once connected, `on_sent()` once the request is written."""
     t0 = time.monotonic()
     deadline = t0 + timeout
 
@@ -66,6 +66,8 @@ def http_get(port: int, path: str = "/", timeout: float = 5.0, on_sent=None) -> 
     need = None
     with s:
         try:
+            if on_connected is not None:
+                on_connected(s.getsockname()[1])
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
             if on_sent is not None:
                 on_sent()
@@ -112,11 +114,14 @@ def format_reasons(reasons: dict[str, int]) -> str:
 # The normal client: a few threads of sequential requests, measuring
 
 
+NORMAL_THREADS = 4  # the normal client's threads: at most this many of its requests are in flight at once
+
+
 class NormalClient:
     """`threads` threads, each sending GET / on a fresh connection, then pausing `pause` s. Moderate on purpose:
     it measures the service while a fault runs, it is not the load."""
 
-    def __init__(self, port: int, threads: int = 4, pause: float = 0.02, timeout: float = 5.0,
+    def __init__(self, port: int, threads: int = NORMAL_THREADS, pause: float = 0.02, timeout: float = 5.0,
                  max_seconds: float = 600):
         self.port, self.nthreads, self.pause, self.timeout = port, threads, pause, timeout
         self.max_seconds = max_seconds
@@ -125,6 +130,8 @@ class NormalClient:
         self._threads: list[threading.Thread] = []
         self.sent = 0
         self.latencies: list[float] = []
+        self.ok_at: list[float] = []  # time.monotonic() when each successful request ended
+        self.failed_at: list[tuple[float, str]] = []  # when each failed request ended, and why
         self.failures: Counter = Counter()
         self.statuses: Counter = Counter()
 
@@ -139,12 +146,15 @@ class NormalClient:
         end = time.monotonic() + self.max_seconds
         while not self._halt.is_set() and time.monotonic() < end:
             r = http_get(self.port, "/", self.timeout)
+            ended = time.monotonic()
             with self._lock:
                 self.sent += 1
                 if r.ok:
                     self.latencies.append(r.ms)
+                    self.ok_at.append(ended)
                 else:
                     self.failures[r.reason] += 1
+                    self.failed_at.append((ended, r.reason))
                     if r.status is not None:
                         self.statuses[r.status] += 1
             self._halt.wait(self.pause)

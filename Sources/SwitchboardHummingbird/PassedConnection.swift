@@ -56,7 +56,8 @@ enum PassedConnection {
             let operations = channel.pipeline.syncOperations
             let tls = try? operations.context(handlerType: NIOSSLServerHandler.self)
             if try !install(on: channel, limits: limits), let tls {
-                try operations.addHandler(AfterHandshake(limits: limits), position: .after(tls.handler))
+                let afterHandshake = AfterHandshake { try PassedConnection.install(on: $0, limits: limits) }
+                try operations.addHandler(afterHandshake, position: .after(tls.handler))
             }
             let closeAfterWrites = CloseAfterWrites()
             let barrier = HTTP2GoAwayBarrier()
@@ -114,29 +115,6 @@ enum PassedConnection {
                 return
             }
             context.fireUserInboundEventTriggered(event)
-        }
-    }
-
-    /// Waits for the end of the TLS handshake, then installs the timeouts if ALPN made the connection HTTP/1.1.
-    final class AfterHandshake: ChannelInboundHandler, RemovableChannelHandler {
-        typealias InboundIn = NIOAny
-        let limits: ConnectionLimits
-
-        init(limits: ConnectionLimits) {
-            self.limits = limits
-        }
-
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            // Passed on first: the ALPN handler behind this one configures the protocol's pipeline on this event.
-            context.fireUserInboundEventTriggered(event)
-            guard case .handshakeCompleted = event as? TLSUserEvent else { return }
-            let channel = context.channel
-            let limits = limits
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            if (try? PassedConnection.install(on: channel, limits: limits)) != true {
-                // The protocol's pipeline may be configured a moment later (an asynchronous configurator).
-                channel.eventLoop.execute { _ = try? PassedConnection.install(on: channel, limits: limits) }
-            }
         }
     }
 }

@@ -22,7 +22,8 @@ enum PassedConnection {
     static func finishSetUp(_ channel: any Channel, limits: ConnectionLimits) throws {
         let operations = channel.pipeline.syncOperations
         if let tls = try? operations.context(handlerType: NIOSSLServerHandler.self) {
-            try operations.addHandler(AfterHandshake(limits: limits), position: .after(tls.handler))
+            let afterHandshake = AfterHandshake { try PassedConnection.install(on: $0, limits: limits) }
+            try operations.addHandler(afterHandshake, position: .after(tls.handler))
             try operations.addHandler(WebSocketGoingAway(), position: .after(tls.handler))
         } else {
             _ = try install(on: channel, limits: limits)
@@ -45,28 +46,6 @@ enum PassedConnection {
         return false
     }
 
-    /// Waits for the end of the TLS handshake, then installs what the protocol ALPN chose needs.
-    final class AfterHandshake: ChannelInboundHandler, RemovableChannelHandler {
-        typealias InboundIn = NIOAny
-        let limits: ConnectionLimits
-
-        init(limits: ConnectionLimits) {
-            self.limits = limits
-        }
-
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            // Passed on first: Vapor's ALPN handler behind this one configures the protocol's pipeline on this event.
-            context.fireUserInboundEventTriggered(event)
-            guard case .handshakeCompleted = event as? TLSUserEvent else { return }
-            let channel = context.channel
-            let limits = limits
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            if (try? PassedConnection.install(on: channel, limits: limits)) != true {
-                // The protocol's pipeline may be configured a moment later (an asynchronous configurator).
-                channel.eventLoop.execute { _ = try? PassedConnection.install(on: channel, limits: limits) }
-            }
-        }
-    }
 }
 
 /// Drains an HTTP/2 connection without losing a stream: every stream the client opened before it learnt of the

@@ -36,6 +36,27 @@ struct VaporClusterTests {
         server.stopAndCheckNoOrphans()
     }
 
+    /// The modes where workers accept themselves: the worker's own listener (SO_REUSEPORT, or the one it inherited)
+    /// hands each connection to Vapor's private server the same way as a passed one.
+    @Test(arguments: ["reuseport", "shared"]) func workersThatAcceptThemselvesServeThroughVapor(mode: String) throws {
+        let server = try Self.start(["--workers", "2", "--mode", mode])
+        defer { server.cleanUp() }
+        #expect(server.stdout.contains("with 2 workers (\(mode))"), "\(server.stdout)")
+        let workers = Set(server.workerPIDs)
+        var greeted: Set<pid_t> = []
+        for _ in 0..<40 where greeted != workers || mode == "shared" {
+            let response = try get(port: server.port)
+            #expect(response.status == 200)
+            #expect(response.body.hasPrefix("Hello from Vapor worker "), "body: \(response.body)")
+            greeted.insert(try #require(response.workerPID))
+        }
+        // SO_REUSEPORT spreads new connections by their addresses: 40 connections reach both workers. In shared mode
+        // whichever worker wakes first accepts, so only who answered is checked.
+        #expect(mode == "shared" ? greeted.isSubset(of: workers) && !greeted.isEmpty : greeted == workers,
+                "greeted by \(greeted), workers \(workers)")
+        server.stopAndCheckNoOrphans()
+    }
+
     /// `req.remoteAddress` is the client's address (the passed TCP connection's peer), and the application's server
     /// configuration names the master's port, not the worker's private socket.
     @Test func theApplicationSeesTheClientsAddressAndThePublicPort() throws {

@@ -49,12 +49,12 @@ final class PrivateListener: Sendable {
         do {
             try await server.start(address: .unixDomainSocket(path: path))
         } catch {
-            unlink(path)
-            rmdir(directory)
+            Syscalls.unlink(path)
+            Syscalls.removeDirectory(directory)
             throw error
         }
-        unlink(path)
-        rmdir(directory)
+        Syscalls.unlink(path)
+        Syscalls.removeDirectory(directory)
 
         let channel: any Channel
         do {
@@ -115,12 +115,12 @@ final class PrivateListener: Sendable {
 
     private static func makePrivateDirectory() throws -> String {
         let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        var template = Array("\(base)/switchboard-vapor-XXXXXX".utf8CString)
-        // mkdtemp creates the directory with mode 0700.
-        guard let made = mkdtemp(&template) else {
-            throw SwitchboardError(.system, "cannot create a private directory in \(base): errno \(errno)")
+        do {
+            // 0700: only this user can reach the socket during the moment its name exists.
+            return try Syscalls.makePrivateDirectory(in: base, prefix: "switchboard-vapor-")
+        } catch {
+            throw SwitchboardError(.system, "cannot create a private directory in \(base): \(error)")
         }
-        return String(cString: made)
     }
 
     /// The listening channel of a started `HTTPServer`: `connection` (a lock box) → its storage → `header` →

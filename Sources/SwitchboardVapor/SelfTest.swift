@@ -19,16 +19,18 @@ enum SelfTest {
     /// Runs the self-test.
     /// - Throws: ``InternalsMoved`` when no response came back: the passed connection did not reach Vapor's server.
     static func run(through listener: PrivateListener, group: any EventLoopGroup) async throws {
-        var descriptors: [CInt] = [-1, -1]
-        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &descriptors) == 0 else {
-            throw SwitchboardError(.system, "socketpair failed: errno \(errno)")
+        let descriptors: (CInt, CInt)
+        do {
+            descriptors = try Syscalls.streamSocketPair()
+        } catch {
+            throw SwitchboardError(.system, "\(error)")
         }
         let serverSide = try? await ClientBootstrap(group: group)
             .channelInitializer { listener.adopt($0) }
-            .withConnectedSocket(descriptors[0])
+            .withConnectedSocket(descriptors.0)
             .get()
         guard serverSide != nil else {
-            close(descriptors[1])
+            Syscalls.close(descriptors.1)
             throw InternalsMoved("cannot set a passed connection up through HTTPServer's listening channel")
         }
         let response = group.next().makePromise(of: String.self)
@@ -49,7 +51,7 @@ enum SelfTest {
                         try channel.pipeline.syncOperations.addHandler(ResponseReader(response: response))
                     }
                 }
-                .withConnectedSocket(descriptors[1])
+                .withConnectedSocket(descriptors.1)
                 .get()
         } catch {
             serverSide?.close(promise: nil)

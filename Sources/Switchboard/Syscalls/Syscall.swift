@@ -52,6 +52,30 @@ package enum Syscalls {
         return fds
     }
 
+    /// A connected pair of `AF_UNIX` stream sockets, close-on-exec (a connection to itself, for a self-test).
+    package static func streamSocketPair() throws(SystemCallError) -> (CInt, CInt) {
+        var fds: (CInt, CInt) = (-1, -1)
+        let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
+        _ = try retryingOnInterrupt("socketpair") {
+            unsafe withUnsafeMutablePointer(to: &fds) { pointer in
+                unsafe pointer.withMemoryRebound(to: CInt.self, capacity: 2) { unsafe Glibc.socketpair(AF_UNIX, type, 0, $0) }
+            }
+        }
+        return fds
+    }
+
+    /// Creates `<base>/<prefix>XXXXXX` with mode 0700 (`mkdtemp`): a directory nobody else can enter.
+    package static func makePrivateDirectory(in base: String, prefix: String) throws(SystemCallError) -> String {
+        var template = Array("\(base)/\(prefix)XXXXXX".utf8CString)
+        guard let made = unsafe mkdtemp(&template) else { throw SystemCallError(call: "mkdtemp", code: errno) }
+        return unsafe String(cString: made)
+    }
+
+    /// Removes an empty directory, ignoring failures.
+    package static func removeDirectory(_ path: String) {
+        _ = unsafe Glibc.rmdir(path)
+    }
+
     /// Accepts one connection, non-blocking and close-on-exec.
     package static func accept(_ listener: CInt) throws(SystemCallError) -> NonBlocking<CInt> {
         while true {

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
@@ -505,4 +506,85 @@ pid_t sb_peek_exited_child(void) {
     memset(&info, 0, sizeof info);
     if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -1;
     return info.si_pid;
+}
+
+// MARK: the master's upgrade in place
+
+int sb_spawn_check(const char *path, char *const argv[], char *const envp[], int output, pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return rc;
+    }
+    sigset_t empty, defaults;
+    sigemptyset(&empty);
+    sigfillset(&defaults);
+    sigdelset(&defaults, SIGKILL);
+    sigdelset(&defaults, SIGSTOP);
+    if ((rc = posix_spawn_file_actions_adddup2(&actions, output, 1)) != 0) goto done;
+    if ((rc = posix_spawn_file_actions_adddup2(&actions, output, 2)) != 0) goto done;
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) != 0) goto done;
+    if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto done;
+    if ((rc = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0) goto done;
+    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto done;
+    rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
+done:
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
+int sb_pipe(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+}
+
+int sb_memfd(const char *name) {
+    return memfd_create(name, 0);
+}
+
+int sb_open_own_image(void) {
+    return open("/proc/self/exe", O_RDONLY);
+}
+
+static int sb_block(const int *signals, int count, sigset_t *previous) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int i = 0; i < count; i++) sigaddset(&mask, signals[i]);
+    return pthread_sigmask(SIG_BLOCK, &mask, previous);
+}
+
+int sb_exec(const char *path, char *const argv[], char *const envp[], const int *signals, int count) {
+    sigset_t previous;
+    int rc = sb_block(signals, count, &previous);
+    if (rc != 0) return rc;
+    execve(path, argv, envp);
+    int failure = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return failure;
+}
+
+int sb_exec_descriptor(int fd, char *const argv[], char *const envp[], const int *signals, int count) {
+    sigset_t previous;
+    int rc = sb_block(signals, count, &previous);
+    if (rc != 0) return rc;
+    syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+    int failure = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return failure;
+}
+
+int sb_unblock_signals(const int *signals, int count) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int i = 0; i < count; i++) sigaddset(&mask, signals[i]);
+    pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+    return 0;
+}
+
+int sb_is_open(int fd) {
+    return fcntl(fd, F_GETFD) >= 0 ? 1 : 0;
 }

@@ -1,6 +1,12 @@
 import ArgumentParser
 import Switchboard
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,6 +22,12 @@ struct ControlOptions {
 
     /// Sends `command` to the master and prints its answer: the body on stdout, an error as one line on stderr.
     func send(_ command: ControlCommand) throws {
+        Syscalls.writeAll(1, try ask(command))
+    }
+
+    /// Sends `command` to the master and returns the body of its answer.
+    /// - Throws: ``SwitchboardError`` with the master's one-line error, or when it cannot be reached.
+    func ask(_ command: ControlCommand) throws(SwitchboardError) -> String {
         let fd: CInt
         do {
             fd = try Syscalls.connectUnix(path)
@@ -36,10 +48,7 @@ struct ControlOptions {
             answer.append(contentsOf: chunk[0..<count])
         }
         let text = String(decoding: answer, as: UTF8.self)
-        if text.hasPrefix("ok\n") {
-            Syscalls.writeAll(1, String(text.dropFirst(3)))
-            return
-        }
+        if text.hasPrefix("ok\n") { return String(text.dropFirst(3)) }
         let line = text.split(separator: "\n").first.map(String.init) ?? "the master closed the connection"
         throw SwitchboardError(.system, line.hasPrefix("error: ") ? String(line.dropFirst(7)) : line)
     }
@@ -100,5 +109,55 @@ struct ScaleCommand: ParsableCommand {
             throw ValidationError(error.message)
         }
         try options.send(command)
+    }
+}
+
+struct UpgradeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "upgrade",
+        abstract: "Upgrade the master in place to the build on disk (same PID, nothing dropped), then reload the workers.",
+        discussion: """
+            The file the master was started by is run first with the master's arguments (a pre-check: it must parse \
+            the configuration and speak this master's protocols); then the master hands its state over and execs it, \
+            keeping its PID, its listener and its workers. Waits for the outcome: exits 0 once the new image serves, \
+            non-zero with the reason if the pre-check failed or the new image could not adopt (the old one serves on).
+            """)
+
+    @ParentCommand var root: SwitchboardCommand
+    var options: ControlOptions { ControlOptions(controlSocket: root.controlSocket) }
+
+    @Flag(help: "Upgrade the master only: the workers keep running their build (no rolling reload).")
+    var masterOnly = false
+
+    @Option(help: "Seconds to wait for the outcome.")
+    var timeout: Double = 60
+
+    func run() throws {
+        let started = try options.ask(.upgrade(masterOnly: masterOnly))
+        Syscalls.writeAll(1, started)
+        // "upgrade N: checking <path>"
+        guard let sequence = started.split(separator: " ").dropFirst().first.flatMap({ Int($0.dropLast()) }) else {
+            throw SwitchboardError(.system, "unexpected answer from the master: \(started.prefix(200))")
+        }
+        let deadline = Syscalls.monotonicNanoseconds() + UInt64(max(timeout, 1) * 1e9)
+        while Syscalls.monotonicNanoseconds() < deadline {
+            Syscalls.sleep(milliseconds: 100)
+            // The master execs meanwhile: its socket keeps the connection waiting, or this one try fails; ask again.
+            guard let text = try? options.ask(.status(json: true)),
+                let status = try? JSONDecoder().decode(MasterStatus.self, from: Data(text.utf8)),
+                let upgrade = status.upgrade, upgrade.sequence == sequence, upgrade.result != "checking"
+            else { continue }
+            switch upgrade.result {
+            case "done":
+                let took = upgrade.milliseconds.map { " in \($0) ms" } ?? ""
+                Syscalls.writeAll(
+                    1,
+                    "master upgraded in place: \(upgrade.fromBuild) -> \(upgrade.toBuild ?? "?")\(took), pid \(status.pid); \(upgrade.detail)\n")
+                return
+            default:
+                throw SwitchboardError(.system, "upgrade \(sequence) \(upgrade.result): \(upgrade.detail)")
+            }
+        }
+        throw SwitchboardError(.system, "upgrade \(sequence): no outcome within \(timeout) s (see switchboard status)")
     }
 }

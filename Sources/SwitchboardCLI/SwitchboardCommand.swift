@@ -14,10 +14,10 @@ struct SwitchboardCommand: ParsableCommand {
 
             Signals: TERM, INT and QUIT stop gracefully (a second TERM or INT kills the workers at once); HUP starts a \
             rolling reload (each new worker must be ready before an old one drains); TTIN adds a worker, TTOU \
-            drains one.
+            drains one; USR2 upgrades the master in place to the build on disk (same PID), then reloads the workers.
             """,
         version: Cluster.build,
-        subcommands: [StatusCommand.self, ReloadCommand.self, ScaleCommand.self, StopCommand.self]
+        subcommands: [StatusCommand.self, ReloadCommand.self, ScaleCommand.self, StopCommand.self, UpgradeCommand.self]
     )
 
     @Option(help: "TCP port to listen on; 0 picks a free port.")

@@ -201,6 +201,41 @@ uint64_t sb_monotonic_nanoseconds(void);
 /// Connects a blocking TCP socket to host:port (numeric IPv4 or IPv6). Returns the fd. For tests and tools.
 int sb_tcp_connect(const char *host, int port);
 
+
+// MARK: the master's upgrade in place (exec with the same PID)
+
+/// Spawns `path` for the upgrade's pre-check: `output` (a pipe's write end) becomes its stdout and stderr, every other
+/// fd above 2 is closed, the signal mask is empty and every signal at its default. Returns 0 and sets *pid, or an
+/// errno value (posix_spawn's convention).
+int sb_spawn_check(const char *path, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
+                   int output, pid_t *pid);
+
+/// pipe2(O_CLOEXEC | O_NONBLOCK). Returns 0 or -1 with errno.
+int sb_pipe(int fds[_Nonnull 2]);
+
+/// memfd_create(name, 0): an anonymous file that survives exec. Returns the fd or -1 with errno.
+int sb_memfd(const char *name);
+
+/// open("/proc/self/exe", O_RDONLY): the running image, without close-on-exec, kept so a new image can exec it back
+/// (sb_exec_descriptor). Returns the fd or -1 with errno.
+int sb_open_own_image(void);
+
+/// Blocks `signals` in the calling thread, then execve(path, argv, envp): the signals arrive pending in the new
+/// image, which takes them once its handlers are installed (between exec and then, their default action would end
+/// the process). Returns only on failure: the mask is put back and an errno value returned.
+int sb_exec(const char *path, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
+            const int *signals, int count);
+
+/// As sb_exec, through a descriptor of the file (execveat with AT_EMPTY_PATH, as fexecve).
+int sb_exec_descriptor(int fd, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
+                       const int *signals, int count);
+
+/// Unblocks `signals` in the calling thread (after an exec that arrived with them blocked). Returns 0.
+int sb_unblock_signals(const int *signals, int count);
+
+/// Whether `fd` is an open descriptor (fcntl F_GETFD). Returns 1 or 0.
+int sb_is_open(int fd);
+
 #pragma clang assume_nonnull end
 
 #endif

@@ -7,6 +7,8 @@ public enum ControlCommand: Equatable, Sendable {
     case scale(to: Int)
     /// This many more (positive) or fewer (negative).
     case scaleBy(Int)
+    /// Upgrade the master in place to the build on disk (then the workers, unless `masterOnly`).
+    case upgrade(masterOnly: Bool)
 
     /// The longest line the master reads.
     public static let maxLine = 256
@@ -20,6 +22,8 @@ public enum ControlCommand: Equatable, Sendable {
         case ("status", 2) where words[1] == "--json" || words[1] == "json": self = .status(json: true)
         case ("reload", 1): self = .reload
         case ("stop", 1): self = .stop
+        case ("upgrade", 1): self = .upgrade(masterOnly: false)
+        case ("upgrade", 2) where words[1] == "--master-only": self = .upgrade(masterOnly: true)
         case ("scale", 2):
             let argument = words[1]
             if argument.hasPrefix("+") || argument.hasPrefix("-") {
@@ -38,7 +42,7 @@ public enum ControlCommand: Equatable, Sendable {
             }
         default:
             throw SwitchboardError(
-                .usage, "unknown command '\(line.prefix(40))': pass status, status --json, reload, scale <n|+k|-k> or stop")
+                .usage, "unknown command '\(line.prefix(40))': pass status, status --json, reload, scale <n|+k|-k>, upgrade [--master-only] or stop")
         }
     }
 
@@ -50,6 +54,7 @@ public enum ControlCommand: Equatable, Sendable {
         case .stop: "stop"
         case .scale(let count): "scale \(count)"
         case .scaleBy(let delta): "scale \(delta > 0 ? "+" : "")\(delta)"
+        case .upgrade(let masterOnly): masterOnly ? "upgrade --master-only" : "upgrade"
         }
     }
 }
@@ -111,6 +116,24 @@ public struct MasterStatus: Codable, Equatable, Sendable {
     public var cpus: String?
     /// The last recycle begun: its reason and worker ("requests (worker 3)"); nil before the first.
     public var lastRecycle: String?
+    /// The last upgrade of the master in place (`switchboard upgrade`); nil before the first.
+    public var upgrade: Upgrade? = nil
+
+    /// An upgrade of the master in place and how it went.
+    public struct Upgrade: Codable, Equatable, Sendable {
+        /// Its number in the master's life (counted across its images).
+        public var sequence: Int
+        /// `checking`, `done`, `failed` or `rolled back`.
+        public var result: String
+        /// Why it failed or rolled back; what comes next when it is done.
+        public var detail: String
+        /// The master's build before it.
+        public var fromBuild: String
+        /// The master's build after it (when done).
+        public var toBuild: String? = nil
+        /// From the request to the new image serving (when done or rolled back).
+        public var milliseconds: Int? = nil
+    }
 
     /// The table `switchboard status` prints.
     public var table: String {
@@ -135,6 +158,11 @@ public struct MasterStatus: Codable, Equatable, Sendable {
         if let workerExecutable { lines.append("workers start from \(workerExecutable)") }
         if let cpus { lines.append("cpus: \(cpus)") }
         if let lastRecycle { lines.append("last recycle: \(lastRecycle)") }
+        if let upgrade {
+            let took = upgrade.milliseconds.map { " in \($0) ms" } ?? ""
+            let builds = upgrade.toBuild.map { "\(upgrade.fromBuild) -> \($0)" } ?? "from \(upgrade.fromBuild)"
+            lines.append("last upgrade: \(upgrade.sequence) \(upgrade.result) (\(builds)\(took)): \(upgrade.detail)")
+        }
         let header = [
             "id", "pid", "gen", "state", "uptime", "restarts", "open", "queued", "dispatched", "cpu", "rss", "uss",
             "build",

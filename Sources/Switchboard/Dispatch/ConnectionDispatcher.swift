@@ -55,7 +55,7 @@ package final class ConnectionDispatcher {
     }
 
     /// Connection counts since the start, for status, `/metrics` and the last log line.
-    package struct Counters: Equatable, Sendable {
+    package struct Counters: Equatable, Sendable, Codable {
         package var accepted: UInt64 = 0
         /// Connections sent to workers (each once per send: a connection taken back and sent again counts twice).
         package var dispatched: UInt64 = 0
@@ -596,6 +596,84 @@ package final class ConnectionDispatcher {
         let lost = pending.removeAll()
         for fd in lost { Syscalls.close(fd) }
         return lost.count
+    }
+}
+
+extension ConnectionDispatcher {
+    /// Everything the dispatcher holds, for a master's upgrade (``Handover``): the listener, `pending` and each lane's
+    /// descriptors and accounting. Outboxes are empty between pumps, so every connection is in `pending`, in a
+    /// worker's queue (held by the kernel, in the kept end) or in a worker.
+    package struct Snapshot: Equatable, Codable {
+        package struct Lane: Equatable, Codable {
+            var channel: CInt?
+            var kept: CInt?
+            var bytesSent: UInt64
+            var frames: [QueuedFrames.Frame]
+            var nextSequence: UInt64
+            var ready: Bool
+            var stalled: Bool
+            var open: Int
+            var dispatched: UInt64
+        }
+
+        var listener: CInt
+        var pending: [CInt]
+        var counters: Counters
+        var lanes: [Lane]
+
+        /// Every descriptor in it.
+        package var descriptors: [CInt] {
+            var all = pending
+            if listener >= 0 { all.append(listener) }
+            for lane in lanes {
+                if let channel = lane.channel { all.append(channel) }
+                if let kept = lane.kept { all.append(kept) }
+            }
+            return all
+        }
+    }
+
+    /// The dispatcher's state for the hand-over. The descriptors stay the dispatcher's until this image execs.
+    package var snapshot: Snapshot {
+        precondition(lanes.allSatisfy { $0.outbox.isEmpty }, "a hand-over during a pump")
+        return Snapshot(
+            listener: listenerDescriptor.raw, pending: pending.waiting, counters: counters,
+            lanes: lanes.map { lane in
+                let frames = lane.frames.snapshot
+                return Snapshot.Lane(
+                    channel: lane.channel?.fd, kept: lane.kept?.fd, bytesSent: lane.channel?.bytesSent ?? 0,
+                    frames: frames.frames, nextSequence: frames.nextSequence, ready: lane.ready,
+                    stalled: lane.stalled, open: lane.open, dispatched: lane.dispatched)
+            })
+    }
+
+    /// Takes over what another image of the master handed over: the listener, `pending` and every lane, each
+    /// channel watched again with `token(lane)`.
+    /// - Throws: When a channel cannot be watched (what was adopted before stays the dispatcher's).
+    package func restore(
+        _ snapshot: Snapshot, token: (Int) -> UInt64, metadata: (Int) -> Logger.Metadata
+    ) throws(SystemCallError) {
+        precondition(!listenerDescriptor.isValid && lanes.isEmpty && pending.isEmpty, "restore into a used dispatcher")
+        if snapshot.listener >= 0 { adopt(listener: snapshot.listener) }
+        pending.append(contentsOf: snapshot.pending)
+        counters = snapshot.counters
+        for (index, handed) in snapshot.lanes.enumerated() {
+            var lane = Lane(bound: settings.bound)
+            lane.frames = QueuedFrames(
+                capacity: settings.bound, restoring: handed.frames, nextSequence: handed.nextSequence)
+            lane.kept = handed.kept.map { DescriptorChannel(fd: $0) }
+            lane.ready = handed.ready
+            lane.stalled = handed.stalled
+            lane.open = handed.open
+            lane.dispatched = handed.dispatched
+            lane.token = token(index)
+            lane.metadata = metadata(index)
+            if let fd = handed.channel {
+                lane.channel = DescriptorChannel(fd: fd, bytesSent: handed.bytesSent)
+            }
+            lanes.append(lane)
+            if let fd = handed.channel { try Syscalls.epollAdd(epoll, fd, events: sb_EPOLLIN, token: lane.token) }
+        }
     }
 }
 

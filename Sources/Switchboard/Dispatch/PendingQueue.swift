@@ -14,6 +14,9 @@ package struct PendingQueue {
     package var isEmpty: Bool { head == storage.count }
     package var count: Int { storage.count - head }
 
+    /// The connections waiting, oldest first (they stay in the queue).
+    package var waiting: [CInt] { Array(storage[head...]) }
+
     package mutating func append(_ fd: CInt) {
         storage.append(fd)
     }

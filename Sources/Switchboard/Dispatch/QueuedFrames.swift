@@ -8,7 +8,7 @@
 ///
 /// A fixed-capacity ring: sending and receiving never allocate.
 package struct QueuedFrames {
-    package struct Frame: Equatable {
+    package struct Frame: Equatable, Codable {
         /// The sequence number of the frame's first connection.
         package var first: UInt64
         /// Connections in the frame.
@@ -32,6 +32,21 @@ package struct QueuedFrames {
     package init(capacity: Int) {
         precondition(capacity >= 1)
         storage = Array(repeating: Frame(first: 0, count: 0, end: 0, sentAt: 0), count: capacity)
+    }
+
+    /// The frames waiting, oldest first, and the next sequence number: what a master's new image needs to go on
+    /// counting (``init(capacity:restoring:)``).
+    package var snapshot: (frames: [Frame], nextSequence: UInt64) {
+        ((0..<count).map { storage[(head + $0) % storage.count] }, nextSequence)
+    }
+
+    /// The ring another image kept, in a ring of `capacity` (its own bound; frames beyond it are kept too).
+    package init(capacity: Int, restoring frames: [Frame], nextSequence: UInt64) {
+        self.init(capacity: max(capacity, frames.count))
+        for (index, frame) in frames.enumerated() { storage[index] = frame }
+        count = frames.count
+        connections = frames.reduce(0) { $0 + $1.count }
+        self.nextSequence = nextSequence
     }
 
     package var capacity: Int { storage.count }

@@ -38,8 +38,17 @@ package enum LaunchPath {
         return nil
     }
 
+    /// Set by an upgrade for the image it execs: the launch path the master had (an old image execed back after a
+    /// failed upgrade is no longer the file at that path, yet it is still where workers and upgrades start from).
+    package static let handedVariable = "SWITCHBOARD_HANDOVER_LAUNCH_PATH"
+
     /// The launch path of this process, resolved once, or `/proc/self/exe` when none is known.
     package static let current: String = {
+        if Syscalls.environment(Handover.variable) != nil, let handed = Syscalls.environment(handedVariable),
+            Syscalls.isExecutableFile(handed)
+        {
+            return handed
+        }
         let running = Syscalls.deviceAndInode(path: "/proc/self/exe")
         return resolve(
             argument0: CommandLine.arguments.first ?? "", searchPath: Syscalls.environment("PATH"),

@@ -122,6 +122,8 @@ extension Master {
             return scale(to: count, asked: command, now: now)
         case .scaleBy(let delta):
             return scale(to: machine.target + delta, asked: command, now: now)
+        case .upgrade(let masterOnly):
+            return beginUpgrade(masterOnly: masterOnly, asked: "control socket")
         }
     }
 
@@ -176,6 +178,6 @@ extension Master {
             targetWorkers: machine.target, readyWorkers: machine.readyCount, backlogDepth: queue?.depth,
             backlogLimit: queue?.limit, dispatched: counters.dispatched, takenBack: counters.takenBack,
             redispatched: counters.redispatched, stolen: counters.stolen,
-            workers: workers, cpus: cpuBudget.limits, lastRecycle: recycler.last)
+            workers: workers, cpus: cpuBudget.limits, lastRecycle: recycler.last, upgrade: upgrade.last)
     }
 }

@@ -211,12 +211,16 @@ extension Master {
     /// a subreaper, a worker's own children. An exited worker found here goes the workers' way, with its slot told.
     func reapOrphans() {
         for _ in 0..<256 {
-            let child = processes.reapExitedChild { pid in
-                machine.workers.firstIndex(where: { $0.hasProcess && $0.pid == pid })
-            }
+            let child = processes.reapExitedChild(
+                workerSlot: { pid in machine.workers.firstIndex(where: { $0.hasProcess && $0.pid == pid }) },
+                isOther: { pid in pid == upgrade.check?.pid })
             switch child {
             case nil:
                 return
+            case .other:
+                // The upgrade's pre-check ended: judged (and reaped) there.
+                pollUpgradeCheck(now: Syscalls.monotonicNanoseconds())
+                if upgrade.check != nil { return }
             case .worker(let index, let reaped):
                 if let reaped { exited(slot: index, reaped) }
             case .orphan(let pid, let code, let signaled):
@@ -380,6 +384,8 @@ extension Master {
             submit(.scaleUp(now: Syscalls.monotonicNanoseconds()))
         case .removeWorker:
             submit(.scaleDown(now: Syscalls.monotonicNanoseconds()))
+        case .upgrade(let masterOnly):
+            beginUpgrade(masterOnly: masterOnly, asked: "Supervisor.upgrade")
         }
     }
 

@@ -43,7 +43,7 @@ package final class Master {
     /// The eventfd the master's signal handlers write to, if it handles signals (not when the embedding program does).
     private let signalWake: Descriptor
     /// Whether this master installed the process's signal handlers (and puts the previous ones back in deinit).
-    private var ownsSignalHandlers = false
+    private(set) var ownsSignalHandlers = false
     var epoll: CInt { epollSet.raw }
     /// The eventfd that becomes readable when a signal arrived, or -1 when the embedding program handles signals.
     var signals: CInt { signalWake.raw }
@@ -55,7 +55,7 @@ package final class Master {
     let dispatcher: ConnectionDispatcher
     /// The listening socket (owned by the dispatcher; -1 after the stop).
     var listener: CInt { dispatcher.listener }
-    package private(set) var port = 0
+    package internal(set) var port = 0
     /// Every lifecycle decision: workers' phases, timers, restarts, reloads, scaling, the stop.
     var machine: SupervisorMachine
     /// Each worker's recycling limits and memory samples (`--max-requests`, `--max-worker-memory`, `--max-lifetime`).
@@ -81,7 +81,9 @@ package final class Master {
     /// `--control-socket`: `switchboard status`, `reload`, `scale`, `stop`.
     let controlServer: ControlServer
     /// When the master started (monotonic nanoseconds).
-    let startedAt = Syscalls.monotonicNanoseconds()
+    var startedAt = Syscalls.monotonicNanoseconds()
+    /// The upgrade in place: its pre-check, its count and the last one's outcome (``MasterUpgrade``).
+    var upgrade = MasterUpgrade()
     /// Set while the first workers start: a worker that cannot be started then fails ``run(inheritedListener:)``.
     var starting = false
     var startupError: SwitchboardError?
@@ -90,7 +92,7 @@ package final class Master {
     package var onListening: (_ host: String, _ port: Int) -> Void = { _, _ in }
 
     /// The signals the master handles, in the order it takes them after a wake-up (ascending, as a signalfd would).
-    static let handledSignals: [CInt] = [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGCHLD, SIGTTIN, SIGTTOU]
+    static let handledSignals: [CInt] = [SIGHUP, SIGINT, SIGQUIT, SIGUSR2, SIGTERM, SIGCHLD, SIGTTIN, SIGTTOU]
 
     /// Creates the master.
     ///
@@ -171,6 +173,10 @@ package final class Master {
     /// - Returns: The process exit code: 0 after a graceful stop.
     /// - Throws: ``SwitchboardError`` when the port cannot be bound or workers cannot be started.
     package func run(inheritedListener: CInt? = nil) throws(SwitchboardError) -> Int32 {
+        // The pre-check of an upgrade: the configuration parsed and validated, this build answers and exits.
+        if Syscalls.environment(Handover.checkVariable) != nil { answerUpgradeCheck() }
+        // Execed by an upgrade: the same process, its workers and listeners handed over.
+        if let inherited = Handover.inherited() { return adopt(inherited) }
         systemd.start()
         var inherited = inheritedListener
         if inherited == nil, let passed = systemd.takeListener() {
@@ -274,7 +280,7 @@ package final class Master {
 
     // MARK: the loop
 
-    private func loop() -> Int32 {
+    func loop() -> Int32 {
         // A signal the master handles may arrive blocked in every thread (a mask inherited from the parent or set by
         // the program): the loop's waits unblock them, so the handler runs here at the latest.
         if ownsSignalHandlers { Syscalls.prepareSignalWait() }
@@ -357,6 +363,8 @@ package final class Master {
             submit(.stop(exitCode: 0, now: Syscalls.monotonicNanoseconds(), escalate: signal != SIGQUIT))
         case SIGHUP:
             submit(.reload(now: Syscalls.monotonicNanoseconds()))
+        case SIGUSR2:
+            beginUpgrade(masterOnly: false, asked: "SIGUSR2")
         case SIGTTIN:
             submit(.scaleUp(now: Syscalls.monotonicNanoseconds()))
         case SIGTTOU:
@@ -375,6 +383,7 @@ package final class Master {
         if let systemd = systemd.nextDeadline(now: now) { next = min(next, systemd) }
         if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
         if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
+        if let check = upgrade.nextDeadline { next = min(next, check) }
         guard next != .max else { return -1 }
         guard next > now else { return 0 }
         return Int(min((next - now + 999_999) / 1_000_000, 60_000))
@@ -386,6 +395,7 @@ package final class Master {
         dispatcher.runTimers(now: now)
         health.runTimers(now: now, source: self)
         controlServer.runTimers(now: now)
+        if upgrade.check != nil { pollUpgradeCheck(now: now) }
         if now >= machine.nextDeadline {
             reapChildren()  // also where pidfds are missing and SIGCHLD is the embedding program's
             systemd.observeWorkers(now: now, source: self)  // before the health check may kill a hung worker

@@ -9,6 +9,8 @@ package final class MasterControl: Sendable {
         case stop
         case addWorker
         case removeWorker
+        /// Upgrade the master in place (``Supervisor/upgrade(masterOnly:)``).
+        case upgrade(masterOnly: Bool)
     }
 
     private let event: Descriptor

@@ -17,7 +17,7 @@ import Prometheus
 /// label with more values than there are worker slots.
 final class MasterMetrics {
     /// Reload outcomes, counted by the master as its machine reports them.
-    struct Reloads {
+    struct Reloads: Codable {
         var started: UInt64 = 0
         var finished: UInt64 = 0
         var aborted: UInt64 = 0
@@ -66,7 +66,7 @@ final class MasterMetrics {
     private var dispatchedAtLastScrape: [Int: UInt64] = [:]
 
     /// What a slot's reaped workers did in all.
-    struct SlotTotals {
+    struct SlotTotals: Codable {
         var dispatched: UInt64 = 0
         var handled: UInt64 = 0
         var cpuSeconds: Double = 0
@@ -92,6 +92,28 @@ final class MasterMetrics {
         gauge("switchboard_cpus", ["kind": "online"]).record(Int64(cpus.online))
         gauge("switchboard_cpus", ["kind": "allowed"]).record(Int64(cpus.allowed))
         if let quota = cpus.quota { gauge("switchboard_cpus", ["kind": "quota"]).record(quota) }
+    }
+
+    /// The totals the counters add up to, for a master's upgrade (``Handover``): the new image's counters go on from
+    /// them (Prometheus sees a counter that never went back).
+    struct Totals: Codable {
+        var reloads: Reloads
+        var restarts: [String: UInt64]
+        var recycles: [String: UInt64]
+        var past: [Int: SlotTotals]
+        var cpuSeen: [Int: Double]
+    }
+
+    var totals: Totals {
+        Totals(reloads: reloads, restarts: restarts, recycles: recycles, past: past, cpuSeen: cpuSeen)
+    }
+
+    func restore(_ totals: Totals) {
+        reloads = totals.reloads
+        restarts = totals.restarts
+        recycles = totals.recycles
+        past = totals.past
+        cpuSeen = totals.cpuSeen
     }
 
     /// A recycle began, by reason.

@@ -105,6 +105,14 @@ public final class Supervisor: @unchecked Sendable {
     /// Stops gracefully (like SIGTERM); a second call kills the workers at once.
     public func stop() { control.submit(.stop) }
 
+    /// Upgrades the master in place, as `switchboard upgrade` and SIGUSR2 do: the program's file on disk is
+    /// pre-checked (run with this process's arguments, it must answer for this configuration and exit), then this
+    /// process execs it, keeping its PID, its listener and its workers, and adopts them in the new image (which runs
+    /// ``run(listener:)`` again, as the program's `main` does). A rolling reload then moves the workers onto the new
+    /// build, unless `masterOnly`. The outcome is in the log and in `switchboard status`; if the new image cannot
+    /// adopt, the old one is execed back and keeps serving.
+    public func upgrade(masterOnly: Bool = false) { control.submit(.upgrade(masterOnly: masterOnly)) }
+
     /// Adds one worker (like SIGTTIN).
     public func addWorker() { control.submit(.addWorker) }
 

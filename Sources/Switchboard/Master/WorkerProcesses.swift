@@ -12,7 +12,7 @@ import Glibc
 /// and the master tells the dispatcher, the metrics and the machine.
 final class WorkerProcesses {
     /// What the master knows of the process in one worker slot (0..<n).
-    private struct Slot {
+    fileprivate struct Slot: Codable {
         /// A pidfd that becomes readable when the process exits (nil where the kernel has none).
         var processDescriptor: CInt?
         /// What the worker last reported as handled (requests answered by the built-in engine).
@@ -40,6 +40,8 @@ final class WorkerProcesses {
         case worker(slot: Int, Reaped?)
         /// A child that is not a worker, with its exit code (or signal, when `signaled`).
         case orphan(pid: pid_t, code: Int32, signaled: Bool)
+        /// A child of the master's own that another part of it waits for (the upgrade's pre-check): not reaped here.
+        case other(pid: pid_t)
     }
 
     private let configuration: Configuration
@@ -68,6 +70,26 @@ final class WorkerProcesses {
 
     deinit {
         for index in slots.indices { closeProcessDescriptor(slot: index) }
+    }
+
+    // MARK: the hand-over
+
+    /// Each slot's pidfd and figures, for a master's upgrade (``Handover``).
+    struct Snapshot: Codable {
+        fileprivate var slots: [Slot]
+
+        var descriptors: [CInt] { slots.compactMap(\.processDescriptor) }
+    }
+
+    var snapshot: Snapshot { Snapshot(slots: slots) }
+
+    /// Takes over the slots another image of the master kept: each pidfd is watched again with `token(slot, id)`.
+    func restore(_ snapshot: Snapshot, ids: (Int) -> Int) {
+        slots = snapshot.slots
+        for index in slots.indices {
+            guard let pidfd = slots[index].processDescriptor else { continue }
+            try? Syscalls.epollAdd(epoll, pidfd, events: sb_EPOLLIN, token: token(index, ids(index)))
+        }
     }
 
     // MARK: what the master asks
@@ -215,8 +237,9 @@ final class WorkerProcesses {
     /// worker's own child, or a worker. Each is looked at before it is reaped (`WNOWAIT`), so a worker is never reaped
     /// here by mistake: `workerSlot` names the slot of a worker's pid, and that worker is reaped the workers' way.
     /// - Returns: The child reaped, or nil when none has exited.
-    func reapExitedChild(workerSlot: (pid_t) -> Int?) -> Child? {
+    func reapExitedChild(workerSlot: (pid_t) -> Int?, isOther: (pid_t) -> Bool = { _ in false }) -> Child? {
         guard let pid = Syscalls.exitedChild() else { return nil }
+        if isOther(pid) { return .other(pid: pid) }
         if let index = workerSlot(pid) {
             return .worker(slot: index, reap(slot: index, pid: pid))
         }
@@ -239,7 +262,7 @@ final class WorkerProcesses {
         "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_WORKER_THREADS", "SWITCHBOARD_BACKLOG", "SWITCHBOARD_HEARTBEAT_MS",
         "SWITCHBOARD_DRAIN_MS", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
         "WATCHDOG_PID",
-    ] + ConnectionLimits.environmentNames
+    ] + ConnectionLimits.environmentNames + Handover.variables
 
     /// This process's environment without ``masterOnlyVariables``: what every worker starts from.
     static func baseEnvironment() -> [String] {

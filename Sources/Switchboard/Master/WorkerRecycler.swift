@@ -10,7 +10,7 @@ struct WorkerRecycler {
     /// crossing the limit, and one spike that is freed at once still does not recycle it.
     static let confirmInterval: UInt64 = 500_000_000
 
-    private struct Slot {
+    fileprivate struct Slot: Codable {
         var limits = RecyclePolicy.Limits(requests: 0, lifetime: 0)
         var pid: Int32 = 0
         /// Consecutive samples over the memory limit.
@@ -27,6 +27,21 @@ struct WorkerRecycler {
 
     init(policy: RecyclePolicy) {
         self.policy = policy
+    }
+
+    /// What the recycler holds, for a master's upgrade (``Handover``): each worker's limits stay as they were fixed.
+    struct Snapshot: Codable {
+        fileprivate var slots: [Slot]
+        fileprivate var nextSample: UInt64
+        fileprivate var last: String?
+    }
+
+    var snapshot: Snapshot { Snapshot(slots: slots, nextSample: nextSample, last: last) }
+
+    mutating func restore(_ snapshot: Snapshot) {
+        slots = snapshot.slots
+        nextSample = snapshot.nextSample
+        last = snapshot.last
     }
 
     /// A worker started in `slot` as `pid`: its own limits.

@@ -77,6 +77,29 @@ final class ControlServer {
         logger.info("control socket ready", metadata: ["controlServer.path": "\(path)"])
     }
 
+    /// The socket and its path, for a master's upgrade (``Handover``); nil when none is bound.
+    var handed: Handed? {
+        guard listener.isValid, let path else { return nil }
+        return Handed(fd: listener.raw, path: path)
+    }
+
+    struct Handed: Codable, Equatable {
+        var fd: CInt
+        var path: String
+    }
+
+    /// Takes over the socket another image of the master bound: clients that connected meanwhile wait in its
+    /// backlog and are answered now.
+    func adopt(_ handed: Handed) throws(SwitchboardError) {
+        listener = Descriptor(handed.fd)
+        path = handed.path
+        do {
+            try Syscalls.epollAdd(epoll, handed.fd, events: sb_EPOLLIN, token: listenerToken)
+        } catch {
+            throw SwitchboardError(.system, "cannot watch the handed-over control socket: \(error)")
+        }
+    }
+
     // MARK: events
 
     /// Acts on an epoll event whose token carries the server's low byte: accepts clients, or reads a client's line.

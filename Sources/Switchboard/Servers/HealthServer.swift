@@ -131,6 +131,38 @@ final class HealthServer {
         }
     }
 
+    /// The listeners, for a master's upgrade (``Handover``): the new image adopts them, so no probe is refused.
+    struct Handed: Codable, Equatable {
+        var health: CInt?
+        var agent: CInt?
+        var metrics: CInt?
+
+        var descriptors: [CInt] { [health, agent, metrics].compactMap { $0 } }
+    }
+
+    var handed: Handed {
+        func fd(_ kind: Kind) -> CInt? { listener(kind) >= 0 ? listener(kind) : nil }
+        return Handed(health: fd(.health), agent: fd(.agent), metrics: fd(.metrics))
+    }
+
+    /// Takes over the listeners another image of the master bound.
+    /// - Throws: ``SwitchboardError`` when one cannot be watched.
+    func adopt(_ handed: Handed) throws(SwitchboardError) {
+        for (kind, fd) in [(Kind.health, handed.health), (.agent, handed.agent), (.metrics, handed.metrics)] {
+            guard let fd else { continue }
+            switch kind {
+            case .health: healthListener = Descriptor(fd)
+            case .agent: agentListener = Descriptor(fd)
+            case .metrics: metricsListener = Descriptor(fd)
+            }
+            do {
+                try Syscalls.epollAdd(epoll, fd, events: sb_EPOLLIN, token: listenerToken(kind))
+            } catch {
+                throw SwitchboardError(.system, "cannot watch the handed-over \(kind.flag) listener: \(error)")
+            }
+        }
+    }
+
     private func listener(_ kind: Kind) -> CInt {
         switch kind {
         case .health: healthListener.raw

@@ -31,7 +31,7 @@ package struct RecyclePolicy: Sendable, Equatable {
     package var isEnabled: Bool { maxRequests > 0 || maxMemory > 0 || maxLifetime > 0 }
 
     /// One worker's own limits, fixed when it starts.
-    package struct Limits: Sendable, Equatable {
+    package struct Limits: Sendable, Equatable, Codable {
         package var requests: UInt64
         package var lifetime: UInt64
     }

@@ -49,6 +49,20 @@ public struct RestartPolicy: Sendable {
     private var consecutiveEarly = 0
     private var earlyExits: [UInt64] = []
 
+    /// What the policy remembers of past exits (handed to a master's new image at an upgrade).
+    package struct Memory: Equatable, Codable, Sendable {
+        var consecutiveEarly: Int
+        var earlyExits: [UInt64]
+    }
+
+    package var memory: Memory {
+        get { Memory(consecutiveEarly: consecutiveEarly, earlyExits: earlyExits) }
+        set {
+            consecutiveEarly = newValue.consecutiveEarly
+            earlyExits = newValue.earlyExits
+        }
+    }
+
     /// Creates a policy.
     /// - Parameter settings: The knobs.
     public init(settings: Settings = .init()) {

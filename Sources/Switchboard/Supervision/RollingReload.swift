@@ -3,7 +3,7 @@
 /// A plain value that does no I/O. For each old slot it asks for a replacement, and only once that replacement is
 /// ready does it ask to drain the old worker, so capacity never drops below the configured count. A replacement that
 /// fails (exits, or misses the ready deadline) aborts the reload: the workers not yet replaced keep serving.
-package struct RollingReload: Equatable {
+package struct RollingReload: Equatable, Codable {
     /// What the master should do next.
     package enum Step: Equatable {
         /// Start a new worker to replace the one in `old`.
@@ -23,6 +23,27 @@ package struct RollingReload: Equatable {
     package static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.remaining == rhs.remaining && lhs.current?.old == rhs.current?.old && lhs.current?.new == rhs.current?.new
             && lhs.replaced == rhs.replaced
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case remaining, currentOld, currentNew, replaced
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        remaining = try container.decode([Int].self, forKey: .remaining)
+        replaced = try container.decode(Int.self, forKey: .replaced)
+        if let old = try container.decodeIfPresent(Int.self, forKey: .currentOld) {
+            current = (old, try container.decodeIfPresent(Int.self, forKey: .currentNew))
+        }
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(remaining, forKey: .remaining)
+        try container.encode(replaced, forKey: .replaced)
+        try container.encodeIfPresent(current?.old, forKey: .currentOld)
+        try container.encodeIfPresent(current?.new, forKey: .currentNew)
     }
 
     /// Creates a plan to replace the workers in `oldSlots`, in order.

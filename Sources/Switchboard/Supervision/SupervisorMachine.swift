@@ -47,7 +47,7 @@ package struct SupervisorMachine {
         }
     }
 
-    package enum Phase: Equatable, Sendable {
+    package enum Phase: Equatable, Sendable, Codable {
         /// No process; a replacement may be due at `respawnAt`.
         case empty
         /// Spawned, not yet ready.
@@ -61,7 +61,7 @@ package struct SupervisorMachine {
     }
 
     /// One slot (0..<n): the worker filling it now. Slot numbers are stable; worker ids grow from 1, never reused.
-    package struct Worker: Equatable {
+    package struct Worker: Equatable, Codable {
         package var phase = Phase.empty
         package var id = 0
         package var pid: pid_t = 0
@@ -86,7 +86,7 @@ package struct SupervisorMachine {
         package var isAttached: Bool { phase == .starting || phase == .ready || phase == .draining }
     }
 
-    package enum RunState: Equatable {
+    package enum RunState: Equatable, Codable {
         case running
         case stopping(deadline: UInt64)
         case finished(exitCode: Int32)
@@ -151,20 +151,20 @@ package struct SupervisorMachine {
     }
 
     /// Why a worker is recycled.
-    package enum RecycleReason: String, Equatable, Sendable, CaseIterable {
+    package enum RecycleReason: String, Equatable, Sendable, CaseIterable, Codable {
         case requests
         case memory
         case lifetime
     }
 
     /// The recycle running: the reload in ``reload`` replaces this one worker.
-    package struct Recycle: Equatable, Sendable {
+    package struct Recycle: Equatable, Sendable, Codable {
         package var slot: Int
         package var reason: RecycleReason
     }
 
     /// Why the master kills a worker.
-    package enum KillReason: Equatable {
+    package enum KillReason: Equatable, Codable {
         case notReady
         case hung
         case drainOverdue
@@ -256,6 +256,49 @@ package struct SupervisorMachine {
     package init(settings: Settings) {
         self.settings = settings
         self.restart = RestartPolicy(settings: settings.restart)
+    }
+
+    /// Everything the machine holds but its settings: what a master's upgrade hands to its new image (``Handover``).
+    package struct Snapshot: Equatable, Codable {
+        var workers: [Worker]
+        var target: Int
+        var generation: Int
+        var state: RunState
+        var announced: Bool
+        var reload: RollingReload?
+        var recycling: Recycle?
+        var reloadQueued: Bool
+        var restart: RestartPolicy.Memory
+        var nextWorkerID: Int
+        var stopExitCode: Int32
+        var nextCheck: UInt64
+        var stopDue: UInt64?
+    }
+
+    /// The machine's state, for ``init(settings:restoring:)`` in another image.
+    package var snapshot: Snapshot {
+        Snapshot(
+            workers: workers, target: target, generation: generation, state: state, announced: announced,
+            reload: reload, recycling: recycling, reloadQueued: reloadQueued, restart: restart.memory,
+            nextWorkerID: nextWorkerID, stopExitCode: stopExitCode, nextCheck: nextCheck, stopDue: stopDue)
+    }
+
+    /// The machine another image handed over, with this image's settings (its own configuration's timing rules).
+    package init(settings: Settings, restoring snapshot: Snapshot) {
+        self.init(settings: settings)
+        workers = snapshot.workers
+        target = snapshot.target
+        generation = snapshot.generation
+        state = snapshot.state
+        announced = snapshot.announced
+        reload = snapshot.reload
+        recycling = snapshot.recycling
+        reloadQueued = snapshot.reloadQueued
+        restart.memory = snapshot.restart
+        nextWorkerID = snapshot.nextWorkerID
+        stopExitCode = snapshot.stopExitCode
+        nextCheck = snapshot.nextCheck
+        stopDue = snapshot.stopDue
     }
 
     /// Ready workers now.

@@ -21,6 +21,12 @@ package final class DescriptorChannel {
         self.connectionFrame = WireCodec.encode(.connections(firstSequence: 0, count: 1))
     }
 
+    /// Takes over a channel another image of the master used, with the bytes it had sent through it.
+    package convenience init(fd: CInt, bytesSent: UInt64) {
+        self.init(fd: fd)
+        self.bytesSent = bytesSent
+    }
+
     /// Creates a connected pair: `(master end, worker end)`, both close-on-exec.
     package static func pair() throws(SystemCallError) -> (DescriptorChannel, DescriptorChannel) {
         let (a, b) = try Syscalls.socketPair()

@@ -123,6 +123,13 @@ final class SystemdNotifier {
         notify("RELOADING=1\nMONOTONIC_USEC=\(usec)", event: event, source: source)
     }
 
+    /// RELOADING=1: the master execs `build` (the same PID: systemd's MAINPID stays); READY=1 follows once the new
+    /// image has adopted the workers.
+    func upgrading(to build: String, source: some Source) {
+        let usec = Syscalls.monotonicNanoseconds() / 1000
+        notify("RELOADING=1\nMONOTONIC_USEC=\(usec)", event: "upgrading the master to \(build)", source: source)
+    }
+
     /// STOPPING=1, and the drain checks begin now.
     func stopping(source: some Source) {
         notify("STOPPING=1", event: "stopping: draining workers", source: source)

@@ -39,7 +39,7 @@ package enum ClusterMain {
 
     /// Turns the master's signals into supervisor commands, like the `switchboard` command does: TERM and INT stop
     /// gracefully (a second one stops at once), QUIT stops gracefully, HUP reloads, TTIN and TTOU add and remove a
-    /// worker.
+    /// worker, USR2 upgrades the master in place (``Supervisor/upgrade(masterOnly:)``).
     private static func forwardSignals(to supervisor: Supervisor) -> [any DispatchSourceSignal] {
         let actions: [(CInt, @Sendable (UInt) -> Void)] = [
             (SIGTERM, { count in for _ in 0..<min(count, 2) { supervisor.stop() } }),
@@ -48,6 +48,7 @@ package enum ClusterMain {
             (SIGHUP, { _ in supervisor.reload() }),
             (SIGTTIN, { count in for _ in 0..<count { supervisor.addWorker() } }),
             (SIGTTOU, { count in for _ in 0..<count { supervisor.removeWorker() } }),
+            (SIGUSR2, { _ in supervisor.upgrade() }),
         ]
         return actions.map { signal, action in
             let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())

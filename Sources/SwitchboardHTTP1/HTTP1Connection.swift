@@ -103,6 +103,8 @@ package struct HTTP1Connection {
     private var closeAfterOutput = false
     private var readClosed = false
     private var draining = false
+    /// When a connection idle between requests during a drain is closed (``drainGrace`` after the drain began).
+    private var drainGraceEnd: UInt64 = .max
     private var held: (due: UInt64, bytes: [UInt8], keepAlive: Bool)?
     /// When the current wait for a request began: arrival or the end of the previous response.
     private var waitStart: UInt64
@@ -144,7 +146,7 @@ package struct HTTP1Connection {
         if closeAfterOutput || readClosed { return .max }
         if bodyToSkip > 0 { return lastRead &+ limits.headerTimeout }
         if !carry.isEmpty || answered == 0 { return waitStart &+ limits.headerTimeout }
-        return waitStart &+ limits.keepAliveTimeout
+        return min(waitStart &+ limits.keepAliveTimeout, drainGraceEnd)
     }
 
     // MARK: events
@@ -213,11 +215,18 @@ package struct HTTP1Connection {
         }
     }
 
-    /// The worker drains: idle keep-alive connections end now; the others answer with `Connection: close`. A
-    /// connection whose first request has not been answered yet keeps its chance.
-    package mutating func drain() {
+    /// How long a keep-alive connection may still send one more request once its worker drains. A busy client's
+    /// next request is usually on its way already: it is answered (with `Connection: close`, so the client reconnects
+    /// to another worker) instead of meeting a closed socket, a reset that clients such as wrk count as an error and
+    /// most do not retry. A connection idle this long is closed; every response from the drain on says `close`.
+    package static let drainGrace: UInt64 = 1_000_000_000
+
+    /// The worker drains: each response from now on says `Connection: close`; a connection idle between requests
+    /// is closed after ``drainGrace`` unless a request comes first. A connection whose first request has not been
+    /// answered yet keeps its chance (the header timeout).
+    package mutating func drain(now: UInt64) {
         draining = true
-        if answered > 0 && isIdle { isFinished = true }
+        drainGraceEnd = now &+ Self.drainGrace
     }
 
     // MARK: parsing and answering
@@ -317,7 +326,7 @@ package struct HTTP1Connection {
 
     private mutating func finishIfDone() {
         guard !isFinished, held == nil, pendingOutput == 0 else { return }
-        if closeAfterOutput || (draining && answered > 0 && isIdle) { isFinished = true }
+        if closeAfterOutput { isFinished = true }
     }
 
     // MARK: responses the machine gives by itself

@@ -243,7 +243,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
         if now == 0 { now = Syscalls.monotonicNanoseconds() }
         var machine = HTTP1Connection(limits: limits, now: now)
-        if draining { machine.drain() }
+        if draining { machine.drain(now: now) }
         table[index] = Entry(machine: machine, watching: sb_EPOLLIN)
         open += 1
         handled &+= 1
@@ -384,8 +384,10 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             listener = -1
         }
         logger.info("draining", metadata: ["connections.open": "\(open)"])
+        let now = Syscalls.monotonicNanoseconds()
+        if nextSweep == .max && open > 0 { nextSweep = now &+ Self.sweepInterval }
         for index in table.indices where table[index] != nil {
-            table[index]?.machine.drain()
+            table[index]?.machine.drain(now: now)
             service(CInt(index))
         }
     }

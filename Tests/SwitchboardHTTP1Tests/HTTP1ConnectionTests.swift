@@ -211,15 +211,28 @@ private struct Harness {
         #expect(h.machine.isFinished)
     }
 
-    @Test func drainClosesIdleAndAnswersInFlightWithClose() {
+    @Test func drainClosesIdleAfterItsGraceAndAnswersInFlightWithClose() {
         var idle = Harness()
         idle.receive("GET / HTTP/1.1\r\n\r\n")
         idle.write()
-        idle.machine.drain()
+        idle.machine.drain(now: idle.now)
+        #expect(!idle.machine.isFinished)  // its next request may be on its way
+        #expect(idle.machine.deadline == idle.now + HTTP1Connection.drainGrace)
+        idle.machine.tick(now: idle.now + HTTP1Connection.drainGrace, responder: EchoResponder())
         #expect(idle.machine.isFinished)
 
+        // A request that arrives within the grace is answered, with close.
+        var busy = Harness()
+        busy.receive("GET /a HTTP/1.1\r\n\r\n")
+        busy.write()
+        busy.machine.drain(now: busy.now)
+        busy.receive("GET /b HTTP/1.1\r\n\r\n")
+        busy.write()
+        #expect(busy.text == "OK /a|OK-close /b|")
+        #expect(busy.machine.isFinished)
+
         var fresh = Harness()
-        fresh.machine.drain()
+        fresh.machine.drain(now: fresh.now)
         #expect(!fresh.machine.isFinished)  // passed just before the drain: its first request still gets an answer
         fresh.receive("GET /late HTTP/1.1\r\n\r\n")
         fresh.write()

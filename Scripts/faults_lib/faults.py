@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import random
 import resource
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 from collections import Counter
 
 from .clients import NormalClient, Flood, Pipeliner, Wrk, burst, http_get, p99, wrk_failures
@@ -595,6 +599,87 @@ def master_kill(ctx, row: Row) -> None:
 
 
 # --------------------------------------------------------------------------
+# 11. upgrade the master in place under load
+
+
+def _write_build(source: str, marker: bytes, path: Path) -> int:
+    """A copy of `source` with `marker` appended (another file, the same program) at `path`: its inode."""
+    shutil.copyfile(source, path)
+    with open(path, "ab") as fh:
+        fh.write(marker)
+    os.chmod(path, 0o755)
+    return os.stat(path).st_ino
+
+
+def _exe_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/exe").st_ino
+    except OSError:
+        return None
+
+
+def upgrade(ctx, row: Row) -> None:
+    """Under wrk and the normal client, a new build renamed over the file the master was started from, then
+    `switchboard upgrade`: the master execs it as the same process (its workers, listener and queued connections
+    handed over), then a rolling reload moves the workers onto it. Nothing may fail."""
+    folder = Path(tempfile.mkdtemp(prefix="sb-faults-upgrade-"))
+    try:
+        path = folder / "switchboard"
+        socket = folder / "control.sock"
+        _write_build(ctx.binary, b"release 1", path)
+        srv = ctx.server(row, ["--control-socket", str(socket)], binary=str(path))
+        before, sampler = begin(row, srv)
+        seconds = 6 if ctx.smoke else 15
+        wrk = Wrk(ctx.wrk, srv.port, seconds, registry=ctx.registry).start()
+        client = NormalClient(srv.port).start()
+        moved_after, answer = None, None
+        try:
+            time.sleep(1.5)
+            staged = folder / "switchboard.new"
+            new_inode = _write_build(ctx.binary, b"release 2", staged)
+            os.rename(staged, path)  # the deploy: install(1) and package managers rename over the file
+            t0 = time.monotonic()
+            answer = subprocess.run([ctx.binary, "upgrade", "--control-socket", str(socket)], capture_output=True,
+                                    text=True, timeout=60, stdin=subprocess.DEVNULL)
+            command_s = time.monotonic() - t0
+            while time.monotonic() - t0 < seconds:
+                live = srv.live_workers()
+                if (len(live) == ctx.workers and not set(live) & set(before)
+                        and all(_exe_inode(p) == new_inode for p in live)):
+                    moved_after = time.monotonic() - t0
+                    break
+                time.sleep(0.05)
+            res = wrk.result()
+        finally:
+            wrk.kill()
+            client.stop()
+        counts = finish_under_wrk(ctx, row, srv, sampler, 20, client, res)
+        master_inode = _exe_inode(srv.pid)
+        took = None
+        for word, following in zip(answer.stdout.split(), answer.stdout.split()[1:]):
+            if following == "ms," and word.isdigit():
+                took = int(word)
+        upgraded = srv.log_text().count("master upgraded in place")
+        row.extra.update({"upgrade_exit": answer.returncode, "upgrade_stdout": answer.stdout.strip(),
+                          "upgrade_stderr": answer.stderr.strip(), "master_upgrade_ms": took,
+                          "upgrade_command_s": round(command_s, 3),
+                          "workers_moved_after_s": None if moved_after is None else round(moved_after, 2),
+                          "master_runs_new_file": master_inode == new_inode})
+        row.note(f"new build renamed over the file, then `switchboard upgrade` under wrk -t1 -c20 ('Connection: close')"
+                 f": master exec + adoption {took} ms (same pid {srv.pid}), command {command_s:.2f} s; every worker "
+                 + (f"on the new file after {moved_after:.1f} s" if moved_after is not None else "NOT moved")
+                 + f"; log: {upgraded} 'master upgraded in place', {counts.get('reload_finished', 0)} reloads finished")
+        expect_healthy(ctx, row)
+        row.expect(answer.returncode == 0, f"switchboard upgrade exited {answer.returncode}: {answer.stderr.strip()[:200]}")
+        row.expect(master_inode == new_inode, "the master does not run the new file")
+        row.expect(upgraded == 1, f"{upgraded} 'master upgraded in place' lines")
+        row.expect(moved_after is not None, "the workers were not all moved onto the new file")
+        row.expect(row.failed_total() == 0, "requests failed during the upgrade")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
 
 SPECS = [
     Spec("idle-flood", "idle flood: 1,500 half requests held",
@@ -623,4 +708,8 @@ SPECS = [
          "master alive, workers and fds back", memory_leak, needs_flags=["--test-hooks", "--max-worker-memory"],
          needs_wrk=True, smoke=True),
     Spec("master-kill", "kill -9 the master", "no worker left 1 s later", master_kill, smoke=True),
+    Spec("upgrade", "upgrade the master in place under load",
+         "`switchboard upgrade` exits 0, the master keeps its pid and runs the new file, every worker moved onto it, "
+         "0 failed (wrk and client), workers and fds back", upgrade, needs_flags=["--control-socket"],
+         needs_wrk=True, smoke=True),
 ]

@@ -9,6 +9,8 @@ bash Scripts/bootstrap.sh haproxy || echo "test.sh: haproxy is missing: the HAPr
 bash Scripts/bootstrap.sh tls || echo "test.sh: openssl, curl or nghttp2-client is missing: the TLS tests will be skipped" >&2
 # The deploy examples' test parses the Kubernetes manifest with PyYAML.
 bash Scripts/bootstrap.sh yaml
+# The upgrade-under-load test runs wrk beside its client loop.
+bash Scripts/bootstrap.sh wrk
 bash Scripts/soundness.sh
 # The benchmark and fault scripts' shared package: statistics, output parsers, formats (Python stdlib, < 1 s).
 python3 -m unittest discover -s Scripts/benchlib/tests -q

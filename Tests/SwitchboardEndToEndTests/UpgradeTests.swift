@@ -51,6 +51,7 @@ extension EndToEndTests {
 
         /// wrk against the server for `seconds`, on its own thread: its summary once done.
         final class Wrk: @unchecked Sendable {
+            // @unchecked: started in init, read once by finish() on the test's thread; never shared meanwhile.
             private let process = Process()
             private let output = Pipe()
 

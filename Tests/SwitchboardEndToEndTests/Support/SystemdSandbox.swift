@@ -24,11 +24,14 @@ final class SystemdSandbox {
     }()
 
     /// Boots a sandbox with the unit files in `units` and the built binary installed as /usr/local/bin/switchboard.
-    init(units: URL) throws {
+    /// - Parameter installs: More copies of the host's files or folders, host path to path inside.
+    init(units: URL, installs: [(from: String, to: String)] = []) throws {
         script = Self.scriptPath
+        let extra = installs.flatMap { ["--install", "\($0.from):\($0.to)"] }
         let result = try Self.run(
             "/bin/bash",
-            [script, "start", "--units", units.path, "--install", "\(SwitchboardProcess.binary):/usr/local/bin/switchboard"])
+            [script, "start", "--units", units.path, "--install", "\(SwitchboardProcess.binary):/usr/local/bin/switchboard"]
+                + extra)
         guard result.status == 0,
             let line = result.stdout.split(separator: "\n").first(where: { $0.hasPrefix("SANDBOX_PID=") })
         else {

@@ -60,7 +60,9 @@ extension Master {
         if let check = upgrade.check {
             return refused("upgrade \(check.upgrade.sequence) is being checked")
         }
-        let path = configuration.workerExecutable
+        // The program this master was started from, as it is on disk now (an embedding program may start its
+        // workers from another file: the master's own is the one to exec).
+        let path = LaunchPath.current
         guard path != LaunchPath.fallback else {
             return refused(
                 "the path this master was started by is unknown, so the build on disk cannot be found: restart it by its path")
@@ -337,8 +339,9 @@ extension Master {
     private func rollBack(_ inherited: Handover.Inherited, reason: String) -> Never {
         let why = String(reason.split(separator: "\n").first ?? "").prefix(400)
         guard let image = inherited.rollback else {
+            let context = inherited.failed.map { "after the upgrade failed (\($0)), " } ?? ""
             logger.critical(
-                "the master's state cannot be adopted even by the build it came from (\(why)); stopping: its workers stop with it")
+                "cannot adopt the hand-over in \(Handover.variable)=\(inherited.memfd) (\(why)); \(context)nothing to go back to: stopping (its workers stop with it)")
             Syscalls.exitNow(SwitchboardError.Code.system.exitCode)
         }
         try? Syscalls.rewind(inherited.memfd)

@@ -2,6 +2,12 @@
 
 import Switchboard
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,6 +41,9 @@ package struct Simulation {
         case scaleDown
         case scaleTo(Int)
         case stop(escalate: Bool)
+        /// The master upgrades in place: its machine goes through the hand-over (JSON) into a new image's machine,
+        /// which goes on where it stopped (the world notices nothing), then reloads the workers unless `masterOnly`.
+        case upgradeMaster(masterOnly: Bool)
 
         package var description: String {
             switch self {
@@ -50,6 +59,7 @@ package struct Simulation {
             case .scaleDown: ".scaleDown"
             case .scaleTo(let count): ".scaleTo(\(count))"
             case .stop(let escalate): ".stop(escalate: \(escalate))"
+            case .upgradeMaster(let masterOnly): ".upgradeMaster(masterOnly: \(masterOnly))"
             }
         }
 
@@ -202,6 +212,25 @@ package struct Simulation {
         case .stop(let escalate):
             if stopAskedAt == nil { stopAskedAt = now }
             submit(.stop(exitCode: 0, now: now, escalate: escalate))
+        case .upgradeMaster(let masterOnly):
+            // As the master does: only while running (a stopping master refuses), then a reload unless master-only.
+            guard machine.state == .running && !machine.isStopAnnounced else { break }
+            let before = machine.snapshot
+            let handed: SupervisorMachine.Snapshot
+            do {
+                handed = try JSONDecoder().decode(
+                    SupervisorMachine.Snapshot.self, from: try JSONEncoder().encode(before))
+            } catch {
+                throw Violation(step: stepNumber, what: "the machine's hand-over does not round-trip: \(error)")
+            }
+            machine = SupervisorMachine(settings: machine.settings, restoring: handed)
+            guard machine.snapshot == before else {
+                throw Violation(step: stepNumber, what: "the adopted machine differs from the one handed over")
+            }
+            if !masterOnly {
+                cleanReload = isSettled && now - lastFault > Self.settle
+                submit(.reload(now: now))
+            }
         }
         try check()
     }
@@ -347,13 +376,17 @@ extension Simulation {
     /// A random schedule: mostly time passing, with faults and commands among it; a stop now and then at the end.
     /// - Parameter recycles: Some reloads become recycles of one worker (the schedules without keep the seeds of
     ///   earlier runs: seed 33 is still the one that found issue 19's bug 1).
-    package static func schedule(seed: UInt64, length: Int = 24, recycles: Bool = false) -> [Command] {
+    /// - Parameter upgrades: Some time steps become upgrades of the master in place.
+    package static func schedule(
+        seed: UInt64, length: Int = 24, recycles: Bool = false, upgrades: Bool = false
+    ) -> [Command] {
         var random = SplitMix64(seed: seed)
         var commands: [Command] = []
         for _ in 0..<length {
             let roll = Int.random(in: 0..<100, using: &random)
             let index = Int.random(in: 0..<8, using: &random)
             switch roll {
+            case 0..<40 where upgrades && index >= 6: commands.append(.upgradeMaster(masterOnly: index == 7))
             case 0..<40: commands.append(.advance(milliseconds: [50, 100, 300, 800, 2_000, 5_000][index % 6]))
             case 40..<48: commands.append(.crash(index))
             case 48..<53: commands.append(.hang(index))
@@ -424,13 +457,13 @@ extension Simulation {
     /// - Parameter progress: Called every `progressEvery` schedules with the count run so far.
     /// - Returns: The first failure, shrunk; nil when every schedule kept every invariant.
     package static func explore(
-        from first: UInt64, count: Int, recycles: Bool = false, progressEvery: Int = 0,
+        from first: UInt64, count: Int, recycles: Bool = false, upgrades: Bool = false, progressEvery: Int = 0,
         progress: (Int) -> Void = { _ in }
     ) -> Failure? {
         for offset in 0..<count {
             let seed = first &+ UInt64(offset)
             let workers = Self.workers(seed: seed)
-            let schedule = Self.schedule(seed: seed, recycles: recycles)
+            let schedule = Self.schedule(seed: seed, recycles: recycles, upgrades: upgrades)
             do {
                 try run(schedule, workers: workers)
             } catch {

@@ -37,10 +37,17 @@ if failure == nil {
         print("simulate: \(done) schedules with recycles, \(Int(seconds() - start)) s")
     }
 }
+if failure == nil {
+    failure = Simulation.explore(
+        from: first, count: count, recycles: true, upgrades: true, progressEvery: count >= 1_000_000 ? every : 0
+    ) { done in
+        print("simulate: \(done) schedules with recycles and master upgrades, \(Int(seconds() - start)) s")
+    }
+}
 let elapsed = seconds() - start
 if let failure {
     print("simulate: FAILED after \((elapsed * 10).rounded() / 10) s: \(failure)")
     exit(1)
 }
 print(
-    "simulate: \(count) schedules from seed \(first), and \(count) with recycles, kept every invariant in \((elapsed * 10).rounded() / 10) s")
+    "simulate: \(count) schedules from seed \(first), \(count) with recycles and \(count) with master upgrades too, kept every invariant in \((elapsed * 10).rounded() / 10) s")

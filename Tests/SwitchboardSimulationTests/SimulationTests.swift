@@ -27,6 +27,11 @@ import SwitchboardSimulation
         if let failure = Simulation.explore(from: Self.firstSeed, count: Self.budget / 2, recycles: true) {
             Issue.record("with recycles: \(failure)")
         }
+        if let failure = Simulation.explore(
+            from: Self.firstSeed, count: Self.budget / 2, recycles: true, upgrades: true)
+        {
+            Issue.record("with master upgrades: \(failure)")
+        }
     }
 
     /// Found by the simulator with issue 19's bug 1 fix reverted, at seed 33 (the 33rd schedule), shrunk from 26

@@ -557,23 +557,51 @@ static int sb_block(const int *signals, int count, sigset_t *previous) {
     return pthread_sigmask(SIG_BLOCK, &mask, previous);
 }
 
-int sb_exec(const char *path, char *const argv[], char *const envp[], const int *signals, int count) {
-    sigset_t previous;
-    int rc = sb_block(signals, count, &previous);
+typedef struct {
+    sigset_t mask;
+    struct sigaction actions[8];
+    int count;
+} sb_exec_saved;
+
+static int sb_exec_prepare(const int *signals, int count, const int *ignored, int ignoredCount, sb_exec_saved *saved) {
+    saved->count = 0;
+    int rc = sb_block(signals, count, &saved->mask);
+    if (rc != 0) return rc;
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    for (int i = 0; i < ignoredCount && i < 8; i++) {
+        sigaction(ignored[i], &ignore, &saved->actions[i]);
+        saved->count = i + 1;
+    }
+    return 0;
+}
+
+static void sb_exec_restore(const int *ignored, sb_exec_saved *saved) {
+    for (int i = 0; i < saved->count; i++) sigaction(ignored[i], &saved->actions[i], NULL);
+    pthread_sigmask(SIG_SETMASK, &saved->mask, NULL);
+}
+
+int sb_exec(const char *path, char *const argv[], char *const envp[], const int *signals, int count,
+            const int *ignored, int ignoredCount) {
+    sb_exec_saved saved;
+    int rc = sb_exec_prepare(signals, count, ignored, ignoredCount, &saved);
     if (rc != 0) return rc;
     execve(path, argv, envp);
     int failure = errno;
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    sb_exec_restore(ignored, &saved);
     return failure;
 }
 
-int sb_exec_descriptor(int fd, char *const argv[], char *const envp[], const int *signals, int count) {
-    sigset_t previous;
-    int rc = sb_block(signals, count, &previous);
+int sb_exec_descriptor(int fd, char *const argv[], char *const envp[], const int *signals, int count,
+                       const int *ignored, int ignoredCount) {
+    sb_exec_saved saved;
+    int rc = sb_exec_prepare(signals, count, ignored, ignoredCount, &saved);
     if (rc != 0) return rc;
     syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
     int failure = errno;
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    sb_exec_restore(ignored, &saved);
     return failure;
 }
 

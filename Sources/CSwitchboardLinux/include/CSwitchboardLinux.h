@@ -220,15 +220,17 @@ int sb_memfd(const char *name);
 /// (sb_exec_descriptor). Returns the fd or -1 with errno.
 int sb_open_own_image(void);
 
-/// Blocks `signals` in the calling thread, then execve(path, argv, envp): the signals arrive pending in the new
-/// image, which takes them once its handlers are installed (between exec and then, their default action would end
-/// the process). Returns only on failure: the mask is put back and an errno value returned.
+/// Blocks `signals` in the calling thread and sets `ignored` to SIG_IGN (which survives exec), then execve(path,
+/// argv, envp): the blocked signals arrive pending in the new image, which takes them once its handlers are installed
+/// (between exec and then, their default action would end the process); the ignored ones are lost in that window
+/// instead of ending or stopping it, for a new image whose handlers come late. Returns only on failure: the mask and
+/// the dispositions are put back and an errno value returned.
 int sb_exec(const char *path, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
-            const int *signals, int count);
+            const int *signals, int count, const int *ignored, int ignoredCount);
 
 /// As sb_exec, through a descriptor of the file (execveat with AT_EMPTY_PATH, as fexecve).
 int sb_exec_descriptor(int fd, char *const _Nullable argv[_Nonnull], char *const _Nullable envp[_Nonnull],
-                       const int *signals, int count);
+                       const int *signals, int count, const int *ignored, int ignoredCount);
 
 /// Unblocks `signals` in the calling thread (after an exec that arrived with them blocked). Returns 0.
 int sb_unblock_signals(const int *signals, int count);

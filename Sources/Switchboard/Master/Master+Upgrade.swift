@@ -216,13 +216,24 @@ extension Master {
             ])
         let error = Syscalls.execute(
             path: planned.path, arguments: CommandLine.arguments, environment: environment,
-            blocking: Self.handledSignals)
+            blocking: Self.handledSignals, ignoring: signalsIgnoredAcrossExec)
         // Still this image: put everything back as it was.
         for fd in kept { try? Syscalls.setCloseOnExec(fd, true) }
         Syscalls.close(memfd)
         Syscalls.close(image)
         failUpgrade(planned, "\(error)")
         notifyReady(event: "upgrade \(planned.sequence) failed: \(error.reason)")
+    }
+
+    /// The signals ignored across the exec. A master that installs its own handlers does so before anything can
+    /// unblock a signal in the new image, so every signal arrives pending and is taken. A program that handles
+    /// signals itself (``ClusterMain``'s dispatch sources) takes them only once its `main` got there; meanwhile a
+    /// runtime thread may unblock them, and the default action of HUP and USR2 would end the master, of TTIN and TTOU
+    /// stop it. Those four (commands, harmless to lose) are ignored until the program's own handling replaces it.
+    /// TERM, INT and QUIT keep their default: a stop asked in that window stops the master, and its workers drain on
+    /// their parent-death signal.
+    var signalsIgnoredAcrossExec: [CInt] {
+        ownsSignalHandlers ? [] : [SIGHUP, SIGUSR2, SIGTTIN, SIGTTOU]
     }
 
     // MARK: the new image
@@ -349,7 +360,8 @@ extension Master {
         if let path = Syscalls.environment(LaunchPath.handedVariable) { extra[LaunchPath.handedVariable] = path }
         let error = Syscalls.execute(
             descriptor: image, arguments: CommandLine.arguments,
-            environment: Handover.environment(Syscalls.environment(), adding: extra), blocking: Self.handledSignals)
+            environment: Handover.environment(Syscalls.environment(), adding: extra), blocking: Self.handledSignals,
+            ignoring: signalsIgnoredAcrossExec)
         logger.critical("cannot exec the previous image back (\(error)) after the upgrade failed (\(why)); stopping")
         Syscalls.exitNow(SwitchboardError.Code.system.exitCode)
     }

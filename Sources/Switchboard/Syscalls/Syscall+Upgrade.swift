@@ -78,28 +78,42 @@ extension Syscalls {
         try retryingOnInterrupt("open /proc/self/exe") { sb_open_own_image() }
     }
 
-    /// Execs `path` with `signals` blocked across the exec (they arrive pending in the new image).
-    /// - Returns: Only when the exec failed, with why (the signal mask is back as it was).
+    /// Execs `path` with `signals` blocked across the exec (they arrive pending in the new image) and `ignored`
+    /// ignored (lost until the new image's handlers take over, instead of ending or stopping it).
+    /// - Returns: Only when the exec failed, with why (the signal mask and dispositions are back as they were).
     package static func execute(
-        path: String, arguments: [String], environment: [String], blocking signals: [CInt]
+        path: String, arguments: [String], environment: [String], blocking signals: [CInt], ignoring ignored: [CInt]
     ) -> SystemCallError {
+        precondition(ignored.count <= 8)
         let code = unsafe withCStringArray(arguments) { argv in
             unsafe withCStringArray(environment) { envp in
-                unsafe signals.withUnsafeBufferPointer { unsafe sb_exec(path, argv, envp, $0.baseAddress!, CInt($0.count)) }
+                unsafe signals.withUnsafeBufferPointer { blocked in
+                    unsafe ignored.withUnsafeBufferPointer { lost in
+                        unsafe sb_exec(
+                            path, argv, envp, blocked.baseAddress!, CInt(blocked.count), lost.baseAddress!,
+                            CInt(lost.count))
+                    }
+                }
             }
         }
         return SystemCallError(call: "execve \(path)", code: code)
     }
 
-    /// Execs the file open at `fd` (`fexecve`), with `signals` blocked across the exec.
+    /// Execs the file open at `fd` (`fexecve`), with `signals` blocked and `ignored` ignored across the exec.
     /// - Returns: Only when the exec failed, with why.
     package static func execute(
-        descriptor fd: CInt, arguments: [String], environment: [String], blocking signals: [CInt]
+        descriptor fd: CInt, arguments: [String], environment: [String], blocking signals: [CInt],
+        ignoring ignored: [CInt]
     ) -> SystemCallError {
+        precondition(ignored.count <= 8)
         let code = unsafe withCStringArray(arguments) { argv in
             unsafe withCStringArray(environment) { envp in
-                unsafe signals.withUnsafeBufferPointer {
-                    unsafe sb_exec_descriptor(fd, argv, envp, $0.baseAddress!, CInt($0.count))
+                unsafe signals.withUnsafeBufferPointer { blocked in
+                    unsafe ignored.withUnsafeBufferPointer { lost in
+                        unsafe sb_exec_descriptor(
+                            fd, argv, envp, blocked.baseAddress!, CInt(blocked.count), lost.baseAddress!,
+                            CInt(lost.count))
+                    }
                 }
             }
         }

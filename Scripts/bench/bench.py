@@ -83,7 +83,9 @@ RATIO_METRICS = [
     ("close_conn_per_s", "close conn/s"),
     ("keepalive_req_per_s", "keep-alive req/s"),
     ("close_p99_ms", "close p99"),
+    ("close_p99_9_ms", "close p99.9"),
     ("keepalive_p99_ms", "keep-alive p99"),
+    ("keepalive_p99_9_ms", "keep-alive p99.9"),
     ("server_us_per_conn", "server CPU µs/conn"),
     ("master_us_per_conn", "master CPU µs/conn"),
 ]
@@ -98,6 +100,7 @@ REFERENCE_PAIRS = [
 REFERENCE_METRICS = [
     ("close_conn_per_s", "close conn/s"),
     ("close_p99_ms", "close p99"),
+    ("close_p99_9_ms", "close p99.9"),
     ("server_us_per_conn", "server CPU µs/conn"),
     ("workers_us_per_conn", "workers CPU µs/conn"),
 ]
@@ -114,6 +117,7 @@ SWEEP_FIGURES = [
     ("close_conn_per_s", "close conn/s", 0),
     ("workers_us_per_conn", "workers CPU µs per connection", 1),
     ("close_p99_ms", "close p99 ms", 2),
+    ("close_p99_9_ms", "close p99.9 ms", 2),
 ]
 # Shown in one table (median server % / median wrk %), without flatness: they say who set the pace.
 SWEEP_CPU = [("server_cpu_pct_of_one_core", "server"), ("wrk_cpu_pct_of_one_core", "wrk")]
@@ -539,7 +543,6 @@ def summarize_load(raw: dict, counted: dict, workers: list[int], master_ticks: i
     duration_s = raw["duration_us"] / 1e6 if raw["duration_us"] else None
     errors = {k: int(raw["errors"][k]) + int(counted["errors"][k]) for k in raw["errors"]}
     socket_errors = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
-    pct = raw["latency_us"]["percentiles"]
     master_us = master_ticks * 1e6 / CLK_TCK if master_ticks is not None else None
     workers_us = worker_ticks * 1e6 / CLK_TCK if worker_ticks is not None else None
     counted_s = counted["duration_us"] / 1e6 if counted["duration_us"] else None
@@ -547,11 +550,7 @@ def summarize_load(raw: dict, counted: dict, workers: list[int], master_ticks: i
         "requests": requests,
         "duration_s": duration_s,
         "req_per_s": stats.per_unit(requests, duration_s),
-        "latency_ms": {
-            "p50": pct["50"] / 1000.0, "p75": pct["75"] / 1000.0, "p90": pct["90"] / 1000.0,
-            "p99": pct["99"] / 1000.0, "p99.9": pct["99.9"] / 1000.0,
-            "mean": raw["latency_us"]["mean"] / 1000.0, "max": raw["latency_us"]["max"] / 1000.0,
-        },
+        "latency_ms": loadgen.latency_ms(raw),
         "errors": errors,
         "socket_errors": socket_errors,
         # wrk counts HTTP statuses above 399 as status errors in both passes; the
@@ -641,9 +640,11 @@ def key_figures(r: dict) -> dict:
         "keepalive_req_per_s": ka["req_per_s"],
         "keepalive_p50_ms": ka["latency_ms"]["p50"],
         "keepalive_p99_ms": ka["latency_ms"]["p99"],
+        "keepalive_p99_9_ms": ka["latency_ms"]["p99.9"],
         "close_conn_per_s": cl["req_per_s"],
         "close_p50_ms": cl["latency_ms"]["p50"],
         "close_p99_ms": cl["latency_ms"]["p99"],
+        "close_p99_9_ms": cl["latency_ms"]["p99.9"],
         "jain_close": cl["jain"],
         "jain_keepalive": ka["jain"],
         "max_min_close": cl["max_min"],
@@ -786,8 +787,8 @@ def round_problems(mode: str, r: dict, workers: int) -> list[str]:
 
 def results_table(subjects: dict, rounds: int) -> str:
     show = rounds > 1
-    head = ["subject", "keep-alive req/s", "ka p50 ms", "ka p99 ms", "close conn/s",
-            "close p50 ms", "close p99 ms", "Jain close / ka", "max/min close / ka",
+    head = ["subject", "keep-alive req/s", "ka p50 ms", "ka p99 ms", "ka p99.9 ms", "close conn/s",
+            "close p50 ms", "close p99 ms", "close p99.9 ms", "Jain close / ka", "max/min close / ka",
             "master µs/conn", "workers µs/conn", "close CPU % server / wrk", "errors"]
     rows = []
     for name, s in subjects.items():
@@ -800,9 +801,11 @@ def results_table(subjects: dict, rounds: int) -> str:
             fmt_spread(m["keepalive_req_per_s"], sp["keepalive_req_per_s"], 0, show),
             fmt_num(m["keepalive_p50_ms"], 2),
             fmt_spread(m["keepalive_p99_ms"], sp["keepalive_p99_ms"], 2, show),
+            fmt_spread(m["keepalive_p99_9_ms"], sp["keepalive_p99_9_ms"], 2, show),
             fmt_spread(m["close_conn_per_s"], sp["close_conn_per_s"], 0, show),
             fmt_num(m["close_p50_ms"], 2),
             fmt_spread(m["close_p99_ms"], sp["close_p99_ms"], 2, show),
+            fmt_spread(m["close_p99_9_ms"], sp["close_p99_9_ms"], 2, show),
             f"{fmt_num(m['jain_close'], 3)} / {fmt_num(m['jain_keepalive'], 3)}",
             f"{fmt_num(m['max_min_close'], -1)} / {fmt_num(m['max_min_keepalive'], -1)}",
             fmt_spread(m["master_us_per_conn"], sp["master_us_per_conn"], 1, show),
@@ -964,14 +967,14 @@ def measure_close(run: Run, srv: servers.Server, round_no: int, workers: int) ->
     workers_us = (sum(per_worker.values()) * 1e6 / CLK_TCK
                   if per_worker and None not in per_worker.values() else None)
     socket_errors = sum(int(raw["errors"][k]) for k in ("connect", "read", "write", "timeout"))
+    latency = loadgen.latency_ms(raw)
     return {
         "round": round_no, "workers": workers, "found_workers": len(srv.workers),
         "master_pid": master, "worker_pids": srv.workers, "cpus_allowed": server_affinity(srv),
         "alive_after_load": srv.proc.poll() is None,
         "requests": requests, "duration_s": duration_s,
         "close_conn_per_s": stats.per_unit(requests, duration_s),
-        "close_p50_ms": raw["latency_us"]["percentiles"]["50"] / 1000.0,
-        "close_p99_ms": raw["latency_us"]["percentiles"]["99"] / 1000.0,
+        "close_p50_ms": latency["p50"], "close_p99_ms": latency["p99"], "close_p99_9_ms": latency["p99.9"],
         "errors": socket_errors + int(raw["errors"]["status"]),
         "master_cpu_us": master_us, "workers_cpu_us": workers_us,
         "master_us_per_conn": stats.per_unit(master_us, requests),

@@ -83,18 +83,27 @@ def _save(fig, plt, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# The two loads' colours, in the throughput and the latency panels alike.
+LOAD_COLORS = {"keepalive": "#4c72b0", "close": "#dd8452"}
+# The latency panel's percentiles (bench.py's key figures `<load>_<suffix>`), drawn from the back (the tallest, lightest
+# bar) to the front (the median, in the load's full colour).
+LATENCY_PERCENTILES = (("p99_9_ms", "p99.9", 0.3), ("p99_ms", "p99", 0.6), ("p50_ms", "p50", 1.0))
+LOG_SCALE_SPAN = 10.0  # the latency panel goes to a log scale when its largest figure is this many times its smallest
+
+
 def draw_comparison(data: dict, path: Path) -> None:
-    """data: subjects (bench.json's), workers, title. Throughput bars with min–max whiskers, each subject's
-    per-worker share (busiest first, averaged over rounds), server CPU per connection (master + workers)."""
+    """data: subjects (bench.json's), workers, title. Throughput bars with min–max whiskers and the latency
+    percentiles of each load (top row), each subject's per-worker share (busiest first, averaged over rounds) and
+    server CPU per connection (master + workers) (bottom row)."""
     subjects, workers = data["subjects"], data["workers"]
     plt = _pyplot()
     names = list(subjects)
     x = list(range(len(names)))
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(max(15, 3.4 * len(names) + 4), 5.4))
+    fig, ((ax1, ax4), (ax2, ax3)) = plt.subplots(2, 2, figsize=(max(13, 2.4 * len(names) + 5), 10.4))
 
     width = 0.38
-    for offset, key, label, color in ((-width / 2, "keepalive_req_per_s", "keep-alive req/s", "#4c72b0"),
-                                      (width / 2, "close_conn_per_s", "close conn/s", "#dd8452")):
+    for offset, key, label, color in ((-width / 2, "keepalive_req_per_s", "keep-alive req/s", LOAD_COLORS["keepalive"]),
+                                      (width / 2, "close_conn_per_s", "close conn/s", LOAD_COLORS["close"])):
         meds = [subjects[n]["median"][key] or 0 for n in names]
         lo = [max(0, m - (subjects[n]["spread"][key] or [m, m])[0]) for n, m in zip(names, meds)]
         hi = [max(0, (subjects[n]["spread"][key] or [m, m])[1] - m) for n, m in zip(names, meds)]
@@ -143,7 +152,51 @@ def draw_comparison(data: dict, path: Path) -> None:
     ax3.set_ylabel("CPU µs per connection (close load, median)")
     ax3.set_title("Server CPU per connection (master + workers)", fontsize=9)
     ax3.legend(fontsize=8)
+
+    draw_latency(ax4, subjects, names, width)
     _save(fig, plt, path, data["title"])
+
+
+def draw_latency(ax, subjects: dict, names: list[str], width: float) -> None:
+    """Per subject, one bar per load (keep-alive left, close right, the throughput panel's colours): p99.9, p99 and
+    p50 (medians over rounds) overlaid from the back, each a shade darker, with the p99.9 figure on top. Log scale
+    when the figures span LOG_SCALE_SPAN or more. Figures a run did not record (p99.9 before issue 23) are left out."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    x = list(range(len(names)))
+    shown = []
+    for offset, load, label in ((-width / 2, "keepalive", "keep-alive"), (width / 2, "close", "close")):
+        for suffix, pct, alpha in LATENCY_PERCENTILES:
+            meds = [subjects[n]["median"].get(f"{load}_{suffix}") for n in names]
+            xs = [i + offset for i, m in zip(x, meds) if m]
+            ys = [m for m in meds if m]
+            shown += ys
+            bars = ax.bar(xs, ys, width, color=LOAD_COLORS[load], alpha=alpha, edgecolor=LOAD_COLORS[load],
+                          linewidth=0.6)
+            if suffix == "p99_9_ms":
+                for b, m in zip(bars, ys):
+                    ax.annotate(f"{m:.2f}", (b.get_x() + b.get_width() / 2, m), ha="center", va="bottom", fontsize=7,
+                                xytext=(0, 2), textcoords="offset points")
+    if shown and max(shown) >= LOG_SCALE_SPAN * min(shown):
+        ax.set_yscale("log")
+        ax.set_ylim(min(shown) / 2, max(shown) * 2.5)  # room below the medians and above the p99.9 labels
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 1, 2, 5, not 10^0
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        scale = "log scale"
+    else:
+        ax.set_ylim(0, (max(shown) if shown else 1) * 1.15)
+        scale = "linear"
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_ylabel(f"latency ms (median over rounds, {scale})")
+    ax.set_title("Latency: p50 / p99 / p99.9 (figure on top = p99.9)", fontsize=9)
+    handles = [Patch(facecolor=LOAD_COLORS[load], alpha=alpha, edgecolor=LOAD_COLORS[load],
+                     label=f"{label} {pct}")
+               for load, label in (("keepalive", "keep-alive"), ("close", "close"))
+               for _, pct, alpha in LATENCY_PERCENTILES]
+    ax.legend(handles=handles, fontsize=7, ncol=2)
 
 
 def draw_sweep(data: dict, path: Path) -> None:

@@ -18,6 +18,7 @@ from .servers import OWN_GROUP, Registry
 
 LUA_SCRIPT = SCRIPTS / "bench" / "count.lua"
 WRK_MARKER = "SWITCHBOARD_BENCH_JSON "  # count.lua's done() prints this, then one JSON object
+MARKER_PERCENTILES = ("50", "75", "90", "99", "99.9")  # the latency percentiles count.lua's done() prints
 
 
 def wrk_command(wrk: str, url: str, duration: int, connections: int, close: bool, script: bool = True,
@@ -106,6 +107,21 @@ def parse_marker(out: str) -> dict | None:
         if line.startswith(WRK_MARKER):
             return json.loads(line[len(WRK_MARKER):])
     return None
+
+
+def latency_ms(marker: dict) -> dict:
+    """count.lua's latency_us (see parse_marker) in milliseconds: p50, p75, p90, p99, p99.9 (the tail wrk's own
+    --latency text does not print), mean and max. A result line without one of those percentiles is an error: the
+    count.lua in use is not this one."""
+    lat = marker["latency_us"]
+    pct = lat["percentiles"]
+    missing = [p for p in MARKER_PERCENTILES if p not in pct]
+    if missing:
+        raise BenchError(f"wrk's result line has no latency percentile {', '.join(missing)}: "
+                         f"{LUA_SCRIPT} must print {', '.join(MARKER_PERCENTILES)}")
+    out = {f"p{p}": pct[p] / 1000.0 for p in MARKER_PERCENTILES}
+    out["mean"], out["max"] = lat["mean"] / 1000.0, lat["max"] / 1000.0
+    return out
 
 
 def parse_non2xx(out: str) -> int:

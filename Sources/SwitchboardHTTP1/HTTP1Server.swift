@@ -15,6 +15,14 @@ enum HTTP1Token {
     static func connection(_ fd: CInt) -> UInt64 { UInt64(fd) << 8 | connectionKind }
 }
 
+/// A connection's machine and the events epoll watches for it. Outside the generic server: nested in it, its metadata
+/// would depend on `Responder`, and every copy of a table entry in the (unspecialized) loop would look it up at run
+/// time (`swift_getGenericMetadata` was 5 % of a worker's keep-alive profile).
+struct HTTP1ServerEntry {
+    var machine: HTTP1Connection
+    var watching: UInt32
+}
+
 /// The built-in worker's engine: one thread and one epoll set for the channel to the master, the worker's own
 /// listener (in `reuseport` and `shared` modes) and every connection, each a ``HTTP1Connection`` answered by
 /// `Responder`.
@@ -27,11 +35,7 @@ enum HTTP1Token {
 /// On a drain it stops accepting, lets each machine close what is idle and finish what is in flight, and exits
 /// when none is left or at the deadline.
 package final class HTTP1Server<Responder: HTTP1Responder> {
-    /// A connection's machine and the events epoll watches for it.
-    struct Entry {
-        var machine: HTTP1Connection
-        var watching: UInt32
-    }
+    typealias Entry = HTTP1ServerEntry
 
     /// How often connection timers are checked while any connection is open.
     package static var sweepInterval: UInt64 { 100_000_000 }
@@ -69,6 +73,26 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     private var now: UInt64 = 0
     private let heartbeatNanoseconds: UInt64
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    /// How long the loop may run without blocking before it yields the CPU (`sched_yield`), in nanoseconds.
+    ///
+    /// Under a steady keep-alive load a busy worker never blocks: by the time it has answered every connection that
+    /// was ready, the client has sent the next requests, so `epoll_wait` returns at once, and the worker runs until
+    /// the scheduler preempts it at the end of its slice (about 3 ms here). Every connection of another worker on that
+    /// CPU waits that long: the keep-alive p99 was 4.2 ms against the C worker's 0.25 ms, which blocks after nearly
+    /// every batch (`Scripts/bench/tail-evidence.py`: 860 slices of 2.9 ms per worker in 5 s against 80,000 of
+    /// 30 µs, 140 involuntary switches a second against 12,000 voluntary ones). Yielding after 100 µs of running
+    /// lets the other worker's connections in within about one batch; with nothing else runnable the call returns at
+    /// once (well under 1 % of the loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
+    package static var yieldAfter: UInt64 { 100_000 }
+    private let yieldAfter: UInt64 =
+        Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 } ?? HTTP1Server.yieldAfter
+    /// When the loop last gave the CPU up: blocked in `epoll_wait`, or yielded.
+    private var lastRest: UInt64 = 0
+    /// Connections adopted in this iteration: the loop then does not yield (new connections come from the master or
+    /// the own listener; yielding to the master there only makes it accept in smaller bursts, at more CPU each).
+    private var adoptedThisRound = 0
+    /// Iteration times and events per wait (``LoopStats``), when asked for.
+    private var loopStats: LoopStats? = LoopStats.enabled ? LoopStats() : nil
     private var events = [sb_epoll_event](repeating: sb_epoll_event(events: 0, data: 0), count: 256)
 
     /// - Parameters:
@@ -100,6 +124,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if announcingReady { runtime.announceReady() }
         while true {
             let count: Int
+            let waitStart = Syscalls.monotonicNanoseconds()
             do {
                 count = try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: millisecondsUntilNextTimer())
             } catch {
@@ -111,7 +136,17 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
                 handle(events[index])
             }
             runTimers()
-            if draining && open == 0 { exit(0) }
+            let end = Syscalls.monotonicNanoseconds()
+            loopStats?.record(run: end &- now, waited: now &- waitStart, count: count)
+            if count == 0 || now &- waitStart > 20_000 {
+                lastRest = now  // it blocked: the CPU was given up
+            } else if yieldAfter > 0 && adoptedThisRound == 0 && end &- lastRest > yieldAfter {
+                Syscalls.yieldProcessor()
+                loopStats?.yielded()
+                lastRest = Syscalls.monotonicNanoseconds()
+            }
+            adoptedThisRound = 0
+            if draining && open == 0 { finish() }
         }
     }
 
@@ -246,6 +281,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if draining { machine.drain(now: now) }
         table[index] = Entry(machine: machine, watching: sb_EPOLLIN)
         open += 1
+        adoptedThisRound += 1
         handled &+= 1
         if nextSweep == .max { nextSweep = now &+ Self.sweepInterval }
         // The request is usually there already: answering now saves a trip through epoll.
@@ -331,6 +367,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
 
     // MARK: timers and draining
 
+    /// Exits after a drain, with the loop's figures first when they were asked for.
+    private func finish() -> Never {
+        if let loopStats { logger.notice("\(loopStats.line)") }
+        exit(0)
+    }
+
     private func millisecondsUntilNextTimer() -> Int {
         if roomAgain { return 0 }
         var next = min(nextHeartbeat, open > 0 ? nextSweep : .max)
@@ -367,7 +409,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
         if draining && now >= drainDeadline {
             if open > 0 { logger.notice("drain deadline passed with \(open) connections open; exiting") }
-            exit(0)
+            finish()
         }
     }
 

@@ -538,6 +538,11 @@ package enum Syscalls {
         _ = try retryingOnInterrupt("prctl") { sb_set_parent_death_signal(signal) }
     }
 
+    /// Gives the CPU to another runnable thread of this CPU, if any (`sched_yield`); returns at once otherwise.
+    package static func yieldProcessor() {
+        _ = sched_yield()
+    }
+
     package static func monotonicNanoseconds() -> UInt64 {
         sb_monotonic_nanoseconds()
     }

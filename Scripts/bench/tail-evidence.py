@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Where a keep-alive tail comes from (issue 23): each subject pinned to one CPU, wrk on the other, and for every
+worker what the scheduler saw (/proc/<pid>/schedstat: time on the CPU, time waiting for it, slices; voluntary and
+involuntary context switches from /proc/<pid>/status) beside wrk's p50/p99/p99.9. Switchboard's built-in worker also
+reports its own loop (SWITCHBOARD_LOOP_STATS: how long each iteration ran between two epoll_wait calls, how many events
+each wait returned, how many waits blocked).
+
+    python3 Scripts/bench/tail-evidence.py --binary .build-bench/release/switchboard [--duration 5] [--connections 50]
+
+A worker that never blocks runs until the scheduler preempts it at the end of its slice (an involuntary switch), and
+every connection the other worker on that CPU holds waits that long: many involuntary switches per second and few
+blocking waits point there; voluntary switches (the worker waited in epoll_wait) point the other way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchlib import loadgen  # noqa: E402
+
+READY = re.compile(r"listening on (\S+):(\d+)")
+
+
+def schedstat(pid: int) -> dict:
+    out = {}
+    try:
+        run, wait, slices = (int(x) for x in Path(f"/proc/{pid}/schedstat").read_text().split()[:3])
+        out.update(run_ns=run, wait_ns=wait, slices=slices)
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out["voluntary"] = int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                out["involuntary"] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int,
+                server_cpu: str, wrk_cpu: str, workdir: Path) -> dict:
+    log = open(workdir / f"{name}.log", "w+b")
+    proc = subprocess.Popen(["taskset", "-c", server_cpu] + argv, stdout=subprocess.PIPE, stderr=log, env=env,
+                            stdin=subprocess.DEVNULL)
+    try:
+        port = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode(errors="replace")
+            m = READY.search(line)
+            if m:
+                port = int(m.group(2))
+                break
+            if not line and proc.poll() is not None:
+                raise SystemExit(f"{name}: exited before its ready line")
+        if port is None:
+            raise SystemExit(f"{name}: no ready line in 30 s")
+        time.sleep(0.5)
+        workers = children(proc.pid)
+        before = {w: schedstat(w) for w in workers}
+        t0 = time.monotonic()
+        res = wrk_once(wrk, port, duration, connections, wrk_cpu)
+        elapsed = time.monotonic() - t0
+        after = {w: schedstat(w) for w in workers}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    stats = [line for line in log.read().decode(errors="replace").splitlines() if "loop-stats" in line]
+    per_worker = []
+    for w in workers:
+        a, b = after.get(w, {}), before.get(w, {})
+        if not a or not b:
+            continue
+        d = {k: a[k] - b[k] for k in a if k in b}
+        slices = max(d.get("slices", 0), 1)
+        per_worker.append({
+            "pid": w,
+            "cpu_ms": d.get("run_ns", 0) / 1e6,
+            "waited_for_cpu_ms": d.get("wait_ns", 0) / 1e6,
+            "slices": d.get("slices", 0),
+            "avg_slice_us": d.get("run_ns", 0) / slices / 1e3,
+            "voluntary_per_s": d.get("voluntary", 0) / elapsed,
+            "involuntary_per_s": d.get("involuntary", 0) / elapsed,
+        })
+    return {"subject": name, "wrk": res, "workers": per_worker, "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
+
+
+def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str) -> dict:
+    cmd = ["taskset", "-c", wrk_cpu, wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+           "-s", str(loadgen.LUA_SCRIPT), f"http://127.0.0.1:{port}/"]
+    env = dict(os.environ, SWITCHBOARD_BENCH_COUNT="0")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, env=env).stdout
+    marker = loadgen.parse_marker(out)
+    if marker is None:
+        raise SystemExit(f"wrk gave no result line: {out.strip()[-300:]}")
+    lat = loadgen.latency_ms(marker)
+    return {"requests_per_s": marker["requests"] / (marker["duration_us"] / 1e6), "p50_ms": lat["p50"],
+            "p99_ms": lat["p99"], "p99_9_ms": lat["p99.9"], "max_ms": lat["max"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--binary", required=True, help="the switchboard binary (release)")
+    p.add_argument("--c-binary", default=str(HERE.parent.parent / "bench-results" / "c" / "c-subjects"),
+                   help="the C subjects (bench.py builds them into bench-results/c/)")
+    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--pin", default="0:1", help="SERVER_CPU:WRK_CPU")
+    p.add_argument("--modes", default="round-robin,c-rr-close,reuseport,c-reuseport")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    wrk = shutil.which("wrk")
+    if not wrk:
+        print("tail-evidence: wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 1
+    server_cpu, wrk_cpu = args.pin.split(":")
+    workdir = Path(tempfile.mkdtemp(prefix="sb-tail-"))
+    env = dict(os.environ, SWITCHBOARD_LOOP_STATS="1")
+    results = []
+    for mode in args.modes.split(","):
+        if mode.startswith("c-"):
+            argv = [args.c_binary, "--mode", mode, "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
+        else:
+            argv = [args.binary, "--mode", mode, "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
+        results.append(run_subject(mode, argv, env, wrk, args.duration, args.connections, server_cpu, wrk_cpu, workdir))
+    print(f"keep-alive, wrk -t1 -c{args.connections} -d{args.duration}s on CPU {wrk_cpu}, servers on CPU {server_cpu}\n")
+    print("| subject | req/s | p50 ms | p99 ms | p99.9 ms | worker | CPU ms | waited for CPU ms | slices | avg slice µs "
+          "| voluntary/s | involuntary/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        w0 = r["wrk"]
+        for i, w in enumerate(r["workers"]):
+            head = (f"| {r['subject']} | {w0['requests_per_s']:,.0f} | {w0['p50_ms']:.2f} | {w0['p99_ms']:.2f} | "
+                    f"{w0['p99_9_ms']:.2f}") if i == 0 else "| | | | |"
+            print(f"{head} | {w['pid']} | {w['cpu_ms']:,.0f} | {w['waited_for_cpu_ms']:,.0f} | {w['slices']:,} | "
+                  f"{w['avg_slice_us']:,.0f} | {w['voluntary_per_s']:,.0f} | {w['involuntary_per_s']:,.0f} |")
+    for r in results:
+        for line in r["loop_stats"]:
+            print(f"{r['subject']}: {line}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

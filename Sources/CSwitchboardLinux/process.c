@@ -241,6 +241,19 @@ int sb_pidfd_send_signal(int pidfd, int signal) {
 static int sb_spawn_forked(const char *path, char *const argv[], char *const envp[], int channelCopy, int extraCopy,
                            const sb_worker_setup *setup, pid_t *pid);
 
+/* The child starts with `mask` blocked and every signal at its default (what the parent ignored or handled is not
+   inherited). */
+static int sb_spawn_signals(posix_spawnattr_t *attr, const sigset_t *mask) {
+    sigset_t defaults;
+    sigfillset(&defaults);
+    sigdelset(&defaults, SIGKILL);
+    sigdelset(&defaults, SIGSTOP);
+    int rc;
+    if ((rc = posix_spawnattr_setsigmask(attr, mask)) != 0) return rc;
+    if ((rc = posix_spawnattr_setsigdefault(attr, &defaults)) != 0) return rc;
+    return posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+}
+
 int sb_spawn(const char *path, char *const argv[], char *const envp[], int channel, int extra,
              const sb_worker_setup *setup, pid_t *pid) {
     posix_spawn_file_actions_t actions;
@@ -270,17 +283,12 @@ int sb_spawn(const char *path, char *const argv[], char *const envp[], int chann
     // The worker starts with the master's own signals blocked: a terminal's Ctrl-C (SIGINT), SIGQUIT and SIGHUP
     // reach the whole foreground process group, and a worker must not die of one in the window before it ignores
     // them (WorkerRuntime.current). Everything else is unblocked and at its default.
-    sigset_t masterOnly, defaults;
+    sigset_t masterOnly;
     sigemptyset(&masterOnly);
     sigaddset(&masterOnly, SIGINT);
     sigaddset(&masterOnly, SIGQUIT);
     sigaddset(&masterOnly, SIGHUP);
-    sigfillset(&defaults);
-    sigdelset(&defaults, SIGKILL);
-    sigdelset(&defaults, SIGSTOP);
-    if ((rc = posix_spawnattr_setsigmask(&attr, &masterOnly)) != 0) goto done;
-    if ((rc = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0) goto done;
-    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto done;
+    if ((rc = sb_spawn_signals(&attr, &masterOnly)) != 0) goto done;
     rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
 done:
     if (channelCopy >= 0) close(channelCopy);
@@ -520,17 +528,12 @@ int sb_spawn_check(const char *path, char *const argv[], char *const envp[], int
         posix_spawn_file_actions_destroy(&actions);
         return rc;
     }
-    sigset_t empty, defaults;
+    sigset_t empty;
     sigemptyset(&empty);
-    sigfillset(&defaults);
-    sigdelset(&defaults, SIGKILL);
-    sigdelset(&defaults, SIGSTOP);
     if ((rc = posix_spawn_file_actions_adddup2(&actions, output, 1)) != 0) goto done;
     if ((rc = posix_spawn_file_actions_adddup2(&actions, output, 2)) != 0) goto done;
     if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) != 0) goto done;
-    if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto done;
-    if ((rc = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0) goto done;
-    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto done;
+    if ((rc = sb_spawn_signals(&attr, &empty)) != 0) goto done;
     rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
 done:
     posix_spawn_file_actions_destroy(&actions);

@@ -6,69 +6,14 @@ import Testing
 /// symbolic link switched to a new release, then a reload. Every worker started afterwards runs the file on disk.
 extension EndToEndTests {
     @Suite struct Deploy {
-        /// A folder of its own for one test's releases.
-        static func folder() throws -> URL {
-            let url = FileManager.default.temporaryDirectory.appendingPathComponent("sb-deploy-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-            return url
-        }
-
-        /// Writes a copy of `source` with `marker` appended (a build that differs) at `path`, executable.
-        static func writeBuild(of source: String, marker: String, at path: String) throws {
-            var bytes = try Data(contentsOf: URL(fileURLWithPath: source))
-            bytes.append(Data(marker.utf8))
-            try bytes.write(to: URL(fileURLWithPath: path))
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
-        }
-
-        /// Writes `text` as an executable file at `path`.
-        static func writeScript(_ text: String, at path: String) throws {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
-        }
-
-        /// Deploys `write`'s file over `path` the way `install` and `mv` do: a new file beside it, renamed over it.
-        static func deploy(over path: String, _ write: (String) throws -> Void) throws -> UInt64 {
-            let staged = path + ".new"
-            try write(staged)
-            guard rename(staged, path) == 0 else { throw ProbeError.io("rename over \(path): errno \(errno)") }
-            return try #require(inode(path))
-        }
-
-        static func inode(_ path: String) -> UInt64? {
-            var info = stat()
-            guard stat(path, &info) == 0 else { return nil }
-            return UInt64(info.st_ino)
-        }
-
-        /// What `/proc/<pid>/exe` names (`… (deleted)` for a file renamed over) and the inode it opens.
-        static func executable(_ pid: pid_t) -> (path: String, inode: UInt64?) {
-            let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? "?"
-            return (path, inode("/proc/\(pid)/exe"))
-        }
-
-        /// Waits until `count` workers run, none of them in `old`, every one of them from the file with `inode`.
-        static func waitForWorkers(
-            of server: SwitchboardProcess, count: Int, notIn old: Set<pid_t>, runningInode inode: UInt64,
-            timeout: Duration = .seconds(30)
-        ) -> [pid_t] {
-            var workers: [pid_t] = []
-            _ = waitUntil(timeout: timeout) {
-                workers = server.workerPIDs
-                return workers.count == count && old.isDisjoint(with: workers)
-                    && workers.allSatisfy { executable($0).inode == inode }
-            }
-            return workers
-        }
-
         /// The deploy of issue 18: the master started by name through `PATH`, the file replaced by rename. A worker
         /// restarted after a crash, a worker added by scaling and every worker of the reload run the new file, none
         /// `(deleted)`.
         @Test func aBuildRenamedOverTheOldIsWhatRestartsScalingAndReloadsRun() throws {
-            let directory = try Self.folder()
+            let directory = try Deploys.folder()
             defer { try? FileManager.default.removeItem(at: directory) }
             let path = directory.appendingPathComponent("switchboard").path
-            try Self.writeBuild(of: SwitchboardProcess.binary, marker: "release 1", at: path)
+            try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 1", at: path)
             // Started by name, as a shell or an init script does: argv[0] is "switchboard", found through PATH.
             let server = try SwitchboardProcess(
                 arguments: ["-c", "exec switchboard --host 127.0.0.1 --port 0 --workers 2 --drain-timeout 5"],
@@ -79,30 +24,30 @@ extension EndToEndTests {
             let first = Set(server.workerPIDs)
             #expect(first.count == 2)
 
-            let release2 = try Self.deploy(over: path) { try Self.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0) }
+            let release2 = try Deploys.deploy(over: path) { try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0) }
             // A crash after the deploy: the replacement is the new build.
             let crashed = try #require(first.first)
             kill(crashed, SIGKILL)
             var replacement: pid_t?
             #expect(waitUntil {
                 replacement = server.workerPIDs.first { !first.contains($0) }
-                return replacement.map { Self.executable($0).inode == release2 } ?? false
-            }, "replacement runs \(replacement.map { Self.executable($0).path } ?? "nothing")")
+                return replacement.map { Deploys.executable($0).inode == release2 } ?? false
+            }, "replacement runs \(replacement.map { Deploys.executable($0).path } ?? "nothing")")
             // Scaling up after the deploy: the new build.
             server.signal(SIGTTIN)
             var added: [pid_t] = []
             #expect(waitUntil {
                 added = server.workerPIDs.filter { !first.contains($0) && $0 != replacement }
-                return added.count == 1 && Self.executable(added[0]).inode == release2
-            }, "added: \(added.map { Self.executable($0).path })")
+                return added.count == 1 && Deploys.executable(added[0]).inode == release2
+            }, "added: \(added.map { Deploys.executable($0).path })")
 
             // The reload: every worker runs the new file.
             let before = Set(server.workerPIDs)
             server.signal(SIGHUP)
-            let after = Self.waitForWorkers(of: server, count: 3, notIn: before, runningInode: release2)
-            #expect(after.count == 3, "workers \(after.map { Self.executable($0) })\n\(server.stderr)")
+            let after = Deploys.waitForWorkers(of: server, count: 3, notIn: before, runningInode: release2)
+            #expect(after.count == 3, "workers \(after.map { Deploys.executable($0) })\n\(server.stderr)")
             for worker in after {
-                let running = Self.executable(worker)
+                let running = Deploys.executable(worker)
                 #expect(running.path == path, "worker \(worker) runs \(running.path)")
                 #expect(!running.path.hasSuffix("(deleted)"))
             }
@@ -113,12 +58,12 @@ extension EndToEndTests {
         /// A deploy that switches a `current` link to a new release folder: the master was started through the
         /// link (symbolic links are kept in the launch path), so the reload runs the release the link names now.
         @Test func aReloadFollowsACurrentLinkSwitchedToANewRelease() throws {
-            let base = try Self.folder()
+            let base = try Deploys.folder()
             defer { try? FileManager.default.removeItem(at: base) }
             let fileManager = FileManager.default
             for release in ["release-1", "release-2"] {
                 try fileManager.createDirectory(at: base.appendingPathComponent(release), withIntermediateDirectories: true)
-                try Self.writeBuild(
+                try Deploys.writeBuild(
                     of: SwitchboardProcess.binary, marker: release,
                     at: base.appendingPathComponent("\(release)/switchboard").path)
             }
@@ -127,38 +72,38 @@ extension EndToEndTests {
             let server = try SwitchboardProcess.start(["--workers", "2", "--drain-timeout", "5"], executable: current + "/switchboard")
             defer { server.cleanUp() }
             let before = Set(server.workerPIDs)
-            let release1 = try #require(Self.inode(base.appendingPathComponent("release-1/switchboard").path))
-            #expect(before.allSatisfy { Self.executable($0).inode == release1 })
+            let release1 = try #require(Deploys.inode(base.appendingPathComponent("release-1/switchboard").path))
+            #expect(before.allSatisfy { Deploys.executable($0).inode == release1 })
 
             // Switch the link atomically, as deploy tools do (a new link renamed over the old one).
             try fileManager.createSymbolicLink(atPath: current + ".new", withDestinationPath: "release-2")
             #expect(rename(current + ".new", current) == 0)
-            let release2 = try #require(Self.inode(base.appendingPathComponent("release-2/switchboard").path))
+            let release2 = try #require(Deploys.inode(base.appendingPathComponent("release-2/switchboard").path))
             server.signal(SIGHUP)
-            let after = Self.waitForWorkers(of: server, count: 2, notIn: before, runningInode: release2)
-            #expect(after.count == 2, "workers \(after.map { Self.executable($0) })\n\(server.stderr)")
+            let after = Deploys.waitForWorkers(of: server, count: 2, notIn: before, runningInode: release2)
+            #expect(after.count == 2, "workers \(after.map { Deploys.executable($0) })\n\(server.stderr)")
             for worker in after {
-                #expect(Self.executable(worker).path == base.appendingPathComponent("release-2/switchboard").path)
+                #expect(Deploys.executable(worker).path == base.appendingPathComponent("release-2/switchboard").path)
             }
             server.stopAndCheckNoOrphans()
         }
 
         /// The same for a program that embeds the library: the NIO example's workers are the example itself.
         @Test func anEmbeddingProgramsReloadRunsItsNewBuild() throws {
-            let directory = try Self.folder()
+            let directory = try Deploys.folder()
             defer { try? FileManager.default.removeItem(at: directory) }
             let path = directory.appendingPathComponent("switchboard-nio-example").path
             let example = SwitchboardProcess.sibling("switchboard-nio-example")
-            try Self.writeBuild(of: example, marker: "release 1", at: path)
+            try Deploys.writeBuild(of: example, marker: "release 1", at: path)
             let server = try SwitchboardProcess.start(["--workers", "2"], executable: path)
             defer { server.cleanUp() }
             let before = Set(server.workerPIDs)
             #expect(before.count == 2)
-            let release2 = try Self.deploy(over: path) { try Self.writeBuild(of: example, marker: "release 2", at: $0) }
+            let release2 = try Deploys.deploy(over: path) { try Deploys.writeBuild(of: example, marker: "release 2", at: $0) }
             server.signal(SIGHUP)
-            let after = Self.waitForWorkers(of: server, count: 2, notIn: before, runningInode: release2)
-            #expect(after.count == 2, "workers \(after.map { Self.executable($0) })\n\(server.stderr)")
-            #expect(after.allSatisfy { !Self.executable($0).path.hasSuffix("(deleted)") })
+            let after = Deploys.waitForWorkers(of: server, count: 2, notIn: before, runningInode: release2)
+            #expect(after.count == 2, "workers \(after.map { Deploys.executable($0) })\n\(server.stderr)")
+            #expect(after.allSatisfy { !Deploys.executable($0).path.hasSuffix("(deleted)") })
             server.stopAndCheckNoOrphans()
         }
 
@@ -166,10 +111,10 @@ extension EndToEndTests {
         /// channel protocol. Each reload aborts with one line naming the file and what went wrong, and the old
         /// workers keep serving.
         @Test func aBrokenNewBuildAbortsTheReloadWithOneLineAndTheOldWorkersServe() throws {
-            let directory = try Self.folder()
+            let directory = try Deploys.folder()
             defer { try? FileManager.default.removeItem(at: directory) }
             let path = directory.appendingPathComponent("switchboard").path
-            try Self.writeBuild(of: SwitchboardProcess.binary, marker: "good", at: path)
+            try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "good", at: path)
             let server = try SwitchboardProcess.start(
                 ["--workers", "2", "--ready-timeout", "1.5", "--drain-timeout", "5"], executable: path)
             defer { server.cleanUp() }
@@ -185,10 +130,10 @@ extension EndToEndTests {
                 for _ in 0..<6 { #expect(serving.contains((try? get(port: server.port).workerPID) ?? -1)) }
             }
 
-            _ = try Self.deploy(over: path) { try Self.writeScript("#!/bin/sh\nexit 3\n", at: $0) }
+            _ = try Deploys.deploy(over: path) { try Deploys.writeScript("#!/bin/sh\nexit 3\n", at: $0) }
             reloadAborts(because: "exited with code 3 before it was ready", attempt: 1)
 
-            _ = try Self.deploy(over: path) { try Self.writeScript("#!/bin/sh\nexec sleep 30\n", at: $0) }
+            _ = try Deploys.deploy(over: path) { try Deploys.writeScript("#!/bin/sh\nexec sleep 30\n", at: $0) }
             reloadAborts(because: "was not ready within 1.5 seconds", attempt: 2)
 
             // A build of the first protocol: its hello's header says version 1.
@@ -199,7 +144,7 @@ extension EndToEndTests {
                 time.sleep(30)
 
                 """
-            _ = try Self.deploy(over: path) { try Self.writeScript(oldProtocol, at: $0) }
+            _ = try Deploys.deploy(over: path) { try Deploys.writeScript(oldProtocol, at: $0) }
             reloadAborts(because: "was refused: it speaks channel protocol 1 and this master speaks 2", attempt: 3)
             #expect(server.logCount("speaks channel protocol 1 and this master speaks 2: refused") == 1)
             #expect(server.workerPIDs.count == 2)

@@ -33,14 +33,14 @@ extension EndToEndTests.RealSystemd {
     /// failed, and the watchdog still fed by the new image a full WatchdogSec later.
     @Test func anUpgradeInPlaceIsAReloadOfTheSameMainPIDThatDropsNothing() throws {
         let port = try freePort()
-        let builds = try EndToEndTests.Deploy.folder()
+        let builds = try Deploys.folder()
         defer { try? FileManager.default.removeItem(at: builds) }
         let folder = builds.appendingPathComponent("switchboard-upgrade")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        try EndToEndTests.Deploy.writeBuild(
+        try Deploys.writeBuild(
             of: SwitchboardProcess.binary, marker: "release 1", at: folder.appendingPathComponent("switchboard").path)
         // Staged beside it, renamed over it inside the sandbox: a deploy the way `install` and `mv` do it.
-        try EndToEndTests.Deploy.writeBuild(
+        try Deploys.writeBuild(
             of: SwitchboardProcess.binary, marker: "release 2",
             at: folder.appendingPathComponent("switchboard.new").path)
         let path = "\(Self.releases)/switchboard"

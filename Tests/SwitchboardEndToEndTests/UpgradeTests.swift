@@ -6,7 +6,6 @@ import Testing
 /// The master keeps its PID and runs the new file; its workers, listener and the connections it holds are handed over.
 extension EndToEndTests {
     @Suite struct Upgrade {
-        typealias Deploy = EndToEndTests.Deploy
 
         /// A server started from its own copy of the binary at `<folder>/switchboard`, with a control socket.
         struct Setup {
@@ -19,16 +18,16 @@ extension EndToEndTests {
             /// - Parameter refusingRelease2: Stages release 2 beside the file (`<path>.new`) before the start and tells
             ///   the test hook to make that file refuse to adopt the master.
             init(_ arguments: [String], refusingRelease2: Bool = false) throws {
-                folder = try Deploy.folder()
+                folder = try Deploys.folder()
                 path = folder.appendingPathComponent("switchboard").path
                 socket = folder.appendingPathComponent("control.sock").path
-                try Deploy.writeBuild(of: SwitchboardProcess.binary, marker: "release 1", at: path)
-                release1 = try #require(Deploy.inode(path))
+                try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 1", at: path)
+                release1 = try #require(Deploys.inode(path))
                 var environment: [String: String] = [:]
                 if refusingRelease2 {
-                    try Deploy.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: path + ".new")
+                    try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: path + ".new")
                     // A rename keeps the inode: the hook names the file that will be on disk.
-                    environment["SWITCHBOARD_TEST_REFUSE_ADOPTION_INODE"] = "\(try #require(Deploy.inode(path + ".new")))"
+                    environment["SWITCHBOARD_TEST_REFUSE_ADOPTION_INODE"] = "\(try #require(Deploys.inode(path + ".new")))"
                 }
                 server = try SwitchboardProcess.start(
                     arguments + ["--control-socket", socket], environment: environment, executable: path)
@@ -102,17 +101,17 @@ extension EndToEndTests {
             let before = try setup.status()
             let dispatchedBefore = try #require(before["dispatched"] as? Int)
 
-            let release2 = try Deploy.deploy(over: setup.path) {
-                try Deploy.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0)
+            let release2 = try Deploys.deploy(over: setup.path) {
+                try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0)
             }
             let masterOnly = try setup.upgrade(["--master-only"])
             #expect(masterOnly.status == 0, "\(masterOnly.stdout)\(masterOnly.stderr)\n\(server.stderr)")
             #expect(masterOnly.stdout.contains("master upgraded in place"), "\(masterOnly.stdout)")
-            #expect(Deploy.executable(server.pid).inode == release2, "the master runs \(Deploy.executable(server.pid).path)")
-            #expect(!Deploy.executable(server.pid).path.hasSuffix("(deleted)"))
+            #expect(Deploys.executable(server.pid).inode == release2, "the master runs \(Deploys.executable(server.pid).path)")
+            #expect(!Deploys.executable(server.pid).path.hasSuffix("(deleted)"))
             // The master alone: the same workers, still on the old file, still serving.
             #expect(Set(server.workerPIDs) == workers)
-            #expect(workers.allSatisfy { Deploy.executable($0).inode == setup.release1 })
+            #expect(workers.allSatisfy { Deploys.executable($0).inode == setup.release1 })
             let served = loop.count
             #expect(waitUntil { loop.count >= served + 20 })
             let after = try setup.status()
@@ -124,15 +123,15 @@ extension EndToEndTests {
             // The whole service: the master once more, then the workers by a rolling reload.
             let whole = try setup.upgrade()
             #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)\n\(server.stderr)")
-            let moved = Deploy.waitForWorkers(of: server, count: 2, notIn: workers, runningInode: release2)
-            #expect(moved.count == 2, "workers \(moved.map { Deploy.executable($0) })\n\(server.stderr)")
+            let moved = Deploys.waitForWorkers(of: server, count: 2, notIn: workers, runningInode: release2)
+            #expect(moved.count == 2, "workers \(moved.map { Deploys.executable($0) })\n\(server.stderr)")
             let summary = try #require(wrk).finish()
             let outcomes = loop.stop()
             let failures = outcomes.filter { if case .failure = $0.result { true } else { false } }
             #expect(failures.isEmpty, "\(failures.count) of \(outcomes.count) requests failed: \(failures.prefix(3).map(\.result))")
             #expect(summary.requests > 100, "wrk: \(summary.text)")
             #expect(summary.errors == 0, "wrk: \(summary.text)")
-            #expect(server.pid == setup.server.pid && Deploy.executable(server.pid).inode == release2)
+            #expect(server.pid == setup.server.pid && Deploys.executable(server.pid).inode == release2)
             #expect(server.logCount("master upgraded in place") == 2)
             let last = try setup.status()
             #expect((last["dispatched"] as? Int ?? 0) >= outcomes.count, "\(last)")
@@ -148,14 +147,14 @@ extension EndToEndTests {
             let server = setup.server
             let workers = Set(server.workerPIDs)
             let loop = LoadLoop(port: server.port)
-            _ = try Deploy.deploy(over: setup.path) {
-                try Deploy.writeScript("#!/bin/sh\necho 'this build is broken' >&2\nexit 1\n", at: $0)
+            _ = try Deploys.deploy(over: setup.path) {
+                try Deploys.writeScript("#!/bin/sh\necho 'this build is broken' >&2\nexit 1\n", at: $0)
             }
             let outcome = try setup.upgrade()
             #expect(outcome.status != 0 && outcome.status != nil)
             #expect(outcome.stderr.contains("exited with code 1") && outcome.stderr.contains("this build is broken"), "\(outcome.stderr)")
             #expect(server.logCount("failed: the pre-check") == 1, "\(server.stderr)")
-            #expect(Deploy.executable(server.pid).inode == setup.release1)
+            #expect(Deploys.executable(server.pid).inode == setup.release1)
             #expect(Set(server.workerPIDs) == workers)
             let served = loop.count
             #expect(waitUntil { loop.count >= served + 20 })
@@ -178,7 +177,7 @@ extension EndToEndTests {
             #expect(outcome.status != 0 && outcome.status != nil, "\(outcome.stdout)")
             #expect(outcome.stderr.contains("rolled back") && outcome.stderr.contains("test hook"), "\(outcome.stderr)")
             #expect(server.logCount("rolled back: the new image could not adopt") == 1, "\(server.stderr)")
-            #expect(Deploy.executable(server.pid).inode == setup.release1, "\(Deploy.executable(server.pid))")
+            #expect(Deploys.executable(server.pid).inode == setup.release1, "\(Deploys.executable(server.pid))")
             #expect(Set(server.workerPIDs) == workers, "a rolled-back upgrade does not reload the workers")
             let served = loop.count
             #expect(waitUntil { loop.count >= served + 20 })
@@ -200,8 +199,8 @@ extension EndToEndTests {
             let server = setup.server
             let workers = server.workerPIDs
             try #require(workers.count == 2)
-            _ = try Deploy.deploy(over: setup.path) {
-                try Deploy.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0)
+            _ = try Deploys.deploy(over: setup.path) {
+                try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0)
             }
             for worker in workers { kill(worker, SIGSTOP) }
             var connections: [TestConnection] = []
@@ -215,7 +214,7 @@ extension EndToEndTests {
             #expect(waitUntil { ((try? setup.status())?["stolen"] as? Int) == 2 }, "\(server.stderr)")
             server.signal(SIGUSR2)
             #expect(waitUntil { server.logCount("master upgraded in place") == 1 }, "\(server.stderr)")
-            #expect(Deploy.executable(server.pid).path == setup.path)
+            #expect(Deploys.executable(server.pid).path == setup.path)
             for worker in workers { kill(worker, SIGCONT) }
             for (index, connection) in connections.enumerated() {
                 let response = try connection.readResponse()

@@ -16,17 +16,17 @@ struct HummingbirdUpgradeTests {
     /// runs the new file, a rolling reload moves both workers onto it, not one request fails, and SIGTERM still stops
     /// the whole cluster gracefully afterwards.
     @Test func sigusr2UpgradesTheEmbeddedMasterInPlaceWithoutAFailedRequest() throws {
-        let folder = try Self.folder()
+        let folder = try Deploys.folder()
         defer { try? FileManager.default.removeItem(at: folder) }
         let path = folder.appendingPathComponent("switchboard-hummingbird-example").path
-        try Self.writeBuild(of: example, marker: "release 1", at: path)
-        let release1 = try #require(Self.inode(path))
+        try Deploys.writeBuild(of: example, marker: "release 1", at: path)
+        let release1 = try #require(Deploys.inode(path))
         let server = try SwitchboardProcess.start(["--workers", "2", "--drain-timeout", "5"], executable: path)
         defer { server.cleanUp() }
         let master = server.pid
         let before = Set(server.workerPIDs)
         #expect(before.count == 2)
-        #expect(before.allSatisfy { Self.executable($0).inode == release1 })
+        #expect(before.allSatisfy { Deploys.executable($0).inode == release1 })
 
         // One client on a thread of its own (the dispatch pool's few threads may all be blocked by other tests):
         // plain GETs, each on a new connection, until stopped.
@@ -52,7 +52,7 @@ struct HummingbirdUpgradeTests {
         }
         #expect(waitUntil { outcomes.count >= 20 })
 
-        let release2 = try Self.deploy(over: path) { try Self.writeBuild(of: example, marker: "release 2", at: $0) }
+        let release2 = try Deploys.deploy(over: path) { try Deploys.writeBuild(of: example, marker: "release 2", at: $0) }
         server.signal(SIGUSR2)
         _ = waitUntil(timeout: .seconds(30)) {
             server.logCount("master upgraded in place") > 0 || !server.process.isRunning
@@ -63,16 +63,16 @@ struct HummingbirdUpgradeTests {
             exited == nil && server.logCount("master upgraded in place") == 1,
             "no upgrade in place (the master exited with \(exited.map(String.init) ?? "-")); stderr:\n\(server.stderr)")
         #expect(server.stderr.contains(" ms, pid \(master); rolling reload of the workers next"), "\(server.stderr)")
-        let running = Self.executable(master)
+        let running = Deploys.executable(master)
         #expect(running.inode == release2, "the master runs \(running.path)")
         #expect(running.path == path, "the master runs \(running.path)")
 
         // The rolling reload that follows: two new workers, children of the same master, from the new file.
-        let after = Self.waitForWorkers(of: server, count: 2, notIn: before, runningInode: release2)
+        let after = Deploys.waitForWorkers(of: server, count: 2, notIn: before, runningInode: release2)
         let moved = after.count == 2 && before.isDisjoint(with: after)
-            && after.allSatisfy { Self.executable($0).inode == release2 }
-        #expect(moved, "workers \(after) (before \(before)) run \(after.map { Self.executable($0) })\n\(server.stderr)")
-        #expect(after.allSatisfy { ProcFS.parent(of: $0) == master && Self.executable($0).path == path })
+            && after.allSatisfy { Deploys.executable($0).inode == release2 }
+        #expect(moved, "workers \(after) (before \(before)) run \(after.map { Deploys.executable($0) })\n\(server.stderr)")
+        #expect(after.allSatisfy { ProcFS.parent(of: $0) == master && Deploys.executable($0).path == path })
         let served = outcomes.count
         #expect(waitUntil { outcomes.count >= served + 20 })
         outcomes.stop()
@@ -94,58 +94,6 @@ struct HummingbirdUpgradeTests {
         for worker in after {
             #expect(server.stderr.contains("worker \(worker) shut down gracefully after "), "\(server.stderr)")
         }
-    }
-
-    // Deploy helpers, as `EndToEndTests.Deploy` has them (another test target).
-
-    /// A folder of its own for one test's releases.
-    static func folder() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("sb-upgrade-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }
-
-    /// Writes a copy of `source` with `marker` appended (a build that differs) at `path`, executable.
-    static func writeBuild(of source: String, marker: String, at path: String) throws {
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: source))
-        bytes.append(Data(marker.utf8))
-        try bytes.write(to: URL(fileURLWithPath: path))
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
-    }
-
-    /// Deploys `write`'s file over `path` the way `install` and `mv` do: a new file beside it, renamed over it.
-    /// - Returns: The inode of the deployed file.
-    static func deploy(over path: String, _ write: (String) throws -> Void) throws -> UInt64 {
-        let staged = path + ".new"
-        try write(staged)
-        guard rename(staged, path) == 0 else { throw ProbeError.io("rename over \(path): errno \(errno)") }
-        return try #require(inode(path))
-    }
-
-    static func inode(_ path: String) -> UInt64? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        return UInt64(info.st_ino)
-    }
-
-    /// What `/proc/<pid>/exe` names (`… (deleted)` for a file renamed over) and the inode it opens.
-    static func executable(_ pid: pid_t) -> (path: String, inode: UInt64?) {
-        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? "?"
-        return (path, inode("/proc/\(pid)/exe"))
-    }
-
-    /// Waits until `count` workers run, none of them in `old`, every one of them from the file with `inode`.
-    static func waitForWorkers(
-        of server: SwitchboardProcess, count: Int, notIn old: Set<pid_t>, runningInode inode: UInt64,
-        timeout: Duration = .seconds(30)
-    ) -> [pid_t] {
-        var workers: [pid_t] = []
-        _ = waitUntil(timeout: timeout) {
-            workers = server.workerPIDs
-            return workers.count == count && old.isDisjoint(with: workers)
-                && workers.allSatisfy { executable($0).inode == inode }
-        }
-        return workers
     }
 }
 #endif

@@ -11,8 +11,8 @@ extension Syscalls {
         path: String, arguments: [String], environment: [String], output: CInt
     ) throws(SystemCallError) -> pid_t {
         var pid: pid_t = 0
-        let code = unsafe withCStringArray(arguments) { argv in
-            unsafe withCStringArray(environment) { envp in unsafe sb_spawn_check(path, argv, envp, output, &pid) }
+        let code = unsafe withCStrings(arguments) { argv in
+            unsafe withCStrings(environment) { envp in unsafe sb_spawn_check(path, argv, envp, output, &pid) }
         }
         if code != 0 { throw SystemCallError(call: "posix_spawn", code: code) }
         return pid
@@ -84,17 +84,8 @@ extension Syscalls {
     package static func execute(
         path: String, arguments: [String], environment: [String], blocking signals: [CInt], ignoring ignored: [CInt]
     ) -> SystemCallError {
-        precondition(ignored.count <= 8)
-        let code = unsafe withCStringArray(arguments) { argv in
-            unsafe withCStringArray(environment) { envp in
-                unsafe signals.withUnsafeBufferPointer { blocked in
-                    unsafe ignored.withUnsafeBufferPointer { lost in
-                        unsafe sb_exec(
-                            path, argv, envp, blocked.baseAddress!, CInt(blocked.count), lost.baseAddress!,
-                            CInt(lost.count))
-                    }
-                }
-            }
+        let code = unsafe exec(arguments, environment, signals, ignored) { argv, envp, blocked, count, lost, lostCount in
+            unsafe sb_exec(path, argv, envp, blocked, count, lost, lostCount)
         }
         return SystemCallError(call: "execve \(path)", code: code)
     }
@@ -105,19 +96,35 @@ extension Syscalls {
         descriptor fd: CInt, arguments: [String], environment: [String], blocking signals: [CInt],
         ignoring ignored: [CInt]
     ) -> SystemCallError {
+        let code = unsafe exec(arguments, environment, signals, ignored) { argv, envp, blocked, count, lost, lostCount in
+            unsafe sb_exec_descriptor(fd, argv, envp, blocked, count, lost, lostCount)
+        }
+        return SystemCallError(call: "fexecve", code: code)
+    }
+
+    /// The C arrays both execs take, then `call` with them.
+    private static func exec(
+        _ arguments: [String], _ environment: [String], _ signals: [CInt], _ ignored: [CInt],
+        _ call: (
+            UnsafePointer<UnsafeMutablePointer<CChar>?>, UnsafePointer<UnsafeMutablePointer<CChar>?>,
+            UnsafePointer<CInt>, CInt, UnsafePointer<CInt>, CInt
+        ) -> CInt
+    ) -> CInt {
         precondition(ignored.count <= 8)
-        let code = unsafe withCStringArray(arguments) { argv in
-            unsafe withCStringArray(environment) { envp in
-                unsafe signals.withUnsafeBufferPointer { blocked in
-                    unsafe ignored.withUnsafeBufferPointer { lost in
-                        unsafe sb_exec_descriptor(
-                            fd, argv, envp, blocked.baseAddress!, CInt(blocked.count), lost.baseAddress!,
-                            CInt(lost.count))
+        // One element at least, so each buffer has an address even when a list is empty (its count says 0).
+        let blockedCopy = signals.isEmpty ? [0] : signals
+        let ignoredCopy = ignored.isEmpty ? [0] : ignored
+        return unsafe withCStrings(arguments) { argv in
+            unsafe withCStrings(environment) { envp in
+                unsafe blockedCopy.withUnsafeBufferPointer { blocked in
+                    unsafe ignoredCopy.withUnsafeBufferPointer { lost in
+                        unsafe call(
+                            argv, envp, blocked.baseAddress!, CInt(signals.count), lost.baseAddress!,
+                            CInt(ignored.count))
                     }
                 }
             }
         }
-        return SystemCallError(call: "fexecve", code: code)
     }
 
     /// Unblocks `signals` in the calling thread.
@@ -133,15 +140,5 @@ extension Syscalls {
     /// Ends this process at once with `code` (no atexit handlers: for a process that must not run the program on).
     package static func exitNow(_ code: Int32) -> Never {
         _exit(code)
-    }
-
-    private static func withCStringArray<R>(
-        _ strings: [String],
-        _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R
-    ) -> R {
-        var pointers: [UnsafeMutablePointer<CChar>?] = unsafe strings.map { unsafe strdup($0) }
-        unsafe pointers.append(nil)
-        defer { for unsafe pointer in unsafe pointers { unsafe free(pointer) } }
-        return unsafe pointers.withUnsafeBufferPointer { unsafe body($0.baseAddress!) }
     }
 }

@@ -555,7 +555,8 @@ package enum Syscalls {
         try retryingOnInterrupt("read") { unsafe Glibc.read(fd, buffer.baseAddress, buffer.count) }
     }
 
-    private static func withCStrings<R>(
+    /// Calls `body` with `strings` as a NULL-terminated C array (argv, envp), freed after.
+    static func withCStrings<R>(
         _ strings: [String],
         _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R
     ) -> R {

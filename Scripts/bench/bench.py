@@ -39,6 +39,9 @@ SWITCHBOARD_MODES = ["round-robin", "least-connections", "reuseport", "shared", 
 NIO_SUFFIX = "-nio"
 # Subjects named <mode>-affinity pin worker i to CPU i mod n (`--cpu-affinity auto`).
 AFFINITY_SUFFIX = "-affinity"
+# With --base-binary, every Switchboard subject also runs from that binary as <mode>@base, in the same rounds: a
+# before/after in one run, on a machine whose speed drifts between runs.
+BASE_SUFFIX = "@base"
 # Minimal C references (c-subjects.c, built with cc -O2 into bench-results/c/ on first use): the physical limit of
 # each design on this machine. c-rr-close closes the master's copy right after sendmsg, c-rr-ack keeps it until the
 # worker acknowledges (Switchboard's design), c-reuseport has one SO_REUSEPORT listener per worker.
@@ -158,6 +161,7 @@ class Settings:
     sweep_counts: list[int] | None
     pin: Pinning | None
     binary: str | None  # --binary as given
+    base_binary: str | None  # --base-binary as given
     json_path: Path
     chart_path: Path
     logdir: Path
@@ -207,6 +211,9 @@ def parse_args(argv):
     p.add_argument("--modes", default=None,
                    help="comma list from: " + ",".join(ALL_MODES) + " (default: all; with --sweep: "
                         + ",".join(SWEEP_DEFAULT_MODES) + ")")
+    p.add_argument("--base-binary", default=None, metavar="PATH",
+                   help="also run each Switchboard subject of --modes from this binary (an earlier build) as "
+                        "<mode>@base in the same rounds, with before/after ratios")
     p.add_argument("--binary", default=None,
                    help="switchboard binary (default: swift build -c release "
                         "--scratch-path .build-bench)")
@@ -325,6 +332,10 @@ def resolve_settings(args, argv, node: str | None, cc: str | None) -> Settings:
         raise BenchError("--sweep and --smoke do not go together")
     duration, count_duration, rounds = resolve_durations(args, sweep_counts)
     modes = select_modes(args, sweep_counts, node, cc)
+    if args.base_binary:
+        if sweep_counts is not None or args.smoke:
+            raise BenchError("--base-binary goes with a normal run, not --sweep or --smoke")
+        modes = [x for m in modes for x in ([m, m + BASE_SUFFIX] if m in SWITCHBOARD_MODES else [m])]
     pin = setup_pinning(args.pin) if args.pin is not None else None
     default_json = "sweep.json" if sweep_counts is not None else "bench.json"
     json_path = Path(args.json) if args.json else REPO_ROOT / "bench-results" / default_json
@@ -332,7 +343,7 @@ def resolve_settings(args, argv, node: str | None, cc: str | None) -> Settings:
         duration=duration, count_duration=count_duration, rounds=rounds, workers=args.workers,
         connections=args.connections, modes=modes, quick=args.quick, smoke=args.smoke,
         new_sessions=args.new_sessions, no_chart=args.no_chart, sweep_counts=sweep_counts, pin=pin,
-        binary=args.binary, json_path=json_path,
+        binary=args.binary, base_binary=args.base_binary, json_path=json_path,
         chart_path=Path(args.chart) if args.chart else json_path.with_suffix(".png"),
         logdir=json_path.resolve().parent / "logs",
         command=[sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)))
@@ -351,6 +362,7 @@ class Run:
     binary: str | None
     c_binary: str | None
     c_build: dict | None
+    base_binary: str | None = None
     info: dict = field(default_factory=dict)
     placement: str = ""
 
@@ -363,7 +375,8 @@ class Run:
         """The subject `mode` with `workers` workers, not started yet."""
         argv, env = subject_command(self, mode, workers)
         return servers.Server(mode, argv, env, self.settings.logdir / logname, workers, self.registry,
-                              popen_options=self.settings.popen_options)
+                              popen_options=self.settings.popen_options,
+                              mode=mode.removesuffix(BASE_SUFFIX).removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX))
 
     def config(self) -> dict:
         s = self.settings
@@ -375,6 +388,7 @@ class Run:
             "new_sessions": s.new_sessions,
             "pinned": s.pin is not None, "pin": s.pin_json, "placement": self.placement,
             "sweep_workers": s.sweep_counts,
+            "base_binary": self.base_binary,
             "command": s.command,
         }
 
@@ -402,7 +416,8 @@ def prepare_run(settings: Settings, registry: servers.Registry, started, node: s
         # a second); without a compiler it skips that check.
         c_binary, c_build = build_c_subjects(settings.logdir, cc)
     wrk = loadgen.ensure_wrk(log)
-    run = Run(settings, registry, started, wrk, node, binary, c_binary, c_build)
+    run = Run(settings, registry, started, wrk, node, binary, c_binary, c_build,
+              base_binary=checked_binary(settings.base_binary) if settings.base_binary else None)
     run.info = machine.machine_info(wrk, node if any(m in NODE_MODES for m in modes) else None, binary, c_build,
                                     new_sessions=settings.new_sessions)
     run.placement = pin_description(settings.pin, run.info["nproc"])
@@ -432,8 +447,10 @@ def pin_description(pin: Pinning | None, nproc: int) -> str:
 
 def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]:
     env = dict(os.environ)
+    binary = run.base_binary if mode.endswith(BASE_SUFFIX) else run.binary
+    mode = mode.removesuffix(BASE_SUFFIX)
     if mode in SWITCHBOARD_MODES:
-        argv = [run.binary, "--host", HOST, "--port", "0", "--workers", str(workers),
+        argv = [binary, "--host", HOST, "--port", "0", "--workers", str(workers),
                 "--mode", mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX),
                 "--worker", "nio" if mode.endswith(NIO_SUFFIX) else "native"]
         if mode.endswith(AFFINITY_SUFFIX):
@@ -696,15 +713,28 @@ def summarize_subjects(subjects: dict) -> None:
         s["per_round"] = figs
 
 
+def ratio_pairs(subjects: dict) -> list[tuple[str, str]]:
+    """RATIO_PAIRS, and with --base-binary the same pairs among the base subjects (against the same C and Node
+    references) and each subject against its base."""
+    pairs = list(RATIO_PAIRS)
+    if any(m.endswith(BASE_SUFFIX) for m in subjects):
+        def base(m: str) -> str:
+            return m + BASE_SUFFIX if m in SWITCHBOARD_MODES else m
+        pairs += [(base(n), base(d)) for n, d in RATIO_PAIRS if n in SWITCHBOARD_MODES]
+        pairs += [(m, m + BASE_SUFFIX) for m in subjects if m + BASE_SUFFIX in subjects]
+    return pairs
+
+
 def compute_ratios(subjects: dict) -> list[dict]:
     out = []
-    for num, den in RATIO_PAIRS:
+    for num, den in ratio_pairs(subjects):
         if num not in subjects or den not in subjects:
             continue
         row = {"name": f"{num}/{den}", "numerator": num, "denominator": den}
         for key, _ in RATIO_METRICS:
             row[key] = stats.ratio(subjects[num]["median"].get(key), subjects[den]["median"].get(key))
-            if key == "master_us_per_conn" and not (num in PASSING_MODES and den in PASSING_MODES):
+            if key == "master_us_per_conn" and not (num.removesuffix(BASE_SUFFIX) in PASSING_MODES
+                                                    and den.removesuffix(BASE_SUFFIX) in PASSING_MODES):
                 row[key] = None  # a master that does not accept spends ~0 per connection: no ratio
         out.append(row)
     return out

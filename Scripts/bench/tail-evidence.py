@@ -6,6 +6,12 @@ reports its own loop (SWITCHBOARD_LOOP_STATS: how long each iteration ran betwee
 each wait returned, how many waits blocked).
 
     python3 Scripts/bench/tail-evidence.py --binary .build-bench/release/switchboard [--duration 5] [--connections 50]
+        [--load keepalive|close] [--pin SERVER_CPUS:WRK_CPUS] [--rounds N]
+
+`--load close` sends `Connection: close` on every request, so each request is a new connection: there the master's
+row (round-robin and c-rr-close, whose master accepts and passes every connection) shows what its path adds.
+`--pin 0-1:0-1` leaves everything on both CPUs (unpinned). `--rounds N` runs the subjects in turn N times and reports
+the median round of each (by p99).
 
 A worker that never blocks runs until the scheduler preempts it at the end of its slice (an involuntary switch), and
 every connection the other worker on that CPU holds waits that long: many involuntary switches per second and few
@@ -61,7 +67,7 @@ def children(pid: int) -> list[int]:
 
 
 def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int,
-                server_cpu: str, wrk_cpu: str, workdir: Path) -> dict:
+                server_cpu: str, wrk_cpu: str, workdir: Path, close: bool) -> dict:
     log = open(workdir / f"{name}.log", "w+b")
     proc = subprocess.Popen(["taskset", "-c", server_cpu] + argv, stdout=subprocess.PIPE, stderr=log, env=env,
                             stdin=subprocess.DEVNULL)
@@ -80,11 +86,12 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
             raise SystemExit(f"{name}: no ready line in 30 s")
         time.sleep(0.5)
         workers = children(proc.pid)
-        before = {w: schedstat(w) for w in workers}
+        watched = [proc.pid] + workers
+        before = {w: schedstat(w) for w in watched}
         t0 = time.monotonic()
-        res = wrk_once(wrk, port, duration, connections, wrk_cpu)
+        res = wrk_once(wrk, port, duration, connections, wrk_cpu, close)
         elapsed = time.monotonic() - t0
-        after = {w: schedstat(w) for w in workers}
+        after = {w: schedstat(w) for w in watched}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -95,7 +102,7 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
     log.seek(0)
     stats = [line for line in log.read().decode(errors="replace").splitlines() if "loop-stats" in line]
     per_worker = []
-    for w in workers:
+    for w in watched:
         a, b = after.get(w, {}), before.get(w, {})
         if not a or not b:
             continue
@@ -103,6 +110,7 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
         slices = max(d.get("slices", 0), 1)
         per_worker.append({
             "pid": w,
+            "role": "master" if w == proc.pid else "worker",
             "cpu_ms": d.get("run_ns", 0) / 1e6,
             "waited_for_cpu_ms": d.get("wait_ns", 0) / 1e6,
             "slices": d.get("slices", 0),
@@ -113,9 +121,9 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
     return {"subject": name, "wrk": res, "workers": per_worker, "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
 
 
-def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str) -> dict:
-    cmd = ["taskset", "-c", wrk_cpu, wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-           "-s", str(loadgen.LUA_SCRIPT), f"http://127.0.0.1:{port}/"]
+def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str, close: bool) -> dict:
+    cmd = loadgen.wrk_command(wrk, f"http://127.0.0.1:{port}/", duration, connections, close,
+                              prefix=["taskset", "-c", wrk_cpu])
     env = dict(os.environ, SWITCHBOARD_BENCH_COUNT="0")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, env=env).stdout
     marker = loadgen.parse_marker(out)
@@ -136,6 +144,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--pin", default="0:1", help="SERVER_CPU:WRK_CPU")
     p.add_argument("--modes", default="round-robin,c-rr-close,reuseport,c-reuseport")
+    p.add_argument("--load", choices=["keepalive", "close"], default="keepalive")
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args()
     wrk = shutil.which("wrk")
@@ -145,30 +155,38 @@ def main() -> int:
     server_cpu, wrk_cpu = args.pin.split(":")
     workdir = Path(tempfile.mkdtemp(prefix="sb-tail-"))
     env = dict(os.environ, SWITCHBOARD_LOOP_STATS="1")
-    results = []
-    for mode in args.modes.split(","):
-        if mode.startswith("c-"):
-            argv = [args.c_binary, "--mode", mode, "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
-        else:
-            argv = [args.binary, "--mode", mode, "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
-        results.append(run_subject(mode, argv, env, wrk, args.duration, args.connections, server_cpu, wrk_cpu, workdir))
-    print(f"keep-alive, wrk -t1 -c{args.connections} -d{args.duration}s on CPU {wrk_cpu}, servers on CPU {server_cpu}\n")
-    print("| subject | req/s | p50 ms | p99 ms | p99.9 ms | worker | CPU ms | waited for CPU ms | slices | avg slice µs "
-          "| voluntary/s | involuntary/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    modes = args.modes.split(",")
+    rounds: dict[str, list[dict]] = {mode: [] for mode in modes}
+    close = args.load == "close"
+    for _ in range(max(args.rounds, 1)):
+        for mode in modes:
+            binary = args.c_binary if mode.startswith("c-") else args.binary
+            argv = [binary, "--mode", mode, "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
+            rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, server_cpu,
+                                            wrk_cpu, workdir, close))
+    # The median round of each subject, by p99 (with one round, that round).
+    results = [sorted(rs, key=lambda r: r["wrk"]["p99_ms"])[len(rs) // 2] for rs in rounds.values()]
+    load = "close (Connection: close)" if close else "keep-alive"
+    print(f"{load}, wrk -t1 -c{args.connections} -d{args.duration}s on CPU {wrk_cpu}, servers on CPU {server_cpu}"
+          + (f", median round of {args.rounds} by p99" if args.rounds > 1 else "") + "\n")
+    print("| subject | req/s | p50 ms | p99 ms | p99.9 ms | process | CPU ms | waited for CPU ms | slices "
+          "| avg slice µs | voluntary/s | involuntary/s |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         w0 = r["wrk"]
         for i, w in enumerate(r["workers"]):
             head = (f"| {r['subject']} | {w0['requests_per_s']:,.0f} | {w0['p50_ms']:.2f} | {w0['p99_ms']:.2f} | "
                     f"{w0['p99_9_ms']:.2f}") if i == 0 else "| | | | |"
-            print(f"{head} | {w['pid']} | {w['cpu_ms']:,.0f} | {w['waited_for_cpu_ms']:,.0f} | {w['slices']:,} | "
-                  f"{w['avg_slice_us']:,.0f} | {w['voluntary_per_s']:,.0f} | {w['involuntary_per_s']:,.0f} |")
+            print(f"{head} | {w['role']} {w['pid']} | {w['cpu_ms']:,.0f} | {w['waited_for_cpu_ms']:,.0f} | "
+                  f"{w['slices']:,} | {w['avg_slice_us']:,.0f} | {w['voluntary_per_s']:,.0f} | "
+                  f"{w['involuntary_per_s']:,.0f} |")
     for r in results:
         for line in r["loop_stats"]:
             print(f"{r['subject']}: {line}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps({"load": args.load, "pin": args.pin, "median_rounds": results,
+                                               "rounds": rounds}, indent=2))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -20,7 +20,10 @@ enum HTTP1Token {
 /// time (`swift_getGenericMetadata` was 5 % of a worker's keep-alive profile).
 struct HTTP1ServerEntry {
     var machine: HTTP1Connection
+    /// The events epoll watches for it, when it is in the epoll set.
     var watching: UInt32
+    /// Whether it is in the epoll set: a connection joins only once it has to wait (see `adopt`).
+    var inSet = false
 }
 
 /// The built-in worker's engine: one thread and one epoll set for the channel to the master, the worker's own
@@ -81,13 +84,16 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// CPU waits that long: the keep-alive p99 was 4.2 ms against the C worker's 0.25 ms, which blocks after nearly
     /// every batch (`Scripts/bench/tail-evidence.py`: 860 slices of 2.9 ms per worker in 5 s against 80,000 of
     /// 30 µs, 140 involuntary switches a second against 12,000 voluntary ones). Yielding after 100 µs of running
-    /// lets the other worker's connections in within about one batch; with nothing else runnable the call returns at
-    /// once (well under 1 % of the loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
+    /// lets the other worker's connections in within about one batch; a thread that blocked meanwhile does not yield
+    /// (``yieldUnlessItBlocked(at:)``). With nothing else runnable the call returns at once (well under 1 % of the
+    /// loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
     package static var yieldAfter: UInt64 { 100_000 }
     private let yieldAfter: UInt64 =
         Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 } ?? HTTP1Server.yieldAfter
     /// When the loop last gave the CPU up: blocked in `epoll_wait`, or yielded.
     private var lastRest: UInt64 = 0
+    /// The thread's voluntary switches when the loop last looked (``Syscalls/threadVoluntarySwitches()``).
+    private var switchesAtRest: UInt64 = 0
     /// Connections adopted in this iteration: the loop then does not yield (new connections come from the master or
     /// the own listener; yielding to the master there only makes it accept in smaller bursts, at more CPU each).
     private var adoptedThisRound = 0
@@ -141,12 +147,29 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             if count == 0 || now &- waitStart > 20_000 {
                 lastRest = now  // it blocked: the CPU was given up
             } else if yieldAfter > 0 && adoptedThisRound == 0 && end &- lastRest > yieldAfter {
-                Syscalls.yieldProcessor()
-                loopStats?.yielded()
-                lastRest = Syscalls.monotonicNanoseconds()
+                yieldUnlessItBlocked(at: end)
             }
             adoptedThisRound = 0
             if draining && open == 0 { finish() }
+        }
+    }
+
+    /// Called when the loop has not blocked for ``yieldAfter`` by the clock. A wait shorter than 20 µs is not
+    /// counted as blocking by the clock, but under the close load many waits block that briefly: the thread's
+    /// voluntary switches decide. If it blocked since it last rested, it already gave the CPU up and does not yield
+    /// (a yield there only adds a switch: 3,100 yields a second per worker under the close load, and the master,
+    /// preempted twice as often as the C master). A thread that was only preempted still yields: under keep-alive
+    /// with wrk on the same CPUs the yield is what lets wrk send the next requests sooner.
+    private func yieldUnlessItBlocked(at end: UInt64) {
+        let switches = Syscalls.threadVoluntarySwitches()
+        if switches == switchesAtRest {
+            Syscalls.yieldProcessor()
+            loopStats?.yielded()
+            lastRest = Syscalls.monotonicNanoseconds()
+        } else {
+            loopStats?.blockedBriefly()
+            switchesAtRest = switches
+            lastRest = end
         }
     }
 
@@ -258,17 +281,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     /// Takes a connection (passed or accepted; this worker owns the descriptor) and answers what it already sent.
+    /// It joins the epoll set only if it has to wait (``service(_:)``): under `Connection: close` the request is
+    /// usually there, and the whole connection is read, answered and closed without two `epoll_ctl` calls.
     private func adopt(_ fd: CInt) {
-        guard Syscalls.isStreamSocket(fd) else {
+        // TCP_NODELAY succeeds only on a TCP socket: the type check (one more call) only when it fails.
+        guard Syscalls.setNoDelay(fd) || Syscalls.isStreamSocket(fd) else {
             logger.warning("a passed descriptor is not a connected stream socket; closing it")
-            Syscalls.close(fd)
-            return
-        }
-        Syscalls.setNoDelay(fd)
-        do {
-            try Syscalls.epollAdd(epoll, fd, events: sb_EPOLLIN, token: HTTP1Token.connection(fd))
-        } catch {
-            logger.warning("cannot watch a connection: \(error); closing it")
             Syscalls.close(fd)
             return
         }
@@ -279,7 +297,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if now == 0 { now = Syscalls.monotonicNanoseconds() }
         var machine = HTTP1Connection(limits: limits, now: now)
         if draining { machine.drain(now: now) }
-        table[index] = Entry(machine: machine, watching: sb_EPOLLIN)
+        table[index] = Entry(machine: machine, watching: 0)
         open += 1
         adoptedThisRound += 1
         handled &+= 1
@@ -344,6 +362,19 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             return
         }
         let wanted = (entry.machine.wantsRead ? sb_EPOLLIN : 0) | (entry.machine.wantsWrite ? sb_EPOLLOUT : 0)
+        guard entry.inSet else {
+            // Its first wait. With no events wanted it joins too: epoll still reports a hang-up or an error.
+            do {
+                try Syscalls.epollAdd(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
+            } catch {
+                logger.warning("cannot watch a connection: \(error); closing it")
+                closeConnection(fd)
+                return
+            }
+            table[index]?.inSet = true
+            table[index]?.watching = wanted
+            return
+        }
         guard wanted != entry.watching else { return }
         table[index]?.watching = wanted
         try? Syscalls.epollModify(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
@@ -351,9 +382,9 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
 
     private func closeConnection(_ fd: CInt) {
         let index = Int(fd)
-        guard table[index] != nil else { return }
+        guard let entry = table[index] else { return }
         // Remove it explicitly: the master may still hold a copy of this socket, which would keep it in the set.
-        Syscalls.epollRemove(epoll, fd)
+        if entry.inSet { Syscalls.epollRemove(epoll, fd) }
         Syscalls.close(fd)
         table[index] = nil
         open -= 1

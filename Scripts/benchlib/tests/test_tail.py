@@ -128,5 +128,43 @@ class TailRatios(unittest.TestCase):
         self.assertIn("| close p99.9 | 2.50 (2.00–3.00) | 1.50 |", bench.reference_tables(ref, 2))
 
 
+class BeforeAfterInOneRun(unittest.TestCase):
+    """--base-binary: each Switchboard subject also runs from an earlier build as <mode>@base, in the same rounds."""
+
+    def setUp(self):
+        self.subs = subjects(
+            round_robin=[one_round((1000, 2000), (3000, 6000))],
+            reuseport=[one_round((1000, 2000), (2000, 4000))],
+            c_rr_close=[one_round((1000, 2000), (2000, 4000))])
+        self.subs.update({
+            "round-robin@base": subjects(x=[one_round((4000, 8000), (6000, 9000))])["x"],
+            "reuseport@base": subjects(x=[one_round((4000, 8000), (2000, 4000))])["x"]})
+
+    def test_ratios_of_each_subject_to_its_base_and_of_the_base_pairs(self):
+        rows = {r["name"]: r for r in bench.compute_ratios(self.subs)}
+        self.assertAlmostEqual(rows["round-robin/round-robin@base"]["keepalive_p99_ms"], 0.25)
+        self.assertAlmostEqual(rows["round-robin/round-robin@base"]["close_p99_ms"], 0.5)
+        self.assertAlmostEqual(rows["round-robin@base/reuseport@base"]["close_p99_ms"], 3.0)
+        self.assertAlmostEqual(rows["round-robin/reuseport"]["close_p99_ms"], 1.5)
+        # The base subjects against the same C reference, and its master CPU compared like any passing subject's.
+        self.assertAlmostEqual(rows["round-robin@base/c-rr-close"]["keepalive_p99_ms"], 4.0)
+        self.assertIsNotNone(rows["round-robin@base/c-rr-close"]["master_us_per_conn"])
+        self.assertIsNone(rows["round-robin@base/reuseport@base"]["master_us_per_conn"])
+
+    def test_without_base_subjects_no_base_pairs(self):
+        names = {n for n, _ in bench.ratio_pairs({"round-robin": {}, "reuseport": {}})}
+        self.assertFalse(any(bench.BASE_SUFFIX in n for n in names))
+
+    def test_a_base_subject_runs_the_base_binary_in_its_own_mode(self):
+        run = bench.Run(settings=type("S", (), {"server_prefix": []})(), registry=None, started=None, wrk="wrk",
+                        node=None, binary="/new/switchboard", c_binary=None, c_build=None,
+                        base_binary="/old/switchboard")
+        argv, _ = bench.subject_command(run, "reuseport@base", 2)
+        self.assertEqual(argv[0], "/old/switchboard")
+        self.assertEqual(argv[argv.index("--mode") + 1], "reuseport")
+        argv, _ = bench.subject_command(run, "reuseport", 2)
+        self.assertEqual(argv[0], "/new/switchboard")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -543,6 +543,12 @@ package enum Syscalls {
         _ = sched_yield()
     }
 
+    /// The calling thread's voluntary context switches so far (`getrusage(RUSAGE_THREAD)`): when two readings differ,
+    /// the thread blocked in between. Preemptions and `sched_yield` are involuntary and do not count.
+    package static func threadVoluntarySwitches() -> UInt64 {
+        sb_thread_voluntary_switches()
+    }
+
     package static func monotonicNanoseconds() -> UInt64 {
         sb_monotonic_nanoseconds()
     }
@@ -689,8 +695,10 @@ extension Syscalls {
     }
 
     /// Turns Nagle's algorithm off, so a response written in one call leaves at once.
-    package static func setNoDelay(_ fd: CInt) {
+    /// - Returns: Whether it did: only a TCP socket takes the option, so `true` also tells that `fd` is one.
+    @discardableResult
+    package static func setNoDelay(_ fd: CInt) -> Bool {
         var on: CInt = 1
-        _ = unsafe setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<CInt>.size))
+        return unsafe setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<CInt>.size)) == 0
     }
 }

@@ -367,12 +367,6 @@ uint64_t sb_monotonic_nanoseconds(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t sb_thread_voluntary_switches(void) {
-    struct rusage usage;
-    if (getrusage(RUSAGE_THREAD, &usage) != 0) return 0;
-    return (uint64_t)usage.ru_nvcsw;
-}
-
 int sb_ignore_master_signals(void) {
     // Ignoring discards what is pending; then the mask no longer matters for them.
     if (signal(SIGINT, SIG_IGN) == SIG_ERR || signal(SIGQUIT, SIG_IGN) == SIG_ERR || signal(SIGHUP, SIG_IGN) == SIG_ERR)

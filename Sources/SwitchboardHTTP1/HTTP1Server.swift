@@ -84,16 +84,13 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// CPU waits that long: the keep-alive p99 was 4.2 ms against the C worker's 0.25 ms, which blocks after nearly
     /// every batch (`Scripts/bench/tail-evidence.py`: 860 slices of 2.9 ms per worker in 5 s against 80,000 of
     /// 30 µs, 140 involuntary switches a second against 12,000 voluntary ones). Yielding after 100 µs of running
-    /// lets the other worker's connections in within about one batch; a thread that blocked meanwhile does not yield
-    /// (``yieldUnlessItBlocked(at:)``). With nothing else runnable the call returns at once (well under 1 % of the
-    /// loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
+    /// lets the other worker's connections in within about one batch; with nothing else runnable the call returns at
+    /// once (well under 1 % of the loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
     package static var yieldAfter: UInt64 { 100_000 }
     private let yieldAfter: UInt64 =
         Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 } ?? HTTP1Server.yieldAfter
     /// When the loop last gave the CPU up: blocked in `epoll_wait`, or yielded.
     private var lastRest: UInt64 = 0
-    /// The thread's voluntary switches when the loop last looked (``Syscalls/threadVoluntarySwitches()``).
-    private var switchesAtRest: UInt64 = 0
     /// Connections adopted in this iteration: the loop then does not yield (new connections come from the master or
     /// the own listener; yielding to the master there only makes it accept in smaller bursts, at more CPU each).
     private var adoptedThisRound = 0
@@ -147,29 +144,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             if count == 0 || now &- waitStart > 20_000 {
                 lastRest = now  // it blocked: the CPU was given up
             } else if yieldAfter > 0 && adoptedThisRound == 0 && end &- lastRest > yieldAfter {
-                yieldUnlessItBlocked(at: end)
+                Syscalls.yieldProcessor()
+                loopStats?.yielded()
+                lastRest = Syscalls.monotonicNanoseconds()
             }
             adoptedThisRound = 0
             if draining && open == 0 { finish() }
-        }
-    }
-
-    /// Called when the loop has not blocked for ``yieldAfter`` by the clock. A wait shorter than 20 µs is not
-    /// counted as blocking by the clock, but under the close load many waits block that briefly: the thread's
-    /// voluntary switches decide. If it blocked since it last rested, it already gave the CPU up and does not yield
-    /// (a yield there only adds a switch: 3,100 yields a second per worker under the close load, and the master,
-    /// preempted twice as often as the C master). A thread that was only preempted still yields: under keep-alive
-    /// with wrk on the same CPUs the yield is what lets wrk send the next requests sooner.
-    private func yieldUnlessItBlocked(at end: UInt64) {
-        let switches = Syscalls.threadVoluntarySwitches()
-        if switches == switchesAtRest {
-            Syscalls.yieldProcessor()
-            loopStats?.yielded()
-            lastRest = Syscalls.monotonicNanoseconds()
-        } else {
-            loopStats?.blockedBriefly()
-            switchesAtRest = switches
-            lastRest = end
         }
     }
 

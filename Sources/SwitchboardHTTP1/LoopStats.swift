@@ -13,8 +13,6 @@ struct LoopStats {
     private(set) var iterations: UInt64 = 0
     /// Times the loop yielded the CPU (``HTTP1Server/yieldAfter``).
     private(set) var yields: UInt64 = 0
-    /// Times the loop was due to yield but had blocked (briefly) since it last rested, so it did not.
-    private(set) var briefBlocks: UInt64 = 0
     private(set) var longestRun: UInt64 = 0
     private(set) var runTotal: UInt64 = 0
     private(set) var blockedTotal: UInt64 = 0
@@ -27,7 +25,6 @@ struct LoopStats {
     }
 
     mutating func yielded() { yields &+= 1 }
-    mutating func blockedBriefly() { briefBlocks &+= 1 }
 
     /// An iteration ran `run` ns after a wait that took `waited` ns and returned `count` events.
     mutating func record(run: UInt64, waited: UInt64, count: Int) {
@@ -46,7 +43,7 @@ struct LoopStats {
             let last = values.lastIndex { $0 > 0 } ?? 0
             return "[" + values[...last].map(String.init).joined(separator: ",") + "]"
         }
-        return "loop-stats iterations=\(iterations) blocked=\(waitsThatBlocked) yields=\(yields) blocked_briefly=\(briefBlocks) run_us_log2=\(list(runMicroseconds)) "
+        return "loop-stats iterations=\(iterations) blocked=\(waitsThatBlocked) yields=\(yields) run_us_log2=\(list(runMicroseconds)) "
             + "events_log2=\(list(events)) longest_run_us=\(longestRun / 1000) run_ms=\(runTotal / 1_000_000) "
             + "blocked_ms=\(blockedTotal / 1_000_000)"
     }

@@ -198,10 +198,6 @@ int sb_set_parent_death_signal(int signal);
 /// CLOCK_MONOTONIC in nanoseconds.
 uint64_t sb_monotonic_nanoseconds(void);
 
-/// The calling thread's voluntary context switches so far (getrusage RUSAGE_THREAD): the times it blocked; 0 if the
-/// call fails.
-uint64_t sb_thread_voluntary_switches(void);
-
 /// Connects a blocking TCP socket to host:port (numeric IPv4 or IPv6). Returns the fd. For tests and tools.
 int sb_tcp_connect(const char *host, int port);
 

@@ -543,12 +543,6 @@ package enum Syscalls {
         _ = sched_yield()
     }
 
-    /// The calling thread's voluntary context switches so far (`getrusage(RUSAGE_THREAD)`): when two readings differ,
-    /// the thread blocked in between. Preemptions and `sched_yield` are involuntary and do not count.
-    package static func threadVoluntarySwitches() -> UInt64 {
-        sb_thread_voluntary_switches()
-    }
-
     package static func monotonicNanoseconds() -> UInt64 {
         sb_monotonic_nanoseconds()
     }

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -35,82 +34,37 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlib import loadgen  # noqa: E402
+from benchlib import BenchError, Terminated, loadgen, make_log, procfs, servers  # noqa: E402
 
-READY = re.compile(r"listening on (\S+):(\d+)")
+log = make_log("tail-evidence")
 
 
-def schedstat(pid: int) -> dict:
-    out = {}
+def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int, workers: int,
+                server_cpu: str, wrk_cpu: str, workdir: Path, close: bool, registry: servers.Registry) -> dict:
+    logfile = workdir / f"{name}.log"
+    server = servers.Server(name, ["taskset", "-c", server_cpu] + argv, env, logfile, workers, registry)
+    server.start()
     try:
-        run, wait, slices = (int(x) for x in Path(f"/proc/{pid}/schedstat").read_text().split()[:3])
-        out.update(run_ns=run, wait_ns=wait, slices=slices)
-    except (OSError, ValueError):
-        pass
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                out["voluntary"] = int(line.split()[1])
-            elif line.startswith("nonvoluntary_ctxt_switches:"):
-                out["involuntary"] = int(line.split()[1])
-    except OSError:
-        pass
-    return out
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
-
-
-def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int,
-                server_cpu: str, wrk_cpu: str, workdir: Path, close: bool) -> dict:
-    log = open(workdir / f"{name}.log", "w+b")
-    proc = subprocess.Popen(["taskset", "-c", server_cpu] + argv, stdout=subprocess.PIPE, stderr=log, env=env,
-                            stdin=subprocess.DEVNULL)
-    try:
-        port = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline().decode(errors="replace")
-            m = READY.search(line)
-            if m:
-                port = int(m.group(2))
-                break
-            if not line and proc.poll() is not None:
-                raise SystemExit(f"{name}: exited before its ready line")
-        if port is None:
-            raise SystemExit(f"{name}: no ready line in 30 s")
         time.sleep(0.5)
-        workers = children(proc.pid)
-        watched = [proc.pid] + workers
-        before = {w: schedstat(w) for w in watched}
+        processes = [server.proc.pid] + server.workers
+        before = {pid: procfs.scheduling(pid) for pid in processes}
         t0 = time.monotonic()
-        res = wrk_once(wrk, port, duration, connections, wrk_cpu, close)
+        res = wrk_once(wrk, server.port, duration, connections, wrk_cpu, close)
         elapsed = time.monotonic() - t0
-        after = {w: schedstat(w) for w in watched}
+        after = {pid: procfs.scheduling(pid) for pid in processes}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.seek(0)
-    stats = [line for line in log.read().decode(errors="replace").splitlines() if "loop-stats" in line]
-    per_worker = []
-    for w in watched:
-        a, b = after.get(w, {}), before.get(w, {})
+        server.stop()
+    stats = [line for line in logfile.read_text(errors="replace").splitlines() if "loop-stats" in line]
+    per_process = []
+    for pid in processes:
+        a, b = after.get(pid, {}), before.get(pid, {})
         if not a or not b:
             continue
         d = {k: a[k] - b[k] for k in a if k in b}
         slices = max(d.get("slices", 0), 1)
-        per_worker.append({
-            "pid": w,
-            "role": "master" if w == proc.pid else "worker",
+        per_process.append({
+            "pid": pid,
+            "role": "master" if pid == server.proc.pid else "worker",
             "cpu_ms": d.get("run_ns", 0) / 1e6,
             "waited_for_cpu_ms": d.get("wait_ns", 0) / 1e6,
             "slices": d.get("slices", 0),
@@ -118,7 +72,8 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
             "voluntary_per_s": d.get("voluntary", 0) / elapsed,
             "involuntary_per_s": d.get("involuntary", 0) / elapsed,
         })
-    return {"subject": name, "wrk": res, "workers": per_worker, "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
+    return {"subject": name, "wrk": res, "processes": per_process,
+            "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
 
 
 def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str, close: bool) -> dict:
@@ -134,7 +89,7 @@ def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str,
             "p99_ms": lat["p99"], "p99_9_ms": lat["p99.9"], "max_ms": lat["max"]}
 
 
-def main() -> int:
+def main(registry: servers.Registry) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--binary", required=True, help="the switchboard binary (release)")
     p.add_argument("--c-binary", default=str(HERE.parent.parent / "bench-results" / "c" / "c-subjects"),
@@ -162,8 +117,8 @@ def main() -> int:
         for mode in modes:
             binary = args.c_binary if mode.startswith("c-") else args.binary
             argv = [binary, "--mode", mode, "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
-            rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, server_cpu,
-                                            wrk_cpu, workdir, close))
+            rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, args.workers,
+                                            server_cpu, wrk_cpu, workdir, close, registry))
     # The median round of each subject, by p99 (with one round, that round).
     results = [sorted(rs, key=lambda r: r["wrk"]["p99_ms"])[len(rs) // 2] for rs in rounds.values()]
     load = "close (Connection: close)" if close else "keep-alive"
@@ -174,7 +129,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         w0 = r["wrk"]
-        for i, w in enumerate(r["workers"]):
+        for i, w in enumerate(r["processes"]):
             head = (f"| {r['subject']} | {w0['requests_per_s']:,.0f} | {w0['p50_ms']:.2f} | {w0['p99_ms']:.2f} | "
                     f"{w0['p99_9_ms']:.2f}") if i == 0 else "| | | | |"
             print(f"{head} | {w['role']} {w['pid']} | {w['cpu_ms']:,.0f} | {w['waited_for_cpu_ms']:,.0f} | "
@@ -191,5 +146,23 @@ def main() -> int:
     return 0
 
 
+def entry() -> int:
+    servers.install_signal_handlers()
+    registry = servers.Registry(log)
+    try:
+        return main(registry)
+    except BenchError as e:
+        print(f"tail-evidence: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Terminated as t:
+        print(f"tail-evidence: stopped by signal {signal.Signals(t.signum).name}", file=sys.stderr)
+        return 128 + t.signum
+    finally:
+        servers.ignore_signals()
+        registry.cleanup()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -99,6 +99,42 @@ def group_members(pgid: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------
+# /proc/<pid>/schedstat
+
+def parse_schedstat(text: str) -> dict | None:
+    """`run_ns wait_ns slices` of /proc/<pid>/schedstat: time on a CPU, time runnable but waiting for one, and how
+    many times it got one."""
+    try:
+        run, wait, slices = (int(x) for x in text.split()[:3])
+    except ValueError:
+        return None
+    return {"run_ns": run, "wait_ns": wait, "slices": slices}
+
+
+def parse_context_switches(status_text: str) -> dict:
+    """Voluntary (it blocked) and involuntary (it was preempted) context switches from a /proc/<pid>/status text."""
+    out = {}
+    for key, name in (("voluntary_ctxt_switches", "voluntary"), ("nonvoluntary_ctxt_switches", "involuntary")):
+        value = parse_status_field(status_text, key)
+        if value is not None and value.isdigit():
+            out[name] = int(value)
+    return out
+
+
+def scheduling(pid: int) -> dict:
+    """What the scheduler saw of `pid` so far: run_ns, wait_ns, slices, voluntary, involuntary (those readable; empty
+    when the process is gone)."""
+    out = {}
+    text = _read(f"/proc/{pid}/schedstat")
+    if text is not None:
+        out.update(parse_schedstat(text) or {})
+    status = _read(f"/proc/{pid}/status")
+    if status is not None:
+        out.update(parse_context_switches(status))
+    return out
+
+
+# --------------------------------------------------------------------------
 # /proc/<pid>/status, limits, fd, environ
 
 def parse_status_field(text: str, key: str) -> str | None:

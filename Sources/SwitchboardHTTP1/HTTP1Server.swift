@@ -20,10 +20,9 @@ enum HTTP1Token {
 /// time (`swift_getGenericMetadata` was 5 % of a worker's keep-alive profile).
 struct HTTP1ServerEntry {
     var machine: HTTP1Connection
-    /// The events epoll watches for it, when it is in the epoll set.
-    var watching: UInt32
-    /// Whether it is in the epoll set: a connection joins only once it has to wait (see `adopt`).
-    var inSet = false
+    /// The events epoll watches for it; `nil` while it is not in the epoll set (a connection joins only once it has
+    /// to wait, see `adopt`).
+    var watching: UInt32?
 }
 
 /// The built-in worker's engine: one thread and one epoll set for the channel to the master, the worker's own
@@ -87,6 +86,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// lets the other worker's connections in within about one batch; with nothing else runnable the call returns at
     /// once (well under 1 % of the loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
     package static var yieldAfter: UInt64 { 100_000 }
+    /// A wait longer than this blocked (the worker gave the CPU up); a shorter one found events ready.
+    static var blockedWait: UInt64 { 20_000 }
     private let yieldAfter: UInt64 =
         Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 } ?? HTTP1Server.yieldAfter
     /// When the loop last gave the CPU up: blocked in `epoll_wait`, or yielded.
@@ -125,11 +126,14 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             exit(WorkerRuntime.isResourcePressure(error.code) ? WorkerRuntime.resourcePressureExitCode : 1)
         }
         if announcingReady { runtime.announceReady() }
+        // Two clock reads per iteration: after the wait and after the work. The end of one iteration is the start
+        // of the next wait (nothing runs in between but a yield, which reads the clock itself).
+        var waitStart = Syscalls.monotonicNanoseconds()
         while true {
             let count: Int
-            let waitStart = Syscalls.monotonicNanoseconds()
             do {
-                count = try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: millisecondsUntilNextTimer())
+                count = try Syscalls.epollWait(
+                    epoll, &events, timeoutMilliseconds: millisecondsUntilNextTimer(current: waitStart))
             } catch {
                 logger.critical("epoll_wait failed: \(error)")
                 exit(1)
@@ -140,13 +144,16 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             }
             runTimers()
             let end = Syscalls.monotonicNanoseconds()
-            loopStats?.record(run: end &- now, waited: now &- waitStart, count: count)
-            if count == 0 || now &- waitStart > 20_000 {
-                lastRest = now  // it blocked: the CPU was given up
+            let blocked = count == 0 || now &- waitStart > Self.blockedWait
+            loopStats?.record(run: end &- now, waited: now &- waitStart, blocked: blocked, count: count)
+            waitStart = end
+            if blocked {
+                lastRest = now  // it gave the CPU up
             } else if yieldAfter > 0 && adoptedThisRound == 0 && end &- lastRest > yieldAfter {
                 Syscalls.yieldProcessor()
                 loopStats?.yielded()
                 lastRest = Syscalls.monotonicNanoseconds()
+                waitStart = lastRest
             }
             adoptedThisRound = 0
             if draining && open == 0 { finish() }
@@ -277,7 +284,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if now == 0 { now = Syscalls.monotonicNanoseconds() }
         var machine = HTTP1Connection(limits: limits, now: now)
         if draining { machine.drain(now: now) }
-        table[index] = Entry(machine: machine, watching: 0)
+        table[index] = Entry(machine: machine, watching: nil)
         open += 1
         adoptedThisRound += 1
         handled &+= 1
@@ -342,7 +349,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             return
         }
         let wanted = (entry.machine.wantsRead ? sb_EPOLLIN : 0) | (entry.machine.wantsWrite ? sb_EPOLLOUT : 0)
-        guard entry.inSet else {
+        guard let watching = entry.watching else {
             // Its first wait. With no events wanted it joins too: epoll still reports a hang-up or an error.
             do {
                 try Syscalls.epollAdd(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
@@ -351,11 +358,10 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
                 closeConnection(fd)
                 return
             }
-            table[index]?.inSet = true
             table[index]?.watching = wanted
             return
         }
-        guard wanted != entry.watching else { return }
+        guard wanted != watching else { return }
         table[index]?.watching = wanted
         try? Syscalls.epollModify(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
     }
@@ -364,7 +370,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         let index = Int(fd)
         guard let entry = table[index] else { return }
         // Remove it explicitly: the master may still hold a copy of this socket, which would keep it in the set.
-        if entry.inSet { Syscalls.epollRemove(epoll, fd) }
+        if entry.watching != nil { Syscalls.epollRemove(epoll, fd) }
         Syscalls.close(fd)
         table[index] = nil
         open -= 1
@@ -384,12 +390,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         exit(0)
     }
 
-    private func millisecondsUntilNextTimer() -> Int {
+    /// How long `epoll_wait` may block, at the monotonic time `current`, before the next timer is due.
+    private func millisecondsUntilNextTimer(current: UInt64) -> Int {
         if roomAgain { return 0 }
         var next = min(nextHeartbeat, open > 0 ? nextSweep : .max)
         if draining { next = min(next, drainDeadline) }
         if listener >= 0 && !listenerWatched && acceptResumeAt > 0 { next = min(next, acceptResumeAt) }
-        let current = Syscalls.monotonicNanoseconds()
         guard next > current else { return 0 }
         return Int(min((next - current + 999_999) / 1_000_000, 60_000))
     }

@@ -8,7 +8,7 @@ struct LoopStats {
     private(set) var runMicroseconds = [UInt64](repeating: 0, count: 24)
     /// Waits by how many events they returned: bucket `i` holds `2^(i-1)` to `2^i - 1` events (0: none).
     private(set) var events = [UInt64](repeating: 0, count: 10)
-    /// Waits that blocked (longer than 20 µs): the worker gave the CPU up by itself.
+    /// Waits that blocked (`HTTP1Server.blockedWait`): the worker gave the CPU up by itself.
     private(set) var waitsThatBlocked: UInt64 = 0
     private(set) var iterations: UInt64 = 0
     /// Times the loop yielded the CPU (``HTTP1Server/yieldAfter``).
@@ -26,12 +26,12 @@ struct LoopStats {
 
     mutating func yielded() { yields &+= 1 }
 
-    /// An iteration ran `run` ns after a wait that took `waited` ns and returned `count` events.
-    mutating func record(run: UInt64, waited: UInt64, count: Int) {
+    /// An iteration ran `run` ns after a wait that took `waited` ns, `blocked` or not, and returned `count` events.
+    mutating func record(run: UInt64, waited: UInt64, blocked: Bool, count: Int) {
         iterations &+= 1
         runMicroseconds[Self.bucket(run / 1000, limit: runMicroseconds.count)] &+= 1
         events[Self.bucket(UInt64(count), limit: events.count)] &+= 1
-        if waited > 20_000 { waitsThatBlocked &+= 1 }
+        if blocked { waitsThatBlocked &+= 1 }
         longestRun = max(longestRun, run)
         runTotal &+= run
         blockedTotal &+= waited

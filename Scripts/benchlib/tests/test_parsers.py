@@ -164,6 +164,17 @@ class Procfs(unittest.TestCase):
         self.assertIsNone(procfs.parse_status_kb(text, "VmSwap"))
         self.assertEqual(procfs.parse_status_kb("MemTotal:       24632428 kB\n", "MemTotal"), 24632428)
 
+    def test_scheduling(self):
+        self.assertEqual(procfs.parse_schedstat("2500000 730000 41\n"),
+                         {"run_ns": 2500000, "wait_ns": 730000, "slices": 41})
+        self.assertIsNone(procfs.parse_schedstat("gone"))
+        status = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n"
+        self.assertEqual(procfs.parse_context_switches(status), {"voluntary": 120, "involuntary": 7})
+        self.assertEqual(procfs.parse_context_switches("Name:\tx\n"), {})
+        mine = procfs.scheduling(os.getpid())
+        self.assertGreater(mine["run_ns"], 0)
+        self.assertIn("voluntary", mine)
+
     def test_nofile_limit(self):
         text = ("Limit                     Soft Limit           Hard Limit           Units     \n"
                 "Max cpu time              unlimited            unlimited            seconds   \n"

@@ -75,7 +75,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     private var now: UInt64 = 0
     private let heartbeatNanoseconds: UInt64
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
-    /// How long the loop may run without blocking before it yields the CPU (`sched_yield`), in nanoseconds.
+    /// How long the loop may run without blocking before it yields the CPU (`sched_yield`), in nanoseconds
+    /// (``LoopRest``).
     ///
     /// Under a steady keep-alive load a busy worker never blocks: by the time it has answered every connection that
     /// was ready, the client has sent the next requests, so `epoll_wait` returns at once, and the worker runs until
@@ -86,15 +87,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// lets the other worker's connections in within about one batch; with nothing else runnable the call returns at
     /// once (well under 1 % of the loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
     package static var yieldAfter: UInt64 { 100_000 }
-    /// A wait longer than this blocked (the worker gave the CPU up); a shorter one found events ready.
-    static var blockedWait: UInt64 { 20_000 }
-    private let yieldAfter: UInt64 =
-        Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 } ?? HTTP1Server.yieldAfter
-    /// When the loop last gave the CPU up: blocked in `epoll_wait`, or yielded.
-    private var lastRest: UInt64 = 0
-    /// Connections adopted in this iteration: the loop then does not yield (new connections come from the master or
-    /// the own listener; yielding to the master there only makes it accept in smaller bursts, at more CPU each).
-    private var adoptedThisRound = 0
+    /// When the loop rests: blocked in `epoll_wait`, or yielded.
+    private var rest = LoopRest(
+        yieldAfter: Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 }
+            ?? HTTP1Server.yieldAfter)
+    /// Whether this iteration adopted a connection.
+    private var adoptedThisRound = false
     /// Iteration times and events per wait (``LoopStats``), when asked for.
     private var loopStats: LoopStats? = LoopStats.enabled ? LoopStats() : nil
     private var events = [sb_epoll_event](repeating: sb_epoll_event(events: 0, data: 0), count: 256)
@@ -144,18 +142,16 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             }
             runTimers()
             let end = Syscalls.monotonicNanoseconds()
-            let blocked = count == 0 || now &- waitStart > Self.blockedWait
+            let blocked = LoopRest.blocked(waitStart: waitStart, woke: now, count: count)
             loopStats?.record(run: end &- now, waited: now &- waitStart, blocked: blocked, count: count)
             waitStart = end
-            if blocked {
-                lastRest = now  // it gave the CPU up
-            } else if yieldAfter > 0 && adoptedThisRound == 0 && end &- lastRest > yieldAfter {
+            if rest.iterationEnded(blocked: blocked, woke: now, end: end, adopted: adoptedThisRound) {
                 Syscalls.yieldProcessor()
                 loopStats?.yielded()
-                lastRest = Syscalls.monotonicNanoseconds()
-                waitStart = lastRest
+                waitStart = Syscalls.monotonicNanoseconds()
+                rest.yielded(at: waitStart)
             }
-            adoptedThisRound = 0
+            adoptedThisRound = false
             if draining && open == 0 { finish() }
         }
     }
@@ -286,7 +282,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if draining { machine.drain(now: now) }
         table[index] = Entry(machine: machine, watching: nil)
         open += 1
-        adoptedThisRound += 1
+        adoptedThisRound = true
         handled &+= 1
         if nextSweep == .max { nextSweep = now &+ Self.sweepInterval }
         // The request is usually there already: answering now saves a trip through epoll.

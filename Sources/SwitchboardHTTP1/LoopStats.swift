@@ -8,10 +8,10 @@ struct LoopStats {
     private(set) var runMicroseconds = [UInt64](repeating: 0, count: 24)
     /// Waits by how many events they returned: bucket `i` holds `2^(i-1)` to `2^i - 1` events (0: none).
     private(set) var events = [UInt64](repeating: 0, count: 10)
-    /// Waits that blocked (`HTTP1Server.blockedWait`): the worker gave the CPU up by itself.
+    /// Waits that blocked (``LoopRest/blockedWait``): the worker gave the CPU up by itself.
     private(set) var waitsThatBlocked: UInt64 = 0
     private(set) var iterations: UInt64 = 0
-    /// Times the loop yielded the CPU (``HTTP1Server/yieldAfter``).
+    /// Times the loop yielded the CPU (``LoopRest``).
     private(set) var yields: UInt64 = 0
     private(set) var longestRun: UInt64 = 0
     private(set) var runTotal: UInt64 = 0

@@ -3,9 +3,10 @@
 /// A worker under a steady keep-alive load never has to block: `epoll_wait` always finds requests ready, and the loop
 /// would run until the scheduler preempts it at the end of its slice (about 3 ms), while every connection of another
 /// worker on that CPU waits. So once the loop has run ``yieldAfter`` without resting (blocking in `epoll_wait`, or a
-/// yield), it yields (`sched_yield`). It does not yield within ``yieldAfter`` of the end of an iteration that
-/// adopted connections: while new connections keep coming, the runnable task is usually the master, and yielding to
-/// it only makes it accept in smaller bursts, at more CPU each.
+/// yield), it yields (`sched_yield`), except after an iteration that adopted connections: yielding to the master
+/// there only makes it accept in smaller bursts, at more CPU each. (Widening that exception to 100 µs after such an
+/// iteration saved CPU pinned but lengthened round-robin's unpinned close p99 in two runs of two: BENCHMARKS.md,
+/// "Tail latency", third part.)
 ///
 /// Times are monotonic nanoseconds. The loop reports each iteration with ``iterationEnded(blocked:woke:end:adopted:)``,
 /// yields when it answers true, and then calls ``yielded(at:)``.
@@ -16,8 +17,6 @@ struct LoopRest {
     static var blockedWait: UInt64 { 20_000 }
     /// When the loop last rested.
     private(set) var lastRest: UInt64 = 0
-    /// The end of the last iteration that adopted connections.
-    private(set) var lastAdoption: UInt64 = 0
 
     init(yieldAfter: UInt64) {
         self.yieldAfter = yieldAfter
@@ -32,12 +31,11 @@ struct LoopRest {
     /// and whose work ended at `end`, having `adopted` connections or not.
     /// - Returns: Whether the loop should yield now.
     mutating func iterationEnded(blocked: Bool, woke: UInt64, end: UInt64, adopted: Bool) -> Bool {
-        if adopted { lastAdoption = end }
         if blocked {
             lastRest = woke
             return false
         }
-        return yieldAfter > 0 && end &- lastRest > yieldAfter && end &- lastAdoption > yieldAfter
+        return yieldAfter > 0 && !adopted && end &- lastRest > yieldAfter
     }
 
     /// The loop yielded; it was back at `time`.

@@ -1,3 +1,4 @@
+import CSwitchboardLinux
 import Foundation
 import SwitchboardTestSupport
 import Testing
@@ -136,6 +137,74 @@ extension EndToEndTests {
             let last = try setup.status()
             #expect((last["dispatched"] as? Int ?? 0) >= outcomes.count, "\(last)")
             print("upgrade under load: loop \(outcomes.count) requests, 0 failed; wrk \(summary.requests) requests, \(summary.errors) errors; took \((last["upgrade"] as? [String: Any])?["milliseconds"] ?? "?") ms (last), \(record["milliseconds"] ?? "?") ms (master only)")
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// A stop asked while the master execs its new image (README: its handled signals stay blocked across the
+        /// exec): the test watches `/proc/<pid>/exe` and sends SIGTERM the moment the inode changes, while the new
+        /// image is still starting. The TERM waits for it: the new image adopts the master, then stops gracefully
+        /// (exit 0, every worker gone), instead of dying of the signal's default action or losing it.
+        @Test func aStopSentDuringTheExecWaitsForTheNewImage() throws {
+            let setup = try Setup(["--workers", "2", "--drain-timeout", "5"])
+            defer { setup.cleanUp() }
+            let server = setup.server
+            let master = server.pid
+            let release2 = try Deploys.deploy(over: setup.path) {
+                try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0)
+            }
+            server.signal(SIGUSR2)
+            // Tight polling: the window between the exec and the new image's signal set-up is milliseconds.
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(20)
+            var sentAt: ContinuousClock.Instant?
+            while clock.now < deadline {
+                if Deploys.executable(master).inode == release2 {
+                    server.signal(SIGTERM)
+                    sentAt = clock.now
+                    break
+                }
+                usleep(50)
+            }
+            #expect(sentAt != nil, "the master never exec'd the new file: \(server.stderr)")
+            let status = server.waitForExit()
+            #expect(status == 0, "exit status \(String(describing: status)) (143: killed by the TERM); stderr:\n\(server.stderr)")
+            #expect(server.logCount("master upgraded in place") == 1, "the new image did not adopt first:\n\(server.stderr)")
+            #expect(server.logCount("stopping gracefully") == 1, "\(server.stderr)")
+            #expect(waitUntil(timeout: .seconds(10)) { ProcFS.workers(ofMaster: master).isEmpty })
+        }
+
+        /// README: control and health clients that are mid-request at the exec see their connection close (their
+        /// descriptors are not handed over: the exec closes them; a leaked one would hang the client), and both
+        /// listeners go on answering.
+        @Test func controlAndHealthClientsMidRequestAtTheExecAreClosedAndTheListenersServeOn() throws {
+            let setup = try Setup(["--workers", "1", "--health", "127.0.0.1:0"])
+            defer { setup.cleanUp() }
+            let server = setup.server
+            let health = try #require(EndToEndTests.Health.port(server, "--health"), "\(server.stderr)")
+            #expect(try EndToEndTests.Health.status(health, "/livez") == "HTTP/1.1 200 OK")
+            // Half a request on each: the master holds both clients (up to 2 s) waiting for the rest.
+            let healthClient = try TestConnection(port: health, timeoutSeconds: 10)
+            try healthClient.send("GET /liv")
+            let control = sb_unix_connect(setup.socket)
+            try #require(control >= 0, "connect: errno \(errno)")
+            defer { close(control) }
+            #expect(write(control, "stat", 4) == 4)
+            let release2 = try Deploys.deploy(over: setup.path) {
+                try Deploys.writeBuild(of: SwitchboardProcess.binary, marker: "release 2", at: $0)
+            }
+            let outcome = try setup.upgrade(["--master-only"])
+            #expect(outcome.status == 0, "\(outcome.stdout)\(outcome.stderr)\n\(server.stderr)")
+            #expect(Deploys.executable(server.pid).inode == release2)
+            // Closed, not left open: a read returns end-of-file instead of timing out.
+            #expect(try healthClient.readUntilClosed(), "the health client got bytes before the close")
+            var pollControl = pollfd(fd: control, events: Int16(POLLIN), revents: 0)
+            #expect(poll(&pollControl, 1, 10_000) == 1, "the control client was left open")
+            var byte: UInt8 = 0
+            #expect(read(control, &byte, 1) == 0, "the control client was not closed")
+            // The listeners themselves were handed over.
+            #expect(try EndToEndTests.Health.status(health, "/livez") == "HTTP/1.1 200 OK")
+            let asked = try EndToEndTests.Control.client(["status"], socket: setup.socket)
+            #expect(asked.status == 0 && asked.stdout.contains("workers 1/1 ready"), "\(asked)")
             server.stopAndCheckNoOrphans()
         }
 

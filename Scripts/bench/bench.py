@@ -18,7 +18,6 @@ import datetime as _dt
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # Scripts/, for benchlib
 
-from benchlib import HOST, REPO_ROOT, BenchError, Terminated, make_log  # noqa: E402
+from benchlib import HOST, REPO_ROOT, BenchError, make_log  # noqa: E402
 from benchlib import chart, loadgen, machine, procfs, report, servers, stats  # noqa: E402
 from benchlib.report import fmt_num, fmt_ratio, fmt_spread, markdown_table, rel  # noqa: E402
 
@@ -1150,22 +1149,7 @@ def main(registry: servers.Registry, argv=None) -> int:
 
 
 def entry() -> int:
-    servers.install_signal_handlers()
-    registry = servers.Registry(log)
-    try:
-        return main(registry)
-    except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    except Terminated as t:
-        print(f"bench: stopped by signal {signal.Signals(t.signum).name}", file=sys.stderr)
-        return 128 + t.signum
-    finally:
-        servers.ignore_signals()  # let the clean-up finish
-        registry.cleanup()
+    return servers.run_with_cleanup("bench", main, log)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlib import BenchError, Terminated, loadgen, make_log, procfs, servers  # noqa: E402
+from benchlib import loadgen, make_log, procfs, servers  # noqa: E402
 
 log = make_log("tail-evidence")
 
@@ -147,21 +146,7 @@ def main(registry: servers.Registry) -> int:
 
 
 def entry() -> int:
-    servers.install_signal_handlers()
-    registry = servers.Registry(log)
-    try:
-        return main(registry)
-    except BenchError as e:
-        print(f"tail-evidence: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Terminated as t:
-        print(f"tail-evidence: stopped by signal {signal.Signals(t.signum).name}", file=sys.stderr)
-        return 128 + t.signum
-    finally:
-        servers.ignore_signals()
-        registry.cleanup()
+    return servers.run_with_cleanup("tail-evidence", main, log)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # Scripts/, for benchlib
 
-from benchlib import HOST, REPO_ROOT, BenchError, Terminated, make_log  # noqa: E402
+from benchlib import HOST, REPO_ROOT, BenchError, make_log  # noqa: E402
 from benchlib import loadgen, procfs, report, servers, stats  # noqa: E402
 from benchlib.machine import run_text  # noqa: E402
 from benchlib.report import fmt_fixed as fmt  # noqa: E402
@@ -384,18 +384,7 @@ def main(registry: servers.Registry, argv=None) -> int:
 
 
 def entry() -> int:
-    servers.install_signal_handlers()
-    registry = servers.Registry(log)
-    try:
-        return main(registry)
-    except BenchError as e:
-        log(f"error: {e}")
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        log("interrupted")
-        return 130
-    finally:
-        registry.cleanup()
+    return servers.run_with_cleanup("tls-bench", main, log)
 
 
 if __name__ == "__main__":

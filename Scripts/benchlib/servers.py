@@ -13,9 +13,11 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from . import REPO_ROOT, BenchError, Log, Terminated, make_log
 from . import procfs
@@ -53,6 +55,32 @@ def ignore_signals() -> None:
     """Let the clean-up finish: a second Ctrl-C or SIGTERM no longer interrupts it."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def run_with_cleanup(name: str, main: Callable[["Registry"], int], log: Log) -> int:
+    """A script's entry point: runs `main` with a fresh registry and cleans up whatever it started on any exit.
+
+    SIGTERM and SIGHUP end it like Ctrl-C (every `finally` runs; see install_signal_handlers), and SIGINT does too
+    where the shell started it ignoring SIGINT. A BenchError is one line, `<name>: error: ...`, and exit status 1;
+    Ctrl-C is `<name>: interrupted` and 130; a SIGTERM or SIGHUP is `<name>: stopped by signal SIGTERM` and 128 + its
+    number. During the clean-up further signals are ignored, so that it finishes."""
+    install_signal_handlers()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    registry = Registry(log)
+    try:
+        return main(registry)
+    except BenchError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated as t:
+        print(f"{name}: stopped by signal {signal.Signals(t.signum).name}", file=sys.stderr)
+        return 128 + t.signum
+    finally:
+        ignore_signals()
+        registry.cleanup()
 
 
 class Registry:

@@ -2,7 +2,6 @@
 #if Hummingbird
 import Foundation
 import SwitchboardTestSupport
-import Synchronization
 import Testing
 
 /// End-to-end: `switchboard-hummingbird-example` under its master on 127.0.0.1, port 0, as real processes. Serialized
@@ -162,32 +161,16 @@ struct HummingbirdClusterTests {
         let server = try SwitchboardProcess.start(["--workers", "2"], executable: example)
         defer { server.cleanUp() }
         let before = Set(server.workerPIDs)
-        let port = server.port
-        let outcomes = Outcomes()
-        let clients = DispatchGroup()
-        for _ in 0..<3 {
-            // Threads of their own: the dispatch pool's few threads may all be blocked by other tests.
-            clients.enter()
-            Thread.detachNewThread {
-                defer { clients.leave() }
-                while !outcomes.stopped {
-                    do {
-                        let response = try get(port: port)
-                        outcomes.record(response.status == 200 ? nil : "status \(response.status)")
-                    } catch {
-                        outcomes.record("\(error)")
-                    }
-                }
-            }
-        }
+        let loops = GetLoops(port: server.port, clients: 3)
+        defer { loops.stop() }
+        let outcomes = loops.outcomes
         // Ten reloads, one after the other, while three clients keep sending requests on new connections.
         #expect(waitUntil { outcomes.count >= 10 })
         for reload in 1...10 {
             server.signal(SIGHUP)
             #expect(waitUntil { server.stderr.components(separatedBy: "rolling reload finished").count > reload })
         }
-        outcomes.stop()
-        clients.wait()
+        loops.stop()
         #expect(outcomes.count > 20, "only \(outcomes.count) requests")
         #expect(outcomes.failures.isEmpty, "\(outcomes.failures.count) of \(outcomes.count) failed: \(outcomes.failures.prefix(3))")
         #expect(waitUntil { server.workerPIDs.count == 2 && Set(server.workerPIDs).isDisjoint(with: before) })
@@ -201,24 +184,6 @@ struct HummingbirdClusterTests {
         #expect(server.stderr.contains("invalid WORKERS: 'none'"), "stderr: \(server.stderr)")
     }
 }
-/// What the load clients saw, from any thread.
-final class Outcomes: Sendable {
-    private let state = Mutex<(count: Int, failures: [String], stopped: Bool)>((0, [], false))
-
-    var stopped: Bool { state.withLock { $0.stopped } }
-    var count: Int { state.withLock { $0.count } }
-    var failures: [String] { state.withLock { $0.failures } }
-
-    func record(_ failure: String?) {
-        state.withLock { state in
-            state.count += 1
-            if let failure { state.failures.append(failure) }
-        }
-    }
-
-    func stop() { state.withLock { $0.stopped = true } }
-}
-
 extension HummingbirdClusterTests {
     @Test func halfRequestsAndIdleKeepAliveConnectionsAreClosedByTheLimits() throws {
         let server = try SwitchboardProcess.start(

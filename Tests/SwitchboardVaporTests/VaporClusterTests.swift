@@ -217,6 +217,30 @@ struct VaporClusterTests {
         server.stopAndCheckNoOrphans()
     }
 
+    /// A trapping worker starts the Swift runtime's `swift-backtrace` and waits for it. A debug build's backtrace takes
+    /// 10–45 s here, longer than `--heartbeat-timeout 2`: the master kills the worker as hung, and kills its
+    /// children with it. Before, the backtracer, whose target was gone, waited forever as an orphan.
+    @Test func aHungWorkersBacktracerDoesNotOutliveIt() throws {
+        let server = try Self.start(["--workers", "1", "--test-hooks", "--heartbeat-timeout", "2"])
+        defer { server.cleanUp() }
+        let trapped = try #require(server.workerPIDs.first)
+        let connection = try TestConnection(port: server.port)
+        try connection.request(path: "/trap", keepAlive: true)
+        var backtracer: pid_t?
+        waitUntil(timeout: .seconds(10)) {
+            backtracer = ProcFS.children(of: trapped).first {
+                ProcFS.read("/proc/\($0)/comm")?.hasPrefix("swift-backtrac") == true
+            }
+            return backtracer != nil
+        }
+        let helper = try #require(backtracer, "the trapping worker started no swift-backtrace: \(server.stderr)")
+        #expect(waitUntil { server.logCount("(hung); killing it") >= 1 }, "\(server.stderr)")
+        #expect(waitUntil(timeout: .seconds(10)) { !ProcFS.isAlive(helper) }, "swift-backtrace \(helper) outlived its worker")
+        #expect(waitUntil { server.workerPIDs.count == 1 && !server.workerPIDs.contains(trapped) })
+        #expect(try get(port: server.port).status == 200)
+        server.stopAndCheckNoOrphans()
+    }
+
     /// SIGTERM to the master: a `/stream` response in flight is written to its end, then the connection closes and
     /// every process exits.
     @Test func aDrainLetsAStreamInFlightFinish() throws {

@@ -72,6 +72,7 @@ extension Master {
             case .broken, .channelFailed, .replacementAborted, .stopDeadline, .stopEscalated:
                 break  // said where it was found, or as a whole
             }
+            if worker(index).hasProcess { processes.killChildren(of: worker(index).pid) }
             sendSignal(SIGKILL, toSlot: index)
             disconnect(slot: index)
         case .drain(let index):

@@ -207,6 +207,22 @@ final class WorkerProcesses {
         Syscalls.kill(pid, signal)
     }
 
+    /// SIGKILLs the worker `pid`'s own children, before the master kills the worker itself (a hung one): once the
+    /// worker is gone they would be orphans that nothing ends. The one that matters is the Swift runtime's
+    /// `swift-backtrace`, which a crashing worker starts and waits for: when its symbolication outlasts
+    /// `--heartbeat-timeout` the master kills the worker, and a backtracer whose target died waits forever.
+    /// Each child is signalled through a pidfd opened while it is still listed as the worker's child (the worker is
+    /// not reaped yet, so it cannot have been re-parented, and the pidfd names it and no later process).
+    func killChildren(of pid: pid_t) {
+        guard pid > 0 else { return }
+        for child in Syscalls.childProcesses(of: pid) {
+            guard let pidfd = Syscalls.processDescriptor(child) else { continue }
+            defer { Syscalls.close(pidfd) }
+            guard Syscalls.childProcesses(of: pid).contains(child) else { continue }  // exited and reaped meanwhile
+            try? Syscalls.signal(processDescriptor: pidfd, SIGKILL)
+        }
+    }
+
     // MARK: reaping
 
     /// Reaps the worker `pid` in `slot` if it has exited, and closes its pidfd.

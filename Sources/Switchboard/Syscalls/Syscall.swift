@@ -190,6 +190,22 @@ package enum Syscalls {
         return String(decoding: bytes[0..<total], as: UTF8.self)
     }
 
+    /// The live children of `pid`: every thread's `/proc/<pid>/task/<tid>/children` (a child is listed under the
+    /// thread that started it). Empty when the process is gone or `/proc` is not there.
+    package static func childProcesses(of pid: pid_t) -> [pid_t] {
+        guard let directory = unsafe opendir("/proc/\(pid)/task") else { return [] }
+        defer { _ = unsafe closedir(directory) }
+        var children: [pid_t] = []
+        while let entry = unsafe readdir(directory) {
+            let name = unsafe withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                unsafe String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let tid = pid_t(name), let text = readSmallFile("/proc/\(pid)/task/\(tid)/children") else { continue }
+            children += text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { pid_t($0) }
+        }
+        return children
+    }
+
     /// CPU seconds (user + system) and resident bytes of a process, from `/proc/<pid>/stat`.
     package static func processUsage(_ pid: pid_t) -> (cpuSeconds: Double, residentBytes: Int)? {
         guard let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }

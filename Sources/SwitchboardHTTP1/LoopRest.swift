@@ -5,7 +5,7 @@
 /// worker on that CPU waits. So once the loop has run ``yieldAfter`` without resting (blocking in `epoll_wait`, or a
 /// yield), it yields (`sched_yield`), except after an iteration that adopted connections: yielding to the master
 /// there only makes it accept in smaller bursts, at more CPU each. (Widening that exception to 100 µs after such an
-/// iteration saved CPU pinned but lengthened round-robin's unpinned close p99 in two runs of two: BENCHMARKS.md,
+/// iteration saved CPU pinned but lengthened round-robin's unpinned close p99 in two runs of three: BENCHMARKS.md,
 /// "Tail latency", third part.)
 ///
 /// Times are monotonic nanoseconds. The loop reports each iteration with ``iterationEnded(blocked:woke:end:adopted:)``,

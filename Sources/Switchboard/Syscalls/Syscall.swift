@@ -193,17 +193,25 @@ package enum Syscalls {
     /// The live children of `pid`: every thread's `/proc/<pid>/task/<tid>/children` (a child is listed under the
     /// thread that started it). Empty when the process is gone or `/proc` is not there.
     package static func childProcesses(of pid: pid_t) -> [pid_t] {
-        guard let directory = unsafe opendir("/proc/\(pid)/task") else { return [] }
+        (directoryEntries("/proc/\(pid)/task") ?? []).compactMap { pid_t($0) }.flatMap { tid -> [pid_t] in
+            guard let text = readSmallFile("/proc/\(pid)/task/\(tid)/children") else { return [] }
+            return text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { pid_t($0) }
+        }
+    }
+
+    /// The names in the directory at `path`, without `.` and `..`; nil when it cannot be opened. While it reads, the
+    /// listing holds a descriptor of its own (which `/proc/self/fd` shows).
+    package static func directoryEntries(_ path: String) -> [String]? {
+        guard let directory = unsafe opendir(path) else { return nil }
         defer { _ = unsafe closedir(directory) }
-        var children: [pid_t] = []
+        var names: [String] = []
         while let entry = unsafe readdir(directory) {
             let name = unsafe withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 unsafe String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            guard let tid = pid_t(name), let text = readSmallFile("/proc/\(pid)/task/\(tid)/children") else { continue }
-            children += text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { pid_t($0) }
+            if name != "." && name != ".." { names.append(name) }
         }
-        return children
+        return names
     }
 
     /// CPU seconds (user + system) and resident bytes of a process, from `/proc/<pid>/stat`.
@@ -243,13 +251,7 @@ package enum Syscalls {
 
     /// How many descriptors this process has open (the entries of `/proc/self/fd`, less the one reading it).
     package static func openDescriptorCount() -> Int {
-        guard let directory = unsafe opendir("/proc/self/fd") else { return 0 }
-        defer { _ = unsafe closedir(directory) }
-        var count = 0
-        while let entry = unsafe readdir(directory) {
-            if unsafe entry.pointee.d_name.0 != 0x2E { count += 1 }  // not "." or ".."
-        }
-        return max(count - 1, 0)
+        max((directoryEntries("/proc/self/fd")?.count ?? 1) - 1, 0)
     }
 
     /// Seconds since the epoch, now.

@@ -15,16 +15,6 @@ enum HTTP1Token {
     static func connection(_ fd: CInt) -> UInt64 { UInt64(fd) << 8 | connectionKind }
 }
 
-/// A connection's machine and the events epoll watches for it. Outside the generic server: nested in it, its metadata
-/// would depend on `Responder`, and every copy of a table entry in the (unspecialized) loop would look it up at run
-/// time (`swift_getGenericMetadata` was 5 % of a worker's keep-alive profile).
-struct HTTP1ServerEntry {
-    var machine: HTTP1Connection
-    /// The events epoll watches for it; `nil` while it is not in the epoll set (a connection joins only once it has
-    /// to wait, see `adopt`).
-    var watching: UInt32?
-}
-
 /// The built-in worker's engine: one thread and one epoll set for the channel to the master, the worker's own
 /// listener (in `reuseport` and `shared` modes) and every connection, each a ``HTTP1Connection`` answered by
 /// `Responder`.
@@ -62,9 +52,10 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     private var roomAgain = false
     /// Accepting paused until then after running out of descriptors.
     private var acceptResumeAt: UInt64 = 0
-    /// Connections by descriptor number.
-    private var table: [Entry?] = []
-    private var open = 0
+    /// Connections by descriptor number, worked on in place.
+    private var table = ConnectionTable()
+    /// Connections open.
+    private var open: Int { table.count }
     private var handled: UInt64 = 0
     /// Requests answered in total: what the heartbeats report as handled.
     private var answered: UInt64 = 0
@@ -176,7 +167,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         switch event.data & 0xff {
         case HTTP1Token.connectionKind:
             let fd = CInt(truncatingIfNeeded: event.data >> 8)
-            guard Int(fd) < table.count, table[Int(fd)] != nil else { return }
+            guard table.contains(fd) else { return }
             if event.events & (sb_EPOLLIN | sb_EPOLLHUP | sb_EPOLLERR) != 0 {
                 readable(fd)
             }
@@ -273,15 +264,10 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             Syscalls.close(fd)
             return
         }
-        let index = Int(fd)
-        if index >= table.count {
-            table.append(contentsOf: repeatElement(nil, count: max(index + 1 - table.count, table.count)))
-        }
         if now == 0 { now = Syscalls.monotonicNanoseconds() }
         var machine = HTTP1Connection(limits: limits, now: now)
         if draining { machine.drain(now: now) }
-        table[index] = Entry(machine: machine, watching: nil)
-        open += 1
+        table.insert(fd, Entry(machine: machine, watching: nil))
         adoptedThisRound = true
         handled &+= 1
         if nextSweep == .max { nextSweep = now &+ Self.sweepInterval }
@@ -292,84 +278,80 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
 
     // MARK: reading and writing
 
-    /// Reads what the machine wants read.
+    /// Reads what the machine wants read, answering as it goes.
     private func readable(_ fd: CInt) {
-        let index = Int(fd)
-        while table[index]?.machine.wantsRead == true {
-            let result: NonBlocking<Int>
-            do {
-                result = try Syscalls.read(fd, into: &readBuffer, at: 0)
-            } catch {
-                closeConnection(fd)  // reset by the client
-                return
+        let keep = table.withEntry(fd) { entry -> Bool in
+            while entry.machine.wantsRead {
+                let result: NonBlocking<Int>
+                do {
+                    result = try Syscalls.read(fd, into: &readBuffer, at: 0)
+                } catch {
+                    return false  // reset by the client
+                }
+                guard case .done(let count) = result else { return true }
+                if count == 0 {
+                    entry.machine.receivedEnd(now: now)
+                    return true
+                }
+                let before = entry.machine.answered
+                entry.machine.received(readBuffer, count: count, now: now, responder: responder)
+                answered &+= UInt64(entry.machine.answered - before)
+                guard Self.flush(&entry, fd, now: now, responder: responder) else { return false }
+                if count < readBuffer.count { return true }  // drained; epoll says when there is more
             }
-            guard case .done(let count) = result else { return }
-            if count == 0 {
-                table[index]?.machine.receivedEnd(now: now)
-                return
-            }
-            let before = table[index]?.machine.answered ?? 0
-            table[index]?.machine.received(readBuffer, count: count, now: now, responder: responder)
-            answered &+= UInt64((table[index]?.machine.answered ?? before) - before)
-            flush(fd)
-            if count < readBuffer.count { return }  // drained; epoll says when there is more
+            return true
         }
+        if keep == false { closeConnection(fd) }
     }
 
     /// Writes what the machine has queued, as far as the socket takes it.
-    private func flush(_ fd: CInt) {
-        let index = Int(fd)
-        while let entry = table[index], entry.machine.wantsWrite {
-            let output = entry.machine.output
+    /// - Returns: false when the write failed (the connection is to be closed).
+    private static func flush(_ entry: inout Entry, _ fd: CInt, now: UInt64, responder: Responder) -> Bool {
+        while entry.machine.wantsWrite {
             do {
                 guard
                     case .done(let written) = try Syscalls.write(
-                        fd, output, from: entry.machine.outputOffset, to: output.count)
-                else { return }
-                table[index]?.machine.wrote(written, now: now, responder: responder)
+                        fd, entry.machine.output, from: entry.machine.outputOffset, to: entry.machine.output.count)
+                else { return true }
+                entry.machine.wrote(written, now: now, responder: responder)
             } catch {
-                closeConnection(fd)
-                return
+                return false
             }
         }
+        return true
     }
 
     /// After anything happened to `fd`: write what is queued, close it when its machine is done, and watch what
     /// the machine wants next.
     private func service(_ fd: CInt) {
-        flush(fd)
-        let index = Int(fd)
-        guard let entry = table[index] else { return }
-        if entry.machine.isFinished {
-            closeConnection(fd)
-            return
-        }
-        let wanted = (entry.machine.wantsRead ? sb_EPOLLIN : 0) | (entry.machine.wantsWrite ? sb_EPOLLOUT : 0)
-        guard let watching = entry.watching else {
-            // Its first wait. With no events wanted it joins too: epoll still reports a hang-up or an error.
-            do {
-                try Syscalls.epollAdd(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
-            } catch {
-                logger.warning("cannot watch a connection: \(error); closing it")
-                closeConnection(fd)
-                return
+        let keep = table.withEntry(fd) { entry -> Bool in
+            guard Self.flush(&entry, fd, now: now, responder: responder), !entry.machine.isFinished else { return false }
+            let wanted = (entry.machine.wantsRead ? sb_EPOLLIN : 0) | (entry.machine.wantsWrite ? sb_EPOLLOUT : 0)
+            guard let watching = entry.watching else {
+                // Its first wait. With no events wanted it joins too: epoll still reports a hang-up or an error.
+                do {
+                    try Syscalls.epollAdd(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
+                } catch {
+                    logger.warning("cannot watch a connection: \(error); closing it")
+                    return false
+                }
+                entry.watching = wanted
+                return true
             }
-            table[index]?.watching = wanted
-            return
+            guard wanted != watching else { return true }
+            entry.watching = wanted
+            try? Syscalls.epollModify(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
+            return true
         }
-        guard wanted != watching else { return }
-        table[index]?.watching = wanted
-        try? Syscalls.epollModify(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
+        if keep == false { closeConnection(fd) }
     }
 
     private func closeConnection(_ fd: CInt) {
-        let index = Int(fd)
-        guard let entry = table[index] else { return }
+        let removed = table.remove(fd)
+        guard removed.present else { return }
         // Remove it explicitly: the master may still hold a copy of this socket, which would keep it in the set.
-        if entry.watching != nil { Syscalls.epollRemove(epoll, fd) }
+        if removed.watching != nil { Syscalls.epollRemove(epoll, fd) }
         Syscalls.close(fd)
-        table[index] = nil
-        open -= 1
         if !channelWatched && !masterGone { roomAgain = true }
         if open == maxConnections - 1 {
             // Room again: tell the master now rather than at the next heartbeat, and accept again.
@@ -407,13 +389,16 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
         if now >= nextSweep {
             nextSweep = open > 0 ? now &+ Self.sweepInterval : .max
-            for index in table.indices where table[index] != nil {
-                guard let deadline = table[index]?.machine.deadline, deadline <= now else { continue }
-                table[index]?.machine.tick(now: now, responder: responder)
-                if let ending = table[index]?.machine.ending, table[index]?.machine.isFinished == true {
-                    logger.debug("closing a connection", metadata: ["connection.ending": "\(ending)"])
+            for fd in 0..<table.end {
+                let due = table.withEntry(fd) { entry -> Bool in
+                    guard entry.machine.deadline <= now else { return false }
+                    entry.machine.tick(now: now, responder: responder)
+                    if let ending = entry.machine.ending, entry.machine.isFinished {
+                        logger.debug("closing a connection", metadata: ["connection.ending": "\(ending)"])
+                    }
+                    return true
                 }
-                service(CInt(index))
+                if due == true { service(fd) }
             }
         }
         if acceptResumeAt > 0 && now >= acceptResumeAt {
@@ -441,9 +426,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         logger.info("draining", metadata: ["connections.open": "\(open)"])
         let now = Syscalls.monotonicNanoseconds()
         if nextSweep == .max && open > 0 { nextSweep = now &+ Self.sweepInterval }
-        for index in table.indices where table[index] != nil {
-            table[index]?.machine.drain(now: now)
-            service(CInt(index))
+        for fd in 0..<table.end where table.withEntry(fd, { $0.machine.drain(now: now) }) != nil {
+            service(fd)
         }
     }
 }

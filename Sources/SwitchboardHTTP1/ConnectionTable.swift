@@ -1,0 +1,62 @@
+/// A connection's machine and the events epoll watches for it. Outside the generic server: nested in it, its metadata
+/// would depend on `Responder`, and every copy of a table entry in the (unspecialized) loop would look it up at run
+/// time (`swift_getGenericMetadata` was 5 % of a worker's keep-alive profile).
+struct HTTP1ServerEntry {
+    var machine: HTTP1Connection
+    /// The events epoll watches for it; `nil` while it is not in the epoll set (a connection joins only once it has
+    /// to wait, see ``HTTP1Server``'s `adopt`).
+    var watching: UInt32?
+}
+
+/// The built-in worker's connections by descriptor number, each worked on in place.
+///
+/// An entry holds a ``HTTP1Connection`` with its buffers: copying one out of the table and back costs a retain and a
+/// release per buffer and a value-witness copy. Under the close load those copies were about 5 % of a worker's time
+/// (`perf record`, issue 23). So the table gives no copies out: ``withEntry(_:_:)`` runs its body on the slot itself,
+/// and the few facts the loop needs without changing anything (``contains(_:)``) are read in place too.
+///
+/// The body must not touch the table (it is being modified): it does the I/O and returns what the loop does next,
+/// for instance that the connection is to be closed.
+struct ConnectionTable {
+    private var slots: [HTTP1ServerEntry?] = []
+    /// Connections in the table.
+    private(set) var count = 0
+
+    /// Whether `fd` is in the table.
+    func contains(_ fd: CInt) -> Bool {
+        let index = Int(fd)
+        return index >= 0 && index < slots.count && slots[index] != nil
+    }
+
+    /// Puts a new connection in its slot, growing the table (to at least twice its size) when `fd` is beyond it.
+    /// - Precondition: `fd` is not in the table.
+    mutating func insert(_ fd: CInt, _ entry: HTTP1ServerEntry) {
+        let index = Int(fd)
+        precondition(index >= 0, "a negative descriptor")
+        if index >= slots.count {
+            slots.append(contentsOf: repeatElement(nil, count: max(index + 1 - slots.count, slots.count)))
+        }
+        precondition(slots[index] == nil, "descriptor \(fd) is in the table twice")
+        slots[index] = entry
+        count += 1
+    }
+
+    /// Takes `fd` out of the table.
+    /// - Returns: The events epoll watched for it (nil: it was not in the epoll set), or nil when it was not in the
+    ///   table at all.
+    mutating func remove(_ fd: CInt) -> (watching: UInt32?, present: Bool) {
+        guard contains(fd), let entry = slots[Int(fd)].take() else { return (nil, false) }
+        count -= 1
+        return (entry.watching, true)
+    }
+
+    /// Runs `body` on the entry of `fd` in place, without copying it out.
+    /// - Returns: What `body` returned, or nil when `fd` is not in the table.
+    mutating func withEntry<Result>(_ fd: CInt, _ body: (inout HTTP1ServerEntry) throws -> Result) rethrows -> Result? {
+        guard contains(fd) else { return nil }
+        return try body(&slots[Int(fd)]!)
+    }
+
+    /// One past the highest descriptor the table has room for: every descriptor in it is in `0..<end`.
+    var end: CInt { CInt(slots.count) }
+}

@@ -24,7 +24,6 @@ final class NotifySocketListener: @unchecked Sendable {
     private let lock = NSLock()
     private var messages: [Message] = []
     private var descriptors: [Int32] = []
-    private var closed = false
 
     init() throws {
         path = FileManager.default.temporaryDirectory.appendingPathComponent("sb-notify-\(UUID().uuidString.prefix(8))").path
@@ -43,27 +42,29 @@ final class NotifySocketListener: @unchecked Sendable {
         guard bound == 0 else { throw ProbeError.io("bind \(path): errno \(errno)") }
         var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        Thread.detachNewThread { [self] in receiveLoop() }
+        // The thread holds the listener only while one receive runs (at most 100 ms, the socket's timeout), so the
+        // listener's deinit runs once the test drops it, and the thread, the socket and its path go with it.
+        Thread.detachNewThread { [weak self] in
+            while let self { self.receiveOnce() }
+        }
     }
 
-    private func receiveLoop() {
+    private func receiveOnce() {
         var buffer = [UInt8](repeating: 0, count: 8192)
         var fds = [Int32](repeating: -1, count: 16)
-        while !lock.withLock({ closed }) {
-            var count: Int32 = 0
-            var truncated: Int32 = 0
-            let n = buffer.withUnsafeMutableBytes { raw in
-                fds.withUnsafeMutableBufferPointer {
-                    sb_receive_message(fd, raw.baseAddress!, raw.count, $0.baseAddress!, 16, &count, &truncated, 1)
-                }
+        var count: Int32 = 0
+        var truncated: Int32 = 0
+        let n = buffer.withUnsafeMutableBytes { raw in
+            fds.withUnsafeMutableBufferPointer {
+                sb_receive_message(fd, raw.baseAddress!, raw.count, $0.baseAddress!, 16, &count, &truncated, 1)
             }
-            guard n > 0 else { continue }
-            let text = String(decoding: buffer[0..<n], as: UTF8.self)
-            let received = Array(fds[0..<Int(count)])
-            lock.withLock {
-                messages.append(Message(text: text, received: .now))
-                descriptors.append(contentsOf: received)
-            }
+        }
+        guard n > 0 else { return }
+        let text = String(decoding: buffer[0..<n], as: UTF8.self)
+        let received = Array(fds[0..<Int(count)])
+        lock.withLock {
+            messages.append(Message(text: text, received: .now))
+            descriptors.append(contentsOf: received)
         }
     }
 
@@ -84,8 +85,7 @@ final class NotifySocketListener: @unchecked Sendable {
     }
 
     deinit {
-        lock.withLock { closed = true }
-        Thread.sleep(forTimeInterval: 0.15)
+        // No receive is running: one would hold a strong reference.
         close(fd)
         for descriptor in descriptors { close(descriptor) }
         unlink(path)

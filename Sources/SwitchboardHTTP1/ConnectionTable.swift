@@ -16,7 +16,7 @@ struct HTTP1ServerEntry {
 /// and the few facts the loop needs without changing anything (``contains(_:)``) are read in place too.
 ///
 /// The body must not touch the table (it is being modified): it does the I/O and returns what the loop does next,
-/// for instance that the connection is to be closed.
+/// for instance ``AfterIO/close``.
 struct ConnectionTable {
     private var slots: [HTTP1ServerEntry?] = []
     /// Connections in the table.
@@ -41,13 +41,13 @@ struct ConnectionTable {
         count += 1
     }
 
-    /// Takes `fd` out of the table.
-    /// - Returns: The events epoll watched for it (nil: it was not in the epoll set), or nil when it was not in the
-    ///   table at all.
-    mutating func remove(_ fd: CInt) -> (watching: UInt32?, present: Bool) {
-        guard contains(fd), let entry = slots[Int(fd)].take() else { return (nil, false) }
+    /// Takes `fd` out of the table (moved out of its slot, not copied).
+    /// - Returns: The entry, or nil when `fd` was not in the table.
+    @discardableResult
+    mutating func remove(_ fd: CInt) -> HTTP1ServerEntry? {
+        guard contains(fd), let entry = slots[Int(fd)].take() else { return nil }
         count -= 1
-        return (entry.watching, true)
+        return entry
     }
 
     /// Runs `body` on the entry of `fd` in place, without copying it out.
@@ -59,4 +59,11 @@ struct ConnectionTable {
 
     /// One past the highest descriptor the table has room for: every descriptor in it is in `0..<end`.
     var end: CInt { CInt(slots.count) }
+}
+
+/// What the loop does with a connection once a body run through ``ConnectionTable/withEntry(_:_:)`` has read or
+/// written: the closing happens after the body, which may not touch the table.
+enum AfterIO {
+    case keep
+    case close
 }

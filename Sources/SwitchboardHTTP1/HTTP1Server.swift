@@ -280,28 +280,28 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
 
     /// Reads what the machine wants read, answering as it goes.
     private func readable(_ fd: CInt) {
-        let keep = table.withEntry(fd) { entry -> Bool in
+        let next = table.withEntry(fd) { entry -> AfterIO in
             while entry.machine.wantsRead {
                 let result: NonBlocking<Int>
                 do {
                     result = try Syscalls.read(fd, into: &readBuffer, at: 0)
                 } catch {
-                    return false  // reset by the client
+                    return .close  // reset by the client
                 }
-                guard case .done(let count) = result else { return true }
+                guard case .done(let count) = result else { return .keep }
                 if count == 0 {
                     entry.machine.receivedEnd(now: now)
-                    return true
+                    return .keep
                 }
                 let before = entry.machine.answered
                 entry.machine.received(readBuffer, count: count, now: now, responder: responder)
                 answered &+= UInt64(entry.machine.answered - before)
-                guard Self.flush(&entry, fd, now: now, responder: responder) else { return false }
-                if count < readBuffer.count { return true }  // drained; epoll says when there is more
+                guard Self.flush(&entry, fd, now: now, responder: responder) else { return .close }
+                if count < readBuffer.count { return .keep }  // drained; epoll says when there is more
             }
-            return true
+            return .keep
         }
-        if keep == false { closeConnection(fd) }
+        if next == .close { closeConnection(fd) }
     }
 
     /// Writes what the machine has queued, as far as the socket takes it.
@@ -324,8 +324,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// After anything happened to `fd`: write what is queued, close it when its machine is done, and watch what
     /// the machine wants next.
     private func service(_ fd: CInt) {
-        let keep = table.withEntry(fd) { entry -> Bool in
-            guard Self.flush(&entry, fd, now: now, responder: responder), !entry.machine.isFinished else { return false }
+        let next = table.withEntry(fd) { entry -> AfterIO in
+            guard Self.flush(&entry, fd, now: now, responder: responder), !entry.machine.isFinished else { return .close }
             let wanted = (entry.machine.wantsRead ? sb_EPOLLIN : 0) | (entry.machine.wantsWrite ? sb_EPOLLOUT : 0)
             guard let watching = entry.watching else {
                 // Its first wait. With no events wanted it joins too: epoll still reports a hang-up or an error.
@@ -333,22 +333,21 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
                     try Syscalls.epollAdd(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
                 } catch {
                     logger.warning("cannot watch a connection: \(error); closing it")
-                    return false
+                    return .close
                 }
                 entry.watching = wanted
-                return true
+                return .keep
             }
-            guard wanted != watching else { return true }
+            guard wanted != watching else { return .keep }
             entry.watching = wanted
             try? Syscalls.epollModify(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
-            return true
+            return .keep
         }
-        if keep == false { closeConnection(fd) }
+        if next == .close { closeConnection(fd) }
     }
 
     private func closeConnection(_ fd: CInt) {
-        let removed = table.remove(fd)
-        guard removed.present else { return }
+        guard let removed = table.remove(fd) else { return }
         // Remove it explicitly: the master may still hold a copy of this socket, which would keep it in the set.
         if removed.watching != nil { Syscalls.epollRemove(epoll, fd) }
         Syscalls.close(fd)

@@ -26,22 +26,22 @@ import Testing
         #expect(table.count == 3 && table.contains(1_000) && table.end > 1_000)
     }
 
-    @Test func removeTakesTheSlotOnceAndReportsWhatEpollWatched() {
+    @Test func removeTakesTheSlotOnceAndGivesTheEntryBack() {
         var table = ConnectionTable()
-        table.insert(4, entry())
-        table.insert(5, entry())
+        table.insert(4, entry(at: 10))
+        table.insert(5, entry(at: 20))
         #expect(table.withEntry(5) { $0.watching = 0x5 } != nil)
 
         let unwatched = table.remove(4)
-        #expect(unwatched.present && unwatched.watching == nil)
+        #expect(unwatched != nil && unwatched?.watching == nil)
+        #expect(unwatched?.machine.deadline == 10 + limits.headerTimeout, "not the entry of descriptor 4")
         let watched = table.remove(5)
-        #expect(watched.present && watched.watching == 0x5)
+        #expect(watched?.watching == 0x5 && watched?.machine.deadline == 20 + limits.headerTimeout)
         #expect(table.count == 0 && !table.contains(4) && !table.contains(5))
 
         // A second removal, or one of a descriptor never there, finds nothing and leaves the count alone.
-        let again = table.remove(5)
-        #expect(!again.present && again.watching == nil)
-        #expect(!table.remove(77).present)
+        #expect(table.remove(5) == nil)
+        #expect(table.remove(77) == nil)
         #expect(table.count == 0)
 
         // The slot is free for the next connection with the same number.
@@ -63,7 +63,7 @@ import Testing
             entry.watching = 0x1
             return entry.watching
         } == 0x1)
-        #expect(table.remove(6).watching == 0x1)
+        #expect(table.remove(6)?.watching == 0x1)
 
         var ran = false
         #expect(table.withEntry(6) { _ in ran = true } == nil)

@@ -24,7 +24,8 @@ public struct Configuration: Sendable {
     /// `listen()` backlog: where connections wait while every worker is at its bound.
     public var backlog: Int = 511
     /// Most connections that may wait in one worker's queue: sent by the master, not yet received by the worker.
-    /// 1 reproduces Node's `SCHED_RR` gate (one connection at a time per worker).
+    /// 1 reproduces Node's `SCHED_RR` gate (one connection at a time per worker). A worker's queue holds less when its
+    /// share of the master's descriptor limit (the descriptors the kernel lets the user have in flight) is smaller.
     public var maxQueued: Int = 16
     /// How long a connection may wait in a worker's queue before the master takes it back and serves it elsewhere
     /// (a worker that stopped receiving: stuck, stopped, out of descriptors). `.zero` turns it off: queued

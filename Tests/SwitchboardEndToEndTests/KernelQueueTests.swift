@@ -113,31 +113,60 @@ extension EndToEndTests {
             withExtendedLifetime(connections) {}
         }
 
-        /// Issue 19, bug 4: a transient `sendmsg` failure is no verdict on the worker. A master that is not root may
-        /// have at most its descriptor limit of descriptors in flight (ETOOMANYREFS): a stopped worker's queue fills
-        /// to that, and on main the next send failed the channel and SIGKILLed the worker with everything it held.
-        /// Now the master backs off from that worker, and the others serve.
-        @Test func aTransientSendFailureBacksOffInsteadOfKillingTheWorker() throws {
-            // A limit of 100 leaves each worker room for 36 connections; three stopped workers' queues can hold 108,
-            // more than the 100 descriptors the master may have in flight.
+        /// A master that is not root may have at most its descriptor limit of descriptors in flight, counted over
+        /// every queue (a send beyond it fails with ETOOMANYREFS). Three stopped workers' queues used to take that
+        /// whole budget: every send failed, the running worker's too, and nothing moved until the heartbeat timeout
+        /// killed the stopped ones, when taking their queues back ran out of descriptors and lost connections. Now
+        /// each queue holds at most its share of the budget, and the running worker serves the rest at once.
+        @Test func stoppedWorkersCannotTakeEveryDescriptorInFlight() throws {
+            // A limit of 100 over 4 workers: 25 per queue, though --max-queued would allow 1024.
             let server = try SwitchboardProcess.start(
                 ["--workers", "4", "--steal-after", "0", "--max-queued", "1024", "--drain-timeout", "5"],
                 descriptorLimit: 100, user: "65534")
             defer { server.cleanUp() }
             let workers = server.workerPIDs
             try #require(workers.count == 4)
+            #expect(server.stderr.contains("each worker's queue holds at most 25 connections"), "\(server.stderr)")
             let running = try #require(try get(port: server.port).workerPID)
             let stopped = workers.filter { $0 != running }
             for worker in stopped { kill(worker, SIGSTOP) }
             let (connections, results, group) = try Self.requests(200, port: server.port)
-            // The limit is per user, across every queue: until the stopped workers take theirs, the master holds the
-            // rest (and the kernel backlog the newest); nothing is failed or lost.
-            #expect(waitUntil { server.stderr.contains("backing off") && results.count >= 30 }, "\(results.count)")
+            // Well before the heartbeat timeout (10 s) would replace the stopped workers.
+            #expect(
+                waitUntil(timeout: .seconds(8)) { results.count >= 200 - 3 * 25 },
+                "served while three workers were stopped: \(results.count) of 200\n\(server.stderr)")
+            #expect(results.all.compactMap { try? $0.get() }.allSatisfy { $0.workerPID == running })
+            #expect(!server.stderr.contains("backing off"), "no send failed: \(server.stderr)")
             #expect(stopped.allSatisfy { ProcFS.isAlive($0) && server.workerPIDs.contains($0) }, "\(server.stderr)")
-            #expect(!server.stderr.contains("channel failed"), "\(server.stderr)")
             for worker in stopped { kill(worker, SIGCONT) }
             #expect(group.wait(timeout: .now() + 20) == .success, "answered: \(results.count) of 200\n\(server.stderr)")
             #expect(results.all.compactMap { try? $0.get() }.count == 200)
+            #expect(Set(results.all.compactMap { try? $0.get().workerPID }).count == 4, "the stopped ones served theirs")
+            withExtendedLifetime(connections) {}
+            server.stopAndCheckNoOrphans()
+        }
+
+        /// Issue 19, bug 4: a transient `sendmsg` failure is no verdict on the worker. Another process of the same
+        /// user holds more descriptors in flight than the limit, so every send fails with ETOOMANYREFS: the master
+        /// backs off and holds the connections, kills nobody, and sends them once the other process lets go.
+        @Test func aTransientSendFailureBacksOffInsteadOfKillingTheWorker() throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "2", "--drain-timeout", "5"], descriptorLimit: 100, user: "65534")
+            defer { server.cleanUp() }
+            let workers = server.workerPIDs
+            try #require(workers.count == 2)
+            let hog = try InFlightHog(user: "65534", descriptorLimit: 100)
+            defer { hog.release() }
+            #expect(hog.held > 100, "the hog put \(hog.held) descriptors in flight")
+            let (connections, results, group) = try Self.requests(20, port: server.port)
+            #expect(waitUntil { server.stderr.contains("backing off") }, "\(server.stderr)")
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(results.count == 0, "nothing could be sent while the budget was taken: \(results.count)")
+            hog.release()
+            #expect(group.wait(timeout: .now() + 10) == .success, "answered: \(results.count) of 20\n\(server.stderr)")
+            #expect(results.all.compactMap { try? $0.get() }.count == 20)
+            #expect(server.workerPIDs == workers, "no worker was replaced: \(server.stderr)")
+            #expect(!server.stderr.contains("channel failed"), "\(server.stderr)")
             withExtendedLifetime(connections) {}
             server.stopAndCheckNoOrphans()
         }
@@ -160,5 +189,59 @@ extension EndToEndTests {
             withExtendedLifetime(connections) {}
             server.stopAndCheckNoOrphans()
         }
+    }
+}
+
+/// A process of `user` that puts descriptors in flight (one `/dev/null` sent again and again into a socketpair it never
+/// reads) until the kernel refuses, and holds them until released: the user's in-flight budget is then spent.
+final class InFlightHog {
+    private let process = Process()
+    private let input = Pipe()
+    /// How many it put in flight.
+    let held: Int
+
+    init(user: String, descriptorLimit: Int) throws {
+        let script = """
+            import os, socket, sys
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            a.setblocking(False)
+            fd = os.open("/dev/null", os.O_RDONLY)
+            held = 0
+            while True:
+                try:
+                    socket.send_fds(a, [b"x"], [fd])
+                except OSError as error:
+                    print(held, error.errno, flush=True)
+                    break
+                held += 1
+            sys.stdin.read()
+            """
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = [
+            "-c",
+            "ulimit -n \(descriptorLimit) && exec /usr/bin/setpriv --reuid=\(user) --regid=\(user) --clear-groups /usr/bin/python3 -c \"$0\"",
+            script,
+        ]
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        var line = Data()
+        while let byte = try output.fileHandleForReading.read(upToCount: 1), let first = byte.first, first != 10 {
+            line.append(first)
+        }
+        let fields = String(decoding: line, as: UTF8.self).split(separator: " ")
+        held = fields.first.flatMap { Int($0) } ?? 0
+        if fields.count == 2, fields[1] != "\(ETOOMANYREFS)" {
+            release()
+            throw ProbeError.io("the hog stopped with errno \(fields[1]), not ETOOMANYREFS")
+        }
+    }
+
+    /// Lets go of every descriptor (the process exits, its sockets close) and waits for it.
+    func release() {
+        guard process.isRunning else { return }
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
     }
 }

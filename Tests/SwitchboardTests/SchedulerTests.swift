@@ -17,9 +17,12 @@ import Testing
         var lanes: [Lane]
         var scheduler: Scheduler
 
-        init(_ count: Int, bound: Int = 4, capacity: Int = .max, policy: Scheduler.Policy = .roundRobin) {
+        init(
+            _ count: Int, bound: Int = 4, capacity: Int = .max, inFlightBudget: Int = .max,
+            policy: Scheduler.Policy = .roundRobin
+        ) {
             lanes = Array(repeating: Lane(), count: count)
-            scheduler = Scheduler(policy: policy, bound: bound, capacity: capacity)
+            scheduler = Scheduler(policy: policy, bound: bound, capacity: capacity, inFlightBudget: inFlightBudget)
         }
 
         func next() -> Int? { scheduler.next(lanes) }
@@ -48,6 +51,34 @@ import Testing
         var model = Model(3)
         let order = (0..<7).compactMap { _ in model.dispatchAndAck() }
         #expect(order == [0, 1, 2, 0, 1, 2, 0])
+    }
+
+    /// Each queue gets an equal share of the descriptors the master may have in flight (its user's limit): workers
+    /// that stop receiving fill their shares, never the whole budget, so the one still receiving is still sent to.
+    @Test(arguments: [Scheduler.Policy.roundRobin, .leastConnections])
+    func stoppedQueuesFillOnlyTheirShareOfTheInFlightBudget(policy: Scheduler.Policy) {
+        var model = Model(4, bound: 1024, inFlightBudget: 100, policy: policy)
+        var served = 0
+        for _ in 0..<400 {
+            guard let lane = model.next() else { break }
+            model.dispatched(to: lane)
+            if lane == 0 {  // lanes 1-3 never receive
+                model.received(0, count: 1)
+                served += 1
+            }
+        }
+        #expect(model.lanes[1...].map(\.queued) == [25, 25, 25])
+        #expect(served == 400 - 75, "the receiving worker got the rest")
+        #expect(model.lanes.map(\.queued).reduce(0, +) <= 100, "never more in flight than the budget")
+    }
+
+    @Test func theQueueBoundIsTheSmallerOfTheBoundAndTheShare() {
+        #expect(Scheduler(bound: 16).queueBound(lanes: 4) == 16, "no budget")
+        #expect(Scheduler(bound: 16, inFlightBudget: 20_000).queueBound(lanes: 4) == 16)
+        #expect(Scheduler(bound: 1024, inFlightBudget: 100).queueBound(lanes: 4) == 25)
+        #expect(Scheduler(bound: 1024, inFlightBudget: 100).queueBound(lanes: 5) == 20, "a reload's extra worker")
+        #expect(Scheduler(bound: 16, inFlightBudget: 3).queueBound(lanes: 4) == 1, "at least one")
+        #expect(Scheduler(bound: 16, inFlightBudget: 3).queueBound(lanes: 0) == 3)
     }
 
     @Test func evenSplitForKConnectionsOverNWorkers() {

@@ -28,6 +28,9 @@ package final class ConnectionDispatcher {
         package var bound: Int
         /// The most connections one worker may hold, open plus queued.
         package var capacity: Int
+        /// The most descriptors in flight in all the queues together (the master's descriptor limit: see
+        /// ``Scheduler/inFlightBudget``); `Int.max` for no limit.
+        package var inFlightBudget: Int
         /// Take a worker's queue back once its oldest frame waited this long (nanoseconds); nil: never.
         package var stealAfter: UInt64?
         /// Whether the master accepts and passes connections (round-robin, least-connections) or only holds the
@@ -35,12 +38,13 @@ package final class ConnectionDispatcher {
         package var passesDescriptors: Bool
 
         package init(
-            policy: Scheduler.Policy, bound: Int, capacity: Int = .max, stealAfter: UInt64? = nil,
-            passesDescriptors: Bool = true
+            policy: Scheduler.Policy, bound: Int, capacity: Int = .max, inFlightBudget: Int = .max,
+            stealAfter: UInt64? = nil, passesDescriptors: Bool = true
         ) {
             self.policy = policy
             self.bound = bound
             self.capacity = capacity
+            self.inFlightBudget = inFlightBudget
             self.stealAfter = stealAfter
             self.passesDescriptors = passesDescriptors
         }
@@ -105,7 +109,9 @@ package final class ConnectionDispatcher {
     ///   - listenerToken: The epoll token the listener is watched with.
     package init(settings: Settings, epoll: CInt, listenerToken: UInt64, logger: Logger) {
         self.settings = settings
-        self.scheduler = Scheduler(policy: settings.policy, bound: settings.bound, capacity: settings.capacity)
+        self.scheduler = Scheduler(
+            policy: settings.policy, bound: settings.bound, capacity: settings.capacity,
+            inFlightBudget: settings.inFlightBudget)
         self.epoll = epoll
         self.listenerToken = listenerToken
         self.logger = logger
@@ -198,6 +204,12 @@ package final class ConnectionDispatcher {
         kept.close()
         lanes[lane].kept = nil
         return taken
+    }
+
+    /// The most connections one worker's queue may hold with `workers` workers: ``Settings/bound``, or less when the
+    /// workers' shares of ``Settings/inFlightBudget`` are smaller.
+    package func queueBound(workers: Int) -> Int {
+        scheduler.queueBound(lanes: workers)
     }
 
     // MARK: what workers report
@@ -327,10 +339,11 @@ package final class ConnectionDispatcher {
             }
             // The frame that fills the queue to its bound asks for a receipt: the acknowledgement is what tells the
             // master at once that this worker has room again. Below the bound nothing is acknowledged.
-            var reportReceipt = lanes[lane].queued >= settings.bound
+            let bound = scheduler.queueBound(lanes: lanes.count)
+            var reportReceipt = lanes[lane].queued >= bound
             if reportReceipt {
                 refresh(lane)
-                reportReceipt = lanes[lane].queued >= settings.bound
+                reportReceipt = lanes[lane].queued >= bound
             }
             do {
                 switch try channel.sendConnections(

@@ -16,7 +16,7 @@ package protocol SchedulingState {
 /// the lanes but whose turn it is.
 ///
 /// Lanes are numbered 0..<n. A lane is eligible when it is ready, not blocked, not stalled, below the bound of queued
-/// connections and below its connection cap (open plus queued). Round-robin rotates strictly over eligible lanes: a
+/// connections (``queueBound(lanes:)``) and below its connection cap (open plus queued). Round-robin rotates strictly over eligible lanes: a
 /// lane that is skipped keeps its place in the rotation. Least-connections picks the eligible lane with the fewest
 /// open plus queued connections, rotation breaking ties.
 package struct Scheduler {
@@ -30,25 +30,41 @@ package struct Scheduler {
     package let bound: Int
     /// The most connections (open plus queued) a worker may hold; `Int.max` for no cap.
     package let capacity: Int
+    /// The most descriptors the master may have in flight in all the queues together; `Int.max` for no limit.
+    ///
+    /// The kernel lets a user without `CAP_SYS_RESOURCE` have at most its descriptor limit in flight over every
+    /// socket (a send beyond it fails with ETOOMANYREFS). Each queue gets an equal share of it, so workers that stop
+    /// receiving can fill their own shares but never the whole budget: the others can still be sent to.
+    package let inFlightBudget: Int
     /// The lane whose turn it is.
     package private(set) var cursor = 0
 
-    package init(policy: Policy = .roundRobin, bound: Int, capacity: Int = .max) {
+    package init(policy: Policy = .roundRobin, bound: Int, capacity: Int = .max, inFlightBudget: Int = .max) {
         precondition(bound >= 1, "bound must be at least 1")
         precondition(capacity >= 1, "capacity must be at least 1")
+        precondition(inFlightBudget >= 1, "the in-flight budget must be at least 1")
         self.policy = policy
         self.bound = bound
         self.capacity = capacity
+        self.inFlightBudget = inFlightBudget
+    }
+
+    /// The most connections that may wait in one queue when there are `count` lanes: ``bound``, or a lane's equal
+    /// share of ``inFlightBudget`` (at least 1) when that is smaller.
+    @inline(__always)
+    package func queueBound(lanes count: Int) -> Int {
+        inFlightBudget == .max ? bound : min(bound, max(1, inFlightBudget / max(1, count)))
     }
 
     @inline(__always)
-    package func eligible(_ lane: some SchedulingState) -> Bool {
-        lane.ready && !lane.blocked && !lane.stalled && lane.queued < bound && lane.open + lane.queued < capacity
+    private func eligible(_ lane: some SchedulingState, queueBound: Int) -> Bool {
+        lane.ready && !lane.blocked && !lane.stalled && lane.queued < queueBound && lane.open + lane.queued < capacity
     }
 
     /// Whether any lane can take a connection now.
     package func hasCapacity<Lane: SchedulingState>(_ lanes: [Lane]) -> Bool {
-        lanes.contains { eligible($0) }
+        let queueBound = queueBound(lanes: lanes.count)
+        return lanes.contains { eligible($0, queueBound: queueBound) }
     }
 
     /// Whether a lane other than `lane` serves (ready, not stalled), so connections taken from `lane` have somewhere
@@ -62,11 +78,12 @@ package struct Scheduler {
     package func next<Lane: SchedulingState>(_ lanes: [Lane]) -> Int? {
         let count = lanes.count
         guard count > 0 else { return nil }
+        let queueBound = queueBound(lanes: count)
         switch policy {
         case .roundRobin:
             for step in 0..<count {
                 let index = (cursor + step) % count
-                if eligible(lanes[index]) { return index }
+                if eligible(lanes[index], queueBound: queueBound) { return index }
             }
             return nil
         case .leastConnections:
@@ -75,7 +92,7 @@ package struct Scheduler {
             for step in 0..<count {
                 let index = (cursor + step) % count
                 let lane = lanes[index]
-                guard eligible(lane) else { continue }
+                guard eligible(lane, queueBound: queueBound) else { continue }
                 let load = lane.open + lane.queued
                 if load < bestLoad {
                     best = index

@@ -133,6 +133,7 @@ package final class Master {
                 policy: strategy.scheduling ?? .roundRobin,
                 bound: configuration.maxQueued,
                 capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft),
+                inFlightBudget: Int(clamping: descriptorLimit.soft),
                 stealAfter: configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil,
                 passesDescriptors: passesDescriptors),
             epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)
@@ -204,7 +205,13 @@ package final class Master {
             metadata: [
                 "limit.hard": "\(describe(descriptorLimit.hard))",
                 "worker.max-connections": "\(dispatcher.settings.capacity)",
+                "worker.max-queued": "\(dispatcher.queueBound(workers: configuration.workers))",
             ])
+        let queueBound = dispatcher.queueBound(workers: configuration.workers)
+        if passesDescriptors && queueBound < configuration.maxQueued {
+            logger.notice(
+                "each worker's queue holds at most \(queueBound) connections, not --max-queued \(configuration.maxQueued): the kernel lets this user have \(describe(descriptorLimit.soft)) descriptors in flight (the descriptor limit), shared among \(configuration.workers) workers")
+        }
         if configuration.workerExecutable == LaunchPath.fallback {
             logger.notice(
                 "workers start from this master's own image (the path it was started by is unknown): a reload will not pick up a new build; restart instead")

@@ -49,6 +49,7 @@ LOADS = ["https-keepalive", "https-close", "h2"]
 WORKERS = 2
 CONNECTIONS = 32
 H2_STREAMS = 10
+H2_WARM_UP_S = 2  # within h2load's own run, so that every connection is made before its duration starts
 WARMUP_S = 1
 BODY_RE = re.compile(rb"Hello from Hummingbird worker (\d+)")
 CLK_TCK = procfs.CLK_TCK
@@ -80,7 +81,7 @@ def stop_subject(srv: servers.Server) -> dict:
 def load_command(load: str, port: int, duration: int) -> list[str]:
     url = f"https://{HOST}:{port}/"
     if load == "h2":
-        return loadgen.h2load_command(url, duration, CONNECTIONS, H2_STREAMS)
+        return loadgen.h2load_command(url, duration, CONNECTIONS, H2_STREAMS, warm_up=H2_WARM_UP_S)
     return loadgen.wrk_command("wrk", url, duration, CONNECTIONS, close=load == "https-close", script=False)
 
 

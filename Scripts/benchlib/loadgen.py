@@ -35,8 +35,13 @@ def wrk_command(wrk: str, url: str, duration: int, connections: int, close: bool
     return cmd + [url]
 
 
-def h2load_command(url: str, duration: int, connections: int, streams: int) -> list[str]:
-    return ["h2load", "-c", str(connections), "-m", str(streams), "-D", str(duration), url]
+def h2load_command(url: str, duration: int, connections: int, streams: int, warm_up: int = 0) -> list[str]:
+    """h2load for `duration` s after `warm_up` s. In its timing-based mode h2load (1.52) never stops a client whose
+    connection is made after the duration ended: a TLS handshake slower than warm-up plus duration keeps it running
+    for good (reproduced with a proxy that delays one of 32 connections by 2.5 s: `-D 1` ran until killed, with
+    `--warm-up-time=3` it ended after 4 s). The warm-up gives slow handshakes that time."""
+    warm = [f"--warm-up-time={warm_up}"] if warm_up > 0 else []
+    return ["h2load", "-c", str(connections), "-m", str(streams), "-D", str(duration), *warm, url]
 
 
 # --------------------------------------------------------------------------

@@ -128,6 +128,12 @@ class H2load(unittest.TestCase):
         with self.assertRaises(BenchError):
             loadgen.parse_h2load("starting benchmark...\nNo protocol negotiated. Aborted.\n")
 
+    def test_command_warms_up_within_its_own_run(self):
+        # Without a warm-up, a connection made after -D ended keeps h2load running for good (see h2load_command).
+        cmd = loadgen.h2load_command("https://127.0.0.1:1/", 8, 32, 10, warm_up=2)
+        self.assertEqual(cmd, ["h2load", "-c", "32", "-m", "10", "-D", "8", "--warm-up-time=2", "https://127.0.0.1:1/"])
+        self.assertNotIn("--warm-up-time=0", loadgen.h2load_command("https://127.0.0.1:1/", 8, 32, 10))
+
 
 class Procfs(unittest.TestCase):
     # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime

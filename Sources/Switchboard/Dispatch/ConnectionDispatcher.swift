@@ -330,6 +330,7 @@ package final class ConnectionDispatcher {
     /// fails gives its share back to `pending`.
     private func sendOutboxes() {
         let now = Syscalls.monotonicNanoseconds()
+        let bound = scheduler.queueBound(lanes: lanes.count)
         for lane in lanes.indices where !lanes[lane].outbox.isEmpty {
             let count = lanes[lane].outbox.count
             guard let channel = lanes[lane].channel else {
@@ -339,7 +340,6 @@ package final class ConnectionDispatcher {
             }
             // The frame that fills the queue to its bound asks for a receipt: the acknowledgement is what tells the
             // master at once that this worker has room again. Below the bound nothing is acknowledged.
-            let bound = scheduler.queueBound(lanes: lanes.count)
             var reportReceipt = lanes[lane].queued >= bound
             if reportReceipt {
                 refresh(lane)

@@ -16,9 +16,9 @@ package protocol SchedulingState {
 /// the lanes but whose turn it is.
 ///
 /// Lanes are numbered 0..<n. A lane is eligible when it is ready, not blocked, not stalled, below the bound of queued
-/// connections (``queueBound(lanes:)``) and below its connection cap (open plus queued). Round-robin rotates strictly over eligible lanes: a
-/// lane that is skipped keeps its place in the rotation. Least-connections picks the eligible lane with the fewest
-/// open plus queued connections, rotation breaking ties.
+/// connections (``queueBound(lanes:)``) and below its connection cap (open plus queued). Round-robin rotates strictly
+/// over eligible lanes: a lane that is skipped keeps its place in the rotation. Least-connections picks the eligible
+/// lane with the fewest open plus queued connections, rotation breaking ties.
 package struct Scheduler {
     package enum Policy: Sendable {
         case roundRobin

@@ -200,14 +200,14 @@ package final class Master {
             }
         }
         func describe(_ limit: UInt64) -> String { limit == .max ? "unlimited" : "\(limit)" }
+        let queueBound = dispatcher.queueBound(workers: configuration.workers)
         logger.info(
             "descriptor limit \(describe(descriptorLimit.soft))",
             metadata: [
                 "limit.hard": "\(describe(descriptorLimit.hard))",
                 "worker.max-connections": "\(dispatcher.settings.capacity)",
-                "worker.max-queued": "\(dispatcher.queueBound(workers: configuration.workers))",
+                "worker.max-queued": "\(queueBound)",
             ])
-        let queueBound = dispatcher.queueBound(workers: configuration.workers)
         if passesDescriptors && queueBound < configuration.maxQueued {
             logger.notice(
                 "each worker's queue holds at most \(queueBound) connections, not --max-queued \(configuration.maxQueued): the kernel lets this user have \(describe(descriptorLimit.soft)) descriptors in flight (the descriptor limit), shared among \(configuration.workers) workers")

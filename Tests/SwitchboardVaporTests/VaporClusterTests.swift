@@ -218,8 +218,9 @@ struct VaporClusterTests {
     }
 
     /// A trapping worker starts the Swift runtime's `swift-backtrace` and waits for it. A debug build's backtrace takes
-    /// 10–45 s here, longer than `--heartbeat-timeout 2`: the master kills the worker as hung, and kills its
-    /// children with it. Before, the backtracer, whose target was gone, waited forever as an orphan.
+    /// 10–45 s here, usually longer than `--heartbeat-timeout 2` (the test stops it to make sure): the master kills
+    /// the worker as hung, and kills its children with it. Before, the backtracer, whose target was gone, waited
+    /// forever as an orphan.
     @Test func aHungWorkersBacktracerDoesNotOutliveIt() throws {
         let server = try Self.start(["--workers", "1", "--test-hooks", "--heartbeat-timeout", "2"])
         defer { server.cleanUp() }
@@ -234,6 +235,13 @@ struct VaporClusterTests {
             return backtracer != nil
         }
         let helper = try #require(backtracer, "the trapping worker started no swift-backtrace: \(server.stderr)")
+        // Hold the backtracer still so the worker stays hung: a backtrace that finished within the 2 s timeout let
+        // the worker exit on its own, and the master never saw a hang (failed once on CI). Stopped, the backtracer
+        // waits like one whose target is gone; SIGKILL still ends it.
+        kill(helper, SIGSTOP)
+        defer {  // if the master left it, do not leave a stopped orphan behind the test
+            if ProcFS.read("/proc/\(helper)/comm")?.hasPrefix("swift-backtrac") == true { kill(helper, SIGKILL) }
+        }
         #expect(waitUntil { server.logCount("(hung); killing it") >= 1 }, "\(server.stderr)")
         #expect(waitUntil(timeout: .seconds(10)) { !ProcFS.isAlive(helper) }, "swift-backtrace \(helper) outlived its worker")
         #expect(waitUntil { server.workerPIDs.count == 1 && !server.workerPIDs.contains(trapped) })

@@ -146,6 +146,39 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Stalled workers' queues come back to a master that has no room for all of them at once. With a limit of
+        /// 100 over 8 workers each queue holds 12; seven stopped workers hold 84, which with the master's own
+        /// descriptors is more than it may open. After `--steal-after` their queues are taken back only as far as the
+        /// master has room, and the rest wait in the kernel until the connections taken so far are sent on. Before,
+        /// the master received every queue at once, and the kernel closed what did not fit: those clients saw their
+        /// connections reset.
+        @Test func stolenQueuesComeBackOnlyAsFarAsTheMasterHasRoom() throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "8", "--steal-after", "0.5", "--max-queued", "1024", "--drain-timeout", "5"],
+                descriptorLimit: 100, user: "65534")
+            defer { server.cleanUp() }
+            let workers = server.workerPIDs
+            try #require(workers.count == 8)
+            #expect(server.stderr.contains("each worker's queue holds at most 12 connections"), "\(server.stderr)")
+            let running = try #require(try get(port: server.port).workerPID)
+            let stopped = workers.filter { $0 != running }
+            for worker in stopped { kill(worker, SIGSTOP) }
+            defer { for worker in stopped { kill(worker, SIGCONT) } }
+            let base = ProcFS.descriptorCount(server.pid)
+            #expect(base + 7 * 12 > 100, "the master holds \(base) descriptors: the queues would fit at once")
+            let (connections, results, group) = try Self.requests(120, port: server.port)
+            // Well before the heartbeat timeout (10 s) would replace the stopped workers.
+            #expect(group.wait(timeout: .now() + 8) == .success, "answered: \(results.count) of 120\n\(server.stderr)")
+            let answered = results.all.compactMap { try? $0.get() }
+            #expect(answered.count == 120, "lost: \(results.all.filter { (try? $0.get()) == nil })\n\(server.stderr)")
+            #expect(answered.allSatisfy { $0.workerPID == running })
+            #expect(!server.stderr.contains("the kernel closed"), "\(server.stderr)")
+            #expect(server.logCount("queued connections go to other workers") >= 7, "\(server.stderr)")
+            withExtendedLifetime(connections) {}
+            for worker in stopped { kill(worker, SIGCONT) }
+            server.stopAndCheckNoOrphans()
+        }
+
         /// Issue 19, bug 4: a transient `sendmsg` failure is no verdict on the worker. Another process of the same
         /// user holds more descriptors in flight than the limit, so every send fails with ETOOMANYREFS: the master
         /// backs off and holds the connections, kills nobody, and sends them once the other process lets go.

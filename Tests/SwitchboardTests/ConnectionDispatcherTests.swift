@@ -22,14 +22,15 @@ import Testing
         var clients: [Int: CInt] = [:]
         private var nextID = 0
 
-        init(lanes: Int, bound: Int = 8, stealAfter: UInt64? = nil) throws {
+        init(lanes: Int, bound: Int = 8, stealAfter: UInt64? = nil, descriptorLimit: Int = .max) throws {
             epoll = try Syscalls.epollCreate()
             let bound_ = try Syscalls.listenTCP(host: "127.0.0.1", port: 0, backlog: 128, reusePort: false)
             port = bound_.port
             var logger = Logger(label: "dispatcher-test")
             logger.logLevel = .critical
             dispatcher = ConnectionDispatcher(
-                settings: .init(policy: .roundRobin, bound: bound, stealAfter: stealAfter),
+                settings: .init(
+                    policy: .roundRobin, bound: bound, descriptorLimit: descriptorLimit, stealAfter: stealAfter),
                 epoll: epoll, listenerToken: 1, logger: logger)
             dispatcher.adopt(listener: bound_.fd)
             for lane in 0..<lanes { try attach(lane) }
@@ -221,6 +222,42 @@ import Testing
         // A stalled worker that reports is back in the rotation.
         rig.dispatcher.report(0, open: 0)
         #expect(!rig.dispatcher.lanes[0].stalled)
+    }
+
+    /// A stalled queue is taken back only as far as the master has descriptors for; the rest stays the stalled
+    /// worker's, in its queue, until a later steal (after a pause) finds room. Each connection still reaches exactly
+    /// one worker.
+    @Test func aStolenQueueComesBackOnlyAsFarAsTheMasterHasDescriptors() throws {
+        let rig = try Rig(lanes: 2, stealAfter: 1_000_000, descriptorLimit: 1000)
+        nonisolated(unsafe) var open = 1000 - ConnectionDispatcher.descriptorReserve - 2  // room for two
+        rig.dispatcher.openDescriptorCount = { open }
+        var ids: [Int] = []
+        var served: [Int] = []
+        for _ in 0..<3 {  // three frames of one connection each in worker 0's queue
+            ids += try rig.connect(2)
+            rig.dispatcher.pump(accepting: true)
+            served += try rig.receive(1).ids
+        }
+        #expect(rig.dispatcher.lanes[0].queued == 3)
+        var now = Syscalls.monotonicNanoseconds() + 5_000_000
+        rig.dispatcher.runTimers(now: now)
+        #expect(rig.dispatcher.counters.stolen == 2, "two fit")
+        #expect(rig.dispatcher.lanes[0].queued == 1, "the third stays in the stalled worker's queue")
+        #expect(rig.dispatcher.pendingCount == 2)
+        // The pause: no steal until it ends, even with room.
+        open = 0
+        #expect(rig.dispatcher.nextDeadline(now: now) == now + ConnectionDispatcher.sendRetryDelay)
+        rig.dispatcher.runTimers(now: now + 1)
+        #expect(rig.dispatcher.counters.stolen == 2)
+        now += ConnectionDispatcher.sendRetryDelay
+        rig.dispatcher.runTimers(now: now)
+        #expect(rig.dispatcher.counters.stolen == 3)
+        #expect(rig.dispatcher.lanes[0].queued == 0)
+        rig.dispatcher.pump(accepting: true)
+        served += try rig.receive(1).ids
+        #expect(served.sorted() == ids)
+        #expect(try rig.receive(0).ids.isEmpty, "the stalled worker finds its queue empty")
+        #expect(ids.allSatisfy(rig.clientSeesEnd))
     }
 
     /// During a stop every worker drains: a queue that waits is left to its worker, which may yet serve it.

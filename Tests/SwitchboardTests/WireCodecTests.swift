@@ -42,6 +42,16 @@ import Testing
         #expect(frame.count == WireCodec.connectionsFrameSize)
     }
 
+    /// What a reader peeks before it receives (the worker for its room, the master before taking a queue back).
+    @Test func theConnectionCountIsReadFromAPeekedHeaderOnlyOfAConnectionsFrame() {
+        let frame = WireCodec.encode(.connections(firstSequence: 9, count: 70_000, reportReceipt: true))
+        #expect(WireCodec.connectionCount(peeked: frame, bytes: frame.count) == 70_000)
+        #expect(WireCodec.connectionCount(peeked: frame, bytes: frame.count - 1) == nil, "a short peek")
+        var drain = WireCodec.encode(.drain(deadlineMilliseconds: 700))
+        drain += [UInt8](repeating: 0, count: max(0, WireCodec.connectionsFrameSize - drain.count))
+        #expect(WireCodec.connectionCount(peeked: drain, bytes: WireCodec.connectionsFrameSize) == nil)
+    }
+
     @Test(arguments: 0..<WireCodec.headerSize)
     func shortFramesAreRejected(_ length: Int) {
         let frame = Array(WireCodec.encode(.ready).prefix(length))

@@ -31,6 +31,9 @@ package final class ConnectionDispatcher {
         /// The most descriptors in flight in all the queues together (the master's descriptor limit: see
         /// ``Scheduler/inFlightBudget``); `Int.max` for no limit.
         package var inFlightBudget: Int
+        /// The most descriptors the master may have open (its soft `RLIMIT_NOFILE`); `Int.max` for no limit. A queue
+        /// is taken back from a live worker only as far as they fit (see ``descriptorReserve``).
+        package var descriptorLimit: Int
         /// Take a worker's queue back once its oldest frame waited this long (nanoseconds); nil: never.
         package var stealAfter: UInt64?
         /// Whether the master accepts and passes connections (round-robin, least-connections) or only holds the
@@ -39,12 +42,13 @@ package final class ConnectionDispatcher {
 
         package init(
             policy: Scheduler.Policy, bound: Int, capacity: Int = .max, inFlightBudget: Int = .max,
-            stealAfter: UInt64? = nil, passesDescriptors: Bool = true
+            descriptorLimit: Int = .max, stealAfter: UInt64? = nil, passesDescriptors: Bool = true
         ) {
             self.policy = policy
             self.bound = bound
             self.capacity = capacity
             self.inFlightBudget = inFlightBudget
+            self.descriptorLimit = descriptorLimit
             self.stealAfter = stealAfter
             self.passesDescriptors = passesDescriptors
         }
@@ -99,7 +103,15 @@ package final class ConnectionDispatcher {
     private var acceptShortageLogged = false
     /// When the earliest send back-off ends, so timers look at the lanes only then.
     private var nextSendRetry: UInt64?
+    /// Descriptors the master keeps free when it takes a live worker's queue back: for accepting, starting a
+    /// worker, its control and health sockets.
+    package static let descriptorReserve = 16
+    /// How many descriptors this process has open now (the default lists `/proc/self/fd`); unit tests replace it.
+    package var openDescriptorCount: () -> Int = { Syscalls.openDescriptorCount() }
+    /// Until when stealing waits after a take-back stopped for lack of descriptors (monotonic nanoseconds).
+    private var stealPausedUntil: UInt64?
     private var receiveBuffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+    private var peekBuffer = [UInt8](repeating: 0, count: WireCodec.connectionsFrameSize)
     private var receiveDescriptors = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
     private let logger: Logger
 
@@ -200,7 +212,7 @@ package final class ConnectionDispatcher {
         guard lane < lanes.count else { return 0 }
         disconnect(lane)
         guard let kept = lanes[lane].kept else { return 0 }
-        let taken = takeBack(lane, live: false)
+        let taken = takeBack(lane, live: false).taken
         kept.close()
         lanes[lane].kept = nil
         return taken
@@ -458,13 +470,26 @@ package final class ConnectionDispatcher {
     /// connections go to `pending`. A frame is received by exactly one reader, so each connection now belongs to the
     /// master or to the worker, never to both. Frames without connections (a drain, a message) go back to a live
     /// worker's queue, in their order.
+    ///
+    /// From a live worker it takes only as many frames as the master has descriptors for (its limit less those open
+    /// and ``descriptorReserve``): the rest stay in the worker's queue, still the worker's, until the connections
+    /// taken so far are sent on and a later steal takes more. Receiving more than fit would let the kernel close them.
     /// - Parameter live: The worker still runs (its queue accounting stays); false once it was reaped.
-    /// - Returns: The connections taken back.
-    private func takeBack(_ lane: Int, live: Bool) -> Int {
-        guard let kept = lanes[lane].kept else { return 0 }
+    /// - Returns: The connections taken back, and whether frames were left for lack of descriptors.
+    private func takeBack(_ lane: Int, live: Bool) -> (taken: Int, short: Bool) {
+        guard let kept = lanes[lane].kept else { return (0, false) }
         var taken = 0
+        var short = false
+        var room = live && settings.descriptorLimit != .max
+            ? settings.descriptorLimit - openDescriptorCount() - Self.descriptorReserve : Int.max
         var others: [(frame: [UInt8], drain: Bool)] = []
         for _ in 0..<4096 {
+            if room != .max, case .done(let bytes)? = try? kept.peek(into: &peekBuffer),
+                let count = WireCodec.connectionCount(peeked: peekBuffer, bytes: bytes), count > room
+            {
+                short = true
+                break
+            }
             guard
                 case .done(let received)? = try? kept.receive(
                     into: &receiveBuffer, fds: &receiveDescriptors, blocking: false),
@@ -486,13 +511,14 @@ package final class ConnectionDispatcher {
             }
             pending.append(contentsOf: receiveDescriptors[0..<received.fds])
             taken += received.fds
+            if room != .max { room -= received.fds }
             if live {
                 // Frames older than this one were received by the worker; this one is the master's again.
                 if first > 1, let older = try? lanes[lane].frames.received(upTo: first - 1) { noteReceived(lane, older) }
                 _ = lanes[lane].frames.takenBack(through: first)
             }
         }
-        if live {
+        if live && !short {
             // The kernel queue is empty now: whatever the ring still lists, the worker received.
             let rest = lanes[lane].frames.connections
             lanes[lane].frames.removeAll()
@@ -512,7 +538,7 @@ package final class ConnectionDispatcher {
             }
         }
         counters.takenBack &+= UInt64(taken)
-        return taken
+        return (taken, short)
     }
 
     // MARK: timers
@@ -552,13 +578,17 @@ package final class ConnectionDispatcher {
     /// the master for nobody, while the worker they are queued for may still serve them once it runs again.
     private func stealFromStalledWorkers(now: UInt64) {
         guard let after = settings.stealAfter else { return }
+        if let paused = stealPausedUntil {
+            guard paused <= now else { return }
+            stealPausedUntil = nil
+        }
         for lane in lanes.indices where lanes[lane].channel != nil {
             guard let oldest = lanes[lane].frames.oldest, oldest.sentAt &+ after <= now,
                 scheduler.anotherServes(besides: lane, in: lanes)
             else { continue }
             refresh(lane)
             guard let stale = lanes[lane].frames.oldest, stale.sentAt &+ after <= now else { continue }
-            let taken = takeBack(lane, live: true)
+            let (taken, short) = takeBack(lane, live: true)
             if taken > 0 {
                 lanes[lane].stalled = true
                 counters.stolen &+= UInt64(taken)
@@ -566,11 +596,17 @@ package final class ConnectionDispatcher {
                     "worker received nothing for \((now - stale.sentAt) / 1_000_000) ms: \(taken) queued connections go to other workers",
                     metadata: lanes[lane].metadata)
             }
+            if short {
+                // No descriptors for more: the rest wait in their queues until what was taken is sent on.
+                stealPausedUntil = now &+ Self.sendRetryDelay
+                return
+            }
         }
     }
 
     private func nextStealCheck(now: UInt64) -> UInt64? {
         guard let after = settings.stealAfter else { return nil }
+        if let paused = stealPausedUntil, paused > now { return paused }
         var next: UInt64?
         for lane in lanes.indices where lanes[lane].channel != nil {
             guard let oldest = lanes[lane].frames.oldest else { continue }

@@ -134,6 +134,7 @@ package final class Master {
                 bound: configuration.maxQueued,
                 capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft),
                 inFlightBudget: Int(clamping: descriptorLimit.soft),
+                descriptorLimit: Int(clamping: descriptorLimit.soft),
                 stealAfter: configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil,
                 passesDescriptors: passesDescriptors),
             epoll: epollSet.raw, listenerToken: Token.listener, logger: logger)

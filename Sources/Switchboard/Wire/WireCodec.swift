@@ -171,6 +171,15 @@ public enum WireCodec {
 
 extension WireCodec {
     /// Rewrites the sequence and count of an encoded `connections` frame in place (no allocation).
+    /// How many connections the frame whose start was peeked into `header` carries (its first
+    /// ``connectionsFrameSize`` bytes, `bytes` of them copied), or nil when it is not a `connections` frame.
+    package static func connectionCount(peeked header: [UInt8], bytes: Int) -> Int? {
+        guard bytes == connectionsFrameSize, header.count >= connectionsFrameSize,
+            header[1] == MessageType.connections.rawValue
+        else { return nil }
+        return Int(read32(header[...], at: headerSize))
+    }
+
     static func patchConnections(_ frame: inout [UInt8], firstSequence: UInt64, count: Int, reportReceipt: Bool) {
         frame[2] = reportReceipt ? UInt8(reportReceiptFlag) : 0
         for offset in 0..<8 { frame[8 + offset] = UInt8(truncatingIfNeeded: firstSequence >> (8 * offset)) }

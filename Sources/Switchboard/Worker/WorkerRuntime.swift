@@ -337,12 +337,8 @@ public final class WorkerRuntime: @unchecked Sendable {
         /// The connection count of the next frame waiting, without receiving it; nil when the next frame carries
         /// no connections or nothing waits.
         private mutating func nextConnectionCount(_ runtime: WorkerRuntime) -> Int? {
-            guard case .done(let bytes)? = try? runtime.channel.peek(into: &header),
-                bytes == WireCodec.connectionsFrameSize, header[1] == WireCodec.MessageType.connections.rawValue
-            else { return nil }
-            let base = WireCodec.headerSize
-            return Int(header[base]) | Int(header[base + 1]) << 8 | Int(header[base + 2]) << 16
-                | Int(header[base + 3]) << 24
+            guard case .done(let bytes)? = try? runtime.channel.peek(into: &header) else { return nil }
+            return WireCodec.connectionCount(peeked: header, bytes: bytes)
         }
     }
 }

@@ -6,9 +6,9 @@ import Testing
 @testable import Switchboard
 
 /// The dispatcher driven through seeded random schedules on real sockets in one process: clients connect, workers
-/// receive some of their queue or none, die and are reaped, are replaced, drain, stall and have their queues stolen,
-/// have their channels fail, report; then a stop. After every step and at the end it checks the exactly-once rule
-/// from outside the dispatcher:
+/// receive some of their queue or none, die and are reaped, are replaced, drain, stall and have their queues stolen
+/// (in some schedules by a master with room for only a few descriptors, so only in part), have their channels fail,
+/// report; then a stop. After every step and at the end it checks the exactly-once rule from outside the dispatcher:
 /// - no connection reaches a worker twice, and none reaches a worker after that worker's `drain` frame;
 /// - at the end every accepted connection was received by exactly one worker or closed by the dispatcher (counted by
 ///   ``ConnectionDispatcher/stop()``), and every client sees its connection closed, so no copy stayed open anywhere.
@@ -41,7 +41,15 @@ import Testing
         var random = SplitMix64(seed: seed)
         let lanes = 1 + Int(seed % 3)
         let bound = [1, 2, 8][Int(seed / 3 % 3)]
-        let rig = try Rig(lanes: lanes, bound: bound, stealAfter: seed % 2 == 0 ? 1_000_000 : nil)
+        // Every fourth schedule the master is short of descriptors: before each timer step it has room for 0 to 6
+        // more, so a steal takes back only part of a queue and leaves the rest to a later one.
+        let short = seed % 4 == 0
+        let limit = 1_000
+        var room = 0
+        let rig = try Rig(
+            lanes: lanes, bound: bound, stealAfter: seed % 2 == 0 ? 1_000_000 : nil,
+            descriptorLimit: short ? limit : .max)
+        if short { rig.dispatcher.openDescriptorCount = { limit - ConnectionDispatcher.descriptorReserve - room } }
         var served: [Int: Int] = [:]  // id → the lane whose worker received it
         var drained = Array(repeating: false, count: lanes)
         var killed = Array(repeating: false, count: lanes)  // disconnected, not yet reaped
@@ -103,6 +111,7 @@ import Testing
                 rig.dispatcher.report(lane, open: 0)
             default:
                 clock = max(clock, Syscalls.monotonicNanoseconds()) + 2_000_000
+                room = Int.random(in: 0...6, using: &random)
                 rig.dispatcher.runTimers(now: clock)
             }
             actOnTroubles()

@@ -113,6 +113,29 @@ extension EndToEndTests {
             withExtendedLifetime(connections) {}
         }
 
+        /// A master that is not root with a descriptor limit of 100 and `workers` workers, each queue holding at most
+        /// `share` (limit ÷ workers), with every worker but one stopped (SIGSTOP).
+        static func startWithAllButOneStopped(
+            workers count: Int, share: Int, _ arguments: [String]
+        ) throws -> (server: SwitchboardProcess, running: pid_t, stopped: [pid_t]) {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "\(count)", "--max-queued", "1024", "--drain-timeout", "5"] + arguments,
+                descriptorLimit: 100, user: "65534")
+            do {
+                let workers = server.workerPIDs
+                try #require(workers.count == count)
+                #expect(
+                    server.stderr.contains("each worker's queue holds at most \(share) connections"), "\(server.stderr)")
+                let running = try #require(try get(port: server.port).workerPID)
+                let stopped = workers.filter { $0 != running }
+                for worker in stopped { kill(worker, SIGSTOP) }
+                return (server, running, stopped)
+            } catch {
+                server.cleanUp()
+                throw error
+            }
+        }
+
         /// A master that is not root may have at most its descriptor limit of descriptors in flight, counted over
         /// every queue (a send beyond it fails with ETOOMANYREFS). Three stopped workers' queues used to take that
         /// whole budget: every send failed, the running worker's too, and nothing moved until the heartbeat timeout
@@ -120,16 +143,9 @@ extension EndToEndTests {
         /// each queue holds at most its share of the budget, and the running worker serves the rest at once.
         @Test func stoppedWorkersCannotTakeEveryDescriptorInFlight() throws {
             // A limit of 100 over 4 workers: 25 per queue, though --max-queued would allow 1024.
-            let server = try SwitchboardProcess.start(
-                ["--workers", "4", "--steal-after", "0", "--max-queued", "1024", "--drain-timeout", "5"],
-                descriptorLimit: 100, user: "65534")
+            let (server, running, stopped) = try Self.startWithAllButOneStopped(
+                workers: 4, share: 25, ["--steal-after", "0"])
             defer { server.cleanUp() }
-            let workers = server.workerPIDs
-            try #require(workers.count == 4)
-            #expect(server.stderr.contains("each worker's queue holds at most 25 connections"), "\(server.stderr)")
-            let running = try #require(try get(port: server.port).workerPID)
-            let stopped = workers.filter { $0 != running }
-            for worker in stopped { kill(worker, SIGSTOP) }
             let (connections, results, group) = try Self.requests(200, port: server.port)
             // Well before the heartbeat timeout (10 s) would replace the stopped workers.
             #expect(
@@ -153,16 +169,9 @@ extension EndToEndTests {
         /// the master received every queue at once, and the kernel closed what did not fit: those clients saw their
         /// connections reset.
         @Test func stolenQueuesComeBackOnlyAsFarAsTheMasterHasRoom() throws {
-            let server = try SwitchboardProcess.start(
-                ["--workers", "8", "--steal-after", "0.5", "--max-queued", "1024", "--drain-timeout", "5"],
-                descriptorLimit: 100, user: "65534")
+            let (server, running, stopped) = try Self.startWithAllButOneStopped(
+                workers: 8, share: 12, ["--steal-after", "0.5"])
             defer { server.cleanUp() }
-            let workers = server.workerPIDs
-            try #require(workers.count == 8)
-            #expect(server.stderr.contains("each worker's queue holds at most 12 connections"), "\(server.stderr)")
-            let running = try #require(try get(port: server.port).workerPID)
-            let stopped = workers.filter { $0 != running }
-            for worker in stopped { kill(worker, SIGSTOP) }
             defer { for worker in stopped { kill(worker, SIGCONT) } }
             let base = ProcFS.descriptorCount(server.pid)
             #expect(base + 7 * 12 > 100, "the master holds \(base) descriptors: the queues would fit at once")

@@ -268,14 +268,16 @@ package final class ConnectionDispatcher {
 
     /// Hands waiting connections to workers, then accepts new ones while some worker has room.
     /// The hot path: no allocation, no logging, no locks per connection.
-    /// - Parameter accepting: The master serves (not starting, not stopping): new connections may be accepted.
-    package func pump(accepting: Bool) {
-        dispatchPending()
+    /// - Parameters:
+    ///   - accepting: The master serves (not starting, not stopping): new connections may be accepted.
+    ///   - now: The monotonic clock (nanoseconds) the frames sent in this pump are stamped with, for the steal check.
+    package func pump(accepting: Bool, now: UInt64 = Syscalls.monotonicNanoseconds()) {
+        dispatchPending(now: now)
         if settings.passesDescriptors && accepting && pending.isEmpty && listenerDescriptor.isValid
             && acceptResumeAt == nil
         {
-            acceptLoop()
-            dispatchPending()
+            acceptLoop(now: now)
+            dispatchPending(now: now)
         }
         updateListenerInterest(accepting: accepting)
     }
@@ -289,7 +291,7 @@ package final class ConnectionDispatcher {
 
     /// Hands `pending` to workers with room, through the same outboxes as fresh connections. Each round either sends
     /// or takes a worker out of the rotation (blocked, failed, detached), so it ends.
-    private func dispatchPending() {
+    private func dispatchPending(now: UInt64) {
         while !pending.isEmpty {
             var staged = 0
             while staged < Self.acceptBurst, !pending.isEmpty, let lane = nextLane() {
@@ -298,13 +300,13 @@ package final class ConnectionDispatcher {
             }
             counters.redispatched &+= UInt64(staged)
             guard staged > 0 else { return }
-            sendOutboxes()
+            sendOutboxes(now: now)
         }
     }
 
     /// Accepts a burst (up to ``acceptBurst``, while some worker has room), picking a worker for each in scheduling
     /// order, then sends each worker its share in one message: one `sendmsg` and one wake-up per worker per burst.
-    private func acceptLoop() {
+    private func acceptLoop(now: UInt64) {
         while true {
             var staged = 0
             accepting: while staged < Self.acceptBurst, let lane = nextLane() {
@@ -324,7 +326,7 @@ package final class ConnectionDispatcher {
                 stage(fd, on: lane)
                 staged += 1
             }
-            if staged > 0 { sendOutboxes() }
+            if staged > 0 { sendOutboxes(now: now) }
             // A full burst means more may be waiting; anything else means the backlog is empty or nobody has room.
             guard staged == Self.acceptBurst, pending.isEmpty, acceptResumeAt == nil else { return }
         }
@@ -340,8 +342,7 @@ package final class ConnectionDispatcher {
     /// Once a message is sent the master closes its copies: the connections wait in the worker's queue, held by the
     /// kernel, until the worker receives them or the master takes them back. A worker whose channel would block or
     /// fails gives its share back to `pending`.
-    private func sendOutboxes() {
-        let now = Syscalls.monotonicNanoseconds()
+    private func sendOutboxes(now: UInt64) {
         let bound = scheduler.queueBound(lanes: lanes.count)
         for lane in lanes.indices where !lanes[lane].outbox.isEmpty {
             let count = lanes[lane].outbox.count

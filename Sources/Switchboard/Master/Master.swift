@@ -297,11 +297,11 @@ package final class Master {
                 shutdownRemaining()
                 return code
             }
-            let timeout = millisecondsUntilNextTimer()
+            let due = nextTimerDeadline()
             let count: Int
             do {
                 count = try Syscalls.epollWait(
-                    epoll, &events, timeoutMilliseconds: timeout, unblockingSignals: ownsSignalHandlers)
+                    epoll, &events, timeoutMilliseconds: due.timeout, unblockingSignals: ownsSignalHandlers)
             } catch {
                 logger.critical("epoll_wait failed: \(error)")
                 return SwitchboardError.Code.system.exitCode
@@ -310,8 +310,16 @@ package final class Master {
                 let event = events[index]
                 handle(event: event)
             }
-            runTimers()
-            pump()
+            // One clock read per wake-up, for the timers and for the connections this pump sends. The timers run only
+            // once the earliest deadline the wait was computed from has come: a deadline an event handler moved
+            // closer is seen by the next wait, whose timeout is then 0.
+            let now = Syscalls.monotonicNanoseconds()
+            if now >= due.deadline {
+                runTimers(now: now)
+            } else if upgrade.check != nil {
+                pollUpgradeCheck(now: now)
+            }
+            pump(now: now)
         }
     }
 
@@ -384,7 +392,9 @@ package final class Master {
 
     // MARK: timers
 
-    private func millisecondsUntilNextTimer() -> Int {
+    /// The earliest deadline of every timer (`UInt64.max` for none), and the wait's timeout for it: -1 for none, else
+    /// milliseconds rounded up (at most a minute).
+    private func nextTimerDeadline() -> (deadline: UInt64, timeout: Int) {
         let now = Syscalls.monotonicNanoseconds()
         var next = machine.nextDeadline
         if let dispatch = dispatcher.nextDeadline(now: now) { next = min(next, dispatch) }
@@ -392,13 +402,12 @@ package final class Master {
         if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
         if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
         if let check = upgrade.nextDeadline { next = min(next, check) }
-        guard next != .max else { return -1 }
-        guard next > now else { return 0 }
-        return Int(min((next - now + 999_999) / 1_000_000, 60_000))
+        guard next != .max else { return (next, -1) }
+        guard next > now else { return (next, 0) }
+        return (next, Int(min((next - now + 999_999) / 1_000_000, 60_000)))
     }
 
-    private func runTimers() {
-        let now = Syscalls.monotonicNanoseconds()
+    private func runTimers(now: UInt64) {
         systemd.runTimers(now: now, source: self)
         dispatcher.runTimers(now: now)
         health.runTimers(now: now, source: self)
@@ -415,10 +424,11 @@ package final class Master {
 
     // MARK: dispatching
 
-    /// Hands connections on (``ConnectionDispatcher/pump(accepting:)``), then acts on what the dispatcher found that
+    /// Hands connections on (``ConnectionDispatcher/pump(accepting:now:)``), then acts on what the dispatcher found that
     /// only the supervisor may decide, after the dispatcher is done: never from inside it.
-    func pump() {
-        dispatcher.pump(accepting: machine.state == .running)
+    /// - Parameter now: The monotonic clock, when the caller has just read it.
+    func pump(now: UInt64 = Syscalls.monotonicNanoseconds()) {
+        dispatcher.pump(accepting: machine.state == .running, now: now)
         actOnDispatchTroubles()
     }
 

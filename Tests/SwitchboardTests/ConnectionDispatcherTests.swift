@@ -16,7 +16,7 @@ import Testing
     final class Rig {
         let epoll: CInt
         let port: Int
-        let dispatcher: ConnectionDispatcher
+        var dispatcher: ConnectionDispatcher
         /// Each lane's worker end as the worker holds it (its own copy, like fd 3 in a worker).
         var workers: [CInt] = []
         var clients: [Int: CInt] = [:]
@@ -145,7 +145,8 @@ import Testing
 
     @Test func aDrainingWorkerGetsItsDrainFrameAndNothingNew() throws {
         let rig = try Rig(lanes: 2)
-        #expect(rig.dispatcher.drain(0, deadlineMilliseconds: 500))
+        let sent = rig.dispatcher.drain(0, deadlineMilliseconds: 500)
+        #expect(sent)
         let ids = try rig.connect(4)
         rig.dispatcher.pump(accepting: true)
         let drained = try rig.receive(0)
@@ -265,7 +266,8 @@ import Testing
         let rig = try Rig(lanes: 2, stealAfter: 1_000_000)
         try rig.connect(2)
         rig.dispatcher.pump(accepting: true)
-        #expect(rig.dispatcher.drain(1, deadlineMilliseconds: 1000))
+        let sent = rig.dispatcher.drain(1, deadlineMilliseconds: 1000)
+        #expect(sent)
         _ = try rig.receive(1)
         let later = Syscalls.monotonicNanoseconds() + 5_000_000
         rig.dispatcher.runTimers(now: later)
@@ -278,7 +280,8 @@ import Testing
         let rig = try Rig(lanes: 2, stealAfter: 1_000_000)
         try rig.connect(2)
         rig.dispatcher.pump(accepting: true)
-        #expect(rig.dispatcher.drain(0, deadlineMilliseconds: 700))
+        let sent = rig.dispatcher.drain(0, deadlineMilliseconds: 700)
+        #expect(sent)
         _ = try rig.receive(1)
         rig.dispatcher.runTimers(now: Syscalls.monotonicNanoseconds() + 5_000_000)
         #expect(rig.dispatcher.counters.stolen == 1)

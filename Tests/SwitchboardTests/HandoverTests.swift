@@ -73,7 +73,7 @@ import Testing
         defer { close(epoll) }
         var logger = Logger(label: "handover-test")
         logger.logLevel = .critical
-        let adopted = ConnectionDispatcher(
+        var adopted = ConnectionDispatcher(
             settings: rig.dispatcher.settings, epoll: epoll, listenerToken: 1, logger: logger)
         try adopted.restore(snapshot, token: { UInt64($0) << 8 | 3 }, metadata: { _ in [:] })
         #expect(adopted.counters == rig.dispatcher.counters)

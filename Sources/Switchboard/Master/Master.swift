@@ -52,7 +52,7 @@ package final class Master {
     /// Where lifecycle events go (``Supervisor/events``).
     package var eventSink: (@Sendable (SupervisorEvent) -> Void)?
     /// The listener, `pending` and one lane per worker: every accepted connection until a worker receives it.
-    let dispatcher: ConnectionDispatcher
+    var dispatcher: ConnectionDispatcher
     /// The listening socket (owned by the dispatcher; -1 after the stop).
     var listener: CInt { dispatcher.listener }
     package internal(set) var port = 0

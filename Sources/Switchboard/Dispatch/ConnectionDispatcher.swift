@@ -486,11 +486,14 @@ package struct ConnectionDispatcher: ~Copyable {
         guard let kept = lanes[lane].kept else { return (0, false) }
         var taken = 0
         var short = false
-        var room = live && settings.descriptorLimit != .max
-            ? settings.descriptorLimit - openDescriptorCount() - Self.descriptorReserve : Int.max
+        // How many more descriptors the master may receive; nil: no limit applies (a reaped worker's queue always
+        // comes back whole, the kernel closes what does not fit).
+        var room: Int? =
+            live && settings.descriptorLimit != .max
+            ? settings.descriptorLimit - openDescriptorCount() - Self.descriptorReserve : nil
         var others: [(frame: [UInt8], drain: Bool)] = []
         for _ in 0..<4096 {
-            if room != .max, case .done(let bytes)? = try? kept.peek(into: &peekBuffer),
+            if let room, case .done(let bytes)? = try? kept.peek(into: &peekBuffer),
                 let count = WireCodec.connectionCount(peeked: peekBuffer, bytes: bytes), count > room
             {
                 short = true
@@ -517,7 +520,7 @@ package struct ConnectionDispatcher: ~Copyable {
             }
             pending.append(contentsOf: receiveDescriptors[0..<received.fds])
             taken += received.fds
-            if room != .max { room -= received.fds }
+            if let left = room { room = left - received.fds }
             if live {
                 // Frames older than this one were received by the worker; this one is the master's again.
                 if first > 1, let older = try? lanes[lane].frames.received(upTo: first - 1) { noteReceived(lane, older) }

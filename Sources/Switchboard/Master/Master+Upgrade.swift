@@ -41,7 +41,7 @@ struct MasterUpgrade {
 
     /// When ``Master/pollUpgradeCheck(now:)`` is due.
     var nextDeadline: UInt64? {
-        check.map { _ in Syscalls.monotonicNanoseconds() &+ Self.checkPoll }
+        check == nil ? nil : Syscalls.monotonicNanoseconds() &+ Self.checkPoll
     }
 }
 

@@ -213,11 +213,12 @@ final class ControlServer {
 
     // MARK: timers
 
-    /// When ``runTimers(now:)`` has something to do next (monotonic nanoseconds), or nil.
+    /// When ``runTimers(now:)`` has something to do next (monotonic nanoseconds), or nil. Asked at every wake-up of
+    /// the master, so a plain loop: no array is built.
     func nextDeadline(now: UInt64) -> UInt64? {
-        let client = clients.map(\.giveUpAt).min()
-        guard let resume = acceptsResumeAt else { return client }
-        return min(client ?? .max, resume)
+        var next = acceptsResumeAt
+        for client in clients { next = min(next ?? .max, client.giveUpAt) }
+        return next
     }
 
     /// Watches the socket again once its pause is over, and closes clients that did not finish their line in time.

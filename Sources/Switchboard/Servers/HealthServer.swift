@@ -309,11 +309,14 @@ final class HealthServer {
 
     // MARK: timers
 
-    /// When ``runTimers(now:source:)`` has something to do next (monotonic nanoseconds), or nil.
+    /// When ``runTimers(now:source:)`` has something to do next (monotonic nanoseconds), or nil. Asked at every
+    /// wake-up of the master, so a plain loop: no array is built.
     func nextDeadline(now: UInt64) -> UInt64? {
-        let probe = probes.map { $0.bytes.isEmpty ? min($0.silentUntil, $0.giveUpAt) : $0.giveUpAt }.min()
-        guard let resume = acceptsResumeAt else { return probe }
-        return min(probe ?? .max, resume)
+        var next = acceptsResumeAt
+        for probe in probes {
+            next = min(next ?? .max, probe.bytes.isEmpty ? min(probe.silentUntil, probe.giveUpAt) : probe.giveUpAt)
+        }
+        return next
     }
 
     /// Answers silent probers (agent-checks that send nothing), closes the ones that took too long, and watches the

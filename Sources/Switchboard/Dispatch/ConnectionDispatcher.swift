@@ -33,11 +33,10 @@ package struct ConnectionDispatcher: ~Copyable {
         package var bound: Int
         /// The most connections one worker may hold, open plus queued.
         package var capacity: Int
-        /// The most descriptors in flight in all the queues together (the master's descriptor limit: see
-        /// ``Scheduler/inFlightBudget``); `Int.max` for no limit.
-        package var inFlightBudget: Int
-        /// The most descriptors the master may have open (its soft `RLIMIT_NOFILE`); `Int.max` for no limit. A queue
-        /// is taken back from a live worker only as far as they fit (see ``descriptorReserve``).
+        /// The most descriptors the master may have open (its soft `RLIMIT_NOFILE`); `Int.max` for no limit. The same
+        /// number bounds two things: the descriptors in flight in all the queues together (the scheduler's
+        /// ``Scheduler/inFlightBudget``: the kernel counts a sender's in-flight descriptors against its limit), and how
+        /// far a live worker's queue is taken back (only as far as they fit, see ``descriptorReserve``).
         package var descriptorLimit: Int
         /// Take a worker's queue back once its oldest frame waited this long (nanoseconds); nil: never.
         package var stealAfter: UInt64?
@@ -46,13 +45,11 @@ package struct ConnectionDispatcher: ~Copyable {
         package var passesDescriptors: Bool
 
         package init(
-            policy: Scheduler.Policy, bound: Int, capacity: Int = .max, inFlightBudget: Int = .max,
-            descriptorLimit: Int = .max, stealAfter: UInt64? = nil, passesDescriptors: Bool = true
+            policy: Scheduler.Policy, bound: Int, capacity: Int = .max, descriptorLimit: Int = .max, stealAfter: UInt64? = nil, passesDescriptors: Bool = true
         ) {
             self.policy = policy
             self.bound = bound
             self.capacity = capacity
-            self.inFlightBudget = inFlightBudget
             self.descriptorLimit = descriptorLimit
             self.stealAfter = stealAfter
             self.passesDescriptors = passesDescriptors
@@ -128,7 +125,7 @@ package struct ConnectionDispatcher: ~Copyable {
         self.settings = settings
         self.scheduler = Scheduler(
             policy: settings.policy, bound: settings.bound, capacity: settings.capacity,
-            inFlightBudget: settings.inFlightBudget)
+            inFlightBudget: settings.descriptorLimit)
         self.epoll = epoll
         self.listenerToken = listenerToken
         self.logger = logger
@@ -224,7 +221,7 @@ package struct ConnectionDispatcher: ~Copyable {
     }
 
     /// The most connections one worker's queue may hold with `workers` workers: ``Settings/bound``, or less when the
-    /// workers' shares of ``Settings/inFlightBudget`` are smaller.
+    /// workers' shares of ``Settings/descriptorLimit`` are smaller.
     package func queueBound(workers: Int) -> Int {
         scheduler.queueBound(lanes: workers)
     }

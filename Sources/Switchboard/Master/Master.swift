@@ -133,7 +133,6 @@ package final class Master {
                 policy: strategy.scheduling ?? .roundRobin,
                 bound: configuration.maxQueued,
                 capacity: configuration.limits.effectiveMaxConnections(descriptorLimit: descriptorLimit.soft),
-                inFlightBudget: Int(clamping: descriptorLimit.soft),
                 descriptorLimit: Int(clamping: descriptorLimit.soft),
                 stealAfter: configuration.stealAfter > .zero ? UInt64(configuration.stealAfter.nanoseconds) : nil,
                 passesDescriptors: passesDescriptors),

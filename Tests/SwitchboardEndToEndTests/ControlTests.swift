@@ -143,6 +143,63 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Reads what the master writes on `fd` until it closes the connection, for at most `timeout` seconds: the
+        /// answer, and whether the master closed it in that time.
+        static func answer(_ fd: CInt, within timeout: Double) -> (text: String, closed: Bool) {
+            let deadline = Date().addingTimeInterval(timeout)
+            var answer: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 512)
+            while true {
+                let left = Int32(max(0, deadline.timeIntervalSinceNow * 1000))
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, left) == 1 else { return (String(decoding: answer, as: UTF8.self), false) }
+                let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if count <= 0 { return (String(decoding: answer, as: UTF8.self), true) }
+                answer += chunk[0..<count]
+            }
+        }
+
+        /// A client that sends half a command and then nothing holds one of the 16 places for 2 seconds, not for
+        /// ever: it is told so and closed. While all 16 are held, one more client is turned away at once with an
+        /// error line, and afterwards the master holds no more descriptors than before.
+        @Test func silentClientsAreCutAfterTwoSecondsAndTheSeventeenthIsTurnedAway() throws {
+            let socket = Self.socketPath()
+            let server = try SwitchboardProcess.start(["--workers", "1", "--control-socket", socket])
+            defer { server.cleanUp() }
+            #expect(try Self.client(["status"], socket: socket).status == 0)
+            let descriptors = ProcFS.descriptorCount(server.pid)
+            var held: [CInt] = []
+            defer { for fd in held { close(fd) } }
+            let connected = Date()
+            for _ in 0..<16 {
+                let fd = sb_unix_connect(socket)
+                try #require(fd >= 0, "connect: errno \(errno)")
+                _ = Array("sta".utf8).withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+                held.append(fd)
+            }
+            #expect(waitUntil(timeout: .seconds(2)) { ProcFS.descriptorCount(server.pid) >= descriptors + 16 })
+
+            let extra = sb_unix_connect(socket)
+            try #require(extra >= 0, "connect: errno \(errno)")
+            let turnedAway = Self.answer(extra, within: 1)
+            close(extra)
+            #expect(turnedAway.text == "error: too many control clients at once; try again\n", "\(turnedAway)")
+            #expect(turnedAway.closed, "the seventeenth client was not closed at once")
+
+            for fd in held {
+                let cut = Self.answer(fd, within: 6)
+                #expect(cut.text == "error: no command within 2 seconds\n", "\(cut)")
+                #expect(cut.closed)
+            }
+            let waited = Date().timeIntervalSince(connected)
+            #expect(waited >= 1.9 && waited < 5, "the silent clients were cut after \(waited) s")
+            #expect(waitUntil(timeout: .seconds(2)) { ProcFS.descriptorCount(server.pid) == descriptors },
+                    "the master holds \(ProcFS.descriptorCount(server.pid)) descriptors, \(descriptors) before")
+            #expect(try Self.client(["status"], socket: socket).status == 0)
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
         /// Out of descriptors, the control socket pauses its accepts as the TCP listeners do (its backlog holds the
         /// clients) instead of spinning on EMFILE; once the clients close, `switchboard status` works again.
         @Test func clientsPastTheDescriptorLimitPauseAcceptingInsteadOfSpinning() throws {

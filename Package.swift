@@ -134,7 +134,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardHTTP1Tests",
-            dependencies: ["SwitchboardHTTP1", "Switchboard"],
+            dependencies: ["SwitchboardHTTP1", "Switchboard", "SwitchboardSimulation"],
             swiftSettings: strictSwift
         ),
         .testTarget(

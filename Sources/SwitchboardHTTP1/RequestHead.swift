@@ -15,27 +15,45 @@ package struct RequestHead: Equatable {
     package var expectsContinue: Bool
 
     /// Parses the request line and headers in `bytes[start..<headEnd]` (`headEnd` is where `\r\n\r\n` starts).
+    ///
+    /// Runs once per request on every worker's hot path, so it reads `bytes` by index: no slices (each would retain
+    /// the array), no closures, and a field name is compared only with the names of its length.
     package static func parse(_ bytes: [UInt8], _ start: Int, _ headEnd: Int) -> Result<RequestHead, Failure> {
-        // Request line: method SP target SP HTTP/1.x
+        // Request line: method SP target SP HTTP/1.x, up to its CR; the first two spaces split it.
         var lineEnd = start
-        while lineEnd < headEnd && bytes[lineEnd] != 13 { lineEnd += 1 }
-        guard Self.endsWithLineFeed(bytes, lineEnd, headEnd),
-            let firstSpace = bytes[start..<lineEnd].firstIndex(of: 32), firstSpace > start,
-            let secondSpace = bytes[(firstSpace + 1)..<lineEnd].firstIndex(of: 32), secondSpace > firstSpace + 1
-        else { return .failure(.malformed) }
-        let method = bytes[start..<firstSpace]
-        guard method.allSatisfy({ $0 >= 65 && $0 <= 90 }) else { return .failure(.malformed) }
-        let version = bytes[(secondSpace + 1)..<lineEnd]
-        guard version.count == 8, Self.equalsIgnoringCase(version.prefix(5), "http/") else { return .failure(.malformed) }
-        let major = version[version.startIndex + 5]
-        let minor = version[version.startIndex + 7]
-        guard version[version.startIndex + 6] == 46, (48...57).contains(major), (48...57).contains(minor) else {
+        var firstSpace = -1
+        var secondSpace = -1
+        while lineEnd < headEnd {
+            let byte = bytes[lineEnd]
+            if byte == 13 { break }
+            if byte == 32 {
+                if firstSpace < 0 {
+                    firstSpace = lineEnd
+                } else if secondSpace < 0 {
+                    secondSpace = lineEnd
+                }
+            }
+            lineEnd += 1
+        }
+        guard Self.endsWithLineFeed(bytes, lineEnd, headEnd), firstSpace > start, secondSpace > firstSpace + 1 else {
+            return .failure(.malformed)
+        }
+        for index in start..<firstSpace where bytes[index] < 65 || bytes[index] > 90 { return .failure(.malformed) }
+        // The version: exactly `HTTP/d.d`, the name in any case.
+        let version = secondSpace + 1
+        guard lineEnd - version == 8, Self.equalsIgnoringCase(bytes, version, version + 5, "http/") else {
+            return .failure(.malformed)
+        }
+        let major = bytes[version + 5]
+        let minor = bytes[version + 7]
+        guard bytes[version + 6] == 46, major >= 48 && major <= 57, minor >= 48 && minor <= 57 else {
             return .failure(.malformed)
         }
         guard major == 49 else { return .failure(.version) }
         let isHTTP10 = minor == 48
-        let target = bytes[(firstSpace + 1)..<secondSpace]
-        guard !target.contains(where: { $0 < 33 || $0 == 127 }) else { return .failure(.malformed) }
+        for index in (firstSpace + 1)..<secondSpace where bytes[index] < 33 || bytes[index] == 127 {
+            return .failure(.malformed)
+        }
 
         var connectionClose = false
         var connectionKeepAlive = false
@@ -43,24 +61,34 @@ package struct RequestHead: Equatable {
         var expectsContinue = false
         var cursor = lineEnd + 2
         while cursor < headEnd + 2 {
-            var end = cursor
-            while end < headEnd && bytes[end] != 13 { end += 1 }
+            // One pass over each line. The name is a token right before the colon: obsolete line folding, lines
+            // without a colon and whitespace before the colon (RFC 9112 5.1) are malformed.
+            var colon = cursor
+            while colon < headEnd && Self.isTokenByte(bytes[colon]) { colon += 1 }
+            guard colon < headEnd, bytes[colon] == 58 else {
+                // No colon: the empty line that ends the head, or a malformed line.
+                guard colon == cursor, colon == headEnd || bytes[colon] == 13,
+                    Self.endsWithLineFeed(bytes, colon, headEnd)
+                else { return .failure(.malformed) }
+                break
+            }
+            guard colon > cursor else { return .failure(.malformed) }
+            // The value runs to the CR, which must have its LF; a NUL or a line feed in it is rejected, not passed
+            // on (RFC 9110 5.5).
+            var end = colon + 1
+            while end < headEnd {
+                let byte = bytes[end]
+                if byte == 13 { break }
+                if byte == 0 || byte == 10 { return .failure(.malformed) }
+                end += 1
+            }
             guard Self.endsWithLineFeed(bytes, end, headEnd) else { return .failure(.malformed) }
-            if end == cursor { break }
-            // Obsolete line folding, lines without a colon and names that are not a token (whitespace before the
-            // colon, RFC 9112 5.1) are malformed.
-            guard let colon = bytes[cursor..<end].firstIndex(of: 58), colon > cursor,
-                bytes[cursor..<colon].allSatisfy(Self.isTokenByte)
-            else { return .failure(.malformed) }
-            let name = bytes[cursor..<colon]
             var valueStart = colon + 1
             var valueEnd = end
             while valueStart < valueEnd && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
             while valueEnd > valueStart && (bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9) { valueEnd -= 1 }
-            let value = bytes[valueStart..<valueEnd]
-            // A value with a NUL or a line feed in it is rejected, not passed on (RFC 9110 5.5).
-            guard !value.contains(0) && !value.contains(10) else { return .failure(.malformed) }
-            if Self.equalsIgnoringCase(name, "connection") {
+            switch colon - cursor {
+            case 10 where Self.equalsIgnoringCase(bytes, cursor, colon, "connection"):
                 var tokenStart = valueStart
                 while tokenStart < valueEnd {
                     var tokenEnd = tokenStart
@@ -69,28 +97,36 @@ package struct RequestHead: Equatable {
                     var last = tokenEnd
                     while first < last && (bytes[first] == 32 || bytes[first] == 9) { first += 1 }
                     while last > first && (bytes[last - 1] == 32 || bytes[last - 1] == 9) { last -= 1 }
-                    if Self.equalsIgnoringCase(bytes[first..<last], "close") { connectionClose = true }
-                    if Self.equalsIgnoringCase(bytes[first..<last], "keep-alive") { connectionKeepAlive = true }
+                    if Self.equalsIgnoringCase(bytes, first, last, "close") { connectionClose = true }
+                    if Self.equalsIgnoringCase(bytes, first, last, "keep-alive") { connectionKeepAlive = true }
                     tokenStart = tokenEnd + 1
                 }
-            } else if Self.equalsIgnoringCase(name, "content-length") {
-                guard !value.isEmpty, value.count <= 18, value.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
-                    return .failure(.malformed)
+            case 14 where Self.equalsIgnoringCase(bytes, cursor, colon, "content-length"):
+                guard valueEnd > valueStart, valueEnd - valueStart <= 18 else { return .failure(.malformed) }
+                var length = 0
+                for index in valueStart..<valueEnd {
+                    let digit = bytes[index]
+                    guard digit >= 48 && digit <= 57 else { return .failure(.malformed) }
+                    length = length * 10 + Int(digit - 48)
                 }
-                let length = value.reduce(0) { $0 * 10 + Int($1 - 48) }
                 if let earlier = contentLength, earlier != length { return .failure(.malformed) }
                 contentLength = length
-            } else if Self.equalsIgnoringCase(name, "transfer-encoding") {
+            case 17 where Self.equalsIgnoringCase(bytes, cursor, colon, "transfer-encoding"):
                 return .failure(.transferEncoding)
-            } else if Self.equalsIgnoringCase(name, "expect") {
-                expectsContinue = Self.equalsIgnoringCase(value, "100-continue")
+            case 6 where Self.equalsIgnoringCase(bytes, cursor, colon, "expect"):
+                expectsContinue = Self.equalsIgnoringCase(bytes, valueStart, valueEnd, "100-continue")
+            default:
+                break
             }
             cursor = end + 2
         }
+        let isHead =
+            firstSpace - start == 4 && bytes[start] == 72 && bytes[start + 1] == 69 && bytes[start + 2] == 65
+            && bytes[start + 3] == 68  // HEAD
         return .success(
             RequestHead(
-                target: target.indices,
-                isHead: method.elementsEqual("HEAD".utf8),
+                target: (firstSpace + 1)..<secondSpace,
+                isHead: isHead,
                 isHTTP10: isHTTP10,
                 keepAlive: isHTTP10 ? connectionKeepAlive && !connectionClose : !connectionClose,
                 contentLength: contentLength ?? 0,
@@ -99,12 +135,12 @@ package struct RequestHead: Equatable {
 
     /// Whether the line that stops at `end` (a CR, or `headEnd`) ends with CRLF: a CR without its LF is malformed
     /// (RFC 9112 2.2), not a line end that takes the next byte with it. At `headEnd` the final CRLF CRLF follows.
-    private static func endsWithLineFeed(_ bytes: [UInt8], _ end: Int, _ headEnd: Int) -> Bool {
+    static func endsWithLineFeed(_ bytes: [UInt8], _ end: Int, _ headEnd: Int) -> Bool {
         end == headEnd || bytes[end + 1] == 10
     }
 
     /// A `tchar` (RFC 9110 5.6.2), what a field name is made of.
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
+    static func isTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
         case 48...57, 65...90, 97...122: true  // digits and letters
         case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: true  // !#$%&'*+-.^_`|~
@@ -112,10 +148,11 @@ package struct RequestHead: Equatable {
         }
     }
 
-    package static func equalsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lowercase: StaticString) -> Bool {
-        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+    /// Whether `bytes[from..<to]` is `lowercase`, ASCII letters in any case.
+    package static func equalsIgnoringCase(_ bytes: [UInt8], _ from: Int, _ to: Int, _ lowercase: StaticString) -> Bool {
+        guard to - from == lowercase.utf8CodeUnitCount else { return false }
         return lowercase.withUTF8Buffer { expected in
-            var index = bytes.startIndex
+            var index = from
             for byte in expected {
                 let actual = bytes[index]
                 let folded = actual >= 65 && actual <= 90 ? actual + 32 : actual

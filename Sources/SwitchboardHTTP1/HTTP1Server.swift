@@ -27,8 +27,6 @@ enum HTTP1Token {
 /// On a drain it stops accepting, lets each machine close what is idle and finish what is in flight, and exits
 /// when none is left or at the deadline.
 package final class HTTP1Server<Responder: HTTP1Responder> {
-    typealias Entry = HTTP1ServerEntry
-
     /// How often connection timers are checked while any connection is open.
     package static var sweepInterval: UInt64 { 100_000_000 }
 
@@ -52,20 +50,16 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     private var roomAgain = false
     /// Accepting paused until then after running out of descriptors.
     private var acceptResumeAt: UInt64 = 0
-    /// Connections by descriptor number, worked on in place.
-    private var table = ConnectionTable()
+    /// The connections and the work on them (``HTTP1Connections``).
+    private var connections: HTTP1Connections
     /// Connections open.
-    private var open: Int { table.count }
-    private var handled: UInt64 = 0
-    /// Requests answered in total: what the heartbeats report as handled.
-    private var answered: UInt64 = 0
+    private var open: Int { connections.count }
     private var draining = false
     private var drainDeadline: UInt64 = .max
     private var nextHeartbeat: UInt64 = 0
     private var nextSweep: UInt64 = .max
     private var now: UInt64 = 0
     private let heartbeatNanoseconds: UInt64
-    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     /// How long the loop may run without blocking before it yields the CPU (`sched_yield`), in nanoseconds
     /// (``LoopRest``).
     ///
@@ -100,12 +94,14 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         self.maxConnections = runtime.maxConnections
         self.fallbackDrain = UInt64(max(runtime.drainTimeout.nanoseconds, 0))
         self.heartbeatNanoseconds = max(UInt64(max(runtime.heartbeatInterval.nanoseconds, 0)), 1_000_000)
+        self.connections = HTTP1Connections(logger: logger)
     }
 
     /// Serves until drained, then exits the process with 0.
     package func run(announcingReady: Bool) -> Never {
         do {
             epoll = try Syscalls.epollCreate()
+            connections.epoll = epoll
             signals = try Syscalls.signalDescriptor([SIGTERM])
             try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: HTTP1Token.signals)
             try Syscalls.epollAdd(epoll, runtime.descriptor, events: sb_EPOLLIN, token: HTTP1Token.channel)
@@ -167,7 +163,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         switch event.data & 0xff {
         case HTTP1Token.connectionKind:
             let fd = CInt(truncatingIfNeeded: event.data >> 8)
-            guard table.contains(fd) else { return }
+            guard connections.contains(fd) else { return }
             if event.events & (sb_EPOLLIN | sb_EPOLLHUP | sb_EPOLLERR) != 0 {
                 readable(fd)
             }
@@ -255,8 +251,9 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     /// Takes a connection (passed or accepted; this worker owns the descriptor) and answers what it already sent.
-    /// It joins the epoll set only if it has to wait (``service(_:)``): under `Connection: close` the request is
-    /// usually there, and the whole connection is read, answered and closed without two `epoll_ctl` calls.
+    /// It joins the epoll set only if it has to wait (``HTTP1Connections/service(_:now:responder:)``): under
+    /// `Connection: close` the request is usually there, and the whole connection is read, answered and closed
+    /// without two `epoll_ctl` calls.
     private func adopt(_ fd: CInt) {
         // TCP_NODELAY succeeds only on a TCP socket: the type check (one more call) only when it fails.
         guard Syscalls.setNoDelay(fd) || Syscalls.isStreamSocket(fd) else {
@@ -265,96 +262,34 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             return
         }
         if now == 0 { now = Syscalls.monotonicNanoseconds() }
+        let now = self.now
         var machine = HTTP1Connection(limits: limits, now: now)
         if draining { machine.drain(now: now) }
-        table.insert(fd, Entry(machine: machine, watching: nil))
         adoptedThisRound = true
-        handled &+= 1
         if nextSweep == .max { nextSweep = now &+ Self.sweepInterval }
         // The request is usually there already: answering now saves a trip through epoll.
-        readable(fd)
-        service(fd)
+        if connections.adopt(fd, machine, now: now, responder: responder) == .close { closeConnection(fd) }
     }
 
     // MARK: reading and writing
 
     /// Reads what the machine wants read, answering as it goes.
     private func readable(_ fd: CInt) {
-        let next = table.withEntry(fd) { entry -> AfterIO in
-            while entry.machine.wantsRead {
-                let result: NonBlocking<Int>
-                do {
-                    result = try Syscalls.read(fd, into: &readBuffer, at: 0)
-                } catch {
-                    return .close  // reset by the client
-                }
-                guard case .done(let count) = result else { return .keep }
-                if count == 0 {
-                    entry.machine.receivedEnd(now: now)
-                    return .keep
-                }
-                let before = entry.machine.answered
-                entry.machine.received(readBuffer, count: count, now: now, responder: responder)
-                answered &+= UInt64(entry.machine.answered - before)
-                guard Self.flush(&entry, fd, now: now, responder: responder) else { return .close }
-                if count < readBuffer.count { return .keep }  // drained; epoll says when there is more
-            }
-            return .keep
-        }
-        if next == .close { closeConnection(fd) }
-    }
-
-    /// Writes what the machine has queued, as far as the socket takes it.
-    /// - Returns: false when the write failed (the connection is to be closed).
-    private static func flush(_ entry: inout Entry, _ fd: CInt, now: UInt64, responder: Responder) -> Bool {
-        while entry.machine.wantsWrite {
-            do {
-                guard
-                    case .done(let written) = try Syscalls.write(
-                        fd, entry.machine.output, from: entry.machine.outputOffset, to: entry.machine.output.count)
-                else { return true }
-                entry.machine.wrote(written, now: now, responder: responder)
-            } catch {
-                return false
-            }
-        }
-        return true
+        if connections.readable(fd, now: now, responder: responder) == .close { closeConnection(fd) }
     }
 
     /// After anything happened to `fd`: write what is queued, close it when its machine is done, and watch what
     /// the machine wants next.
     private func service(_ fd: CInt) {
-        let next = table.withEntry(fd) { entry -> AfterIO in
-            guard Self.flush(&entry, fd, now: now, responder: responder), !entry.machine.isFinished else { return .close }
-            let wanted = (entry.machine.wantsRead ? sb_EPOLLIN : 0) | (entry.machine.wantsWrite ? sb_EPOLLOUT : 0)
-            guard let watching = entry.watching else {
-                // Its first wait. With no events wanted it joins too: epoll still reports a hang-up or an error.
-                do {
-                    try Syscalls.epollAdd(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
-                } catch {
-                    logger.warning("cannot watch a connection: \(error); closing it")
-                    return .close
-                }
-                entry.watching = wanted
-                return .keep
-            }
-            guard wanted != watching else { return .keep }
-            entry.watching = wanted
-            try? Syscalls.epollModify(epoll, fd, events: wanted, token: HTTP1Token.connection(fd))
-            return .keep
-        }
-        if next == .close { closeConnection(fd) }
+        if connections.service(fd, now: now, responder: responder) == .close { closeConnection(fd) }
     }
 
     private func closeConnection(_ fd: CInt) {
-        guard let removed = table.remove(fd) else { return }
-        // Remove it explicitly: the master may still hold a copy of this socket, which would keep it in the set.
-        if removed.watching != nil { Syscalls.epollRemove(epoll, fd) }
-        Syscalls.close(fd)
+        guard let open = connections.close(fd) else { return }
         if !channelWatched && !masterGone { roomAgain = true }
         if open == maxConnections - 1 {
             // Room again: tell the master now rather than at the next heartbeat, and accept again.
-            runtime.heartbeat(open: open, handled: answered)
+            runtime.heartbeat(open: open, handled: connections.answered)
             updateListenerInterest()
         }
     }
@@ -383,21 +318,13 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             receiveFromMaster()
         }
         if now >= nextHeartbeat {
-            runtime.heartbeat(open: open, handled: answered)
+            runtime.heartbeat(open: open, handled: connections.answered)
             nextHeartbeat = now &+ heartbeatNanoseconds
         }
         if now >= nextSweep {
             nextSweep = open > 0 ? now &+ Self.sweepInterval : .max
-            for fd in 0..<table.end {
-                let due = table.withEntry(fd) { entry -> Bool in
-                    guard entry.machine.deadline <= now else { return false }
-                    entry.machine.tick(now: now, responder: responder)
-                    if let ending = entry.machine.ending, entry.machine.isFinished {
-                        logger.debug("closing a connection", metadata: ["connection.ending": "\(ending)"])
-                    }
-                    return true
-                }
-                if due == true { service(fd) }
+            for fd in 0..<connections.end where connections.tick(fd, now: now, responder: responder) {
+                service(fd)
             }
         }
         if acceptResumeAt > 0 && now >= acceptResumeAt {
@@ -425,7 +352,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         logger.info("draining", metadata: ["connections.open": "\(open)"])
         let now = Syscalls.monotonicNanoseconds()
         if nextSweep == .max && open > 0 { nextSweep = now &+ Self.sweepInterval }
-        for fd in 0..<table.end where table.withEntry(fd, { $0.machine.drain(now: now) }) != nil {
+        for fd in 0..<connections.end where connections.drain(fd, now: now) {
             service(fd)
         }
     }

@@ -4,7 +4,7 @@
 struct HTTP1ServerEntry {
     var machine: HTTP1Connection
     /// The events epoll watches for it; `nil` while it is not in the epoll set (a connection joins only once it has
-    /// to wait, see ``HTTP1Server``'s `adopt`).
+    /// to wait, see ``HTTP1Connections``'s `service`).
     var watching: UInt32?
 }
 

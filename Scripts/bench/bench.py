@@ -33,11 +33,13 @@ HERE = Path(__file__).resolve().parent
 NODE_SCRIPT = HERE / "node-cluster.js"
 
 SWITCHBOARD_MODES = ["round-robin", "least-connections", "reuseport", "shared", "round-robin-nio", "reuseport-nio",
-                     "round-robin-affinity", "reuseport-affinity"]
+                     "round-robin-affinity", "reuseport-affinity", "round-robin-deferred", "reuseport-deferred"]
 # Subjects named <mode>-nio run the built-in worker on SwiftNIO (`--worker nio`) instead of its own epoll loop.
 NIO_SUFFIX = "-nio"
 # Subjects named <mode>-affinity pin worker i to CPU i mod n (`--cpu-affinity auto`).
 AFFINITY_SUFFIX = "-affinity"
+# Subjects named <mode>-deferred accept a connection only once its request is there (`--defer-accept 1`).
+DEFERRED_SUFFIX = "-deferred"
 # With --base-binary, every Switchboard subject also runs from that binary as <mode>@base, in the same rounds: a
 # before/after in one run, on a machine whose speed drifts between runs.
 BASE_SUFFIX = "@base"
@@ -52,7 +54,8 @@ C_FLAGS = ["-O2", "-Wall", "-Wextra"]
 NODE_MODES = ["node-rr", "node-none"]
 ALL_MODES = SWITCHBOARD_MODES + C_MODES + NODE_MODES
 # Subjects whose master accepts and passes every connection on: only their master CPU per connection is compared.
-PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "round-robin-affinity", "c-rr-close", "c-rr-ack",
+PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "round-robin-affinity", "round-robin-deferred",
+                 "c-rr-close", "c-rr-ack",
                  "node-rr"}
 # --sweep's subjects unless --modes names others.
 SWEEP_DEFAULT_MODES = ["round-robin", "c-rr-close"]
@@ -78,6 +81,10 @@ RATIO_PAIRS = [
     ("round-robin", "c-rr-close"),
     ("round-robin-affinity", "round-robin"),
     ("reuseport-affinity", "reuseport"),
+    ("round-robin-deferred", "reuseport-deferred"),
+    ("round-robin-deferred", "round-robin"),
+    ("reuseport-deferred", "reuseport"),
+    ("round-robin-deferred", "c-rr-close"),
     ("round-robin", "c-rr-ack"),
     ("reuseport", "c-reuseport"),
 ]
@@ -375,7 +382,7 @@ class Run:
         argv, env = subject_command(self, mode, workers)
         return servers.Server(mode, argv, env, self.settings.logdir / logname, workers, self.registry,
                               popen_options=self.settings.popen_options,
-                              mode=mode.removesuffix(BASE_SUFFIX).removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX))
+                              mode=base_mode(mode.removesuffix(BASE_SUFFIX)))
 
     def config(self) -> dict:
         s = self.settings
@@ -444,16 +451,23 @@ def pin_description(pin: Pinning | None, nproc: int) -> str:
 # --------------------------------------------------------------------------
 # Subjects and their builds
 
+def base_mode(mode: str) -> str:
+    """The `--mode` a Switchboard subject runs: its name without the -nio, -affinity or -deferred variant."""
+    return mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX).removesuffix(DEFERRED_SUFFIX)
+
+
 def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]:
     env = dict(os.environ)
     binary = run.base_binary if mode.endswith(BASE_SUFFIX) else run.binary
     mode = mode.removesuffix(BASE_SUFFIX)
     if mode in SWITCHBOARD_MODES:
         argv = [binary, "--host", HOST, "--port", "0", "--workers", str(workers),
-                "--mode", mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX),
+                "--mode", base_mode(mode),
                 "--worker", "nio" if mode.endswith(NIO_SUFFIX) else "native"]
         if mode.endswith(AFFINITY_SUFFIX):
             argv += ["--cpu-affinity", "auto"]
+        if mode.endswith(DEFERRED_SUFFIX):
+            argv += ["--defer-accept", "1"]
     elif mode in C_MODES:
         # The C master prints the subject's own name as its mode: `... with <n> workers (c-rr-close)`.
         argv = [run.c_binary, "--mode", mode, "--host", HOST, "--port", "0", "--workers", str(workers)]

@@ -57,6 +57,14 @@ struct SwitchboardCommand: ParsableCommand {
     var backlog: Int = 511
 
     @Option(
+        help: """
+            Seconds the kernel holds a new connection until its first bytes arrive (TCP_DEFER_ACCEPT): the request \
+            is there when it is accepted, so a worker answers it without waiting in epoll. 0 = off. For protocols \
+            where the client speaks first (HTTP, TLS).
+            """)
+    var deferAccept: Int = 0
+
+    @Option(
         name: [.customLong("max-queued"), .customLong("max-unacked")],
         help: "Most connections waiting in one worker's queue, sent but not yet received (1 = Node's SCHED_RR gate).")
     var maxQueued: Int = 16
@@ -237,6 +245,7 @@ struct SwitchboardCommand: ParsableCommand {
             configuration.workers = count
         }
         configuration.backlog = backlog
+        configuration.deferAcceptSeconds = deferAccept
         configuration.reapsOrphans = true
         configuration.workerThreads = workerThreads
         configuration.maxRequests = maxRequests

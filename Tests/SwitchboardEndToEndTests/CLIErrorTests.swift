@@ -104,7 +104,7 @@ extension EndToEndTests {
             let outcome = try run(["--help"])
             #expect(outcome.status == 0)
             for flag in [
-                "--port", "--host", "--workers", "--backlog", "--max-queued", "--drain-timeout", "--log-level",
+                "--port", "--host", "--workers", "--backlog", "--defer-accept", "--max-queued", "--drain-timeout", "--log-level",
                 "--header-timeout", "--keepalive-timeout", "--send-timeout", "--max-connections", "--steal-after",
                 "--health", "--agent", "--metrics", "--shutdown-delay", "--control-socket", "--user", "--group",
                 "--cpu-affinity", "--log-format", "--version", "status", "reload", "scale", "stop",

@@ -191,5 +191,28 @@ extension EndToEndTests {
             _ = process.waitForExit()
             return process.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
+
+        /// `--defer-accept`: a client that connects and sends nothing stays in the kernel (the master has not accepted
+        /// it while a later client is answered), and is served in full once it sends its request.
+        @Test func deferAcceptHoldsASilentClientInTheKernelAndLosesNothing() throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1", "--metrics", "127.0.0.1:0", "--defer-accept", "5"])
+            defer { server.cleanUp() }
+            let port = try #require(Health.port(server, "--metrics"), "\(server.stderr)")
+            let accepted = "switchboard_connections_accepted_total"
+            let before = try Self.scrape(port).samples[accepted] ?? 0
+
+            let silent = try TestConnection(port: server.port)
+            // Connected first, so without the option the master accepts it before the request below.
+            #expect(try get(port: server.port).status == 200)
+            let meanwhile = try Self.scrape(port).samples[accepted] ?? 0
+            #expect(meanwhile - before == 1, "the silent client was accepted: \(meanwhile - before) accepts")
+
+            try silent.request()
+            let response = try silent.readResponse()
+            #expect(response.status == 200 && response.workerPID != nil, "\(response)")
+            let after = try Self.scrape(port).samples[accepted] ?? 0
+            #expect(after - before == 2)
+        }
     }
 }

@@ -29,6 +29,7 @@ import Testing
         #expect(message { $0.workers = 5000 } == "--workers 5000 is too many: pass at most 1024")
         #expect(message { $0.backlog = 0 } == "--backlog must be at least 1 (got 0)")
         #expect(message { $0.maxQueued = 0 } == "--max-queued must be between 1 and 1024 (got 0)")
+        #expect(message { $0.deferAcceptSeconds = 601 } == "--defer-accept must be between 0 and 600 seconds (got 601)")
         #expect(message { $0.drainTimeout = .seconds(-1) } == "--drain-timeout cannot be negative")
     }
 

@@ -7,7 +7,7 @@ import Testing
         let roundRobin = DispatchMode.roundRobin.strategy
         #expect(roundRobin.scheduling == .roundRobin && roundRobin.masterListens && !roundRobin.sharesListener)
         #expect(DispatchMode.leastConnections.strategy.scheduling == .leastConnections)
-        #expect(try roundRobin.workerListener(host: "127.0.0.1", port: 0, backlog: 1) == nil)
+        #expect(try roundRobin.workerListener(host: "127.0.0.1", port: 0, backlog: 1, deferAcceptSeconds: 1) == nil)
 
         let reusePort = DispatchMode.reusePort.strategy
         #expect(reusePort.scheduling == nil && !reusePort.masterListens && reusePort.masterReusesPort)
@@ -15,7 +15,7 @@ import Testing
 
         let shared = DispatchMode.shared.strategy
         #expect(shared.scheduling == nil && shared.masterListens && shared.sharesListener)
-        #expect(try shared.workerListener(host: "", port: 0, backlog: 1) == WorkerRuntime.sharedListenerDescriptor)
+        #expect(try shared.workerListener(host: "", port: 0, backlog: 1, deferAcceptSeconds: 1) == WorkerRuntime.sharedListenerDescriptor)
 
         #expect(DispatchMode.allCases.filter(\.passesDescriptors) == [.roundRobin, .leastConnections])
     }
@@ -23,8 +23,22 @@ import Testing
     @Test func aReusePortWorkerBindsItsOwnListenerInTheMastersGroup() throws {
         let master = try Syscalls.listenTCP(host: "127.0.0.1", port: 0, backlog: 4, reusePort: true, listening: false)
         defer { Syscalls.close(master.fd) }
-        let own = try #require(try DispatchMode.reusePort.strategy.workerListener(host: "127.0.0.1", port: master.port, backlog: 4))
+        let own = try #require(
+            try DispatchMode.reusePort.strategy.workerListener(
+                host: "127.0.0.1", port: master.port, backlog: 4, deferAcceptSeconds: 0))
         defer { Syscalls.close(own) }
         #expect(try Syscalls.localPort(own) == master.port)
+        #expect(Syscalls.deferAccept(own) == 0)
+    }
+
+    /// `--defer-accept` reaches a reuseport worker's own listener (the master does not listen in that mode).
+    @Test func aReusePortWorkersListenerDefersAcceptsWhenAsked() throws {
+        let master = try Syscalls.listenTCP(host: "127.0.0.1", port: 0, backlog: 4, reusePort: true, listening: false)
+        defer { Syscalls.close(master.fd) }
+        let own = try #require(
+            try DispatchMode.reusePort.strategy.workerListener(
+                host: "127.0.0.1", port: master.port, backlog: 4, deferAcceptSeconds: 3))
+        defer { Syscalls.close(own) }
+        #expect((Syscalls.deferAccept(own) ?? 0) >= 3)
     }
 }

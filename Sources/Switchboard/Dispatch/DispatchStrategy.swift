@@ -15,8 +15,12 @@ package protocol DispatchStrategy: Sendable {
     /// Whether every worker gets the master's listener at ``WorkerRuntime/sharedListenerDescriptor``.
     var sharesListener: Bool { get }
     /// The listener a worker accepts on by itself, or nil when the master passes it connections. The worker owns it.
+    /// A listener the worker binds itself gets `TCP_DEFER_ACCEPT` of `deferAcceptSeconds` when that is above 0
+    /// (``Configuration/deferAcceptSeconds``).
     /// - Throws: ``SwitchboardError`` when it cannot be bound.
-    func workerListener(host: String, port: Int, backlog: Int) throws(SwitchboardError) -> CInt?
+    func workerListener(
+        host: String, port: Int, backlog: Int, deferAcceptSeconds: Int
+    ) throws(SwitchboardError) -> CInt?
 }
 
 extension DispatchStrategy {
@@ -37,7 +41,9 @@ package struct PassingStrategy: DispatchStrategy {
         scheduling = policy
     }
 
-    package func workerListener(host: String, port: Int, backlog: Int) throws(SwitchboardError) -> CInt? {
+    package func workerListener(
+        host: String, port: Int, backlog: Int, deferAcceptSeconds: Int
+    ) throws(SwitchboardError) -> CInt? {
         nil
     }
 }
@@ -52,12 +58,23 @@ package struct ReusePortStrategy: DispatchStrategy {
     package var usesInheritedListener: Bool { false }
     package var sharesListener: Bool { false }
 
-    package func workerListener(host: String, port: Int, backlog: Int) throws(SwitchboardError) -> CInt? {
+    package func workerListener(
+        host: String, port: Int, backlog: Int, deferAcceptSeconds: Int
+    ) throws(SwitchboardError) -> CInt? {
+        let fd: CInt
         do {
-            return try Syscalls.listenTCP(host: host, port: port, backlog: backlog, reusePort: true).fd
+            fd = try Syscalls.listenTCP(host: host, port: port, backlog: backlog, reusePort: true).fd
         } catch {
             throw SwitchboardError(.system, "cannot listen on port \(port) with SO_REUSEPORT: \(error)")
         }
+        guard deferAcceptSeconds > 0 else { return fd }
+        do {
+            try Syscalls.setDeferAccept(fd, seconds: deferAcceptSeconds)
+        } catch {
+            Syscalls.close(fd)
+            throw SwitchboardError(.system, "cannot defer accepts on port \(port): \(error)")
+        }
+        return fd
     }
 }
 
@@ -69,7 +86,9 @@ package struct SharedListenerStrategy: DispatchStrategy {
     package var usesInheritedListener: Bool { true }
     package var sharesListener: Bool { true }
 
-    package func workerListener(host: String, port: Int, backlog: Int) throws(SwitchboardError) -> CInt? {
+    package func workerListener(
+        host: String, port: Int, backlog: Int, deferAcceptSeconds: Int
+    ) throws(SwitchboardError) -> CInt? {
         WorkerRuntime.sharedListenerDescriptor
     }
 }

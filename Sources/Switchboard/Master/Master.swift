@@ -189,6 +189,7 @@ package final class Master {
             }
         }
         try bindListener(inherited: inherited)
+        try deferAccepts()
         try health.bind(configuration)
         if let path = configuration.controlSocket { try controlServer.bind(path: path) }
         if let note = configuration.workerCountNote { logger.info("\(note)") }
@@ -275,6 +276,18 @@ package final class Master {
             default:
                 throw SwitchboardError(.system, "cannot listen on \(shown):\(configuration.port): \(error.reason)")
             }
+        }
+    }
+
+    /// `--defer-accept` on the listener the master accepts on or shares (bound here or inherited); a reuseport worker
+    /// sets it on its own listener. 0 leaves the listener as it is, so a socket unit's `DeferAcceptSec=` stands.
+    private func deferAccepts() throws(SwitchboardError) {
+        let seconds = configuration.deferAcceptSeconds
+        guard seconds > 0, strategy.masterListens else { return }
+        do {
+            try Syscalls.setDeferAccept(listener, seconds: seconds)
+        } catch {
+            throw SwitchboardError(.system, "cannot defer accepts on the listener (--defer-accept \(seconds)): \(error)")
         }
     }
 

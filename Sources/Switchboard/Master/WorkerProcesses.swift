@@ -148,6 +148,7 @@ final class WorkerProcesses {
         environment.append("SWITCHBOARD_HOST=\(configuration.host)")
         environment.append("SWITCHBOARD_PORT=\(port)")
         environment.append("SWITCHBOARD_BACKLOG=\(configuration.backlog)")
+        environment.append("SWITCHBOARD_DEFER_ACCEPT=\(configuration.deferAcceptSeconds)")
         environment.append("SWITCHBOARD_HEARTBEAT_MS=\(configuration.heartbeatInterval.milliseconds)")
         environment.append("SWITCHBOARD_DRAIN_MS=\(configuration.drainTimeout.milliseconds)")
         environment.append(contentsOf: configuration.limits.environment)
@@ -275,7 +276,8 @@ final class WorkerProcesses {
     /// The variables a master sets or reads for itself, left out of every worker's environment.
     static let masterOnlyVariables = [
         "SWITCHBOARD_WORKER_ID", "SWITCHBOARD_MASTER_PID", "SWITCHBOARD_WORKER_SLOT", "SWITCHBOARD_MODE",
-        "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_WORKER_THREADS", "SWITCHBOARD_BACKLOG", "SWITCHBOARD_HEARTBEAT_MS",
+        "SWITCHBOARD_HOST", "SWITCHBOARD_PORT", "SWITCHBOARD_WORKER_THREADS", "SWITCHBOARD_BACKLOG",
+        "SWITCHBOARD_DEFER_ACCEPT", "SWITCHBOARD_HEARTBEAT_MS",
         "SWITCHBOARD_DRAIN_MS", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
         "WATCHDOG_PID",
     ] + ConnectionLimits.environmentNames + Handover.variables

@@ -706,6 +706,24 @@ extension Syscalls {
         }
     }
 
+    /// Sets `TCP_DEFER_ACCEPT` on a listener: the kernel completes a connection's accept only once its first bytes
+    /// have arrived, or about `seconds` after the handshake if none do (0 turns it off).
+    package static func setDeferAccept(_ fd: CInt, seconds: Int) throws(SystemCallError) {
+        var value = CInt(clamping: seconds)
+        guard unsafe setsockopt(fd, CInt(IPPROTO_TCP), TCP_DEFER_ACCEPT, &value, socklen_t(MemoryLayout<CInt>.size))
+            == 0
+        else { throw SystemCallError(call: "setsockopt(TCP_DEFER_ACCEPT)", code: errno) }
+    }
+
+    /// The listener's `TCP_DEFER_ACCEPT` as the kernel holds it (whole seconds, rounded up to its retransmission
+    /// steps); nil when it cannot be read.
+    package static func deferAccept(_ fd: CInt) -> Int? {
+        var value: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        guard unsafe getsockopt(fd, CInt(IPPROTO_TCP), TCP_DEFER_ACCEPT, &value, &length) == 0 else { return nil }
+        return Int(value)
+    }
+
     /// Turns Nagle's algorithm off, so a response written in one call leaves at once.
     /// - Returns: Whether it did: only a TCP socket takes the option, so `true` also tells that `fd` is one.
     @discardableResult

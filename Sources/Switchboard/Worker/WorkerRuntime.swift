@@ -40,6 +40,8 @@ public final class WorkerRuntime: @unchecked Sendable {
     public let listenPort: Int
     /// The `listen()` backlog for a worker's own listener.
     public let backlog: Int
+    /// `TCP_DEFER_ACCEPT` for a worker's own listener, in seconds; 0: off (``Configuration/deferAcceptSeconds``).
+    public let deferAcceptSeconds: Int
     /// How often the master expects a heartbeat.
     public let heartbeatInterval: Duration
     /// The master's drain timeout: the deadline of a drain this worker starts by itself (the master is gone, or its
@@ -102,6 +104,7 @@ public final class WorkerRuntime: @unchecked Sendable {
             listenHost: Syscalls.environment("SWITCHBOARD_HOST") ?? "",
             listenPort: Syscalls.environment("SWITCHBOARD_PORT").flatMap { Int($0) } ?? 0,
             backlog: Syscalls.environment("SWITCHBOARD_BACKLOG").flatMap { Int($0) } ?? 511,
+            deferAcceptSeconds: Syscalls.environment("SWITCHBOARD_DEFER_ACCEPT").flatMap { Int($0) } ?? 0,
             heartbeatInterval: .milliseconds(
                 Syscalls.environment("SWITCHBOARD_HEARTBEAT_MS").flatMap { Int64($0) } ?? 1000),
             limits: ConnectionLimits.fromEnvironment(), descriptorLimit: descriptorLimit,
@@ -111,7 +114,8 @@ public final class WorkerRuntime: @unchecked Sendable {
 
     package init(
         id: Int, slot: Int, masterPID: pid_t, channel: DescriptorChannel, logger: Logger, mode: DispatchMode = .roundRobin,
-        listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, heartbeatInterval: Duration = .seconds(1),
+        listenHost: String = "", listenPort: Int = 0, backlog: Int = 511, deferAcceptSeconds: Int = 0,
+        heartbeatInterval: Duration = .seconds(1),
         limits: ConnectionLimits = .init(), descriptorLimit: UInt64 = .max, drainTimeout: Duration = .seconds(30),
         threads: Int = 1
     ) {
@@ -127,6 +131,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         self.listenHost = listenHost
         self.listenPort = listenPort
         self.backlog = backlog
+        self.deferAcceptSeconds = deferAcceptSeconds
         self.channel = channel
         self.logger = logger
         _ = try? channel.send(.hello(pid: getpid(), build: Cluster.build), blocking: true)
@@ -138,7 +143,8 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// fallback when that is empty, as the master binds). The worker owns it.
     /// - Throws: ``SwitchboardError`` when the reuseport listener cannot be bound.
     public func ownListener() throws(SwitchboardError) -> CInt? {
-        try mode.strategy.workerListener(host: listenHost, port: listenPort, backlog: backlog)
+        try mode.strategy.workerListener(
+            host: listenHost, port: listenPort, backlog: backlog, deferAcceptSeconds: deferAcceptSeconds)
     }
 
     /// Tells the master this worker serves; the master dispatches to it from now on.

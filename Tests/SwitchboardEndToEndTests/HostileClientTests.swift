@@ -13,6 +13,27 @@ extension EndToEndTests {
             return connection
         }
 
+        /// `--defer-accept`: a client that connects and sends nothing is not kept forever. The kernel accepts it once
+        /// the deferral runs out (its first SYN-ACK retransmission, about 1 s), and the worker's header timeout then
+        /// closes it: later than without the option (the deferral is there, in both the master's and a reuseport
+        /// worker's listener) and within a bound.
+        @Test(arguments: ["round-robin", "reuseport"])
+        func silentConnectionsAreClosedAfterTheDeferralAndTheHeaderTimeout(mode: String) throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "2", "--mode", mode, "--defer-accept", "1", "--header-timeout", "1"])
+            defer { server.cleanUp() }
+            let start = Date()
+            let silent = try (0..<5).map { _ in try Self.open("", port: server.port, timeoutSeconds: 10) }
+            for connection in silent {
+                #expect(try connection.readUntilClosed(), "a silent connection is closed without a word")
+            }
+            let elapsed = Date().timeIntervalSince(start)
+            // Without the deferral the header timeout alone closes them after about 1 s.
+            #expect(elapsed >= 1.8 && elapsed < 10, "closed after \(elapsed) s")
+            #expect(try get(port: server.port).status == 200)
+            server.stopAndCheckNoOrphans()
+        }
+
         @Test func halfRequestsGet408AndSilentConnectionsCloseAfterTheHeaderTimeout() throws {
             let server = try SwitchboardProcess.start(["--workers", "2", "--header-timeout", "1"])
             defer { server.cleanUp() }

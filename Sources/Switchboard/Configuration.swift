@@ -24,13 +24,16 @@ public struct Configuration: Sendable {
     /// `listen()` backlog: where connections wait while every worker is at its bound.
     public var backlog: Int = 511
     /// Seconds the kernel holds a new connection until its first bytes arrive (`TCP_DEFER_ACCEPT`, nginx's `deferred`,
-    /// HAProxy's `defer-accept`); 0 (the default): off. With it on, the process that accepts (the master, or each
-    /// worker in reuseport mode) sees a connection only once its request is there, so the worker reads it at once
-    /// instead of waiting for it in epoll: fewer wake-ups per connection. A client that sends nothing is accepted
-    /// only after about this long. For protocols where the client speaks first (HTTP, TLS); a protocol where the
-    /// server speaks first would wait that long on every connection. 0 leaves a listener inherited from systemd as
-    /// its unit set it (`DeferAcceptSec=`).
-    public var deferAcceptSeconds: Int = 0
+    /// HAProxy's `defer-accept`); 0: off. With it on, the process that accepts (the master, or each worker in reuseport
+    /// mode) sees a connection only once its request is there, so the worker reads it at once instead of waiting for it
+    /// in epoll: fewer wake-ups per connection. A client that sends nothing is accepted only after about this long. For
+    /// protocols where the client speaks first (HTTP, TLS); a protocol where the server speaks first would wait that
+    /// long on every connection.
+    ///
+    /// `nil` (the default) leaves the listener as it is: off for one the master binds, and for one systemd passed, what
+    /// its socket unit set (`DeferAcceptSec=`) or what an earlier run set on a socket that outlived it (the master
+    /// logs it); 0 turns it off on any listener.
+    public var deferAcceptSeconds: Int?
     /// Most connections that may wait in one worker's queue: sent by the master, not yet received by the worker.
     /// 1 reproduces Node's `SCHED_RR` gate (one connection at a time per worker). A worker's queue holds less when its
     /// share of the master's descriptor limit (the descriptors the kernel lets the user have in flight) is smaller.
@@ -156,7 +159,7 @@ public struct Configuration: Sendable {
         guard backlog >= 1 else {
             throw SwitchboardError(.usage, "--backlog must be at least 1 (got \(backlog))")
         }
-        guard (0...600).contains(deferAcceptSeconds) else {
+        if let deferAcceptSeconds, !(0...600).contains(deferAcceptSeconds) {
             throw SwitchboardError(
                 .usage, "--defer-accept must be between 0 and 600 seconds (got \(deferAcceptSeconds))")
         }

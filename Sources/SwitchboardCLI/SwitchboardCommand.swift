@@ -60,9 +60,9 @@ struct SwitchboardCommand: ParsableCommand {
         help: """
             Seconds the kernel holds a new connection until its first bytes arrive (TCP_DEFER_ACCEPT): the request \
             is there when it is accepted, so a worker answers it without waiting in epoll. 0 = off. For protocols \
-            where the client speaks first (HTTP, TLS).
+            where the client speaks first (HTTP, TLS). Default: the listener as it is (off for one switchboard binds).
             """)
-    var deferAccept: Int = 0
+    var deferAccept: Int?
 
     @Option(
         name: [.customLong("max-queued"), .customLong("max-unacked")],

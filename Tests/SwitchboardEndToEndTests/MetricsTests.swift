@@ -214,5 +214,47 @@ extension EndToEndTests {
             let after = try Self.scrape(port).samples[accepted] ?? 0
             #expect(after - before == 2)
         }
+
+        /// A listener systemd passes may come deferring: its socket unit's `DeferAcceptSec=`, or what an earlier run's
+        /// `--defer-accept` left on a socket unit's listener, which outlives the service. Without the flag it stays as
+        /// it came and the master says so; `--defer-accept 0` turns it off, so taking the flag out of a unit and
+        /// restarting does what it says.
+        @Test(arguments: [false, true]) func aPassedListenerDefersAsItCameUntilTheFlagSaysOtherwise(off: Bool) throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "1", "--metrics", "127.0.0.1:0"] + (off ? ["--defer-accept", "0"] : []),
+                wrapper: ["/usr/bin/python3", "-c", Self.deferringListener])
+            defer { server.cleanUp() }
+            #expect(server.stderr.contains("using the listener systemd passed"), "\(server.stderr)")
+            let port = try #require(Health.port(server, "--metrics"), "\(server.stderr)")
+            let accepted = "switchboard_connections_accepted_total"
+            let before = try Self.scrape(port).samples[accepted] ?? 0
+
+            let silent = try TestConnection(port: server.port)
+            #expect(try get(port: server.port).status == 200)
+            let meanwhile = try Self.scrape(port).samples[accepted] ?? 0
+            #expect(meanwhile - before == (off ? 2 : 1), "accepts with a silent client waiting: \(meanwhile - before)")
+            #expect(server.stderr.contains("the listener defers accepts by about") == !off, "\(server.stderr)")
+
+            try silent.request()
+            let response = try silent.readResponse()
+            #expect(response.status == 200 && response.workerPID != nil, "\(response)")
+        }
+
+        /// Execs its arguments with a listener on 127.0.0.1 that defers accepts by 5 s, passed as systemd does (fd 3,
+        /// `LISTEN_FDS`, `LISTEN_PID` of the same process).
+        static let deferringListener = """
+            import os, signal, socket, sys
+            for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these for itself
+                signal.signal(number, signal.SIG_DFL)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(64)
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+            if listener.fileno() != 3:
+                os.dup2(listener.fileno(), 3)
+            os.set_inheritable(3, True)
+            os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")
+            os.execv(sys.argv[1], sys.argv[1:])
+            """
     }
 }

@@ -280,10 +280,21 @@ package final class Master {
     }
 
     /// `--defer-accept` on the listener the master accepts on or shares (bound here or inherited); a reuseport worker
-    /// sets it on its own listener. 0 leaves the listener as it is, so a socket unit's `DeferAcceptSec=` stands.
+    /// sets it on its own listener. Without the flag the listener stays as it came, so a socket unit's
+    /// `DeferAcceptSec=` stands; a listener that defers then says so in the log, since a socket unit's listener
+    /// outlives the service and keeps what an earlier run's `--defer-accept` set on it until `--defer-accept 0`.
     private func deferAccepts() throws(SwitchboardError) {
-        let seconds = configuration.deferAcceptSeconds
-        guard seconds > 0, strategy.masterListens else { return }
+        guard strategy.masterListens else { return }
+        guard let seconds = configuration.deferAcceptSeconds else {
+            if let held = Syscalls.deferAccept(listener), held > 0 {
+                logger.notice(
+                    """
+                    the listener defers accepts by about \(held) s as it came (a socket unit's DeferAcceptSec= or an \
+                    earlier run's --defer-accept); --defer-accept 0 turns it off
+                    """)
+            }
+            return
+        }
         do {
             try Syscalls.setDeferAccept(listener, seconds: seconds)
         } catch {

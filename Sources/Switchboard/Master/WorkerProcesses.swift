@@ -148,7 +148,7 @@ final class WorkerProcesses {
         environment.append("SWITCHBOARD_HOST=\(configuration.host)")
         environment.append("SWITCHBOARD_PORT=\(port)")
         environment.append("SWITCHBOARD_BACKLOG=\(configuration.backlog)")
-        environment.append("SWITCHBOARD_DEFER_ACCEPT=\(configuration.deferAcceptSeconds)")
+        environment.append("SWITCHBOARD_DEFER_ACCEPT=\(configuration.deferAcceptSeconds ?? 0)")
         environment.append("SWITCHBOARD_HEARTBEAT_MS=\(configuration.heartbeatInterval.milliseconds)")
         environment.append("SWITCHBOARD_DRAIN_MS=\(configuration.drainTimeout.milliseconds)")
         environment.append(contentsOf: configuration.limits.environment)

@@ -46,7 +46,9 @@ BASE_SUFFIX = "@base"
 # Minimal C references (c-subjects.c, built with cc -O2 into bench-results/c/ on first use): the physical limit of
 # each design on this machine. c-rr-close closes the master's copy right after sendmsg, c-rr-ack keeps it until the
 # worker acknowledges (Switchboard's design), c-reuseport has one SO_REUSEPORT listener per worker.
-C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport"]
+# c-rr-close-deferred and c-reuseport-deferred set TCP_DEFER_ACCEPT (`--defer-accept 1`) like Switchboard's deferred
+# subjects: their like-for-like reference.
+C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport", "c-rr-close-deferred", "c-reuseport-deferred"]
 C_SOURCE = HERE / "c-subjects.c"
 C_BUILD_DIR = REPO_ROOT / "bench-results" / "c"
 C_BINARY_NAME = "c-subjects"
@@ -55,7 +57,7 @@ NODE_MODES = ["node-rr", "node-none"]
 ALL_MODES = SWITCHBOARD_MODES + C_MODES + NODE_MODES
 # Subjects whose master accepts and passes every connection on: only their master CPU per connection is compared.
 PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "round-robin-affinity", "round-robin-deferred",
-                 "c-rr-close", "c-rr-ack",
+                 "c-rr-close", "c-rr-ack", "c-rr-close-deferred",
                  "node-rr"}
 # --sweep's subjects unless --modes names others.
 SWEEP_DEFAULT_MODES = ["round-robin", "c-rr-close"]
@@ -85,6 +87,9 @@ RATIO_PAIRS = [
     ("round-robin-deferred", "round-robin"),
     ("reuseport-deferred", "reuseport"),
     ("round-robin-deferred", "c-rr-close"),
+    ("c-rr-close-deferred", "c-reuseport-deferred"),
+    ("round-robin-deferred", "c-rr-close-deferred"),
+    ("reuseport-deferred", "c-reuseport-deferred"),
     ("round-robin", "c-rr-ack"),
     ("reuseport", "c-reuseport"),
 ]
@@ -105,6 +110,8 @@ REFERENCE_PAIRS = [
     ("Switchboard", "round-robin", "reuseport"),
     ("C, close after send", "c-rr-close", "c-reuseport"),
     ("C, close on ack", "c-rr-ack", "c-reuseport"),
+    ("Switchboard, deferred", "round-robin-deferred", "reuseport-deferred"),
+    ("C, deferred", "c-rr-close-deferred", "c-reuseport-deferred"),
 ]
 REFERENCE_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -116,6 +123,7 @@ REFERENCE_METRICS = [
 # Master CPU per passed connection against the C masters: (numerator, denominator).
 MASTER_REFERENCE_PAIRS = [
     ("round-robin", "c-rr-close"),
+    ("round-robin-deferred", "c-rr-close-deferred"),
     ("round-robin", "c-rr-ack"),
     ("c-rr-ack", "c-rr-close"),
 ]
@@ -469,8 +477,11 @@ def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]
         if mode.endswith(DEFERRED_SUFFIX):
             argv += ["--defer-accept", "1"]
     elif mode in C_MODES:
-        # The C master prints the subject's own name as its mode: `... with <n> workers (c-rr-close)`.
-        argv = [run.c_binary, "--mode", mode, "--host", HOST, "--port", "0", "--workers", str(workers)]
+        # The C master prints its --mode: `... with <n> workers (c-rr-close)`.
+        argv = [run.c_binary, "--mode", mode.removesuffix(DEFERRED_SUFFIX), "--host", HOST, "--port", "0",
+                "--workers", str(workers)]
+        if mode.endswith(DEFERRED_SUFFIX):
+            argv += ["--defer-accept", "1"]
     else:
         env["NODE_CLUSTER_SCHED_POLICY"] = "rr" if mode == "node-rr" else "none"
         argv = [run.node, str(NODE_SCRIPT), "--host", HOST, "--port", "0", "--workers", str(workers)]
@@ -775,7 +786,7 @@ def compute_reference(subjects: dict) -> dict | None:
                             "figures": {key: ratio_with_spread(subjects, num, den, key)
                                         for key, _ in REFERENCE_METRICS}})
     master = {"us_per_conn": {}, "ratios": []}
-    for m in ("round-robin", "c-rr-close", "c-rr-ack"):
+    for m in ("round-robin", "c-rr-close", "c-rr-ack", "round-robin-deferred", "c-rr-close-deferred"):
         if m in subjects:
             master["us_per_conn"][m] = {"median": subjects[m]["median"].get("master_us_per_conn"),
                                         "spread": subjects[m]["spread"].get("master_us_per_conn")}

@@ -3,6 +3,7 @@
  * machine, without Switchboard's supervision, heartbeats, limits or Swift).
  *
  *   c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] [--workers 2]
+ *              [--defer-accept <seconds>]
  *
  * c-rr-close   The master accepts (accept4, level-triggered epoll, up to 16 connections per burst, again while a
  *              burst comes back full), picks a worker for each connection in round-robin order, then sends every
@@ -15,6 +16,9 @@
  *              acknowledgement design: one more wakeup and read for the master, and often the last close.
  * c-reuseport  The master only reserves the port (bound with SO_REUSEPORT, never listening); each worker binds
  *              its own SO_REUSEPORT listener on it and accepts (up to 64 per wakeup); the kernel spreads them.
+ *
+ * --defer-accept sets TCP_DEFER_ACCEPT on the listener that accepts (the master's, or each c-reuseport worker's), as
+ * Switchboard's --defer-accept does: the like-for-like reference for Switchboard's deferred subjects.
  *
  * Workers: one epoll loop each. A new connection gets TCP_NODELAY (as Switchboard's worker sets it) and is read at
  * once (the request is usually there already); it joins the epoll set only if it has to wait. HTTP/1.1 just
@@ -105,6 +109,15 @@ static ssize_t send_fds(int sock, char kind, const int *fds, int nfds, int flags
         memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
     }
     return sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
+}
+
+static int defer_accept_seconds; /* --defer-accept: 0 = off */
+
+/* TCP_DEFER_ACCEPT on a listener that accepts, when asked for. */
+static void defer_accepts(int fd) {
+    if (defer_accept_seconds > 0 &&
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_seconds, sizeof(defer_accept_seconds)) < 0)
+        die("TCP_DEFER_ACCEPT");
 }
 
 static int tcp_socket(const char *host, int port, int reuseport, struct sockaddr_in *addr) {
@@ -451,6 +464,7 @@ static void worker_main(enum mode mode, int channel, const char *host, int port)
         struct sockaddr_in addr;
         W.listener = tcp_socket(host, port, 1, &addr);
         if (listen(W.listener, BACKLOG) < 0) die("listen");
+        defer_accepts(W.listener);
         struct epoll_event lev = {.events = EPOLLIN, .data.u64 = TOKEN_LISTENER};
         if (epoll_ctl(W.epoll, EPOLL_CTL_ADD, W.listener, &lev) < 0) die("epoll_ctl listener");
     }
@@ -618,7 +632,7 @@ static void accept_bursts(void) {
 
 static void usage(void) {
     fprintf(stderr, "usage: c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] "
-                    "[--workers 2]\n");
+                    "[--workers 2] [--defer-accept <seconds>]\n");
     exit(2);
 }
 
@@ -631,6 +645,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--host") == 0) host = argv[++i];
         else if (strcmp(argv[i], "--port") == 0) port = atoi(argv[++i]);
         else if (strcmp(argv[i], "--workers") == 0) workers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--defer-accept") == 0) defer_accept_seconds = atoi(argv[++i]);
         else usage();
     }
     if (!mode_arg) usage();
@@ -640,7 +655,8 @@ int main(int argc, char **argv) {
             M.mode = (enum mode)m;
             found = 1;
         }
-    if (!found || workers < 1 || workers > MAX_WORKERS || port < 0 || port > 65535) usage();
+    if (!found || workers < 1 || workers > MAX_WORKERS || port < 0 || port > 65535 || defer_accept_seconds < 0)
+        usage();
     M.nworkers = workers;
 
     signal(SIGPIPE, SIG_IGN);
@@ -653,6 +669,7 @@ int main(int argc, char **argv) {
     struct sockaddr_in addr;
     M.listener = tcp_socket(host, port, M.mode == REUSEPORT, &addr);
     if (M.mode != REUSEPORT && listen(M.listener, BACKLOG) < 0) die("listen");
+    if (M.mode != REUSEPORT) defer_accepts(M.listener);
     /* In c-reuseport the master's socket only reserves the port: bound, never listening, so the kernel never
      * hands it a connection. */
     socklen_t alen = sizeof(addr);

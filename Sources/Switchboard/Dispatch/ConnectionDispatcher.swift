@@ -106,8 +106,10 @@ package struct ConnectionDispatcher: ~Copyable {
     /// When the earliest send back-off ends, so timers look at the lanes only then.
     private var nextSendRetry: UInt64?
     /// Descriptors the master keeps free when it takes a live worker's queue back: for accepting, starting a
-    /// worker, its control and health sockets.
-    package static let descriptorReserve = 16
+    /// worker, its control and health sockets. At least ``acceptBurst``, the most connections one frame carries
+    /// (outboxes never grow past a burst: a failed send gives its share back to `pending`): the worker may receive the
+    /// frame the master peeked before the master receives, and the next frame then still fits.
+    package static let descriptorReserve = max(16, acceptBurst)
     /// How many descriptors this process has open now (the default lists `/proc/self/fd`); unit tests replace it.
     package var openDescriptorCount: () -> Int = { Syscalls.openDescriptorCount() }
     /// Until when stealing waits after a take-back stopped for lack of descriptors (monotonic nanoseconds).

@@ -51,6 +51,47 @@ extension EndToEndTests {
             #expect(journal.contains("rolling reload started") && journal.contains("rolling reload finished"))
         }
 
+        /// The shipped socket unit holds the port while the service restarts: `systemctl restart switchboard`
+        /// refuses and resets nothing (it did while the socket unit was `PartOf=` the service, which restarted it
+        /// too). `systemctl stop switchboard` leaves the socket taking connections, and the next one starts the
+        /// service again; stopping the socket unit stops both and closes the port.
+        @Test func theSocketUnitHoldsThePortWhileTheServiceRestartsOrStops() throws {
+            let port = try freePort()
+            let units = try makeUnits(
+                port: port, socket: true,
+                serviceDropIn: "ExecStart=\nExecStart=/usr/local/bin/switchboard --workers 2 --drain-timeout 5")
+            defer { try? FileManager.default.removeItem(at: units) }
+            let sandbox = try SystemdSandbox(units: units)
+            defer { sandbox.stop() }
+            let active = waitForUnit(sandbox) { $0["StatusText"]?.hasPrefix("2/2 workers ready") == true }
+            let firstMaster = try #require(active["MainPID"], "\(sandbox.journal("switchboard.service"))")
+
+            let load = LoadLoop(port: port)
+            #expect(waitUntil { load.count > 50 })
+            let restart = try sandbox.exec(["systemctl", "restart", "switchboard.service"])
+            #expect(restart.status == 0, "\(restart.stderr)")
+            let again = waitForUnit(sandbox) {
+                $0["MainPID"] != firstMaster && $0["StatusText"]?.hasPrefix("2/2 workers ready") == true
+            }
+            let served = load.count
+            #expect(waitUntil { load.count > served + 50 })
+            let outcomes = load.stop()
+            let failures = outcomes.filter { if case .failure = $0.result { true } else { false } }
+            #expect(failures.count == 0, "of \(outcomes.count) requests, failed across the restart: \(failures.prefix(3).map(\.result))")
+            #expect(again["MainPID"] != firstMaster && again["ActiveState"] == "active", "\(again)")
+
+            let stop = try sandbox.exec(["systemctl", "stop", "switchboard.service"])
+            #expect(stop.status == 0, "\(stop.stderr)")
+            #expect(try sandbox.show("switchboard.socket", ["ActiveState"])["ActiveState"] == "active")
+            #expect(try get(port: port).status == 200, "the socket took the connection and started the service")
+            #expect(waitForUnit(sandbox) { $0["ActiveState"] == "active" }["ActiveState"] == "active")
+
+            let stopBoth = try sandbox.exec(["systemctl", "stop", "switchboard.socket"])
+            #expect(stopBoth.status == 0, "\(stopBoth.stderr)")
+            #expect(try sandbox.show("switchboard.service", ["ActiveState"])["ActiveState"] == "inactive")
+            #expect(throws: (any Error).self, "the port is closed") { try get(port: port) }
+        }
+
         @Test func theFdStoreKeepsThePortOpenAcrossARestart() throws {
             let port = try freePort()
             let units = try makeUnits(

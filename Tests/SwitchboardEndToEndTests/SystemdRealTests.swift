@@ -23,32 +23,42 @@ extension EndToEndTests {
             Set((0..<requests).compactMap { _ in try? get(port: port).workerPID })
         }
 
-        @Test func socketActivatedServiceBecomesActiveServesAndReloads() throws {
+        /// Boots a sandbox with the repository's units for a free port (with the socket unit) and
+        /// `switchboard <arguments>` as `ExecStart=`, and runs `body` with it and the port.
+        func withSocketActivatedService(_ arguments: String, _ body: (SystemdSandbox, Int) throws -> Void) throws {
             let port = try freePort()
             let units = try makeUnits(
                 port: port, socket: true,
-                serviceDropIn: "ExecStart=\nExecStart=/usr/local/bin/switchboard --workers 2 --drain-timeout 5")
+                serviceDropIn: "ExecStart=\nExecStart=/usr/local/bin/switchboard \(arguments)")
             defer { try? FileManager.default.removeItem(at: units) }
             let sandbox = try SystemdSandbox(units: units)
             defer { sandbox.stop() }
-            let active = waitForUnit(sandbox) {
-                $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2 workers ready") == true
-            }
-            #expect(active["ActiveState"] == "active", "\(active)\n\(sandbox.journal("switchboard.service"))")
-            #expect(active["StatusText"]?.contains("listening on port \(port)") == true, "\(active)")
-            #expect(active["NRestarts"] == "0")
-            let before = workerPIDs(port)
-            #expect(before.count == 2, "both workers answer through the socket unit's listener")
-            #expect(sandbox.journal("switchboard.service").contains("using the listener systemd passed"))
+            try body(sandbox, port)
+        }
 
-            try sandbox.exec(["systemctl", "reload", "switchboard.service"])
-            let reloaded = waitForUnit(sandbox) { $0["StatusText"]?.contains("reload to generation 2 finished") == true }
-            #expect(reloaded["ActiveState"] == "active", "\(reloaded)")
-            #expect(reloaded["MainPID"] == active["MainPID"], "a reload keeps the master")
-            let after = workerPIDs(port)
-            #expect(after.count == 2 && after.isDisjoint(with: before), "new workers: \(before) → \(after)")
-            let journal = sandbox.journal("switchboard.service")
-            #expect(journal.contains("rolling reload started") && journal.contains("rolling reload finished"))
+        @Test func socketActivatedServiceBecomesActiveServesAndReloads() throws {
+            try withSocketActivatedService("--workers 2 --drain-timeout 5") { sandbox, port in
+                let active = waitForUnit(sandbox) {
+                    $0["ActiveState"] == "active" && $0["StatusText"]?.hasPrefix("2/2 workers ready") == true
+                }
+                #expect(active["ActiveState"] == "active", "\(active)\n\(sandbox.journal("switchboard.service"))")
+                #expect(active["StatusText"]?.contains("listening on port \(port)") == true, "\(active)")
+                #expect(active["NRestarts"] == "0")
+                let before = workerPIDs(port)
+                #expect(before.count == 2, "both workers answer through the socket unit's listener")
+                #expect(sandbox.journal("switchboard.service").contains("using the listener systemd passed"))
+
+                try sandbox.exec(["systemctl", "reload", "switchboard.service"])
+                let reloaded = waitForUnit(sandbox) {
+                    $0["StatusText"]?.contains("reload to generation 2 finished") == true
+                }
+                #expect(reloaded["ActiveState"] == "active", "\(reloaded)")
+                #expect(reloaded["MainPID"] == active["MainPID"], "a reload keeps the master")
+                let after = workerPIDs(port)
+                #expect(after.count == 2 && after.isDisjoint(with: before), "new workers: \(before) → \(after)")
+                let journal = sandbox.journal("switchboard.service")
+                #expect(journal.contains("rolling reload started") && journal.contains("rolling reload finished"))
+            }
         }
 
         /// The shipped socket unit holds the port while the service restarts: `systemctl restart switchboard`
@@ -56,40 +66,37 @@ extension EndToEndTests {
         /// too). `systemctl stop switchboard` leaves the socket taking connections, and the next one starts the
         /// service again; stopping the socket unit stops both and closes the port.
         @Test func theSocketUnitHoldsThePortWhileTheServiceRestartsOrStops() throws {
-            let port = try freePort()
-            let units = try makeUnits(
-                port: port, socket: true,
-                serviceDropIn: "ExecStart=\nExecStart=/usr/local/bin/switchboard --workers 2 --drain-timeout 5")
-            defer { try? FileManager.default.removeItem(at: units) }
-            let sandbox = try SystemdSandbox(units: units)
-            defer { sandbox.stop() }
-            let active = waitForUnit(sandbox) { $0["StatusText"]?.hasPrefix("2/2 workers ready") == true }
-            let firstMaster = try #require(active["MainPID"], "\(sandbox.journal("switchboard.service"))")
+            try withSocketActivatedService("--workers 2 --drain-timeout 5") { sandbox, port in
+                let active = waitForUnit(sandbox) { $0["StatusText"]?.hasPrefix("2/2 workers ready") == true }
+                let firstMaster = try #require(active["MainPID"], "\(sandbox.journal("switchboard.service"))")
 
-            let load = LoadLoop(port: port)
-            #expect(waitUntil { load.count > 50 })
-            let restart = try sandbox.exec(["systemctl", "restart", "switchboard.service"])
-            #expect(restart.status == 0, "\(restart.stderr)")
-            let again = waitForUnit(sandbox) {
-                $0["MainPID"] != firstMaster && $0["StatusText"]?.hasPrefix("2/2 workers ready") == true
+                let load = LoadLoop(port: port)
+                #expect(waitUntil { load.count > 50 })
+                let restart = try sandbox.exec(["systemctl", "restart", "switchboard.service"])
+                #expect(restart.status == 0, "\(restart.stderr)")
+                let again = waitForUnit(sandbox) {
+                    $0["MainPID"] != firstMaster && $0["StatusText"]?.hasPrefix("2/2 workers ready") == true
+                }
+                let served = load.count
+                #expect(waitUntil { load.count > served + 50 })
+                let outcomes = load.stop()
+                let failures = outcomes.filter { if case .failure = $0.result { true } else { false } }
+                #expect(
+                    failures.count == 0,
+                    "of \(outcomes.count) requests, failed across the restart: \(failures.prefix(3).map(\.result))")
+                #expect(again["MainPID"] != firstMaster && again["ActiveState"] == "active", "\(again)")
+
+                let stop = try sandbox.exec(["systemctl", "stop", "switchboard.service"])
+                #expect(stop.status == 0, "\(stop.stderr)")
+                #expect(try sandbox.show("switchboard.socket", ["ActiveState"])["ActiveState"] == "active")
+                #expect(try get(port: port).status == 200, "the socket took the connection and started the service")
+                #expect(waitForUnit(sandbox) { $0["ActiveState"] == "active" }["ActiveState"] == "active")
+
+                let stopBoth = try sandbox.exec(["systemctl", "stop", "switchboard.socket"])
+                #expect(stopBoth.status == 0, "\(stopBoth.stderr)")
+                #expect(try sandbox.show("switchboard.service", ["ActiveState"])["ActiveState"] == "inactive")
+                #expect(throws: (any Error).self, "the port is closed") { try get(port: port) }
             }
-            let served = load.count
-            #expect(waitUntil { load.count > served + 50 })
-            let outcomes = load.stop()
-            let failures = outcomes.filter { if case .failure = $0.result { true } else { false } }
-            #expect(failures.count == 0, "of \(outcomes.count) requests, failed across the restart: \(failures.prefix(3).map(\.result))")
-            #expect(again["MainPID"] != firstMaster && again["ActiveState"] == "active", "\(again)")
-
-            let stop = try sandbox.exec(["systemctl", "stop", "switchboard.service"])
-            #expect(stop.status == 0, "\(stop.stderr)")
-            #expect(try sandbox.show("switchboard.socket", ["ActiveState"])["ActiveState"] == "active")
-            #expect(try get(port: port).status == 200, "the socket took the connection and started the service")
-            #expect(waitForUnit(sandbox) { $0["ActiveState"] == "active" }["ActiveState"] == "active")
-
-            let stopBoth = try sandbox.exec(["systemctl", "stop", "switchboard.socket"])
-            #expect(stopBoth.status == 0, "\(stopBoth.stderr)")
-            #expect(try sandbox.show("switchboard.service", ["ActiveState"])["ActiveState"] == "inactive")
-            #expect(throws: (any Error).self, "the port is closed") { try get(port: port) }
         }
 
         @Test func theFdStoreKeepsThePortOpenAcrossARestart() throws {
@@ -171,7 +178,8 @@ extension EndToEndTests.RealSystemd {
     /// so what one run's `--defer-accept` set stays on it: a restart without the flag keeps deferring and says so;
     /// `--defer-accept 0` turns it off. Behaviour is read from the master's accepted count with a silent client
     /// waiting (1 accept while it defers, 2 when not).
-    @Test(arguments: [true, false]) func aKeptListenerKeepsAnEarlierRunsDeferralUntilTheFlagTurnsItOff(socketUnit: Bool) throws {
+    @Test(arguments: [true, false])
+    func aKeptListenerKeepsAnEarlierRunsDeferralUntilTheFlagTurnsItOff(socketUnit: Bool) throws {
         let port = try freePort()
         let metricsPort = try freePort()
         let dropIn = { (flags: String) in

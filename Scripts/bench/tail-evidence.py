@@ -13,6 +13,11 @@ row (round-robin and c-rr-close, whose master accepts and passes every connectio
 `--pin 0-1:0-1` leaves everything on both CPUs (unpinned). `--rounds N` runs the subjects in turn N times and reports
 the median round of each (by p99).
 
+A subject named `<mode>-deferred` runs with `--defer-accept 1` (`TCP_DEFER_ACCEPT`; the C subjects take the same
+flag). A second table divides each role's CPU and wake-ups (voluntary switches: the process blocked, then was woken)
+by the requests wrk completed, which under `--load close` are connections: CPU per connection = wake-ups per
+connection × CPU per wake-up, so it tells a path that wakes more often from one that costs more each time.
+
 A worker that never blocks runs until the scheduler preempts it at the end of its slice (an involuntary switch), and
 every connection the other worker on that CPU holds waits that long: many involuntary switches per second and few
 blocking waits point there; voluntary switches (the worker waited in epoll_wait) point the other way.
@@ -36,12 +41,15 @@ sys.path.insert(0, str(HERE.parent))
 from benchlib import loadgen, make_log, procfs, servers  # noqa: E402
 
 log = make_log("tail-evidence")
+# Subjects named <mode>-deferred run with `--defer-accept 1` (Switchboard and the C subjects alike).
+DEFERRED = "-deferred"
 
 
 def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int, workers: int,
                 server_cpu: str, wrk_cpu: str, workdir: Path, close: bool, registry: servers.Registry) -> dict:
     logfile = workdir / f"{name}.log"
-    server = servers.Server(name, ["taskset", "-c", server_cpu] + argv, env, logfile, workers, registry)
+    server = servers.Server(name, ["taskset", "-c", server_cpu] + argv, env, logfile, workers, registry,
+                            mode=name.removesuffix(DEFERRED))
     server.start()
     try:
         time.sleep(0.5)
@@ -68,6 +76,7 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
             "waited_for_cpu_ms": d.get("wait_ns", 0) / 1e6,
             "slices": d.get("slices", 0),
             "avg_slice_us": d.get("run_ns", 0) / slices / 1e3,
+            "voluntary": d.get("voluntary", 0),
             "voluntary_per_s": d.get("voluntary", 0) / elapsed,
             "involuntary_per_s": d.get("involuntary", 0) / elapsed,
         })
@@ -84,7 +93,8 @@ def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str,
     if marker is None:
         raise SystemExit(f"wrk gave no result line: {out.strip()[-300:]}")
     lat = loadgen.latency_ms(marker)
-    return {"requests_per_s": marker["requests"] / (marker["duration_us"] / 1e6), "p50_ms": lat["p50"],
+    return {"requests": marker["requests"], "requests_per_s": marker["requests"] / (marker["duration_us"] / 1e6),
+            "p50_ms": lat["p50"],
             "p99_ms": lat["p99"], "p99_9_ms": lat["p99.9"], "max_ms": lat["max"]}
 
 
@@ -115,7 +125,10 @@ def main(registry: servers.Registry) -> int:
     for _ in range(max(args.rounds, 1)):
         for mode in modes:
             binary = args.c_binary if mode.startswith("c-") else args.binary
-            argv = [binary, "--mode", mode, "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
+            argv = [binary, "--mode", mode.removesuffix(DEFERRED), "--host", "127.0.0.1", "--port", "0",
+                    "--workers", str(args.workers)]
+            if mode.endswith(DEFERRED):
+                argv += ["--defer-accept", "1"]
             rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, args.workers,
                                             server_cpu, wrk_cpu, workdir, close, registry))
     # The median round of each subject, by p99 (with one round, that round).
@@ -134,6 +147,20 @@ def main(registry: servers.Registry) -> int:
             print(f"{head} | {w['role']} {w['pid']} | {w['cpu_ms']:,.0f} | {w['waited_for_cpu_ms']:,.0f} | "
                   f"{w['slices']:,} | {w['avg_slice_us']:,.0f} | {w['voluntary_per_s']:,.0f} | "
                   f"{w['involuntary_per_s']:,.0f} |")
+    print("\nPer request (with --load close, per connection): CPU, wake-ups (voluntary switches: the process blocked "
+          "and was woken) and CPU per wake-up, the workers summed\n")
+    print("| subject | requests | master µs | master wake-ups | master µs/wake-up | workers µs | workers wake-ups "
+          "| workers µs/wake-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        n = max(r["wrk"].get("requests", 0), 1)
+        cells = []
+        for role in ("master", "worker"):
+            ps = [w for w in r["processes"] if w["role"] == role]
+            cpu_us = sum(w["cpu_ms"] for w in ps) * 1e3
+            wakes = sum(w["voluntary"] for w in ps)
+            cells += [f"{cpu_us / n:.2f}", f"{wakes / n:.2f}", f"{cpu_us / max(wakes, 1):.2f}"] if ps else ["–"] * 3
+        print(f"| {r['subject']} | {n:,} | " + " | ".join(cells) + " |")
     for r in results:
         for line in r["loop_stats"]:
             print(f"{r['subject']}: {line}")

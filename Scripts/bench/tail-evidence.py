@@ -94,8 +94,7 @@ def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str,
         raise SystemExit(f"wrk gave no result line: {out.strip()[-300:]}")
     lat = loadgen.latency_ms(marker)
     return {"requests": marker["requests"], "requests_per_s": marker["requests"] / (marker["duration_us"] / 1e6),
-            "p50_ms": lat["p50"],
-            "p99_ms": lat["p99"], "p99_9_ms": lat["p99.9"], "max_ms": lat["max"]}
+            "p50_ms": lat["p50"], "p99_ms": lat["p99"], "p99_9_ms": lat["p99.9"], "max_ms": lat["max"]}
 
 
 def main(registry: servers.Registry) -> int:

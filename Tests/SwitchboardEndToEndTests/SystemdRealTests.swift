@@ -27,13 +27,9 @@ extension EndToEndTests {
         /// `switchboard <arguments>` as `ExecStart=`, and runs `body` with it and the port.
         func withSocketActivatedService(_ arguments: String, _ body: (SystemdSandbox, Int) throws -> Void) throws {
             let port = try freePort()
-            let units = try makeUnits(
-                port: port, socket: true,
-                serviceDropIn: "ExecStart=\nExecStart=/usr/local/bin/switchboard \(arguments)")
-            defer { try? FileManager.default.removeItem(at: units) }
-            let sandbox = try SystemdSandbox(units: units)
-            defer { sandbox.stop() }
-            try body(sandbox, port)
+            try withSandbox(
+                port: port, socket: true, serviceDropIn: "ExecStart=\nExecStart=/usr/local/bin/switchboard \(arguments)"
+            ) { try body($0, port) }
         }
 
         @Test func socketActivatedServiceBecomesActiveServesAndReloads() throws {
@@ -189,49 +185,42 @@ extension EndToEndTests.RealSystemd {
             --metrics 127.0.0.1:\(metricsPort) \(flags)
             """
         }
-        let units = try makeUnits(port: port, socket: socketUnit, serviceDropIn: dropIn("--defer-accept 5"))
-        defer { try? FileManager.default.removeItem(at: units) }
-        let sandbox = try SystemdSandbox(units: units)
-        defer { sandbox.stop() }
-        var master = waitForUnit(sandbox) { $0["StatusText"]?.hasPrefix("1/1 workers ready") == true }["MainPID"]
-        #expect(master != nil, "\(sandbox.journal("switchboard.service"))")
+        try withSandbox(port: port, socket: socketUnit, serviceDropIn: dropIn("--defer-accept 5")) { sandbox in
+            var master = waitForUnit(sandbox) { $0["StatusText"]?.hasPrefix("1/1 workers ready") == true }["MainPID"]
+            #expect(master != nil, "\(sandbox.journal("switchboard.service"))")
 
-        /// Accepts the master makes while a client that sent nothing waits and another is answered.
-        func acceptsWithASilentClient() throws -> Double {
-            let accepted = "switchboard_connections_accepted_total"
-            let before = try EndToEndTests.Metrics.scrape(metricsPort).samples[accepted] ?? 0
-            let silent = try TestConnection(port: port)
-            #expect(try get(port: port).status == 200)
-            let meanwhile = try EndToEndTests.Metrics.scrape(metricsPort).samples[accepted] ?? 0
-            try silent.request()
-            #expect(try silent.readResponse().status == 200, "the silent client is served once it sends")
-            return meanwhile - before
+            /// Accepts the master makes while a client that sent nothing waits and another is answered.
+            func acceptsWithASilentClient() throws -> Double {
+                let accepted = "switchboard_connections_accepted_total"
+                let before = try EndToEndTests.Metrics.scrape(metricsPort).samples[accepted] ?? 0
+                let silent = try TestConnection(port: port)
+                #expect(try get(port: port).status == 200)
+                let meanwhile = try EndToEndTests.Metrics.scrape(metricsPort).samples[accepted] ?? 0
+                try silent.request()
+                #expect(try silent.readResponse().status == 200, "the silent client is served once it sends")
+                return meanwhile - before
+            }
+            func restart(with flags: String) throws {
+                try sandbox.replaceServiceDropIn(dropIn(flags))
+                let restarted = try sandbox.exec(["systemctl", "restart", "switchboard.service"])
+                #expect(restarted.status == 0, "\(restarted.stderr)")
+                let previous = master
+                master = waitForUnit(sandbox) {
+                    $0["MainPID"] != previous && $0["StatusText"]?.hasPrefix("1/1 workers ready") == true
+                }["MainPID"]
+            }
+            let notice = "the listener defers accepts by about"
+            func notices() -> Int { sandbox.journal("switchboard.service").components(separatedBy: notice).count - 1 }
+            #expect(try acceptsWithASilentClient() == 1)
+            #expect(notices() == 0, "an explicit --defer-accept is not news")
+
+            try restart(with: "")
+            #expect(try acceptsWithASilentClient() == 1, "the kept listener still defers")
+            #expect(notices() == 1, "\(sandbox.journal("switchboard.service"))")
+
+            try restart(with: "--defer-accept 0")
+            #expect(try acceptsWithASilentClient() == 2, "--defer-accept 0 turned it off")
+            #expect(notices() == 1, "\(sandbox.journal("switchboard.service"))")
         }
-        func restart(with flags: String) throws {
-            let write = try sandbox.exec([
-                "sh", "-c", "printf '[Service]\\n%s\\n' \"$1\" > /run/systemd/system/switchboard.service.d/test.conf",
-                "sh", dropIn(flags),
-            ])
-            #expect(write.status == 0, "\(write.stderr)")
-            try sandbox.exec(["systemctl", "daemon-reload"])
-            let restarted = try sandbox.exec(["systemctl", "restart", "switchboard.service"])
-            #expect(restarted.status == 0, "\(restarted.stderr)")
-            let previous = master
-            master = waitForUnit(sandbox) {
-                $0["MainPID"] != previous && $0["StatusText"]?.hasPrefix("1/1 workers ready") == true
-            }["MainPID"]
-        }
-        let notice = "the listener defers accepts by about"
-        func notices() -> Int { sandbox.journal("switchboard.service").components(separatedBy: notice).count - 1 }
-        #expect(try acceptsWithASilentClient() == 1)
-        #expect(notices() == 0, "an explicit --defer-accept is not news")
-
-        try restart(with: "")
-        #expect(try acceptsWithASilentClient() == 1, "the socket unit's listener still defers")
-        #expect(notices() == 1, "\(sandbox.journal("switchboard.service"))")
-
-        try restart(with: "--defer-accept 0")
-        #expect(try acceptsWithASilentClient() == 2, "--defer-accept 0 turned it off")
-        #expect(notices() == 1, "\(sandbox.journal("switchboard.service"))")
     }
 }

@@ -61,6 +61,18 @@ final class SystemdSandbox {
         (try? exec(["journalctl", "--no-pager", "-o", "cat", "-u", unit]).stdout) ?? ""
     }
 
+    /// Replaces the service's test drop-in (the `serviceDropIn` of ``makeUnits(port:socket:serviceDropIn:)``, which
+    /// the sandbox keeps under /run/systemd/system) and reloads systemd's configuration; the next start uses it.
+    func replaceServiceDropIn(_ lines: String) throws {
+        let write = try exec([
+            "sh", "-c", "printf '[Service]\\n%s\\n' \"$1\" > /run/systemd/system/switchboard.service.d/test.conf",
+            "sh", lines,
+        ])
+        guard write.status == 0 else { throw ProbeError.io("cannot replace the service's drop-in: \(write.stderr)") }
+        let reload = try exec(["systemctl", "daemon-reload"])
+        guard reload.status == 0 else { throw ProbeError.io("systemctl daemon-reload: \(reload.stderr)") }
+    }
+
     func stop() {
         _ = try? Self.run("/bin/bash", [script, "stop", pid])
     }
@@ -87,6 +99,18 @@ final class SystemdSandbox {
         let stderr = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
         return (status, stdout, stderr)
     }
+}
+
+/// Boots a sandbox with ``makeUnits(port:socket:serviceDropIn:)``'s units, runs `body` with it, then stops it and
+/// removes the units.
+func withSandbox(
+    port: Int, socket: Bool, serviceDropIn: String, _ body: (SystemdSandbox) throws -> Void
+) throws {
+    let units = try makeUnits(port: port, socket: socket, serviceDropIn: serviceDropIn)
+    defer { try? FileManager.default.removeItem(at: units) }
+    let sandbox = try SystemdSandbox(units: units)
+    defer { sandbox.stop() }
+    try body(sandbox)
 }
 
 /// The repository's unit files, adapted for a test: the socket on 127.0.0.1:<port>, and a drop-in with `service`

@@ -275,7 +275,9 @@ package struct ConnectionDispatcher: ~Copyable {
     /// - Parameters:
     ///   - accepting: The master serves (not starting, not stopping): new connections may be accepted.
     ///   - now: The monotonic clock (nanoseconds) the frames sent in this pump are stamped with, for the steal check.
-    package mutating func pump(accepting: Bool, now: UInt64 = Syscalls.monotonicNanoseconds()) {
+    /// - Returns: Whether troubles wait for ``takeTroubles()``.
+    @discardableResult
+    package mutating func pump(accepting: Bool, now: UInt64 = Syscalls.monotonicNanoseconds()) -> Bool {
         dispatchPending(now: now)
         if settings.passesDescriptors && accepting && pending.isEmpty && listenerDescriptor.isValid
             && acceptResumeAt == nil
@@ -284,6 +286,7 @@ package struct ConnectionDispatcher: ~Copyable {
             dispatchPending(now: now)
         }
         updateListenerInterest(accepting: accepting)
+        return !troubles.isEmpty
     }
 
     /// What the master must act on, oldest first; each is returned once.
@@ -364,14 +367,14 @@ package struct ConnectionDispatcher: ~Copyable {
             }
             do {
                 switch try channel.sendConnections(
-                    firstSequence: lanes[lane].frames.nextSequence, lanes[lane].outbox, count: count,
+                    firstSequence: lanes[lane].frames.nextSequence, lanes[lane].outbox.descriptors, count: count,
                     reportReceipt: reportReceipt)
                 {
-                case .done:
+                case .done(let end):
                     lanes[lane].backingOff = false
-                    lanes[lane].frames.sent(count, end: channel.bytesSent, at: now)
-                    for fd in lanes[lane].outbox { Syscalls.close(fd) }
-                    lanes[lane].outbox.removeAll(keepingCapacity: true)
+                    lanes[lane].frames.sent(count, end: end, at: now)
+                    for index in 0..<count { Syscalls.close(lanes[lane].outbox.descriptors[index]) }
+                    lanes[lane].outbox.removeAll()
                     counters.dispatched &+= UInt64(count)
                     lanes[lane].dispatched &+= UInt64(count)
                     counters.messages &+= 1
@@ -393,8 +396,8 @@ package struct ConnectionDispatcher: ~Copyable {
     /// Moves the connections staged for `lane` (not sent) to `pending`.
     private mutating func unstage(_ lane: Int) {
         guard !lanes[lane].outbox.isEmpty else { return }
-        pending.append(contentsOf: lanes[lane].outbox)
-        lanes[lane].outbox.removeAll(keepingCapacity: true)
+        pending.append(contentsOf: lanes[lane].outbox.staged)
+        lanes[lane].outbox.removeAll()
     }
 
     /// The lane the next connection goes to. When the scheduler finds none, the queues that kept workers out (at their
@@ -743,7 +746,7 @@ extension ConnectionDispatcher {
         /// The master's copy of the worker's end (the worker has it at fd 3), open until the worker is reaped.
         fileprivate var kept: DescriptorChannel?
         /// Connections staged during one burst, sent together in one message.
-        fileprivate var outbox: [CInt]
+        fileprivate var outbox = Outbox()
         /// The `connections` frames sent that the worker may not have received.
         package fileprivate(set) var frames: QueuedFrames
         package fileprivate(set) var ready = false
@@ -762,8 +765,6 @@ extension ConnectionDispatcher {
 
         init(bound: Int) {
             frames = QueuedFrames(capacity: bound)
-            outbox = []
-            outbox.reserveCapacity(ConnectionDispatcher.acceptBurst)
         }
 
         package var blocked: Bool { watchingWritable || retryAt != nil }

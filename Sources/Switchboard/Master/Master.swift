@@ -87,7 +87,6 @@ package final class Master {
     /// Set while the first workers start: a worker that cannot be started then fails ``run(inheritedListener:)``.
     var starting = false
     var startupError: SwitchboardError?
-    var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
     /// Called once, when every configured worker is ready, with the bound port.
     package var onListening: (_ host: String, _ port: Int) -> Void = { _, _ in }
 
@@ -315,6 +314,8 @@ package final class Master {
         // A signal the master handles may arrive blocked in every thread (a mask inherited from the parent or set by
         // the program): the loop's waits unblock them, so the handler runs here at the latest.
         if ownsSignalHandlers { Syscalls.prepareSignalWait() }
+        // The loop's own buffer: a stored property would cost a run-time exclusivity check at every wake-up.
+        var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
         while true {
             if case .finished(let code) = machine.state {
                 shutdownRemaining()
@@ -451,8 +452,7 @@ package final class Master {
     /// only the supervisor may decide, after the dispatcher is done: never from inside it.
     /// - Parameter now: The monotonic clock, when the caller has just read it.
     func pump(now: UInt64 = Syscalls.monotonicNanoseconds()) {
-        dispatcher.pump(accepting: machine.state == .running, now: now)
-        actOnDispatchTroubles()
+        if dispatcher.pump(accepting: machine.state == .running, now: now) { actOnDispatchTroubles() }
     }
 
     func actOnDispatchTroubles() {

@@ -316,7 +316,8 @@ package struct SupervisorMachine {
     package var hasProcesses: Bool { workers.contains(where: \.hasProcess) }
 
     /// When the next ``Event/tick(now:)`` is due: a restart, the stop deadline or the next health check.
-    package var nextDeadline: UInt64 {
+    /// Inlined: the master asks at every wake-up, and a call copied the whole machine out of the master first.
+    @inline(__always) package var nextDeadline: UInt64 {
         var next = nextCheck
         if case .stopping(let deadline) = state { next = min(next, deadline) }
         if let due = stopDue { next = min(next, due) }

@@ -10,21 +10,44 @@ import CSwitchboardLinux
 package final class DescriptorChannel {
     package let fd: CInt
     private var isOpen = true
+    /// What sending changes, in one stored value: a send is one access to this class's state (each access to a
+    /// stored `var` of a class is checked at run time), and the hot path never allocates.
+    private struct Sending {
+        /// Bytes of every frame sent through this end so far.
+        var bytesSent: UInt64 = 0
+        /// Scratch frame for `connections` messages.
+        var connectionFrame = WireCodec.encode(.connections(firstSequence: 0, count: 1))
+
+        mutating func sendConnections(
+            fd: CInt, firstSequence: UInt64, _ connections: [CInt], count: Int, reportReceipt: Bool
+        ) throws(SystemCallError) -> NonBlocking<UInt64> {
+            WireCodec.patchConnections(
+                &connectionFrame, firstSequence: firstSequence, count: count, reportReceipt: reportReceipt)
+            let result = unsafe connectionFrame.withUnsafeBytes { bytes in
+                unsafe connections.withUnsafeBufferPointer { fds in
+                    Result { () throws(SystemCallError) in
+                        try unsafe Syscalls.send(fd, bytes: bytes, fds: UnsafeBufferPointer(rebasing: fds[0..<count]))
+                    }
+                }
+            }
+            guard case .done = try result.get() else { return .wouldBlock }
+            bytesSent &+= UInt64(connectionFrame.count)
+            return .done(bytesSent)
+        }
+    }
+    private var sending = Sending()
     /// Bytes of every frame sent through this end so far: with the peer's ``queuedBytes()`` it tells how much of
     /// what was sent the peer has received.
-    package private(set) var bytesSent: UInt64 = 0
-    /// Scratch frame for `connections` messages, so the hot path never allocates.
-    private var connectionFrame: [UInt8]
+    package var bytesSent: UInt64 { sending.bytesSent }
 
     package init(fd: CInt) {
         self.fd = fd
-        self.connectionFrame = WireCodec.encode(.connections(firstSequence: 0, count: 1))
     }
 
     /// Takes over a channel another image of the master used, with the bytes it had sent through it.
     package convenience init(fd: CInt, bytesSent: UInt64) {
         self.init(fd: fd)
-        self.bytesSent = bytesSent
+        self.sending.bytesSent = bytesSent
     }
 
     /// Creates a connected pair: `(master end, worker end)`, both close-on-exec.
@@ -37,22 +60,13 @@ package final class DescriptorChannel {
     /// (non-blocking; `count` is at most ``WireCodec/maxDescriptors``). The caller keeps its copies: once this
     /// returns `.done` the kernel holds the connections in the peer's queue, so the caller may close them.
     /// `reportReceipt` asks the peer to acknowledge the frame when it receives it.
+    /// - Returns: `.done` with ``bytesSent`` after this frame.
     package func sendConnections(
         firstSequence: UInt64, _ connections: [CInt], count: Int, reportReceipt: Bool = false
-    ) throws(SystemCallError) -> NonBlocking<Void> {
+    ) throws(SystemCallError) -> NonBlocking<UInt64> {
         precondition(count >= 1 && count <= min(connections.count, WireCodec.maxDescriptors))
-        WireCodec.patchConnections(
-            &connectionFrame, firstSequence: firstSequence, count: count, reportReceipt: reportReceipt)
-        let result = unsafe connectionFrame.withUnsafeBytes { bytes in
-            unsafe connections.withUnsafeBufferPointer { fds in
-                Result { () throws(SystemCallError) in
-                    try unsafe Syscalls.send(fd, bytes: bytes, fds: UnsafeBufferPointer(rebasing: fds[0..<count]))
-                }
-            }
-        }
-        let sent = try result.get()
-        if case .done = sent { bytesSent &+= UInt64(connectionFrame.count) }
-        return sent
+        return try sending.sendConnections(
+            fd: fd, firstSequence: firstSequence, connections, count: count, reportReceipt: reportReceipt)
     }
 
     /// Sends a message without descriptors.
@@ -66,7 +80,7 @@ package final class DescriptorChannel {
             }
         }
         let sent = try result.get()
-        if case .done = sent { bytesSent &+= UInt64(frame.count) }
+        if case .done = sent { sending.bytesSent &+= UInt64(frame.count) }
         return sent
     }
 
@@ -78,7 +92,7 @@ package final class DescriptorChannel {
             }
         }
         let sent = try result.get()
-        if case .done = sent { bytesSent &+= UInt64(frame.count) }
+        if case .done = sent { sending.bytesSent &+= UInt64(frame.count) }
         return sent
     }
 

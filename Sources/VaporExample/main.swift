@@ -107,7 +107,7 @@ func tlsConfiguration() throws -> TLSConfiguration? {
     return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
 }
 
-/// `--port`, `--host`, `--workers`, `--worker-threads`, `--mode`, `--drain-timeout` (seconds), the limits, or `PORT`,
+/// `--port`, `--host`, `--workers`, `--worker-threads`, `--mode`, `--drain-timeout` (seconds), the limits, `--defer-accept` (seconds), or `PORT`,
 /// `HOST`, `WORKERS`, `MODE`, `DRAIN_TIMEOUT`, ...
 func clusterConfiguration() -> SwitchboardCluster.Configuration {
     var cluster = SwitchboardCluster.Configuration()
@@ -139,6 +139,7 @@ func clusterConfiguration() -> SwitchboardCluster.Configuration {
     value("KEEPALIVE_TIMEOUT") { (value: Double) in cluster.limits.keepAliveTimeout = seconds(value) }
     value("SEND_TIMEOUT") { (value: Double) in cluster.limits.sendTimeout = seconds(value) }
     value("MAX_CONNECTIONS") { (value: Int) in cluster.limits.maxConnections = value > 0 ? value : nil }
+    value("DEFER_ACCEPT") { (value: Int) in cluster.deferAcceptSeconds = value }
     return cluster
 }
 

@@ -34,6 +34,36 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// `--defer-accept` in both engines and in the modes where the master or the worker binds: a client that
+        /// connects and sends nothing stays in the kernel, its server side SYN-RECV (not accepted, by nobody), and the
+        /// same connection is accepted and answered once it speaks. The NIO engine, which Hummingbird's and Vapor's
+        /// workers run on, binds its reuseport listener through the same runtime as the built-in one. With
+        /// `--defer-accept 0` the server side is established at once: the check can tell.
+        @Test(arguments: [
+            ("native", "round-robin", 5), ("native", "reuseport", 5), ("nio", "round-robin", 5),
+            ("nio", "reuseport", 5), ("native", "round-robin", 0), ("nio", "reuseport", 0),
+        ])
+        func aSilentClientWaitsInTheKernelWithDeferAcceptInEitherEngine(worker: String, mode: String, seconds: Int)
+            throws
+        {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "2", "--worker", worker, "--mode", mode, "--defer-accept", "\(seconds)"])
+            defer { server.cleanUp() }
+            let silent = try TestConnection(port: server.port, timeoutSeconds: 10)
+            var state: String?
+            let listed = waitUntil(timeout: .seconds(3)) {
+                state = silent.serverSideState(serverPort: server.port)
+                return state != nil
+            }
+            #expect(listed, "the server side of the connection is in /proc/net/tcp")
+            #expect(
+                state == (seconds > 0 ? "03" : "01"),
+                "server side of a silent connection: \(state ?? "none") (03: SYN-RECV, held back; 01: established)")
+            try silent.request(path: "/")
+            #expect(try silent.readResponse().status == 200, "it is answered once it speaks")
+            server.stopAndCheckNoOrphans()
+        }
+
         @Test func halfRequestsGet408AndSilentConnectionsCloseAfterTheHeaderTimeout() throws {
             let server = try SwitchboardProcess.start(["--workers", "2", "--header-timeout", "1"])
             defer { server.cleanUp() }

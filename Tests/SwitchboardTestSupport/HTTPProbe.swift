@@ -64,6 +64,20 @@ package final class TestConnection: @unchecked Sendable {
         return nil
     }
 
+    /// The TCP state of the server side of this connection as /proc/net/tcp shows it (hex: `01` established, `03`
+    /// SYN-RECV, which is also how a connection the kernel holds back for `TCP_DEFER_ACCEPT` shows), or nil when it
+    /// is not listed.
+    package func serverSideState(serverPort: Int) -> String? {
+        let local = String(format: ":%04X", serverPort)
+        let remote = String(format: ":%04X", localPort)
+        guard let table = ProcFS.read("/proc/net/tcp") else { return nil }
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            if fields.count > 3, fields[1].hasSuffix(local), fields[2].hasSuffix(remote) { return String(fields[3]) }
+        }
+        return nil
+    }
+
     /// Waits until the server side of this connection is held by a worker and no longer by the master.
     package func waitUntilHeldByWorker(of server: SwitchboardProcess) -> pid_t? {
         var holder: pid_t?

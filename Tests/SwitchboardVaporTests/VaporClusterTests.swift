@@ -57,6 +57,25 @@ struct VaporClusterTests {
         server.stopAndCheckNoOrphans()
     }
 
+    /// `deferAcceptSeconds` (the example's `--defer-accept`) reaches the listener that accepts: the master's, and
+    /// each worker's own in reuseport mode, which Vapor's workers bind through the same runtime. A silent client's
+    /// server side stays SYN-RECV in the kernel; once it speaks, Vapor answers it.
+    @Test(arguments: ["round-robin", "reuseport"]) func deferAcceptHoldsASilentClientInTheKernel(mode: String) throws {
+        let server = try Self.start(["--workers", "2", "--mode", mode, "--defer-accept", "5"])
+        defer { server.cleanUp() }
+        let silent = try TestConnection(port: server.port, timeoutSeconds: 10)
+        var state: String?
+        #expect(waitUntil(timeout: .seconds(3)) {
+            state = silent.serverSideState(serverPort: server.port)
+            return state != nil
+        })
+        #expect(state == "03", "server side of a silent connection: \(state ?? "none") (03: SYN-RECV, held back)")
+        try silent.request(path: "/")
+        let response = try silent.readResponse()
+        #expect(response.status == 200 && response.body.hasPrefix("Hello from Vapor worker "), "\(response.body)")
+        server.stopAndCheckNoOrphans()
+    }
+
     /// `req.remoteAddress` is the client's address (the passed TCP connection's peer), and the application's server
     /// configuration names the master's port, not the worker's private socket.
     @Test func theApplicationSeesTheClientsAddressAndThePublicPort() throws {

@@ -52,30 +52,25 @@ package final class TestConnection: @unchecked Sendable {
 
     /// The inode of the server side of this connection (from /proc/net/tcp), once the server accepted it.
     package func serverSideInode(serverPort: Int) -> String? {
-        let local = String(format: ":%04X", serverPort)
-        let remote = String(format: ":%04X", localPort)
-        guard let table = ProcFS.read("/proc/net/tcp") else { return nil }
-        for line in table.split(separator: "\n").dropFirst() {
-            let fields = line.split(separator: " ")
-            if fields.count > 9, fields[1].hasSuffix(local), fields[2].hasSuffix(remote), fields[9] != "0" {
-                return String(fields[9])
-            }
-        }
-        return nil
+        serverSideEntries(serverPort: serverPort).lazy.compactMap { $0.count > 9 && $0[9] != "0" ? String($0[9]) : nil }
+            .first
     }
 
     /// The TCP state of the server side of this connection as /proc/net/tcp shows it (hex: `01` established, `03`
     /// SYN-RECV, which is also how a connection the kernel holds back for `TCP_DEFER_ACCEPT` shows), or nil when it
     /// is not listed.
     package func serverSideState(serverPort: Int) -> String? {
+        serverSideEntries(serverPort: serverPort).first.map { String($0[3]) }
+    }
+
+    /// The /proc/net/tcp lines (split into fields) whose local end is `serverPort` and remote end this connection.
+    private func serverSideEntries(serverPort: Int) -> [[Substring]] {
         let local = String(format: ":%04X", serverPort)
         let remote = String(format: ":%04X", localPort)
-        guard let table = ProcFS.read("/proc/net/tcp") else { return nil }
-        for line in table.split(separator: "\n").dropFirst() {
-            let fields = line.split(separator: " ")
-            if fields.count > 3, fields[1].hasSuffix(local), fields[2].hasSuffix(remote) { return String(fields[3]) }
+        guard let table = ProcFS.read("/proc/net/tcp") else { return [] }
+        return table.split(separator: "\n").dropFirst().map { $0.split(separator: " ") }.filter { fields in
+            fields.count > 3 && fields[1].hasSuffix(local) && fields[2].hasSuffix(remote)
         }
-        return nil
     }
 
     /// Waits until the server side of this connection is held by a worker and no longer by the master.

@@ -21,6 +21,8 @@ struct HTTP1Connections: ~Copyable {
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     /// Requests answered in total: what the heartbeats report as handled.
     private(set) var answered: UInt64 = 0
+    /// Whether a connection is read as soon as it is adopted (``AdoptRead``).
+    private(set) var adoptRead = AdoptRead()
 
     init(logger: Logger) {
         self.logger = logger
@@ -34,32 +36,47 @@ struct HTTP1Connections: ~Copyable {
 
     func contains(_ fd: CInt) -> Bool { table.contains(fd) }
 
-    /// Takes a connection with its new machine and answers what it already sent.
+    /// Takes a connection with its new machine and answers what it already sent, when connections usually come with
+    /// their request (``AdoptRead``); otherwise it waits in the epoll set for it.
     /// - Returns: ``AfterIO/close`` when the connection is to be closed at once (``close(_:)``).
     mutating func adopt<Responder: HTTP1Responder>(
         _ fd: CInt, _ machine: HTTP1Connection, now: UInt64, responder: Responder
     ) -> AfterIO {
         table.insert(fd, HTTP1ServerEntry(machine: machine, watching: nil))
-        guard readable(fd, now: now, responder: responder) == .keep else { return .close }
+        if adoptRead.readNow() {
+            let (next, found) = read(fd, now: now, responder: responder)
+            adoptRead.record(found: found)
+            guard next == .keep else { return .close }
+        }
         return service(fd, now: now, responder: responder)
     }
 
     /// Reads what the machine wants read, answering as it goes.
     mutating func readable<Responder: HTTP1Responder>(_ fd: CInt, now: UInt64, responder: Responder) -> AfterIO {
+        read(fd, now: now, responder: responder).next
+    }
+
+    /// ``readable(_:now:responder:)``, and whether the socket had anything: data, the end of the stream or an error.
+    private mutating func read<Responder: HTTP1Responder>(
+        _ fd: CInt, now: UInt64, responder: Responder
+    ) -> (next: AfterIO, found: Bool) {
         // The body works on the table's slot; the buffer and the count are moved out meanwhile (no copy).
         var buffer: [UInt8] = []
         swap(&buffer, &readBuffer)
         defer { swap(&buffer, &readBuffer) }
         var answeredNow = 0
+        var found = false
         let next = table.withEntry(fd) { entry -> AfterIO in
             while entry.machine.wantsRead {
                 let result: NonBlocking<Int>
                 do {
                     result = try Syscalls.read(fd, into: &buffer, at: 0)
                 } catch {
+                    found = true
                     return .close  // reset by the client
                 }
                 guard case .done(let count) = result else { return .keep }
+                found = true
                 if count == 0 {
                     entry.machine.receivedEnd(now: now)
                     return .keep
@@ -73,7 +90,7 @@ struct HTTP1Connections: ~Copyable {
             return .keep
         }
         answered &+= UInt64(answeredNow)
-        return next ?? .keep
+        return (next ?? .keep, found)
     }
 
     /// After anything happened to `fd`: writes what is queued, says when its machine is done, and watches what the

@@ -19,8 +19,9 @@ enum HTTP1Token {
 /// listener (in `reuseport` and `shared` modes) and every connection, each a ``HTTP1Connection`` answered by
 /// `Responder`.
 ///
-/// It receives passed connections on the thread that serves them (no hand-off between threads), reads what is
-/// already waiting as soon as a connection arrives, and writes each response with one `send`. The connection
+/// It receives passed connections on the thread that serves them (no hand-off between threads), reads a new
+/// connection at once while new connections usually come with their request (``AdoptRead``), and writes each response
+/// with one `send`. The connection
 /// machines decide everything about a connection; this loop only performs their reads, writes and closes, sweeps
 /// their timers every ``sweepInterval``, and keeps at most ``WorkerRuntime/maxConnections`` open (in the modes where
 /// it accepts by itself it stops accepting at the cap; in the passing modes the master sends no more than that).
@@ -251,9 +252,10 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     /// Takes a connection (passed or accepted; this worker owns the descriptor) and answers what it already sent.
-    /// It joins the epoll set only if it has to wait (``HTTP1Connections/service(_:now:responder:)``): under
-    /// `Connection: close` the request is usually there, and the whole connection is read, answered and closed
-    /// without two `epoll_ctl` calls.
+    /// It joins the epoll set only if it has to wait (``HTTP1Connections/service(_:now:responder:)``): from a
+    /// deferring listener the request is there, and the whole connection is read, answered and closed without two
+    /// `epoll_ctl` calls; from one that does not defer it usually is not, and the connection waits in the epoll set
+    /// without a read that would find nothing (``AdoptRead``).
     private func adopt(_ fd: CInt) {
         // TCP_NODELAY succeeds only on a TCP socket: the type check (one more call) only when it fails.
         guard Syscalls.setNoDelay(fd) || Syscalls.isStreamSocket(fd) else {
@@ -267,7 +269,6 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         if draining { machine.drain(now: now) }
         adoptedThisRound = true
         if nextSweep == .max { nextSweep = now &+ Self.sweepInterval }
-        // The request is usually there already: answering now saves a trip through epoll.
         if connections.adopt(fd, machine, now: now, responder: responder) == .close { closeConnection(fd) }
     }
 

@@ -4,11 +4,10 @@
 /// its request, and reading it at once answers it without the connection ever joining the epoll set. Without
 /// deferral the master (or a reuseport worker) accepts as soon as the handshake completes and the request follows:
 /// under a load of one request per connection more than nine reads at adoption in ten found nothing, a system call
-/// each (BENCHMARKS.md, "Tail latency", fourteenth part). So the engine keeps
-/// score of what its reads at adoption found and reads at once only while at least half of them found data;
-/// otherwise a new connection goes straight into the epoll set (level-triggered, so a request already there is
-/// reported at the next wait), and one adoption in ``sampleEvery`` still reads at once, so that the score follows a
-/// listener or clients that change.
+/// each (BENCHMARKS.md, "Tail latency", fourteenth part). So the engine keeps score of what its reads at adoption
+/// found and reads at once only while at least half of them found data; otherwise a new connection goes straight
+/// into the epoll set (level-triggered, so a request already there is reported at the next wait), and one adoption
+/// in ``sampleEvery`` still reads at once, so that the score follows a listener or clients that change.
 struct AdoptRead {
     /// While skipping, one adoption in this many reads at once anyway.
     static var sampleEvery: Int { 8 }

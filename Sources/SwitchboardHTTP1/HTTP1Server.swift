@@ -21,10 +21,10 @@ enum HTTP1Token {
 ///
 /// It receives passed connections on the thread that serves them (no hand-off between threads), reads a new
 /// connection at once while new connections usually come with their request (``AdoptRead``), and writes each response
-/// with one `send`. The connection
-/// machines decide everything about a connection; this loop only performs their reads, writes and closes, sweeps
-/// their timers every ``sweepInterval``, and keeps at most ``WorkerRuntime/maxConnections`` open (in the modes where
-/// it accepts by itself it stops accepting at the cap; in the passing modes the master sends no more than that).
+/// with one `send`. The connection machines decide everything about a connection; this loop only performs their
+/// reads, writes and closes, sweeps their timers every ``sweepInterval``, and keeps at most
+/// ``WorkerRuntime/maxConnections`` open (in the modes where it accepts by itself it stops accepting at the cap; in
+/// the passing modes the master sends no more than that).
 /// On a drain it stops accepting, lets each machine close what is idle and finish what is in flight, and exits
 /// when none is left or at the deadline.
 package final class HTTP1Server<Responder: HTTP1Responder> {

@@ -50,12 +50,7 @@ extension EndToEndTests {
                 ["--workers", "2", "--worker", worker, "--mode", mode, "--defer-accept", "\(seconds)"])
             defer { server.cleanUp() }
             let silent = try TestConnection(port: server.port, timeoutSeconds: 10)
-            var state: String?
-            let listed = waitUntil(timeout: .seconds(3)) {
-                state = silent.serverSideState(serverPort: server.port)
-                return state != nil
-            }
-            #expect(listed, "the server side of the connection is in /proc/net/tcp")
+            let state = silent.waitForServerSideState(serverPort: server.port)
             #expect(
                 state == (seconds > 0 ? "03" : "01"),
                 "server side of a silent connection: \(state ?? "none") (03: SYN-RECV, held back; 01: established)")

@@ -63,6 +63,16 @@ package final class TestConnection: @unchecked Sendable {
         serverSideEntries(serverPort: serverPort).first.map { String($0[3]) }
     }
 
+    /// ``serverSideState(serverPort:)`` once the server side is listed (within `timeout`), or nil.
+    package func waitForServerSideState(serverPort: Int, timeout: Duration = .seconds(3)) -> String? {
+        var state: String?
+        _ = waitUntil(timeout: timeout) {
+            state = serverSideState(serverPort: serverPort)
+            return state != nil
+        }
+        return state
+    }
+
     /// The /proc/net/tcp lines (split into fields) whose local end is `serverPort` and remote end this connection.
     private func serverSideEntries(serverPort: Int) -> [[Substring]] {
         let local = String(format: ":%04X", serverPort)

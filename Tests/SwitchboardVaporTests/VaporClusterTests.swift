@@ -64,11 +64,7 @@ struct VaporClusterTests {
         let server = try Self.start(["--workers", "2", "--mode", mode, "--defer-accept", "5"])
         defer { server.cleanUp() }
         let silent = try TestConnection(port: server.port, timeoutSeconds: 10)
-        var state: String?
-        #expect(waitUntil(timeout: .seconds(3)) {
-            state = silent.serverSideState(serverPort: server.port)
-            return state != nil
-        })
+        let state = silent.waitForServerSideState(serverPort: server.port)
         #expect(state == "03", "server side of a silent connection: \(state ?? "none") (03: SYN-RECV, held back)")
         try silent.request(path: "/")
         let response = try silent.readResponse()

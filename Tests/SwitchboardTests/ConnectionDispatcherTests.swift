@@ -225,6 +225,24 @@ import Testing
         #expect(!rig.dispatcher.lanes[0].stalled)
     }
 
+    /// The master's loop waits for the deadline the pump reports instead of asking the dispatcher again: it is the
+    /// steal check of the frames just sent, and none once every frame was received.
+    @Test func thePumpReportsTheDispatchersNextDeadline() throws {
+        let rig = try Rig(lanes: 2, stealAfter: 1_000_000)
+        _ = try rig.connect(2)
+        let now = Syscalls.monotonicNanoseconds()
+        var deadline: UInt64 = 0
+        #expect(!rig.dispatcher.pump(accepting: true, now: now, nextDeadline: &deadline))
+        #expect(deadline == now + 1_000_000, "the steal check of the frames sent at `now`")
+        #expect(deadline == rig.dispatcher.nextDeadline(now: now))
+        _ = try rig.receive(0)
+        _ = try rig.receive(1)
+        rig.dispatcher.report(0, open: 1)
+        rig.dispatcher.report(1, open: 1)
+        #expect(!rig.dispatcher.pump(accepting: true, now: now + 1, nextDeadline: &deadline))
+        #expect(deadline == .max, "nothing waits in a queue: no steal check")
+    }
+
     /// A stalled queue is taken back only as far as the master has descriptors for; the rest stays the stalled
     /// worker's, in its queue, until a later steal (after a pause) finds room. Each connection still reaches exactly
     /// one worker.

@@ -289,6 +289,15 @@ package struct ConnectionDispatcher: ~Copyable {
         return !troubles.isEmpty
     }
 
+    /// ``pump(accepting:now:)``, and the dispatcher's next deadline after it (``nextDeadline(now:)``, `UInt64.max`
+    /// for none): the master's loop waits for it without looking at the dispatcher again.
+    /// - Returns: Whether troubles wait for ``takeTroubles()``.
+    package mutating func pump(accepting: Bool, now: UInt64, nextDeadline deadline: inout UInt64) -> Bool {
+        let troubled = pump(accepting: accepting, now: now)
+        deadline = nextDeadline(now: now) ?? .max
+        return troubled
+    }
+
     /// What the master must act on, oldest first; each is returned once.
     package mutating func takeTroubles() -> [Trouble] {
         guard !troubles.isEmpty else { return [] }

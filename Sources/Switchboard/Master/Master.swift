@@ -316,12 +316,27 @@ package final class Master {
         if ownsSignalHandlers { Syscalls.prepareSignalWait() }
         // The loop's own buffer: a stored property would cost a run-time exclusivity check at every wake-up.
         var events = [sb_epoll_event](repeating: sb_epoll_event(), count: 64)
+        // What the supervisor's side (the machine, the servers, systemd, an upgrade) decided, and the dispatcher's
+        // own next deadline, as of the last wake-up that could change them. A wake-up that only accepted and passed
+        // connections (listener events, no timer, no trouble) changes neither the supervisor's side nor anything
+        // the dispatcher's pump did not already report, so the next wait reuses them: under a close load that is
+        // nearly every wake-up, and each look at the master's stored state costs a run-time exclusivity check.
+        var side = SideState()
+        var sideIsCurrent = false
+        var dispatchDeadline = UInt64.max
         while true {
-            if case .finished(let code) = machine.state {
-                shutdownRemaining()
-                return code
+            if !sideIsCurrent {
+                side = sideState()
+                if case .finished(let code) = side.run {
+                    shutdownRemaining()
+                    return code
+                }
+                dispatchDeadline = dispatcher.nextDeadline(now: Syscalls.monotonicNanoseconds()) ?? .max
+            } else {
+                // Debug builds (every test) check the reuse against a fresh look at each such wake-up.
+                assert(side == sideState(), "the loop's view of the supervisor went stale after passing connections")
             }
-            let due = nextTimerDeadline()
+            let due = Self.wait(until: min(side.deadline, dispatchDeadline), now: Syscalls.monotonicNanoseconds())
             let count: Int
             do {
                 count = try Syscalls.epollWait(
@@ -330,9 +345,13 @@ package final class Master {
                 logger.critical("epoll_wait failed: \(error)")
                 return SwitchboardError.Code.system.exitCode
             }
+            var onlyConnections = true
             for index in 0..<count {
                 let event = events[index]
-                handle(event: event)
+                if event.data & 0xff != Token.listener {
+                    onlyConnections = false
+                    handle(event: event)
+                }
             }
             // One clock read per wake-up, for the timers and for the connections this pump sends. The timers run only
             // once the earliest deadline the wait was computed from has come: a deadline an event handler moved
@@ -340,11 +359,36 @@ package final class Master {
             let now = Syscalls.monotonicNanoseconds()
             if now >= due.deadline {
                 runTimers(now: now)
-            } else if upgrade.check != nil {
+                onlyConnections = false
+            } else if side.upgradeChecks {
                 pollUpgradeCheck(now: now)
+                onlyConnections = false
             }
-            pump(now: now)
+            if dispatcher.pump(accepting: side.run == .running, now: now, nextDeadline: &dispatchDeadline) {
+                actOnDispatchTroubles()
+                onlyConnections = false
+            }
+            sideIsCurrent = onlyConnections
         }
+    }
+
+    /// What the loop needs of the supervisor's side between two wake-ups that may change it.
+    struct SideState: Equatable {
+        var run = SupervisorMachine.RunState.running
+        /// The earliest deadline of every timer but the dispatcher's (`UInt64.max` for none).
+        var deadline = UInt64.max
+        /// An upgrade's pre-check runs: it is polled at every wake-up.
+        var upgradeChecks = false
+    }
+
+    private func sideState() -> SideState {
+        let now = Syscalls.monotonicNanoseconds()
+        var next = machine.nextDeadline
+        if let systemd = systemd.nextDeadline(now: now) { next = min(next, systemd) }
+        if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
+        if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
+        if let check = upgrade.nextDeadline { next = min(next, check) }
+        return SideState(run: machine.state, deadline: next, upgradeChecks: upgrade.check != nil)
     }
 
     private func handle(event: sb_epoll_event) {
@@ -416,19 +460,12 @@ package final class Master {
 
     // MARK: timers
 
-    /// The earliest deadline of every timer (`UInt64.max` for none), and the wait's timeout for it: -1 for none, else
-    /// milliseconds rounded up (at most a minute).
-    private func nextTimerDeadline() -> (deadline: UInt64, timeout: Int) {
-        let now = Syscalls.monotonicNanoseconds()
-        var next = machine.nextDeadline
-        if let dispatch = dispatcher.nextDeadline(now: now) { next = min(next, dispatch) }
-        if let systemd = systemd.nextDeadline(now: now) { next = min(next, systemd) }
-        if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
-        if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
-        if let check = upgrade.nextDeadline { next = min(next, check) }
-        guard next != .max else { return (next, -1) }
-        guard next > now else { return (next, 0) }
-        return (next, Int(min((next - now + 999_999) / 1_000_000, 60_000)))
+    /// The wait's timeout for `deadline` (`UInt64.max` for none): -1 for none, else milliseconds rounded up (at most a
+    /// minute).
+    static func wait(until deadline: UInt64, now: UInt64) -> (deadline: UInt64, timeout: Int) {
+        guard deadline != .max else { return (deadline, -1) }
+        guard deadline > now else { return (deadline, 0) }
+        return (deadline, Int(min((deadline - now + 999_999) / 1_000_000, 60_000)))
     }
 
     private func runTimers(now: UInt64) {

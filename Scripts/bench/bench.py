@@ -47,8 +47,12 @@ BASE_SUFFIX = "@base"
 # each design on this machine. c-rr-close closes the master's copy right after sendmsg, c-rr-ack keeps it until the
 # worker acknowledges (Switchboard's design), c-reuseport has one SO_REUSEPORT listener per worker.
 # c-rr-close-deferred and c-reuseport-deferred set TCP_DEFER_ACCEPT (`--defer-accept 1`) like Switchboard's deferred
-# subjects: their like-for-like reference.
-C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport", "c-rr-close-deferred", "c-reuseport-deferred"]
+# subjects: their like-for-like reference. c-rr-close-slow is c-rr-close whose master spends C_SLOW_MASTER_NS more
+# CPU time after each connection it accepts (`--master-work-ns`): how much the close tail depends on the master's CPU
+# per connection, measured in the same rounds.
+C_SLOW_SUFFIX = "-slow"
+C_SLOW_MASTER_NS = 2000
+C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport", "c-rr-close-deferred", "c-reuseport-deferred", "c-rr-close-slow"]
 C_SOURCE = HERE / "c-subjects.c"
 C_BUILD_DIR = REPO_ROOT / "bench-results" / "c"
 C_BINARY_NAME = "c-subjects"
@@ -57,7 +61,7 @@ NODE_MODES = ["node-rr", "node-none"]
 ALL_MODES = SWITCHBOARD_MODES + C_MODES + NODE_MODES
 # Subjects whose master accepts and passes every connection on: only their master CPU per connection is compared.
 PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "round-robin-affinity", "round-robin-deferred",
-                 "c-rr-close", "c-rr-ack", "c-rr-close-deferred",
+                 "c-rr-close", "c-rr-ack", "c-rr-close-deferred", "c-rr-close-slow",
                  "node-rr"}
 # --sweep's subjects unless --modes names others.
 SWEEP_DEFAULT_MODES = ["round-robin", "c-rr-close"]
@@ -92,6 +96,8 @@ RATIO_PAIRS = [
     ("reuseport-deferred", "c-reuseport-deferred"),
     ("round-robin", "c-rr-ack"),
     ("reuseport", "c-reuseport"),
+    ("c-rr-close-slow", "c-rr-close"),
+    ("c-rr-close-slow", "c-reuseport"),
 ]
 RATIO_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -112,6 +118,7 @@ REFERENCE_PAIRS = [
     ("C, close on ack", "c-rr-ack", "c-reuseport"),
     ("Switchboard, deferred", "round-robin-deferred", "reuseport-deferred"),
     ("C, deferred", "c-rr-close-deferred", "c-reuseport-deferred"),
+    ("C, master 2 µs slower", "c-rr-close-slow", "c-reuseport"),
 ]
 REFERENCE_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -126,6 +133,7 @@ MASTER_REFERENCE_PAIRS = [
     ("round-robin-deferred", "c-rr-close-deferred"),
     ("round-robin", "c-rr-ack"),
     ("c-rr-ack", "c-rr-close"),
+    ("c-rr-close-slow", "c-rr-close"),
 ]
 
 # Worker sweep: master CPU per passed connection at each worker count.
@@ -460,8 +468,9 @@ def pin_description(pin: Pinning | None, nproc: int) -> str:
 # Subjects and their builds
 
 def base_mode(mode: str) -> str:
-    """The `--mode` a Switchboard subject runs: its name without the -nio, -affinity or -deferred variant."""
-    return mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX).removesuffix(DEFERRED_SUFFIX)
+    """The `--mode` a subject runs: its name without the -nio, -affinity, -deferred or (C) -slow variant."""
+    return (mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX).removesuffix(DEFERRED_SUFFIX)
+            .removesuffix(C_SLOW_SUFFIX))
 
 
 def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]:
@@ -478,10 +487,12 @@ def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]
             argv += ["--defer-accept", "1"]
     elif mode in C_MODES:
         # The C master prints its --mode: `... with <n> workers (c-rr-close)`.
-        argv = [run.c_binary, "--mode", mode.removesuffix(DEFERRED_SUFFIX), "--host", HOST, "--port", "0",
-                "--workers", str(workers)]
+        argv = [run.c_binary, "--mode", mode.removesuffix(DEFERRED_SUFFIX).removesuffix(C_SLOW_SUFFIX), "--host",
+                HOST, "--port", "0", "--workers", str(workers)]
         if mode.endswith(DEFERRED_SUFFIX):
             argv += ["--defer-accept", "1"]
+        if mode.endswith(C_SLOW_SUFFIX):
+            argv += ["--master-work-ns", str(C_SLOW_MASTER_NS)]
     else:
         env["NODE_CLUSTER_SCHED_POLICY"] = "rr" if mode == "node-rr" else "none"
         argv = [run.node, str(NODE_SCRIPT), "--host", HOST, "--port", "0", "--workers", str(workers)]
@@ -786,7 +797,8 @@ def compute_reference(subjects: dict) -> dict | None:
                             "figures": {key: ratio_with_spread(subjects, num, den, key)
                                         for key, _ in REFERENCE_METRICS}})
     master = {"us_per_conn": {}, "ratios": []}
-    for m in ("round-robin", "c-rr-close", "c-rr-ack", "round-robin-deferred", "c-rr-close-deferred"):
+    for m in ("round-robin", "c-rr-close", "c-rr-ack", "round-robin-deferred", "c-rr-close-deferred",
+              "c-rr-close-slow"):
         if m in subjects:
             master["us_per_conn"][m] = {"median": subjects[m]["median"].get("master_us_per_conn"),
                                         "spread": subjects[m]["spread"].get("master_us_per_conn")}

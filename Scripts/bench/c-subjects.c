@@ -3,7 +3,7 @@
  * machine, without Switchboard's supervision, heartbeats, limits or Swift).
  *
  *   c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] [--workers 2]
- *              [--defer-accept <seconds>]
+ *              [--defer-accept <seconds>] [--master-work-ns <nanoseconds>]
  *
  * c-rr-close   The master accepts (accept4, level-triggered epoll, up to 16 connections per burst, again while a
  *              burst comes back full), picks a worker for each connection in round-robin order, then sends every
@@ -19,6 +19,10 @@
  *
  * --defer-accept sets TCP_DEFER_ACCEPT on the listener that accepts (the master's, or each c-reuseport worker's), as
  * Switchboard's --defer-accept does: the like-for-like reference for Switchboard's deferred subjects.
+ *
+ * --master-work-ns makes the master spend that much more CPU time (a loop on its thread's CPU clock) after each
+ * connection it accepts: the C master made costlier by a known amount, to measure how much the close tail depends on
+ * the master's CPU per connection (bench.py's c-rr-close-slow).
  *
  * Workers: one epoll loop each. A new connection gets TCP_NODELAY (as Switchboard's worker sets it) and is read at
  * once (the request is usually there already); it joins the epoll set only if it has to wait. HTTP/1.1 just
@@ -44,6 +48,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
@@ -112,6 +117,16 @@ static ssize_t send_fds(int sock, char kind, const int *fds, int nfds, int flags
 }
 
 static int defer_accept_seconds; /* --defer-accept: 0 = off */
+static long master_work_ns;      /* --master-work-ns: 0 = off */
+
+/* --master-work-ns: runs for that much CPU time (the thread's own clock: time it spends preempted does not count). */
+static void master_work(void) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    do {
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < master_work_ns);
+}
 
 /* TCP_DEFER_ACCEPT on a listener that accepts, when asked for. */
 static void defer_accepts(int fd) {
@@ -619,6 +634,7 @@ static void accept_bursts(void) {
                 if (errno != EAGAIN) fprintf(stderr, "c-subjects: accept: %s\n", strerror(errno));
                 break;
             }
+            if (master_work_ns > 0) master_work();
             int w = M.next;
             M.next = (M.next + 1) % M.nworkers;
             M.outbox[w][M.outlen[w]++] = fd;
@@ -632,7 +648,7 @@ static void accept_bursts(void) {
 
 static void usage(void) {
     fprintf(stderr, "usage: c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] "
-                    "[--workers 2] [--defer-accept <seconds>]\n");
+                    "[--workers 2] [--defer-accept <seconds>] [--master-work-ns <nanoseconds>]\n");
     exit(2);
 }
 
@@ -646,6 +662,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--port") == 0) port = atoi(argv[++i]);
         else if (strcmp(argv[i], "--workers") == 0) workers = atoi(argv[++i]);
         else if (strcmp(argv[i], "--defer-accept") == 0) defer_accept_seconds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--master-work-ns") == 0) master_work_ns = atol(argv[++i]);
         else usage();
     }
     if (!mode_arg) usage();
@@ -655,7 +672,8 @@ int main(int argc, char **argv) {
             M.mode = (enum mode)m;
             found = 1;
         }
-    if (!found || workers < 1 || workers > MAX_WORKERS || port < 0 || port > 65535 || defer_accept_seconds < 0)
+    if (!found || workers < 1 || workers > MAX_WORKERS || port < 0 || port > 65535 || defer_accept_seconds < 0 ||
+        master_work_ns < 0)
         usage();
     M.nworkers = workers;
 

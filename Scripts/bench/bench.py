@@ -487,8 +487,7 @@ def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]
             argv += ["--defer-accept", "1"]
     elif mode in C_MODES:
         # The C master prints its --mode: `... with <n> workers (c-rr-close)`.
-        argv = [run.c_binary, "--mode", mode.removesuffix(DEFERRED_SUFFIX).removesuffix(C_SLOW_SUFFIX), "--host",
-                HOST, "--port", "0", "--workers", str(workers)]
+        argv = [run.c_binary, "--mode", base_mode(mode), "--host", HOST, "--port", "0", "--workers", str(workers)]
         if mode.endswith(DEFERRED_SUFFIX):
             argv += ["--defer-accept", "1"]
         if mode.endswith(C_SLOW_SUFFIX):

@@ -48,7 +48,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
@@ -57,6 +56,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 enum mode { RR_CLOSE, RR_ACK, REUSEPORT };

@@ -135,8 +135,8 @@ func arguments() -> [String: String] {
     return values
 }
 
-/// `--port`, `--host`, `--workers`, `--worker-threads`, `--mode`, `--drain-timeout` (seconds), the limits, `--defer-accept` (seconds), or `PORT`, `HOST`, `WORKERS`,
-/// `MODE`, `DRAIN_TIMEOUT`, ...
+/// `--port`, `--host`, `--workers`, `--worker-threads`, `--mode`, `--drain-timeout` (seconds), the limits,
+/// `--defer-accept` (seconds), or `PORT`, `HOST`, `WORKERS`, `MODE`, `DRAIN_TIMEOUT`, ...
 func clusterConfiguration() -> SwitchboardCluster.Configuration {
     var cluster = SwitchboardCluster.Configuration()
     cluster.port = 8080

@@ -22,7 +22,7 @@ struct HTTP1Connections: ~Copyable {
     /// Requests answered in total: what the heartbeats report as handled.
     private(set) var answered: UInt64 = 0
     /// Whether a connection is read as soon as it is adopted (``AdoptRead``).
-    private(set) var adoptRead = AdoptRead()
+    private var adoptRead = AdoptRead()
 
     init(logger: Logger) {
         self.logger = logger

@@ -107,8 +107,8 @@ func tlsConfiguration() throws -> TLSConfiguration? {
     return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
 }
 
-/// `--port`, `--host`, `--workers`, `--worker-threads`, `--mode`, `--drain-timeout` (seconds), the limits, `--defer-accept` (seconds), or `PORT`,
-/// `HOST`, `WORKERS`, `MODE`, `DRAIN_TIMEOUT`, ...
+/// `--port`, `--host`, `--workers`, `--worker-threads`, `--mode`, `--drain-timeout` (seconds), the limits,
+/// `--defer-accept` (seconds), or `PORT`, `HOST`, `WORKERS`, `MODE`, `DRAIN_TIMEOUT`, ...
 func clusterConfiguration() -> SwitchboardCluster.Configuration {
     var cluster = SwitchboardCluster.Configuration()
     cluster.port = 8080

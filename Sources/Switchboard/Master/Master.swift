@@ -346,13 +346,7 @@ package final class Master {
                 return SwitchboardError.Code.system.exitCode
             }
             var onlyConnections = true
-            for index in 0..<count {
-                let event = events[index]
-                if event.data & 0xff != Token.listener {
-                    onlyConnections = false
-                    handle(event: event)
-                }
-            }
+            for index in 0..<count where handle(event: events[index]) { onlyConnections = false }
             // One clock read per wake-up, for the timers and for the connections this pump sends. The timers run only
             // once the earliest deadline the wait was computed from has come: a deadline an event handler moved
             // closer is seen by the next wait, whose timeout is then 0.
@@ -391,11 +385,13 @@ package final class Master {
         return SideState(run: machine.state, deadline: next, upgradeChecks: upgrade.check != nil)
     }
 
-    private func handle(event: sb_epoll_event) {
+    /// Routes one event to its owner.
+    /// - Returns: Whether it may have changed the supervisor's side (``SideState``): every event but the listener's.
+    private func handle(event: sb_epoll_event) -> Bool {
         let token = event.data
         switch token & 0xff {
         case Token.listener:
-            break  // accepting happens in pump()
+            return false  // accepting happens in pump()
         case Token.signals:
             // Drained before the counts are taken: a signal that arrives in between wakes the loop once more.
             Syscalls.drainEvent(signals)
@@ -407,7 +403,7 @@ package final class Master {
         case Token.process:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
-            guard slot < processes.indices.count, worker(slot).id == id else { return }
+            guard slot < processes.indices.count, worker(slot).id == id else { return true }
             reapIfExited(slot: slot)
         case Token.health:
             health.handle(token: token, events: event.events, source: self)
@@ -419,7 +415,9 @@ package final class Master {
         case Token.worker:
             let slot = Int((token >> 8) & 0xff_ffff)
             let id = Int(token >> 32)
-            guard slot < processes.indices.count, worker(slot).id == id, dispatcher.channel(slot) != nil else { return }
+            guard slot < processes.indices.count, worker(slot).id == id, dispatcher.channel(slot) != nil else {
+                return true
+            }
             if event.events & sb_EPOLLOUT != 0 {
                 dispatcher.writable(slot)
             }
@@ -429,6 +427,7 @@ package final class Master {
         default:
             break
         }
+        return true
     }
 
     private func handle(signal: CInt) {

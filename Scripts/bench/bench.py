@@ -49,10 +49,15 @@ BASE_SUFFIX = "@base"
 # c-rr-close-deferred and c-reuseport-deferred set TCP_DEFER_ACCEPT (`--defer-accept 1`) like Switchboard's deferred
 # subjects: their like-for-like reference. c-rr-close-slow is c-rr-close whose master spends C_SLOW_MASTER_NS more
 # CPU time after each connection it accepts (`--master-work-ns`): how much the close tail depends on the master's CPU
-# per connection, measured in the same rounds.
+# per connection, measured in the same rounds. c-rr-close-wslow and c-reuseport-wslow are the C pair whose workers
+# spend C_SLOW_WORKER_NS more CPU time on each connection they take on (`--worker-work-ns`): how much the close tail,
+# and the pair's ratio, depend on the workers' CPU per connection.
 C_SLOW_SUFFIX = "-slow"
 C_SLOW_MASTER_NS = 2000
-C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport", "c-rr-close-deferred", "c-reuseport-deferred", "c-rr-close-slow"]
+C_WORKER_SLOW_SUFFIX = "-wslow"
+C_SLOW_WORKER_NS = 5000
+C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport", "c-rr-close-deferred", "c-reuseport-deferred", "c-rr-close-slow",
+           "c-rr-close-wslow", "c-reuseport-wslow"]
 C_SOURCE = HERE / "c-subjects.c"
 C_BUILD_DIR = REPO_ROOT / "bench-results" / "c"
 C_BINARY_NAME = "c-subjects"
@@ -61,7 +66,7 @@ NODE_MODES = ["node-rr", "node-none"]
 ALL_MODES = SWITCHBOARD_MODES + C_MODES + NODE_MODES
 # Subjects whose master accepts and passes every connection on: only their master CPU per connection is compared.
 PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "round-robin-affinity", "round-robin-deferred",
-                 "c-rr-close", "c-rr-ack", "c-rr-close-deferred", "c-rr-close-slow",
+                 "c-rr-close", "c-rr-ack", "c-rr-close-deferred", "c-rr-close-slow", "c-rr-close-wslow",
                  "node-rr"}
 # --sweep's subjects unless --modes names others.
 SWEEP_DEFAULT_MODES = ["round-robin", "c-rr-close"]
@@ -98,6 +103,9 @@ RATIO_PAIRS = [
     ("reuseport", "c-reuseport"),
     ("c-rr-close-slow", "c-rr-close"),
     ("c-rr-close-slow", "c-reuseport"),
+    ("c-rr-close-wslow", "c-reuseport-wslow"),
+    ("c-rr-close-wslow", "c-rr-close"),
+    ("c-reuseport-wslow", "c-reuseport"),
 ]
 RATIO_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -119,6 +127,7 @@ REFERENCE_PAIRS = [
     ("Switchboard, deferred", "round-robin-deferred", "reuseport-deferred"),
     ("C, deferred", "c-rr-close-deferred", "c-reuseport-deferred"),
     ("C, master 2 µs slower", "c-rr-close-slow", "c-reuseport"),
+    ("C, workers 5 µs slower", "c-rr-close-wslow", "c-reuseport-wslow"),
 ]
 REFERENCE_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -468,9 +477,9 @@ def pin_description(pin: Pinning | None, nproc: int) -> str:
 # Subjects and their builds
 
 def base_mode(mode: str) -> str:
-    """The `--mode` a subject runs: its name without the -nio, -affinity, -deferred or (C) -slow variant."""
+    """The `--mode` a subject runs: its name without the -nio, -affinity, -deferred or (C) -slow or -wslow variant."""
     return (mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX).removesuffix(DEFERRED_SUFFIX)
-            .removesuffix(C_SLOW_SUFFIX))
+            .removesuffix(C_WORKER_SLOW_SUFFIX).removesuffix(C_SLOW_SUFFIX))
 
 
 def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]:
@@ -490,7 +499,9 @@ def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]
         argv = [run.c_binary, "--mode", base_mode(mode), "--host", HOST, "--port", "0", "--workers", str(workers)]
         if mode.endswith(DEFERRED_SUFFIX):
             argv += ["--defer-accept", "1"]
-        if mode.endswith(C_SLOW_SUFFIX):
+        if mode.endswith(C_WORKER_SLOW_SUFFIX):
+            argv += ["--worker-work-ns", str(C_SLOW_WORKER_NS)]
+        elif mode.endswith(C_SLOW_SUFFIX):
             argv += ["--master-work-ns", str(C_SLOW_MASTER_NS)]
     else:
         env["NODE_CLUSTER_SCHED_POLICY"] = "rr" if mode == "node-rr" else "none"
@@ -797,7 +808,7 @@ def compute_reference(subjects: dict) -> dict | None:
                                         for key, _ in REFERENCE_METRICS}})
     master = {"us_per_conn": {}, "ratios": []}
     for m in ("round-robin", "c-rr-close", "c-rr-ack", "round-robin-deferred", "c-rr-close-deferred",
-              "c-rr-close-slow"):
+              "c-rr-close-slow", "c-rr-close-wslow"):
         if m in subjects:
             master["us_per_conn"][m] = {"median": subjects[m]["median"].get("master_us_per_conn"),
                                         "spread": subjects[m]["spread"].get("master_us_per_conn")}

@@ -3,7 +3,7 @@
  * machine, without Switchboard's supervision, heartbeats, limits or Swift).
  *
  *   c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] [--workers 2]
- *              [--defer-accept <seconds>] [--master-work-ns <nanoseconds>]
+ *              [--defer-accept <seconds>] [--master-work-ns <nanoseconds>] [--worker-work-ns <nanoseconds>]
  *
  * c-rr-close   The master accepts (accept4, level-triggered epoll, up to 16 connections per burst, again while a
  *              burst comes back full), picks a worker for each connection in round-robin order, then sends every
@@ -22,7 +22,9 @@
  *
  * --master-work-ns makes the master spend that much more CPU time (a loop on its thread's CPU clock) after each
  * connection it accepts: the C master made costlier by a known amount, to measure how much the close tail depends on
- * the master's CPU per connection (bench.py's c-rr-close-slow).
+ * the master's CPU per connection (bench.py's c-rr-close-slow). --worker-work-ns does the same in each worker for
+ * each connection it takes on, before it reads it (bench.py's c-rr-close-wslow and c-reuseport-wslow): how much the
+ * close tail, and the pair's ratio, depend on the workers' CPU per connection.
  *
  * Workers: one epoll loop each. A new connection gets TCP_NODELAY (as Switchboard's worker sets it) and is read at
  * once (the request is usually there already); it joins the epoll set only if it has to wait. HTTP/1.1 just
@@ -118,14 +120,16 @@ static ssize_t send_fds(int sock, char kind, const int *fds, int nfds, int flags
 
 static int defer_accept_seconds; /* --defer-accept: 0 = off */
 static long master_work_ns;      /* --master-work-ns: 0 = off */
+static long worker_work_ns;      /* --worker-work-ns: 0 = off */
 
-/* --master-work-ns: runs for that much CPU time (the thread's own clock: time it spends preempted does not count). */
-static void master_work(void) {
+/* --master-work-ns, --worker-work-ns: runs for that much CPU time (the thread's own clock: time it spends preempted
+ * does not count). */
+static void spend_cpu(long ns) {
     struct timespec start, now;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
     do {
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-    } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < master_work_ns);
+    } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < ns);
 }
 
 /* TCP_DEFER_ACCEPT on a listener that accepts, when asked for. */
@@ -383,6 +387,7 @@ static void conn_service(struct conn *c, int readable) {
 static void adopt(int fd) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (worker_work_ns > 0) spend_cpu(worker_work_ns);
     conn_service(conn_new(fd), 1);
 }
 
@@ -634,7 +639,7 @@ static void accept_bursts(void) {
                 if (errno != EAGAIN) fprintf(stderr, "c-subjects: accept: %s\n", strerror(errno));
                 break;
             }
-            if (master_work_ns > 0) master_work();
+            if (master_work_ns > 0) spend_cpu(master_work_ns);
             int w = M.next;
             M.next = (M.next + 1) % M.nworkers;
             M.outbox[w][M.outlen[w]++] = fd;
@@ -648,7 +653,8 @@ static void accept_bursts(void) {
 
 static void usage(void) {
     fprintf(stderr, "usage: c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] "
-                    "[--workers 2] [--defer-accept <seconds>] [--master-work-ns <nanoseconds>]\n");
+                    "[--workers 2] [--defer-accept <seconds>] [--master-work-ns <nanoseconds>] "
+                    "[--worker-work-ns <nanoseconds>]\n");
     exit(2);
 }
 
@@ -663,6 +669,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--workers") == 0) workers = atoi(argv[++i]);
         else if (strcmp(argv[i], "--defer-accept") == 0) defer_accept_seconds = atoi(argv[++i]);
         else if (strcmp(argv[i], "--master-work-ns") == 0) master_work_ns = atol(argv[++i]);
+        else if (strcmp(argv[i], "--worker-work-ns") == 0) worker_work_ns = atol(argv[++i]);
         else usage();
     }
     if (!mode_arg) usage();
@@ -673,7 +680,7 @@ int main(int argc, char **argv) {
             found = 1;
         }
     if (!found || workers < 1 || workers > MAX_WORKERS || port < 0 || port > 65535 || defer_accept_seconds < 0 ||
-        master_work_ns < 0)
+        master_work_ns < 0 || worker_work_ns < 0)
         usage();
     M.nworkers = workers;
 

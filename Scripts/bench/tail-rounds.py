@@ -17,7 +17,9 @@ interval (resampling rounds), and the median of q over each run's medians (the f
 JSON has `<mode>@base` subjects count their rounds as a second series (`round-robin@base` / `reuseport@base`, against
 the same C rounds), and so do `round-robin-deferred` / `reuseport-deferred` (`--defer-accept 1`): against the default
 C pair (the target as issue 23 names it) and, in runs that have `c-rr-close-deferred` / `c-reuseport-deferred`,
-against that deferred C pair too (like for like). One round proves little here (the per-round p99 moves by a factor of
+against that deferred C pair too (like for like). Runs that have `c-rr-close-wslow` / `c-reuseport-wslow` (the C pair
+whose workers spend 5 µs more per connection) count them as "ours" against the plain C pair: how far the workers'
+CPU per connection alone moves the ratio. `--series new` (or `base`, ...) keeps only those series. One round proves little here (the per-round p99 moves by a factor of
 two on this machine); the interval says what many rounds can.
 """
 
@@ -57,15 +59,19 @@ def series(path: Path) -> list[dict]:
     subjects = data.get("subjects", {})
     config = data.get("config", {})
     out = []
-    # (series, our suffix, the build, the C pair's suffix): the deferred subjects are taken against the default C pair
-    # (the target as the issue names it) and, where the run has them, against the deferred C pair (like for like).
-    for name, suffix, build, c_suffix in (("new", "", binary_of(config, "--binary"), ""),
-                                          ("base", "@base", config.get("base_binary"), ""),
-                                          ("deferred", "-deferred", "--defer-accept 1", ""),
-                                          ("deferred/C deferred", "-deferred", "--defer-accept 1", "-deferred")):
+    # (series, our round-robin and reuseport subjects, the build, the C pair's suffix): the deferred subjects are taken
+    # against the default C pair (the target as the issue names it) and, where the run has them, against the deferred
+    # C pair (like for like). The C pair whose workers are slower (`-wslow`) is taken as "ours" against the plain C
+    # pair: how far the workers' CPU per connection alone moves the ratio.
+    for name, rr_name, rp_name, build, c_suffix in (
+            ("new", "round-robin", "reuseport", binary_of(config, "--binary"), ""),
+            ("base", "round-robin@base", "reuseport@base", config.get("base_binary"), ""),
+            ("deferred", "round-robin-deferred", "reuseport-deferred", "--defer-accept 1", ""),
+            ("deferred/C deferred", "round-robin-deferred", "reuseport-deferred", "--defer-accept 1", "-deferred"),
+            ("C workers slower", "c-rr-close-wslow", "c-reuseport-wslow", "--worker-work-ns", "")):
         c_rr = rounds_of(subjects.get("c-rr-close" + c_suffix))
         c_rp = rounds_of(subjects.get("c-reuseport" + c_suffix))
-        rr, rp = rounds_of(subjects.get("round-robin" + suffix)), rounds_of(subjects.get("reuseport" + suffix))
+        rr, rp = rounds_of(subjects.get(rr_name)), rounds_of(subjects.get(rp_name))
         rounds = sorted(set(rr) & set(rp) & set(c_rr) & set(c_rp))
         if not rounds:
             continue
@@ -116,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+", type=Path, help="bench.py JSON files")
     p.add_argument("--json", type=Path, default=None, help="write the table's figures and every round here")
     p.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
+    p.add_argument("--series", default=None,
+                   help="only these series, comma-separated (new, base, deferred, 'deferred/C deferred', "
+                        "'C workers slower'); default all")
     args = p.parse_args(argv)
 
     everything: list[dict] = []
@@ -124,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             everything += series(path)
         except (OSError, ValueError, KeyError) as error:
             print(f"tail-rounds: skipping {path}: {error}", file=sys.stderr)
+    if args.series is not None:
+        wanted = set(args.series.split(","))
+        everything = [s for s in everything if s["series"] in wanted]
     if not everything:
         print("tail-rounds: no run has round-robin, reuseport, c-rr-close and c-reuseport in the same rounds",
               file=sys.stderr)
@@ -140,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     # The default listener (new and base builds) and --defer-accept are summarized apart.
     summaries = []
     for variant, label in (({"new", "base"}, ""), ({"deferred"}, ", deferred"),
-                           ({"deferred/C deferred"}, ", deferred against C deferred")):
+                           ({"deferred/C deferred"}, ", deferred against C deferred"),
+                           ({"C workers slower"}, ", C pair with workers 5 µs slower against the C pair")):
         chosen = [s for s in everything if s["series"] in variant]
         summaries += [x for x in (summarize("pinned" + label, [s for s in chosen if s["pinned"]], rng),
                                   summarize("unpinned" + label, [s for s in chosen if not s["pinned"]], rng),

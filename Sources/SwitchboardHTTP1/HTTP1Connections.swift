@@ -21,6 +21,9 @@ struct HTTP1Connections: ~Copyable {
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     /// Requests answered in total: what the heartbeats report as handled.
     private(set) var answered: UInt64 = 0
+    /// Whether a request was answered on a connection that had been answered before (kept alive, or pipelined behind
+    /// its first request) since ``takeAnsweredKeptAlive()`` last looked: what makes the loop yield (``LoopRest``).
+    private var answeredKeptAlive = false
     /// Whether a connection is read as soon as it is adopted (``AdoptRead``).
     private var adoptRead = AdoptRead()
 
@@ -30,6 +33,12 @@ struct HTTP1Connections: ~Copyable {
 
     /// Connections open.
     var count: Int { table.count }
+
+    /// Whether a request was answered on a connection that had been answered before since the last call.
+    mutating func takeAnsweredKeptAlive() -> Bool {
+        defer { answeredKeptAlive = false }
+        return answeredKeptAlive
+    }
 
     /// One past the highest descriptor the table has room for.
     var end: CInt { table.end }
@@ -65,6 +74,7 @@ struct HTTP1Connections: ~Copyable {
         swap(&buffer, &readBuffer)
         defer { swap(&buffer, &readBuffer) }
         var answeredNow = 0
+        var keptAlive = false
         var found = false
         let next = table.withEntry(fd) { entry -> AfterIO in
             while entry.machine.wantsRead {
@@ -83,13 +93,17 @@ struct HTTP1Connections: ~Copyable {
                 }
                 let before = entry.machine.answered
                 entry.machine.received(buffer, count: count, now: now, responder: responder)
-                answeredNow += entry.machine.answered - before
+                let after = entry.machine.answered
+                answeredNow += after - before
+                // Beyond the connection's first request: kept alive, or pipelined behind the first.
+                if after > max(before, 1) { keptAlive = true }
                 guard Self.flush(&entry, fd, now: now, responder: responder) else { return .close }
                 if count < buffer.count { return .keep }  // drained; epoll says when there is more
             }
             return .keep
         }
         answered &+= UInt64(answeredNow)
+        if keptAlive { answeredKeptAlive = true }
         return (next ?? .keep, found)
     }
 

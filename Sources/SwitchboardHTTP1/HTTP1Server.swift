@@ -71,7 +71,9 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// every batch (`Scripts/bench/tail-evidence.py`: 860 slices of 2.9 ms per worker in 5 s against 80,000 of
     /// 30 µs, 140 involuntary switches a second against 12,000 voluntary ones). Yielding after 100 µs of running
     /// lets the other worker's connections in within about one batch; with nothing else runnable the call returns at
-    /// once (well under 1 % of the loop). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for measuring.
+    /// once (well under 1 % of the loop). Only a loop that answers kept-alive connections yields: one that only
+    /// answers new ones keeps the CPU (``LoopRest``). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for
+    /// measuring.
     package static var yieldAfter: UInt64 { 100_000 }
     /// When the loop rests: blocked in `epoll_wait`, or yielded.
     private var rest = LoopRest(
@@ -133,7 +135,10 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             let blocked = LoopRest.blocked(waitStart: waitStart, woke: now, count: count)
             loopStats?.record(run: end &- now, waited: now &- waitStart, blocked: blocked, count: count)
             waitStart = end
-            if rest.iterationEnded(blocked: blocked, woke: now, end: end, adopted: adoptedThisRound) {
+            if rest.iterationEnded(
+                blocked: blocked, woke: now, end: end, adopted: adoptedThisRound,
+                answeredKeptAlive: connections.takeAnsweredKeptAlive())
+            {
                 Syscalls.yieldProcessor()
                 loopStats?.yielded()
                 waitStart = Syscalls.monotonicNanoseconds()

@@ -2,20 +2,26 @@ import Testing
 
 @testable import SwitchboardHTTP1
 
-/// When the engine's loop yields the CPU (issue 23): after 100 µs without resting, but not right after taking new
-/// connections.
+/// When the engine's loop yields the CPU (issue 23): after 100 µs without resting, having answered a kept-alive
+/// connection meanwhile, but not right after taking new connections.
 @Suite struct LoopRestTests {
     let us: UInt64 = 1_000
     let start: UInt64 = 1_000_000_000
 
     /// Runs iterations of `length` µs back to back, none blocking, from `start`; returns the indices that yielded.
-    func yields(_ rest: inout LoopRest, iterations: Int, length: UInt64, adopting: Set<Int> = []) -> [Int] {
+    /// Every iteration answers a kept-alive connection unless `keptAlive` says which do.
+    func yields(
+        _ rest: inout LoopRest, iterations: Int, length: UInt64, adopting: Set<Int> = [], keptAlive: Set<Int>? = nil
+    ) -> [Int] {
         var time = start
         var out: [Int] = []
         for index in 0..<iterations {
             let woke = time
             time += length * us
-            if rest.iterationEnded(blocked: false, woke: woke, end: time, adopted: adopting.contains(index)) {
+            if rest.iterationEnded(
+                blocked: false, woke: woke, end: time, adopted: adopting.contains(index),
+                answeredKeptAlive: keptAlive?.contains(index) ?? true)
+            {
                 out.append(index)
                 rest.yielded(at: time)
             }
@@ -25,7 +31,8 @@ import Testing
 
     @Test func aLoopThatNeverBlocksYieldsEvery100Microseconds() {
         var rest = LoopRest(yieldAfter: 100 * us)
-        _ = rest.iterationEnded(blocked: true, woke: start, end: start, adopted: false)
+        _ = rest.iterationEnded(
+            blocked: true, woke: start, end: start, adopted: false, answeredKeptAlive: false)
         // 30 µs iterations: the fourth ends 120 µs after the rest, and so on after each yield.
         let yielded = yields(&rest, iterations: 12, length: 30)
         #expect(yielded == [3, 7, 11])
@@ -37,7 +44,8 @@ import Testing
         for _ in 0..<20 {
             let woke = time + 25 * us  // blocked 25 µs
             time = woke + 30 * us
-            let yield = rest.iterationEnded(blocked: true, woke: woke, end: time, adopted: false)
+            let yield = rest.iterationEnded(
+                blocked: true, woke: woke, end: time, adopted: false, answeredKeptAlive: true)
             #expect(!yield)
         }
         #expect(rest.lastRest == time - 30 * us)
@@ -45,14 +53,51 @@ import Testing
 
     @Test func anIterationThatAdoptedConnectionsDoesNotYield() {
         var rest = LoopRest(yieldAfter: 100 * us)
-        _ = rest.iterationEnded(blocked: true, woke: start, end: start, adopted: false)
+        _ = rest.iterationEnded(
+            blocked: true, woke: start, end: start, adopted: false, answeredKeptAlive: false)
         let adoptingEveryIteration = yields(&rest, iterations: 50, length: 60, adopting: Set(0..<50))
         #expect(adoptingEveryIteration.isEmpty)
         // Every other iteration adopting: only the others yield, once 100 µs have passed since the last rest.
         var other = LoopRest(yieldAfter: 100 * us)
-        _ = other.iterationEnded(blocked: true, woke: start, end: start, adopted: false)
+        _ = other.iterationEnded(
+            blocked: true, woke: start, end: start, adopted: false, answeredKeptAlive: false)
         let everyOther = yields(&other, iterations: 8, length: 60, adopting: Set(stride(from: 0, to: 8, by: 2)))
         #expect(everyOther == [1, 3, 5, 7])
+    }
+
+    /// Under a load of one request per connection nothing is answered twice on one connection: the loop keeps the
+    /// CPU however long it runs.
+    @Test func aLoopThatAnswersOnlyNewConnectionsNeverYields() {
+        var rest = LoopRest(yieldAfter: 100 * us)
+        _ = rest.iterationEnded(
+            blocked: true, woke: start, end: start, adopted: false, answeredKeptAlive: false)
+        let yielded = yields(&rest, iterations: 40, length: 30, keptAlive: [])
+        #expect(yielded.isEmpty)
+    }
+
+    /// One kept-alive answer anywhere in the run counts (the 100 µs are from the rest, not from that answer); a
+    /// rest, blocking or a yield, forgets it.
+    @Test func aKeptAliveAnswerCountsUntilTheNextRest() {
+        var rest = LoopRest(yieldAfter: 100 * us)
+        _ = rest.iterationEnded(
+            blocked: true, woke: start, end: start, adopted: false, answeredKeptAlive: false)
+        // 30 µs iterations, only the second answers a kept-alive connection: the fourth is 120 µs after the rest and
+        // yields; after the yield none does again.
+        #expect(yields(&rest, iterations: 12, length: 30, keptAlive: [1]) == [3])
+        // A kept-alive answer just before a blocking wait does not count after it; one in the blocking iteration's
+        // own work does.
+        var other = LoopRest(yieldAfter: 100 * us)
+        _ = other.iterationEnded(
+            blocked: false, woke: start, end: start + 10 * us, adopted: false, answeredKeptAlive: true)
+        _ = other.iterationEnded(
+            blocked: true, woke: start + 50 * us, end: start + 60 * us, adopted: false, answeredKeptAlive: false)
+        #expect(!other.keptAliveSinceRest)
+        _ = other.iterationEnded(
+            blocked: true, woke: start + 90 * us, end: start + 95 * us, adopted: false, answeredKeptAlive: true)
+        #expect(other.keptAliveSinceRest)
+        let yield = other.iterationEnded(
+            blocked: false, woke: start + 95 * us, end: start + 200 * us, adopted: false, answeredKeptAlive: false)
+        #expect(yield)
     }
 
     @Test func zeroNeverYields() {

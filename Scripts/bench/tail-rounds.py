@@ -56,7 +56,9 @@ def rounds_of(subject: dict | None) -> dict[int, float]:
 def series(path: Path) -> list[dict]:
     """Every (run, build) series in one bench.py JSON: its per-round q values."""
     data = json.loads(path.read_text())
-    subjects = data.get("subjects", {})
+    if not isinstance(data, dict) or not isinstance(data.get("subjects"), dict):
+        raise ValueError("not a bench.py comparison (no subjects)")
+    subjects = data["subjects"]
     config = data.get("config", {})
     out = []
     # (series, our round-robin and reuseport subjects, the build, the C pair's suffix): the deferred subjects are taken

@@ -10,7 +10,7 @@
 ///
 /// A loop that answers only new connections (a load of one request per connection) never yields: what keeps it from
 /// blocking is the connections the master or the listener hands it, not connections of its own that keep sending,
-/// and its yields there (about 460 a second per worker under the benchmark's close load) only sent it to the back of
+/// and its yields there (490 to 620 a second per worker under the benchmark's close load) only sent it to the back of
 /// the queue, behind the master it waits for (BENCHMARKS.md, "Tail latency", sixteenth part).
 ///
 /// Times are monotonic nanoseconds. The loop reports each iteration with

@@ -16,7 +16,8 @@ the median round of each (by p99).
 A subject named `<mode>-deferred` runs with `--defer-accept 1` (`TCP_DEFER_ACCEPT`; the C subjects take the same
 flag). A second table divides each role's CPU and wake-ups (voluntary switches: the process blocked, then was woken)
 by the requests wrk completed, which under `--load close` are connections: CPU per connection = wake-ups per
-connection × CPU per wake-up, so it tells a path that wakes more often from one that costs more each time.
+connection × CPU per wake-up, so it tells a path that wakes more often from one that costs more each time; and the
+CPU time's split between user space and the kernel (/proc/<pid>/stat's utime and stime, in clock ticks of 10 ms).
 
 A worker that never blocks runs until the scheduler preempts it at the end of its slice (an involuntary switch), and
 every connection the other worker on that CPU holds waits that long: many involuntary switches per second and few
@@ -43,6 +44,7 @@ from benchlib import loadgen, make_log, procfs, servers  # noqa: E402
 log = make_log("tail-evidence")
 # Subjects named <mode>-deferred run with `--defer-accept 1` (Switchboard and the C subjects alike).
 DEFERRED = "-deferred"
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int, workers: int,
@@ -79,6 +81,9 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
             "voluntary": d.get("voluntary", 0),
             "voluntary_per_s": d.get("voluntary", 0) / elapsed,
             "involuntary_per_s": d.get("involuntary", 0) / elapsed,
+            # /proc/<pid>/stat's utime and stime: the CPU time's split between user space and the kernel.
+            "user_ms": d.get("user_ticks", 0) * 1e3 / TICKS_PER_S,
+            "system_ms": d.get("system_ticks", 0) * 1e3 / TICKS_PER_S,
         })
     return {"subject": name, "wrk": res, "processes": per_process,
             "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
@@ -148,9 +153,9 @@ def main(registry: servers.Registry) -> int:
                   f"{w['involuntary_per_s']:,.0f} |")
     print("\nPer request (with --load close, per connection): CPU, wake-ups (voluntary switches: the process blocked "
           "and was woken) and CPU per wake-up, the workers summed\n")
-    print("| subject | requests | master µs | master wake-ups | master µs/wake-up | workers µs | workers wake-ups "
-          "| workers µs/wake-up |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| subject | requests | master µs | master wake-ups | master µs/wake-up | master user / kernel µs "
+          "| workers µs | workers wake-ups | workers µs/wake-up | workers user / kernel µs |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
     for r in results:
         n = max(r["wrk"].get("requests", 0), 1)
         cells = []
@@ -158,7 +163,10 @@ def main(registry: servers.Registry) -> int:
             ps = [w for w in r["processes"] if w["role"] == role]
             cpu_us = sum(w["cpu_ms"] for w in ps) * 1e3
             wakes = sum(w["voluntary"] for w in ps)
-            cells += [f"{cpu_us / n:.2f}", f"{wakes / n:.2f}", f"{cpu_us / max(wakes, 1):.2f}"] if ps else ["–"] * 3
+            user_us = sum(w.get("user_ms", 0) for w in ps) * 1e3
+            system_us = sum(w.get("system_ms", 0) for w in ps) * 1e3
+            cells += ([f"{cpu_us / n:.2f}", f"{wakes / n:.2f}", f"{cpu_us / max(wakes, 1):.2f}",
+                       f"{user_us / n:.2f} / {system_us / n:.2f}"] if ps else ["–"] * 4)
         print(f"| {r['subject']} | {n:,} | " + " | ".join(cells) + " |")
     for r in results:
         for line in r["loop_stats"]:

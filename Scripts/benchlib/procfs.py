@@ -122,12 +122,16 @@ def parse_context_switches(status_text: str) -> dict:
 
 
 def scheduling(pid: int) -> dict:
-    """What the scheduler saw of `pid` so far: run_ns, wait_ns, slices, voluntary, involuntary (those readable; empty
-    when the process is gone)."""
+    """What the scheduler saw of `pid` so far: run_ns, wait_ns, slices, voluntary, involuntary, and user_ticks and
+    system_ticks (its CPU time in user space and in the kernel, clock ticks; those readable; empty when the process is
+    gone)."""
     out = {}
     text = _read(f"/proc/{pid}/schedstat")
     if text is not None:
         out.update(parse_schedstat(text) or {})
+    fields = read_stat(pid)
+    if fields is not None and len(fields) > 12:
+        out["user_ticks"], out["system_ticks"] = int(fields[11]), int(fields[12])
     status = _read(f"/proc/{pid}/status")
     if status is not None:
         out.update(parse_context_switches(status))

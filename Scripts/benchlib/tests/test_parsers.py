@@ -180,6 +180,10 @@ class Procfs(unittest.TestCase):
         mine = procfs.scheduling(os.getpid())
         self.assertGreater(mine["run_ns"], 0)
         self.assertIn("voluntary", mine)
+        # utime and stime, read from /proc/<pid>/stat: together no more than the CPU time read after them.
+        self.assertGreaterEqual(mine["user_ticks"], 0)
+        self.assertGreaterEqual(mine["system_ticks"], 0)
+        self.assertLessEqual(mine["user_ticks"] + mine["system_ticks"], procfs.cpu_ticks(os.getpid()))
 
     def test_nofile_limit(self):
         text = ("Limit                     Soft Limit           Hard Limit           Units     \n"

@@ -15,12 +15,12 @@ has all four, this takes
 and reports, pinned and unpinned apart: the rounds, how many had q <= 1, the median of q with a 95 % bootstrap
 interval (resampling rounds), and the median of q over each run's medians (the figure the target names). Runs whose
 JSON has `<mode>@base` subjects count their rounds as a second series (`round-robin@base` / `reuseport@base`, against
-the same C rounds), and so do `round-robin-deferred` / `reuseport-deferred` (`--defer-accept 1`): against the default
-C pair (the target as issue 23 names it) and, in runs that have `c-rr-close-deferred` / `c-reuseport-deferred`,
-against that deferred C pair too (like for like). Runs that have `c-rr-close-wslow` / `c-reuseport-wslow` (the C pair
-whose workers spend 5 µs more per connection) count them as "ours" against the plain C pair: how far the workers'
-CPU per connection alone moves the ratio. `--series new` (or `base`, ...) keeps only those series. One round proves little here (the per-round p99 moves by a factor of
-two on this machine); the interval says what many rounds can.
+the same C rounds), and so do `round-robin-deferred` / `reuseport-deferred` (`--defer-accept 1`): against the default C
+pair (the target as issue 23 names it) and, in runs that have `c-rr-close-deferred` / `c-reuseport-deferred`, against
+that deferred C pair too (like for like). Runs that have `c-rr-close-wslow` / `c-reuseport-wslow` (the C pair whose
+workers spend 5 µs more per connection) count them as "ours" against the plain C pair: how far the workers' CPU per
+connection alone moves the ratio. `--series new` (or `base`, ...) keeps only those series. One round proves little here
+(the per-round p99 moves by a factor of two on this machine); the interval says what many rounds can.
 """
 
 from __future__ import annotations

@@ -325,18 +325,22 @@ package final class Master {
         var sideIsCurrent = false
         var dispatchDeadline = UInt64.max
         while true {
+            // One clock read before the wait: the fresh look, when there is one, and the wait's timeout share it.
+            let before = Syscalls.monotonicNanoseconds()
             if !sideIsCurrent {
-                side = sideState()
+                side = sideState(now: before)
                 if case .finished(let code) = side.run {
                     shutdownRemaining()
                     return code
                 }
-                dispatchDeadline = dispatcher.nextDeadline(now: Syscalls.monotonicNanoseconds()) ?? .max
+                dispatchDeadline = dispatcher.nextDeadline(now: before) ?? .max
             } else {
                 // Debug builds (every test) check the reuse against a fresh look at each such wake-up.
-                assert(side == sideState(), "the loop's view of the supervisor went stale after passing connections")
+                assert(
+                    side == sideState(now: before),
+                    "the loop's view of the supervisor went stale after passing connections")
             }
-            let due = Self.wait(until: min(side.deadline, dispatchDeadline), now: Syscalls.monotonicNanoseconds())
+            let due = Self.wait(until: min(side.deadline, dispatchDeadline), now: before)
             let count: Int
             do {
                 count = try Syscalls.epollWait(
@@ -375,8 +379,7 @@ package final class Master {
         var upgradeChecks = false
     }
 
-    private func sideState() -> SideState {
-        let now = Syscalls.monotonicNanoseconds()
+    private func sideState(now: UInt64) -> SideState {
         var next = machine.nextDeadline
         if let systemd = systemd.nextDeadline(now: now) { next = min(next, systemd) }
         if let probe = health.nextDeadline(now: now) { next = min(next, probe) }

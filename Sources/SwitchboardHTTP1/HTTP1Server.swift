@@ -78,7 +78,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// When the loop rests: blocked in `epoll_wait`, or yielded.
     private var rest = LoopRest(
         yieldAfter: Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 }
-            ?? HTTP1Server.yieldAfter)
+            ?? HTTP1Server.yieldAfter,
+        yieldBeforeWaiting: Syscalls.environment(WorkerRuntime.yieldBeforeWaitingVariable) == "1")
     /// Whether this iteration adopted a connection.
     private var adoptedThisRound = false
     /// Iteration times and events per wait (``LoopStats``), when asked for.
@@ -119,14 +120,30 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         var waitStart = Syscalls.monotonicNanoseconds()
         while true {
             let count: Int
+            var yieldEnded: UInt64? = nil
             do {
-                count = try Syscalls.epollWait(
-                    epoll, &events, timeoutMilliseconds: millisecondsUntilNextTimer(current: waitStart))
+                let timeout = millisecondsUntilNextTimer(current: waitStart)
+                let epoll = self.epoll
+                count = try LoopRest.wait(
+                    timeout: timeout, yieldingFirst: rest.yieldsBeforeWaiting(timeout: timeout),
+                    poll: { (timeout) throws(SystemCallError) in
+                        try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: timeout)
+                    },
+                    yield: {
+                        Syscalls.yieldProcessor()
+                        yieldEnded = Syscalls.monotonicNanoseconds()
+                    })
             } catch {
                 logger.critical("epoll_wait failed: \(error)")
                 exit(1)
             }
             now = Syscalls.monotonicNanoseconds()
+            if let yieldEnded {
+                // A rest; the wait after it found events at once or blocked.
+                rest.yielded(at: yieldEnded)
+                loopStats?.yieldedBeforeWaiting(
+                    blockedAfter: LoopRest.blocked(waitStart: yieldEnded, woke: now, count: count))
+            }
             for index in 0..<count {
                 handle(events[index])
             }

@@ -13,12 +13,26 @@
 /// and its yields there (490 to 620 a second per worker under the benchmark's close load) only sent it to the back of
 /// the queue, behind the master it waits for (BENCHMARKS.md, "Tail latency", sixteenth part).
 ///
+/// Where workers outnumber the CPUs they may run on, two of them take turns on one CPU. Under a keep-alive load the
+/// one with nothing left to do blocked, and the kernel woke it (an interrupt to its CPU, and in a virtual machine an
+/// exit to the host) a few requests later, when the load generator's next requests came: one sleep and one wake-up
+/// for every few requests. So there, when it has answered a kept-alive request since it last rested, the loop first
+/// looks without waiting and, finding nothing, yields before it waits (``wait(timeout:yieldingFirst:poll:yield:)``):
+/// a sibling with work runs meanwhile, and by the time the CPU comes back the next requests are there, without a
+/// wake-up. Not with a CPU of its own: there whatever else runs on it (another service, a load generator) is not a
+/// sibling, and yielding put the worker behind it for a slice (keep-alive p99 2.9 times as long, BENCHMARKS.md,
+/// "Tail latency", seventeenth part). Not under a load of new connections either: there a yield only sent it behind
+/// the master (the sixteenth part).
+///
 /// Times are monotonic nanoseconds. The loop reports each iteration with
 /// ``iterationEnded(blocked:woke:end:adopted:answeredKeptAlive:)``, yields when it answers true, and then calls
-/// ``yielded(at:)``.
+/// ``yielded(at:)``; before each wait it asks ``yieldsBeforeWaiting(timeout:)``.
 struct LoopRest {
     /// How long the loop may run without resting before it yields; 0 never yields.
     let yieldAfter: UInt64
+    /// Whether the loop yields before a wait that would block, having answered a kept-alive request since it last
+    /// rested: set where workers outnumber the CPUs they may run on.
+    let yieldBeforeWaiting: Bool
     /// A wait longer than this blocked (the worker gave the CPU up); a shorter one found events ready.
     static var blockedWait: UInt64 { 20_000 }
     /// When the loop last rested.
@@ -26,8 +40,28 @@ struct LoopRest {
     /// Whether the loop answered a request on a kept-alive connection since it last rested.
     private(set) var keptAliveSinceRest = false
 
-    init(yieldAfter: UInt64) {
+    init(yieldAfter: UInt64, yieldBeforeWaiting: Bool = false) {
         self.yieldAfter = yieldAfter
+        self.yieldBeforeWaiting = yieldBeforeWaiting
+    }
+
+    /// Whether the next wait, of `timeout` ms, is to yield first (``wait(timeout:yieldingFirst:poll:yield:)``).
+    func yieldsBeforeWaiting(timeout: Int) -> Bool {
+        yieldBeforeWaiting && keptAliveSinceRest && timeout != 0
+    }
+
+    /// Waits for events with `poll` (a timeout in ms, -1 for none; returns how many came). Yielding first, it polls
+    /// once without waiting and, only when that finds nothing, calls `yield` and then polls with `timeout`.
+    /// A yield is a rest: the loop then calls ``yielded(at:)`` with the time it came back.
+    /// - Returns: The events' count.
+    static func wait<Failure: Error>(
+        timeout: Int, yieldingFirst: Bool, poll: (Int) throws(Failure) -> Int, yield: () -> Void
+    ) throws(Failure) -> Int {
+        guard yieldingFirst else { return try poll(timeout) }
+        let ready = try poll(0)
+        guard ready == 0 else { return ready }
+        yield()
+        return try poll(timeout)
     }
 
     /// Whether a wait from `waitStart` that returned at `woke` with `count` events blocked.

@@ -26,6 +26,16 @@ struct LoopStats {
 
     mutating func yielded() { yields &+= 1 }
 
+    /// Times the loop yielded before a wait (``LoopRest/wait(timeout:yieldingFirst:poll:yield:)``), and of those the
+    /// waits that still blocked once the CPU came back (the others found their events without a wake-up).
+    private(set) var yieldsBeforeWaiting: UInt64 = 0
+    private(set) var blockedAfterYielding: UInt64 = 0
+
+    mutating func yieldedBeforeWaiting(blockedAfter: Bool) {
+        yieldsBeforeWaiting &+= 1
+        if blockedAfter { blockedAfterYielding &+= 1 }
+    }
+
     /// An iteration ran `run` ns after a wait that took `waited` ns, `blocked` or not, and returned `count` events.
     mutating func record(run: UInt64, waited: UInt64, blocked: Bool, count: Int) {
         iterations &+= 1
@@ -37,13 +47,16 @@ struct LoopStats {
         blockedTotal &+= waited
     }
 
-    /// One line: `loop-stats iterations=… blocked=… run_us_log2=[…] events_log2=[…] longest_run_us=… run_ms=… blocked_ms=…`.
+    /// One line: `loop-stats iterations=… blocked=… yields=… yields_before_waiting=… blocked_after=…
+    /// run_us_log2=[…] events_log2=[…] longest_run_us=… run_ms=… blocked_ms=…`.
     var line: String {
         func list(_ values: [UInt64]) -> String {
             let last = values.lastIndex { $0 > 0 } ?? 0
             return "[" + values[...last].map(String.init).joined(separator: ",") + "]"
         }
-        return "loop-stats iterations=\(iterations) blocked=\(waitsThatBlocked) yields=\(yields) run_us_log2=\(list(runMicroseconds)) "
+        return "loop-stats iterations=\(iterations) blocked=\(waitsThatBlocked) yields=\(yields) "
+            + "yields_before_waiting=\(yieldsBeforeWaiting) blocked_after=\(blockedAfterYielding) "
+            + "run_us_log2=\(list(runMicroseconds)) "
             + "events_log2=\(list(events)) longest_run_us=\(longestRun / 1000) run_ms=\(runTotal / 1_000_000) "
             + "blocked_ms=\(blockedTotal / 1_000_000)"
     }

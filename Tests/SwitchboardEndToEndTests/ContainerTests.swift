@@ -48,6 +48,50 @@ extension EndToEndTests {
             server.stopAndCheckNoOrphans()
         }
 
+        /// Workers that outnumber the CPUs they may run on take turns on one: each is told to yield before a wait
+        /// that would block after a kept-alive answer (issue 23, BENCHMARKS.md "Tail latency", seventeenth part),
+        /// and does. A worker with a CPU of its own is not told and does not; an environment that sets it wins.
+        @Test(arguments: [
+            (2, [String: String](), "1"), (1, [:], "0"), (2, ["SWITCHBOARD_YIELD_BEFORE_WAIT": "0"], "0"),
+        ])
+        func workersThatOutnumberTheirCPUsYieldBeforeWaiting(
+            workers: Int, environment: [String: String], expected: String
+        ) throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "\(workers)"],
+                environment: environment.merging(["SWITCHBOARD_LOOP_STATS": "1"]) { mine, _ in mine },
+                wrapper: ["/usr/bin/taskset", "-c", "0"])
+            defer { server.cleanUp() }
+            #expect(server.workerPIDs.count == workers, "\(server.stderr)")
+            for pid in server.workerPIDs {
+                let told = ProcFS.environment(of: pid).filter { $0.hasPrefix("SWITCHBOARD_YIELD_BEFORE_WAIT=") }
+                #expect(told == ["SWITCHBOARD_YIELD_BEFORE_WAIT=\(expected)"], "worker \(pid)")
+            }
+            // Five requests on one kept-alive connection, 50 ms apart: after each answer but the first the worker's
+            // next wait finds nothing ready (the next request is not sent yet) and, told to, yields first.
+            let connection = try TestConnection(port: server.port)
+            for _ in 0..<5 {
+                try connection.request(keepAlive: true)
+                #expect(try connection.readResponse().status == 200)
+                usleep(50_000)
+            }
+            // Stopped by hand: the log is read before the clean-up removes it.
+            server.signal(SIGTERM)
+            #expect(server.waitForExit() == 0)
+            let stderr = server.stderr
+            #expect(waitUntil(timeout: .seconds(10)) { ProcFS.workers(ofMaster: server.pid).isEmpty })
+            let counts = stderr.split(separator: "\n").filter { $0.contains("loop-stats") }.compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("yields_before_waiting=") }
+                    .flatMap { Int($0.dropFirst("yields_before_waiting=".count)) }
+            }
+            #expect(counts.count == workers, "\(stderr)")
+            if expected == "1" {
+                #expect(counts.reduce(0, +) >= 4, "\(counts)")
+            } else {
+                #expect(counts.allSatisfy { $0 == 0 }, "\(counts)")
+            }
+        }
+
         /// A cgroup v2 tree (as under systemd's `CPUQuota=` or a container with `--cpus`) through `--test-hooks`'
         /// fixture root: the quota on an ancestor of the master's group counts.
         @Test(arguments: [("150000 100000", 2, "2 workers: CPU quota 1.5 of 2 CPUs"),

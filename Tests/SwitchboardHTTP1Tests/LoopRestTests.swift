@@ -106,6 +106,52 @@ import Testing
         #expect(yielded.isEmpty)
     }
 
+    /// The calls a wait makes, in order: `poll(ms)` and `yield`.
+    func calls(timeout: Int, yieldingFirst: Bool, ready: [Int]) -> (count: Int, calls: [String]) {
+        var calls: [String] = []
+        var ready = ready
+        let count = LoopRest.wait(
+            timeout: timeout, yieldingFirst: yieldingFirst,
+            poll: { calls.append("poll(\($0))"); return ready.removeFirst() },
+            yield: { calls.append("yield") })
+        return (count, calls)
+    }
+
+    @Test func aWaitThatYieldsFirstLooksFirstAndYieldsOnlyWhenNothingIsReady() {
+        // Nothing ready: a look, the yield, then the wait.
+        #expect(calls(timeout: 40, yieldingFirst: true, ready: [0, 3]) == (3, ["poll(0)", "yield", "poll(40)"]))
+        // Something ready at the look: no yield, no second call.
+        #expect(calls(timeout: 40, yieldingFirst: true, ready: [2]) == (2, ["poll(0)"]))
+        // Not yielding first: the wait alone.
+        #expect(calls(timeout: 40, yieldingFirst: false, ready: [5]) == (5, ["poll(40)"]))
+        #expect(calls(timeout: -1, yieldingFirst: false, ready: [0]) == (0, ["poll(-1)"]))
+    }
+
+    /// Only where it is told to (workers outnumber their CPUs), only after a kept-alive answer since the last rest,
+    /// and not before a wait that would not block anyway (a timer is due).
+    @Test func whenTheLoopYieldsBeforeWaiting() {
+        var rest = LoopRest(yieldAfter: 100 * us, yieldBeforeWaiting: true)
+        _ = rest.iterationEnded(
+            blocked: true, woke: start, end: start + 10 * us, adopted: false, answeredKeptAlive: false)
+        #expect(!rest.yieldsBeforeWaiting(timeout: 40))  // only new connections answered
+        _ = rest.iterationEnded(
+            blocked: false, woke: start + 10 * us, end: start + 20 * us, adopted: true, answeredKeptAlive: true)
+        #expect(rest.yieldsBeforeWaiting(timeout: 40))
+        #expect(rest.yieldsBeforeWaiting(timeout: -1))
+        #expect(!rest.yieldsBeforeWaiting(timeout: 0))
+        rest.yielded(at: start + 30 * us)  // a rest forgets the answer
+        #expect(!rest.yieldsBeforeWaiting(timeout: 40))
+        _ = rest.iterationEnded(
+            blocked: true, woke: start + 60 * us, end: start + 70 * us, adopted: false, answeredKeptAlive: true)
+        #expect(rest.yieldsBeforeWaiting(timeout: 40))
+
+        var own = LoopRest(yieldAfter: 100 * us)
+        _ = own.iterationEnded(
+            blocked: true, woke: start, end: start + 10 * us, adopted: false, answeredKeptAlive: true)
+        #expect(own.keptAliveSinceRest)
+        #expect(!own.yieldsBeforeWaiting(timeout: 40))
+    }
+
     @Test func whatCountsAsBlocking() {
         #expect(LoopRest.blocked(waitStart: start, woke: start + 5 * us, count: 0))  // a timeout
         #expect(!LoopRest.blocked(waitStart: start, woke: start + 5 * us, count: 3))

@@ -42,12 +42,14 @@ package enum ProcFS {
     /// Pids of every live process started as a worker of the master `pid` (wherever it was reparented to).
     package static func workers(ofMaster pid: pid_t) -> [pid_t] {
         allPIDs().filter { candidate in
-            guard isAlive(candidate),
-                let environ = read("/proc/\(candidate)/environ").map({ Data($0.utf8) })
-            else { return false }
-            let entries = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            return entries.contains("SWITCHBOARD_MASTER_PID=\(pid)")
+            isAlive(candidate) && environment(of: candidate).contains("SWITCHBOARD_MASTER_PID=\(pid)")
         }
+    }
+
+    /// The environment `pid` started with (`NAME=value` entries); empty when it cannot be read.
+    package static func environment(of pid: pid_t) -> [String] {
+        guard let environ = read("/proc/\(pid)/environ").map({ Data($0.utf8) }) else { return [] }
+        return environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     }
 
     package static func parent(of pid: pid_t) -> pid_t? {

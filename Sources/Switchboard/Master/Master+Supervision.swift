@@ -179,13 +179,16 @@ extension Master {
 extension Master {
     // MARK: workers: starting, signalling, reaping (``WorkerProcesses``); what the master tells the others
 
-    /// Starts the worker the machine named in `slot` (``WorkerProcesses/spawn(slot:id:port:sharedListener:attach:)``)
-    /// with its channel attached to the dispatcher.
+    /// Starts the worker the machine named in `slot`
+    /// (``WorkerProcesses/spawn(slot:id:port:sharedListener:sharingCPUs:attach:)``) with its channel attached to the
+    /// dispatcher. It is told whether the workers outnumber the CPUs the master may run on (its affinity mask, which
+    /// `--cpu-affinity` divides among them): then they take turns on a CPU.
     /// - Returns: The worker's pid.
     func spawn(slot index: Int) throws(SwitchboardError) -> pid_t {
         let id = worker(index).id
         return try processes.spawn(
-            slot: index, id: id, port: port, sharedListener: strategy.sharesListener ? listener : nil
+            slot: index, id: id, port: port, sharedListener: strategy.sharesListener ? listener : nil,
+            sharingCPUs: machine.target > cpuBudget.allowed
         ) { (channel, kept, pid) throws(SystemCallError) in
             try dispatcher.attach(
                 index, channel: channel, kept: kept, token: Token.worker(slot: index, id: id),

@@ -77,6 +77,11 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// The descriptor number of the inherited listener in shared mode.
     public static let sharedListenerDescriptor: CInt = 4
 
+    /// What tells the built-in engine's loop to yield before a wait that would block (`1`) or not (`0`): the master
+    /// sets it to `1` for each worker it starts while the workers outnumber the CPUs the master may run on (they
+    /// take turns on a CPU), unless its own environment or ``Configuration/workerEnvironment`` already sets it.
+    package static let yieldBeforeWaitingVariable = "SWITCHBOARD_YIELD_BEFORE_WAIT"
+
     /// Whether this process was started by a Switchboard master as a worker.
     public static var isWorker: Bool { Syscalls.environment("SWITCHBOARD_WORKER_ID") != nil }
 

@@ -2,6 +2,7 @@
 """Two subjects of the same bench.py rounds, compared round by round (issue 23).
 
     python3 Scripts/bench/paired-rounds.py RUN.json [RUN.json ...] [--json OUT] [--seed 1]
+    python3 Scripts/bench/paired-rounds.py ROUNDS.txt   # the output of keepalive-rounds.sh
 
 This machine has slow and fast phases that last tens of seconds: one build made 105,000 keep-alive requests a second
 in one round and 140,000 in the next, at 9.2 and 7.0 µs of CPU a request, and the C reference moved the same way.
@@ -14,6 +15,7 @@ c-reuseport, and the same for the @base builds) this takes, in every round that 
 req/s, keep-alive p99, close p99 and server CPU µs per connection under the close load, and reports per pair and per
 placement (pinned or not): the rounds, the median ratio with a 95 % bootstrap interval (resampling rounds), and how
 many rounds had a ratio above 1. Runs given together are pooled by subject name: give it runs of the same builds.
+A file that is not JSON is read as `keepalive-rounds.sh`'s output: each subject against the first, keep-alive only.
 """
 
 from __future__ import annotations
@@ -95,6 +97,37 @@ def collect(paths: list[Path]) -> dict[tuple[str, str, bool, str], list[float]]:
     return out
 
 
+def parse_p99_ms(text: str) -> float:
+    """wrk's latency figure (`612.00us`, `3.45ms`, `1.02s`) in ms."""
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(f"not a wrk latency: {text}")
+
+
+def collect_lines(path: Path) -> dict[tuple[str, str, bool, str], list[float]]:
+    """keepalive-rounds.sh's lines (`<round> <name> <req/s> <p99>`): every name against the first one, round by
+    round. Placement is not in the lines: it counts as unpinned unless the file's name says `pinned`."""
+    rounds: dict[int, dict[str, tuple[float, float]]] = {}
+    names: list[str] = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) != 4 or not fields[0].isdigit():
+            continue
+        number, name, rps, p99 = int(fields[0]), fields[1], float(fields[2]), parse_p99_ms(fields[3])
+        if name not in names:
+            names.append(name)
+        rounds.setdefault(number, {})[name] = (rps, p99)
+    pinned = "pinned" in path.name and "unpinned" not in path.name
+    out: dict[tuple[str, str, bool, str], list[float]] = {}
+    base = names[0] if names else None
+    for name in names[1:]:
+        for index, metric in ((0, "keep-alive req/s"), (1, "keep-alive p99")):
+            out[(name, base, pinned, metric)] = [
+                r[name][index] / r[base][index] for _, r in sorted(rounds.items()) if name in r and base in r]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", type=Path, help="bench.py JSON files")
@@ -102,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
     args = p.parse_args(argv)
     try:
-        found = collect(args.files)
+        found = collect([f for f in args.files if f.suffix == ".json"])
+        for path in (f for f in args.files if f.suffix != ".json"):
+            found.update(collect_lines(path))
     except (OSError, ValueError, KeyError) as error:
         print(f"paired-rounds: {error}", file=sys.stderr)
         return 1

@@ -61,6 +61,16 @@ class PairedRoundsTests(unittest.TestCase):
         low, high = paired_rounds.bootstrap_median(ratios, random.Random(1))
         self.assertLessEqual(low, high)
 
+    def test_keepalive_rounds_lines_pair_each_name_with_the_first(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "ka-unpinned.txt"
+            path.write_text("1 old 100000 3.50ms\n1 new 110000 700.00us\n2 old 50000 1.00ms\n2 new 55000 2.00ms\n"
+                            "3 new 1 1.00ms\n")
+            found = paired_rounds.collect_lines(path)
+        self.assertEqual([round(x, 6) for x in found[("new", "old", False, "keep-alive req/s")]], [1.1, 1.1])
+        self.assertEqual([round(x, 6) for x in found[("new", "old", False, "keep-alive p99")]], [0.2, 2.0])
+        self.assertEqual(paired_rounds.parse_p99_ms("1.50s"), 1500.0)
+
 
 if __name__ == "__main__":
     unittest.main()

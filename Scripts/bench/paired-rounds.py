@@ -27,6 +27,9 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
+from benchlib.stats import bootstrap_median  # noqa: E402
+
 # (name, load, how to read it from a round's load)
 METRICS = [
     ("keep-alive req/s", "keepalive", lambda load: load.get("req_per_s")),
@@ -75,11 +78,6 @@ def paired(numerator: dict, denominator: dict, load: str, read) -> list[float]:
 
 def is_pinned(data: dict) -> bool:
     return bool(data.get("config", {}).get("pinned"))
-
-
-def bootstrap_median(values: list[float], rng: random.Random, draws: int = 4000) -> tuple[float, float]:
-    medians = sorted(statistics.median(rng.choice(values) for _ in values) for _ in range(draws))
-    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
 def collect(paths: list[Path]) -> dict[tuple[str, str, bool, str], list[float]]:

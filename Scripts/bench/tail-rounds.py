@@ -33,6 +33,9 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
+from benchlib.stats import bootstrap_median  # noqa: E402
+
 
 def close_p99(round_: dict) -> float | None:
     close = round_.get("close")
@@ -96,11 +99,6 @@ def binary_of(config: dict, flag: str) -> str | None:
         if arg == flag:
             return command[i + 1]
     return None
-
-
-def bootstrap_median(values: list[float], rng: random.Random, draws: int = 4000) -> tuple[float, float]:
-    medians = sorted(statistics.median(rng.choice(values) for _ in values) for _ in range(draws))
-    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
 def summarize(name: str, group: list[dict], rng: random.Random) -> dict | None:

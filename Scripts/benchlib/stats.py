@@ -8,6 +8,7 @@ raise ValueError on empty input.
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Iterable, Sequence
 
@@ -155,3 +156,10 @@ def gaps_longer_than(times: Iterable[float], start: float, end: float, threshold
             out.append((previous, t - previous))
         previous = t
     return out
+
+
+def bootstrap_median(values: Sequence[float], rng: random.Random, draws: int = 4000) -> tuple[float, float]:
+    """A 95 % interval for the median of `values`: the 2.5th and 97.5th percentiles of the medians of `draws`
+    resamples (with replacement, as many values as given), drawn from `rng`."""
+    medians = sorted(statistics.median(rng.choice(values) for _ in values) for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]

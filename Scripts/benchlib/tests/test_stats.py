@@ -3,6 +3,7 @@
 Run from the repository root: python3 -m unittest discover -s Scripts/benchlib/tests
 """
 
+import random
 import sys
 import unittest
 from pathlib import Path
@@ -178,6 +179,21 @@ class Rates(unittest.TestCase):
         self.assertEqual(stats.pct_of_core(3.0, 2.0), 150.0)  # more than one core
         self.assertIsNone(stats.pct_of_core(None, 2.0))
         self.assertIsNone(stats.pct_of_core(1.0, 0))
+
+
+class BootstrapMedian(unittest.TestCase):
+    def test_the_interval_holds_the_median_and_narrows_with_agreeing_rounds(self):
+        spread = [0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 0.7]
+        low, high = stats.bootstrap_median(spread, random.Random(1))
+        self.assertLessEqual(low, 1.0)
+        self.assertGreaterEqual(high, 1.0)
+        self.assertLess(high - low, 1.3 - 0.7)  # not the whole range: the median of resamples stays inward
+        self.assertEqual(stats.bootstrap_median([1.05] * 6, random.Random(1)), (1.05, 1.05))
+
+    def test_the_same_seed_gives_the_same_interval(self):
+        values = [1.3, 0.9, 1.6, 1.1, 1.2]
+        self.assertEqual(stats.bootstrap_median(values, random.Random(7)),
+                         stats.bootstrap_median(values, random.Random(7)))
 
 
 if __name__ == "__main__":

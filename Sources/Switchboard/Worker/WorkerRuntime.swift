@@ -80,8 +80,8 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// What tells the built-in engine's loop to yield before a wait that would block (`1`) or not (`0`): the master
     /// sets it to `1` for each worker it starts while the workers outnumber the CPUs the master may run on (they
     /// take turns on a CPU), unless its own environment or ``Configuration/workerEnvironment`` already sets it. Each
-    /// worker gets it as of its start: after `switchboard scale` moves the count across the CPUs', the workers
-    /// started since have the new value, and all of them after the next reload.
+    /// worker gets it as of its start: after `switchboard scale` takes the worker count past the CPU count (or back),
+    /// the workers started since have the new value, and all of them after the next reload.
     package static let yieldBeforeWaitingVariable = "SWITCHBOARD_YIELD_BEFORE_WAIT"
 
     /// Whether this process was started by a Switchboard master as a worker.

@@ -628,6 +628,9 @@ def summarize_load(raw: dict, counted: dict, workers: list[int], master_ticks: i
         "max_min": stats.max_min(values),
         "wrk_cpu_s": raw.get("wrk_cpu_s"),
         "wrk_cpu_pct_of_one_core": stats.pct_of_core(raw.get("wrk_cpu_s"), duration_s),
+        # wrk's threads runnable but waiting for a CPU, ms per s: where wrk shares a CPU with the server, the tail
+        # it measures follows this (BENCHMARKS.md, tail latency, eighteenth part).
+        "wrk_waited_ms_per_s": (raw.get("wrk_waiting") or {}).get("waited_ms_per_s"),
         "master_cpu_us": master_us,
         "workers_cpu_us": workers_us,
         "master_us_per_req": stats.per_unit(master_us, requests),
@@ -699,6 +702,8 @@ def key_figures(r: dict) -> dict:
         "close_wrk_cpu_pct": close_wrk_pct,
         "keepalive_server_cpu_pct": ka_server_pct,
         "keepalive_wrk_cpu_pct": ka_wrk_pct,
+        "keepalive_wrk_waited_ms_per_s": ka.get("wrk_waited_ms_per_s"),
+        "close_wrk_waited_ms_per_s": cl.get("wrk_waited_ms_per_s"),
         "keepalive_req_per_s": ka["req_per_s"],
         "keepalive_p50_ms": ka["latency_ms"]["p50"],
         "keepalive_p99_ms": ka["latency_ms"]["p99"],
@@ -865,7 +870,8 @@ def results_table(subjects: dict, rounds: int) -> str:
     show = rounds > 1
     head = ["subject", "keep-alive req/s", "ka p50 ms", "ka p99 ms", "ka p99.9 ms", "close conn/s",
             "close p50 ms", "close p99 ms", "close p99.9 ms", "Jain close / ka", "max/min close / ka",
-            "master µs/conn", "workers µs/conn", "close CPU % server / wrk", "errors"]
+            "master µs/conn", "workers µs/conn", "close CPU % server / wrk", "wrk waited ms/s ka / close",
+            "errors"]
     rows = []
     for name, s in subjects.items():
         m, sp = s["median"], s["spread"]
@@ -887,6 +893,7 @@ def results_table(subjects: dict, rounds: int) -> str:
             fmt_spread(m["master_us_per_conn"], sp["master_us_per_conn"], 1, show),
             fmt_num(m["workers_us_per_conn"], 1),
             f"{fmt_num(m['close_server_cpu_pct'])} / {fmt_num(m['close_wrk_cpu_pct'])}",
+            f"{fmt_num(m['keepalive_wrk_waited_ms_per_s'], 1)} / {fmt_num(m['close_wrk_waited_ms_per_s'], 1)}",
             fmt_num(err_total),
         ])
     return markdown_table(head, report.first_left(len(head)), rows)

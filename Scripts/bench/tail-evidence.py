@@ -19,6 +19,12 @@ by the requests wrk completed, which under `--load close` are connections: CPU p
 connection × CPU per wake-up, so it tells a path that wakes more often from one that costs more each time; and the
 CPU time's split between user space and the kernel (/proc/<pid>/stat's utime and stime, in clock ticks of 10 ms).
 
+`--sched-trace SECONDS` also records the scheduler (`perf sched record -a`, from 1.5 s into the load, for SECONDS) and
+reads it back with `benchlib.schedtrace`: how long wrk's load thread was ready to run but not running, in ms per s,
+and who ran on its CPU meanwhile (the master, a worker, idle, anything else); and per 250 ms, each CPU's share per
+role. wrk times requests, so its own wait for a CPU is in every latency it reports: unpinned (`--pin 0-1:0-1`) this
+says which server process shared wrk's CPU (eighteenth part of the tail-latency section of BENCHMARKS.md).
+
 A worker that never blocks runs until the scheduler preempts it at the end of its slice (an involuntary switch), and
 every connection the other worker on that CPU holds waits that long: many involuntary switches per second and few
 blocking waits point there; voluntary switches (the worker waited in epoll_wait) point the other way.
@@ -39,7 +45,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlib import loadgen, make_log, procfs, servers  # noqa: E402
+from benchlib import loadgen, make_log, procfs, schedtrace, servers  # noqa: E402
 
 log = make_log("tail-evidence")
 # Subjects named <mode>-deferred run with `--defer-accept 1` (Switchboard and the C subjects alike).
@@ -48,7 +54,8 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int, workers: int,
-                server_cpu: str, wrk_cpu: str, workdir: Path, close: bool, registry: servers.Registry) -> dict:
+                server_cpu: str, wrk_cpu: str, workdir: Path, close: bool, registry: servers.Registry,
+                trace_s: float = 0) -> dict:
     logfile = workdir / f"{name}.log"
     server = servers.Server(name, ["taskset", "-c", server_cpu] + argv, env, logfile, workers, registry,
                             mode=name.removesuffix(DEFERRED))
@@ -58,7 +65,9 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
         processes = [server.proc.pid] + server.workers
         before = {pid: procfs.scheduling(pid) for pid in processes}
         t0 = time.monotonic()
-        res = wrk_once(wrk, server.port, duration, connections, wrk_cpu, close)
+        trace_file = workdir / f"{name}.sched.data"
+        during = (lambda: record_scheduler(trace_file, trace_s, registry)) if trace_s > 0 else None
+        res = wrk_once(wrk, server.port, duration, connections, wrk_cpu, close, during, registry)
         elapsed = time.monotonic() - t0
         after = {pid: procfs.scheduling(pid) for pid in processes}
     finally:
@@ -85,15 +94,78 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
             "user_ms": d.get("user_ticks", 0) * 1e3 / TICKS_PER_S,
             "system_ms": d.get("system_ticks", 0) * 1e3 / TICKS_PER_S,
         })
-    return {"subject": name, "wrk": res, "processes": per_process,
-            "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
+    out = {"subject": name, "wrk": res, "processes": per_process,
+           "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
+    if trace_s > 0:
+        out["sched_trace"] = read_trace(trace_file, server.proc.pid, server.workers)
+    return out
 
 
-def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str, close: bool) -> dict:
+def record_scheduler(path: Path, seconds: float, registry: servers.Registry) -> None:
+    """`perf sched record -a` for `seconds`, from 1.5 s into the load (wrk's connections are open by then)."""
+    time.sleep(1.5)
+    cmd = ["perf", "sched", "record", "-a", "-o", str(path), "--", "sleep", str(seconds)]
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    registry.add_proc(p)
+    try:
+        _, err = p.communicate(timeout=seconds + 60)
+    finally:
+        registry.remove_proc(p)
+    if p.returncode != 0:
+        raise SystemExit(f"tail-evidence: perf sched record failed: {err.strip()[-300:]} "
+                         f"(apt-get install -y linux-perf; it needs root or kernel.perf_event_paranoid <= -1)")
+
+
+def read_trace(path: Path, master: int, workers: list[int]) -> dict:
+    """What the scheduler trace says about wrk's wait for a CPU: ms per s ready but not running, by who ran on its
+    CPU meanwhile; and each CPU's share per role in 250 ms bins."""
+    text = subprocess.run(["perf", "script", "-i", str(path), "-F", "cpu,time,event,trace"], capture_output=True,
+                          text=True, timeout=300).stdout
+    path.unlink(missing_ok=True)
+    events = schedtrace.parse(text)
+    switches = [e for e in events if isinstance(e, schedtrace.Switch)]
+    wrk_tid = schedtrace.busiest(events, "wrk")
+    if not switches or wrk_tid is None:
+        return {"error": "no context switches of wrk in the trace"}
+    span = switches[-1].time - switches[0].time
+    roles = {master: "master", wrk_tid: "wrk", **{w: "worker" for w in workers}}
+    if master in workers or master not in roles:
+        roles[master] = "master"
+    runs = schedtrace.runs(events)
+    intervals = schedtrace.ready_intervals(events, wrk_tid)
+    by_pid = schedtrace.blame(runs, intervals)
+    by_role: dict[str, float] = {}
+    for pid, seconds in by_pid.items():
+        role = roles.get(pid, "idle" if pid == 0 else "other")
+        by_role[role] = by_role.get(role, 0.0) + seconds * 1e3 / span
+    bins = schedtrace.layout(runs, roles, 0.25, switches[0].time)
+    return {"span_s": span, "wrk_tid": wrk_tid,
+            "wrk_ready_ms_per_s": sum(t1 - t0 for t0, t1, _ in intervals) * 1e3 / span,
+            "wrk_ready_by_role_ms_per_s": by_role,
+            "layout_250ms": [{str(cpu): shares for cpu, shares in b.items()} for b in bins]}
+
+
+def wrk_once(wrk: str, port: int, duration: int, connections: int, wrk_cpu: str, close: bool,
+             during=None, registry: servers.Registry | None = None) -> dict:
+    """One timed wrk run; `during()`, if given, runs while wrk does."""
     cmd = loadgen.wrk_command(wrk, f"http://127.0.0.1:{port}/", duration, connections, close,
                               prefix=["taskset", "-c", wrk_cpu])
     env = dict(os.environ, SWITCHBOARD_BENCH_COUNT="0")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, env=env).stdout
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True, env=env)
+    if registry is not None:
+        registry.add_proc(p)
+    try:
+        if during is not None:
+            during()
+        out, _ = p.communicate(timeout=duration + 30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if registry is not None:
+            registry.remove_proc(p)
     marker = loadgen.parse_marker(out)
     if marker is None:
         raise SystemExit(f"wrk gave no result line: {out.strip()[-300:]}")
@@ -114,8 +186,15 @@ def main(registry: servers.Registry) -> int:
     p.add_argument("--modes", default="round-robin,c-rr-close,reuseport,c-reuseport")
     p.add_argument("--load", choices=["keepalive", "close"], default="keepalive")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--sched-trace", type=float, default=0, metavar="SECONDS",
+                   help="also record the scheduler for SECONDS during each load (perf sched; see above)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.sched_trace > 0 and args.sched_trace > args.duration - 2:
+        p.error("--sched-trace must end before the load does: at most --duration minus 2 s")
+    if args.sched_trace > 0 and not shutil.which("perf"):
+        print("tail-evidence: perf is missing: apt-get install -y linux-perf", file=sys.stderr)
+        return 1
     wrk = shutil.which("wrk")
     if not wrk:
         print("tail-evidence: wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -134,7 +213,7 @@ def main(registry: servers.Registry) -> int:
             if mode.endswith(DEFERRED):
                 argv += ["--defer-accept", "1"]
             rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, args.workers,
-                                            server_cpu, wrk_cpu, workdir, close, registry))
+                                            server_cpu, wrk_cpu, workdir, close, registry, args.sched_trace))
     # The median round of each subject, by p99 (with one round, that round).
     results = [sorted(rs, key=lambda r: r["wrk"]["p99_ms"])[len(rs) // 2] for rs in rounds.values()]
     load = "close (Connection: close)" if close else "keep-alive"
@@ -171,12 +250,42 @@ def main(registry: servers.Registry) -> int:
     for r in results:
         for line in r["loop_stats"]:
             print(f"{r['subject']}: {line}")
+    if args.sched_trace > 0:
+        print_traces(results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"load": args.load, "pin": args.pin, "median_rounds": results,
                                                "rounds": rounds}, indent=2))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def print_traces(results: list[dict]) -> None:
+    print(f"\nwrk's load thread ready to run but not running (perf sched), ms per s, by who ran on its CPU "
+          f"meanwhile\n")
+    roles = ("master", "worker", "idle", "other")
+    print("| subject | p99 ms | wrk ready, not running | " + " | ".join(roles) + " |")
+    print("|---|---:|---:|" + "---:|" * len(roles))
+    for r in results:
+        t = r.get("sched_trace") or {}
+        if "wrk_ready_ms_per_s" not in t:
+            print(f"| {r['subject']} | {r['wrk']['p99_ms']:.2f} | {t.get('error', '–')} |" + " |" * len(roles))
+            continue
+        by = t["wrk_ready_by_role_ms_per_s"]
+        print(f"| {r['subject']} | {r['wrk']['p99_ms']:.2f} | {t['wrk_ready_ms_per_s']:.1f} | "
+              + " | ".join(f"{by.get(role, 0.0):.1f}" for role in roles) + " |")
+    for r in results:
+        t = r.get("sched_trace") or {}
+        if not t.get("layout_250ms"):
+            continue
+        print(f"\n{r['subject']}: each CPU's share per 250 ms (% of the bin)")
+        for i, b in enumerate(t["layout_250ms"]):
+            cells = []
+            for cpu, shares in sorted(b.items()):
+                parts = " ".join(f"{role} {100 * v:.0f}" for role, v in sorted(shares.items(), key=lambda kv: -kv[1])
+                                 if v >= 0.03)
+                cells.append(f"CPU {cpu}: {parts}")
+            print(f"  {i * 0.25:4.2f} s  " + "  |  ".join(cells))
 
 
 def entry() -> int:

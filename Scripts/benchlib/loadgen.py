@@ -11,9 +11,11 @@ import resource
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 
-from . import SCRIPTS, BenchError, Log
+from . import SCRIPTS, BenchError, Log, procfs
 from .servers import OWN_GROUP, Registry
 
 LUA_SCRIPT = SCRIPTS / "bench" / "count.lua"
@@ -52,6 +54,57 @@ class Generated:
     out: str  # stdout and stderr together
     returncode: int
     cpu_s: float  # the generator's own CPU time (user + system)
+    waiting: dict | None = None  # waiting_rate of its threads; None when they could not be sampled
+
+
+def waiting_rate(first: dict[int, tuple[float, dict]], last: dict[int, tuple[float, dict]]) -> dict | None:
+    """How long a process's threads together were runnable but waited for a CPU, in ms per s, and how many times
+    they got one per s, from each thread's first and last sample (monotonic time in s, parse_schedstat's figures).
+    A load generator that waits for a CPU adds that wait to the latency it measures: on CPUs it shares with the
+    server, the tail follows this figure. None without a sampled interval."""
+    wait_ns = slices = 0
+    window = 0.0
+    for tid, (t1, s1) in last.items():
+        if tid not in first:
+            continue
+        t0, s0 = first[tid]
+        wait_ns += s1["wait_ns"] - s0["wait_ns"]
+        slices += s1["slices"] - s0["slices"]
+        window = max(window, t1 - t0)
+    if window <= 0:
+        return None
+    return {"waited_ms_per_s": wait_ns / 1e6 / window, "slices_per_s": slices / window, "window_s": window}
+
+
+class SchedSampler:
+    """Samples the scheduler's figures of each thread of `pid` every `interval` s, on a thread of its own, until
+    stopped; keeps each thread's first and last sample. A thread's figures go with it when it exits, so the last
+    sample is at most `interval` before its end; a few file reads every 50 ms cost the machine nothing measurable."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.pid, self.interval = pid, interval
+        self.first: dict[int, tuple[float, dict]] = {}
+        self.last: dict[int, tuple[float, dict]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            for tid, figures in procfs.thread_schedstats(self.pid).items():
+                self.first.setdefault(tid, (now, figures))
+                self.last[tid] = (now, figures)
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> SchedSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict | None:
+        self._stop.set()
+        self._thread.join()
+        return waiting_rate(self.first, self.last)
 
 
 def run_generator(cmd: list[str], timeout: float, registry: Registry, env: dict | None = None,
@@ -63,6 +116,7 @@ def run_generator(cmd: list[str], timeout: float, registry: Registry, env: dict 
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=env, **(popen_options if popen_options is not None else OWN_GROUP))
     registry.add_proc(p)
+    sampler = SchedSampler(p.pid).start()
     try:
         out, _ = p.communicate(timeout=timeout)
     except BaseException as e:  # timeout, Ctrl-C, SIGTERM: never leave it behind
@@ -73,9 +127,10 @@ def run_generator(cmd: list[str], timeout: float, registry: Registry, env: dict 
             raise BenchError(f"did not finish within {timeout:.0f} s: {' '.join(cmd)}")
         raise
     finally:
+        waiting = sampler.stop()
         registry.remove_proc(p)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Generated(out, p.returncode, (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
+    return Generated(out, p.returncode, (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), waiting)
 
 
 def run_wrk(wrk: str, url: str, duration: int, connections: int, close: bool, registry: Registry,
@@ -94,6 +149,7 @@ def run_wrk(wrk: str, url: str, duration: int, connections: int, close: bool, re
     if result is None:
         raise BenchError(f"wrk exited {run.returncode} without a result line: {last_line(run.out)}")
     result["wrk_cpu_s"] = round(run.cpu_s, 4)
+    result["wrk_waiting"] = run.waiting
     return result
 
 

@@ -111,6 +111,23 @@ def parse_schedstat(text: str) -> dict | None:
     return {"run_ns": run, "wait_ns": wait, "slices": slices}
 
 
+def thread_schedstats(pid: int) -> dict[int, dict]:
+    """parse_schedstat of each thread of `pid` (/proc/<pid>/task/<tid>/schedstat), by thread id; empty when the
+    process is gone. A thread's figures are its own: /proc/<pid>/schedstat is the main thread's alone, which in wrk
+    sleeps while its load thread works."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for tid in tids:
+        text = _read(f"/proc/{pid}/task/{tid}/schedstat")
+        parsed = parse_schedstat(text) if text is not None else None
+        if parsed is not None:
+            out[tid] = parsed
+    return out
+
+
 def parse_context_switches(status_text: str) -> dict:
     """Voluntary (it blocked) and involuntary (it was preempted) context switches from a /proc/<pid>/status text."""
     out = {}

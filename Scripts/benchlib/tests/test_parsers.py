@@ -5,7 +5,9 @@ Run from the repository root: python3 -m unittest discover -s Scripts/benchlib/t
 """
 
 import os
+import subprocess
 import sys
+import threading
 import unittest
 from pathlib import Path
 
@@ -185,6 +187,14 @@ class Procfs(unittest.TestCase):
         self.assertGreaterEqual(mine["system_ticks"], 0)
         self.assertLessEqual(mine["user_ticks"] + mine["system_ticks"], procfs.cpu_ticks(os.getpid()))
 
+    def test_thread_schedstats(self):
+        # Every thread of this process, each with its own figures; a process that is gone has none.
+        mine = procfs.thread_schedstats(os.getpid())
+        self.assertIn(threading.get_native_id(), mine)
+        self.assertEqual(set(mine), {int(t) for t in os.listdir(f"/proc/{os.getpid()}/task")})
+        self.assertGreater(mine[threading.get_native_id()]["run_ns"], 0)
+        self.assertEqual(procfs.thread_schedstats(2 ** 22 + 1), {})
+
     def test_nofile_limit(self):
         text = ("Limit                     Soft Limit           Hard Limit           Units     \n"
                 "Max cpu time              unlimited            unlimited            seconds   \n"
@@ -224,3 +234,41 @@ class ReadyLine(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class GeneratorWaiting(unittest.TestCase):
+    """How long a load generator's threads waited for a CPU (loadgen.waiting_rate, SchedSampler)."""
+
+    def test_rate_from_first_and_last_samples(self):
+        first = {10: (100.0, {"run_ns": 0, "wait_ns": 1_000_000, "slices": 5}),
+                 11: (100.0, {"run_ns": 0, "wait_ns": 0, "slices": 0})}
+        last = {10: (102.0, {"run_ns": 0, "wait_ns": 61_000_000, "slices": 405}),
+                11: (101.5, {"run_ns": 0, "wait_ns": 2_000_000, "slices": 3}),
+                12: (102.0, {"run_ns": 0, "wait_ns": 9_000_000, "slices": 9})}  # no first sample: left out
+        r = loadgen.waiting_rate(first, last)
+        self.assertAlmostEqual(r["waited_ms_per_s"], (60 + 2) / 2.0)
+        self.assertAlmostEqual(r["slices_per_s"], (400 + 3) / 2.0)
+        self.assertAlmostEqual(r["window_s"], 2.0)
+        self.assertIsNone(loadgen.waiting_rate(first, first))
+        self.assertIsNone(loadgen.waiting_rate({}, last))
+
+    def test_sampler_sees_a_process_that_waits_for_a_cpu(self):
+        # Two busy processes on one CPU: each waits for it about half the time, so the sampled one waits hundreds
+        # of ms a second; alone on its CPU it would wait next to nothing.
+        cpu = str(sorted(os.sched_getaffinity(0))[0])
+        spin = [sys.executable, "-c", "import time\nend = time.monotonic() + 1.2\nwhile time.monotonic() < end: pass"]
+        other = subprocess.Popen(["taskset", "-c", cpu] + spin)
+        sampled = subprocess.Popen(["taskset", "-c", cpu] + spin)
+        try:
+            sampler = loadgen.SchedSampler(sampled.pid, interval=0.02).start()
+            sampled.wait(timeout=30)
+            r = sampler.stop()
+        finally:
+            for p in (other, sampled):
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        self.assertIsNotNone(r)
+        self.assertGreater(r["window_s"], 0.5)
+        self.assertGreater(r["waited_ms_per_s"], 200)
+        self.assertLess(r["waited_ms_per_s"], 1000)

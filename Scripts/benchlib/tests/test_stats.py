@@ -198,3 +198,16 @@ class BootstrapMedian(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RankCorrelation(unittest.TestCase):
+    def test_ranks_share_ties(self):
+        self.assertEqual(stats.ranks([30, 10, 20, 10]), [4.0, 1.5, 3.0, 1.5])
+
+    def test_spearman(self):
+        self.assertAlmostEqual(stats.spearman([1, 2, 3, 4], [10, 20, 25, 90]), 1.0)
+        self.assertAlmostEqual(stats.spearman([1, 2, 3, 4], [9, 7, 5, 1]), -1.0)
+        # a monotone pair with one swap: 1 - 6 * 2 / (4 * 15) = 0.8
+        self.assertAlmostEqual(stats.spearman([1, 2, 3, 4], [1, 3, 2, 4]), 0.8)
+        self.assertIsNone(stats.spearman([1, 2], [1, 2]))
+        self.assertIsNone(stats.spearman([1, 2, 3], [5, 5, 5]))

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""What a run's tail follows: each round's p99 beside how long wrk itself waited for a CPU (issue 23).
+
+    python3 Scripts/bench/wrk-wait.py RUN.json [RUN.json ...] [--json OUT]
+
+wrk measures a request from its write to the response's read, so time that wrk's thread spends runnable but waiting
+for a CPU adds to the latency it reports, whatever the server does. Unpinned, the kernel sometimes puts a server
+worker on wrk's CPU for part of a round (BENCHMARKS.md, tail latency, eighteenth part); `bench.py` records wrk's wait
+per load (`wrk_waited_ms_per_s`, from /proc/<wrk>/task/*/schedstat). For every load and placement this prints, per
+subject, the rounds' median wait and p99, the p99 of its rounds with the least and the most wait (split at the
+median), and Spearman's rank correlation of wait and p99 over every round of every subject, which is near 1 when the
+wait orders the tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
+from benchlib.stats import spearman  # noqa: E402
+
+LOADS = ("keepalive", "close")
+
+
+def rounds_of(data: dict) -> dict[tuple[str, bool, str], list[tuple[float, float]]]:
+    """(load, pinned, subject) -> [(wrk waited ms/s, p99 ms)] for each round that has both."""
+    pinned = bool(data.get("config", {}).get("pinned"))
+    out: dict[tuple[str, bool, str], list[tuple[float, float]]] = {}
+    for name, subject in data.get("subjects", {}).items():
+        for r in subject.get("rounds", []):
+            for load in LOADS:
+                figures = r.get(load) or {}
+                wait, p99 = figures.get("wrk_waited_ms_per_s"), (figures.get("latency_ms") or {}).get("p99")
+                if wait is not None and p99:
+                    out.setdefault((load, pinned, name), []).append((float(wait), float(p99)))
+    return out
+
+
+def split_medians(pairs: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """The median p99 of the rounds with the least wait (the lower half) and of those with the most (the upper
+    half); with an odd count the middle round is in neither."""
+    ordered = sorted(pairs)
+    half = len(ordered) // 2
+    if half == 0:
+        return None, None
+    low, high = ordered[:half], ordered[len(ordered) - half:]
+    return statistics.median(p for _, p in low), statistics.median(p for _, p in high)
+
+
+def summarize(collected: dict[tuple[str, bool, str], list[tuple[float, float]]]) -> list[dict]:
+    rows = []
+    for load in LOADS:
+        for pinned in (True, False):
+            subjects = {name: pairs for (l, p, name), pairs in collected.items() if l == load and p == pinned}
+            if not subjects:
+                continue
+            pooled = [pair for pairs in subjects.values() for pair in pairs]
+            for name, pairs in subjects.items():
+                low, high = split_medians(pairs)
+                rows.append({
+                    "load": load, "pinned": pinned, "subject": name, "rounds": len(pairs),
+                    "median_wait_ms_per_s": statistics.median(w for w, _ in pairs),
+                    "wait_range": [min(w for w, _ in pairs), max(w for w, _ in pairs)],
+                    "median_p99_ms": statistics.median(p for _, p in pairs),
+                    "p99_least_wait_ms": low, "p99_most_wait_ms": high,
+                    "spearman_subject": spearman([w for w, _ in pairs], [p for _, p in pairs]),
+                    "spearman_pooled": spearman([w for w, _ in pooled], [p for _, p in pooled]),
+                    "pooled_rounds": len(pooled),
+                })
+    return rows
+
+
+def fmt(v, digits=2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", type=Path, help="bench.py JSON files")
+    ap.add_argument("--json", type=Path, help="write the rows here")
+    args = ap.parse_args(argv)
+    collected: dict[tuple[str, bool, str], list[tuple[float, float]]] = {}
+    for path in args.files:
+        for key, pairs in rounds_of(json.loads(path.read_text())).items():
+            collected.setdefault(key, []).extend(pairs)
+    rows = summarize(collected)
+    if not rows:
+        print("wrk-wait: no rounds with wrk's wait (runs of bench.py before it recorded wrk_waited_ms_per_s)",
+              file=sys.stderr)
+        return 1
+    print("| load | placement | subject | rounds | wrk waited ms/s, median (range) | p99 ms, median | p99 ms, least-wait "
+          "half / most-wait half | rank correlation wait–p99: subject / all subjects |")
+    print("|---|---|---|---:|---|---:|---|---|")
+    for r in rows:
+        print(f"| {r['load']} | {'pinned' if r['pinned'] else 'unpinned'} | {r['subject']} | {r['rounds']} | "
+              f"{fmt(r['median_wait_ms_per_s'], 1)} ({fmt(r['wait_range'][0], 1)}–{fmt(r['wait_range'][1], 1)}) | "
+              f"{fmt(r['median_p99_ms'])} | {fmt(r['p99_least_wait_ms'])} / {fmt(r['p99_most_wait_ms'])} | "
+              f"{fmt(r['spearman_subject'])} / {fmt(r['spearman_pooled'])} ({r['pooled_rounds']} rounds) |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -129,9 +129,8 @@ def read_trace(path: Path, master: int, workers: list[int]) -> dict:
     if not switches or wrk_tid is None:
         return {"error": "no context switches of wrk in the trace"}
     span = switches[-1].time - switches[0].time
-    roles = {master: "master", wrk_tid: "wrk", **{w: "worker" for w in workers}}
-    if master in workers or master not in roles:
-        roles[master] = "master"
+    roles = {w: "worker" for w in workers}
+    roles[master], roles[wrk_tid] = "master", "wrk"
     runs = schedtrace.runs(events)
     intervals = schedtrace.ready_intervals(events, wrk_tid)
     by_pid = schedtrace.blame(runs, intervals)

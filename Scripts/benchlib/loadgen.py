@@ -79,7 +79,8 @@ def waiting_rate(first: dict[int, tuple[float, dict]], last: dict[int, tuple[flo
 class SchedSampler:
     """Samples the scheduler's figures of each thread of `pid` every `interval` s, on a thread of its own, until
     stopped; keeps each thread's first and last sample. A thread's figures go with it when it exits, so the last
-    sample is at most `interval` before its end; a few file reads every 50 ms cost the machine nothing measurable."""
+    sample is at most `interval` before its end. Sampling every 50 ms costs about 0.6 % of one core (28 ms of CPU
+    in 5 s while sampling a `sleep 5`)."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         self.pid, self.interval = pid, interval

@@ -3,19 +3,15 @@
 Run from the repository root: python3 -m unittest discover -s Scripts/benchlib/tests
 """
 
-import importlib.util
 import json
 import random
-import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-HERE = Path(__file__).resolve()
-spec = importlib.util.spec_from_file_location("paired_rounds", HERE.parents[2] / "bench" / "paired-rounds.py")
-paired_rounds = importlib.util.module_from_spec(spec)
-sys.modules["paired_rounds"] = paired_rounds
-spec.loader.exec_module(paired_rounds)
+import bench_script
+
+paired_rounds = bench_script.load("paired-rounds.py", "paired_rounds")
 
 
 def load(rps: float, p99: float, master: float = 10.0, workers: float = 20.0) -> dict:

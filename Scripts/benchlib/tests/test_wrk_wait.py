@@ -3,20 +3,16 @@
 Run from the repository root: python3 -m unittest discover -s Scripts/benchlib/tests
 """
 
-import importlib.util
 import io
 import json
-import sys
 import tempfile
 import unittest
 from contextlib import redirect_stdout
 from pathlib import Path
 
-HERE = Path(__file__).resolve()
-spec = importlib.util.spec_from_file_location("wrk_wait", HERE.parents[2] / "bench" / "wrk-wait.py")
-wrk_wait = importlib.util.module_from_spec(spec)
-sys.modules["wrk_wait"] = wrk_wait
-spec.loader.exec_module(wrk_wait)
+import bench_script
+
+wrk_wait = bench_script.load("wrk-wait.py", "wrk_wait")
 
 
 def run_file(pinned: bool, subjects: dict) -> dict:

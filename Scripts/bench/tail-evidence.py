@@ -14,8 +14,9 @@ row (round-robin and c-rr-close, whose master accepts and passes every connectio
 the median round of each (by p99).
 
 A subject named `<mode>-deferred` runs with `--defer-accept 1` (`TCP_DEFER_ACCEPT`; the C subjects take the same
-flag). A second table divides each role's CPU and wake-ups (voluntary switches: the process blocked, then was woken)
-by the requests wrk completed, which under `--load close` are connections: CPU per connection = wake-ups per
+flag). A C subject named `<mode>-wslow` has workers that spend 5 µs more CPU on each connection (as in `bench.py`).
+A second table divides each role's CPU and wake-ups (voluntary switches: the process blocked, then was woken) by the
+requests wrk completed, which under `--load close` are connections: CPU per connection = wake-ups per
 connection × CPU per wake-up, so it tells a path that wakes more often from one that costs more each time; and the
 CPU time's split between user space and the kernel (/proc/<pid>/stat's utime and stime, in clock ticks of 10 ms).
 
@@ -50,6 +51,9 @@ from benchlib import loadgen, make_log, procfs, schedtrace, servers  # noqa: E40
 log = make_log("tail-evidence")
 # Subjects named <mode>-deferred run with `--defer-accept 1` (Switchboard and the C subjects alike).
 DEFERRED = "-deferred"
+# C subjects named <mode>-wslow: workers that spend 5 µs more CPU on each connection (bench.py's C_SLOW_WORKER_NS).
+WORKERS_SLOWER = "-wslow"
+C_SLOW_WORKER_NS = 5000
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -58,7 +62,7 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
                 trace_s: float = 0) -> dict:
     logfile = workdir / f"{name}.log"
     server = servers.Server(name, ["taskset", "-c", server_cpu] + argv, env, logfile, workers, registry,
-                            mode=name.removesuffix(DEFERRED))
+                            mode=name.removesuffix(DEFERRED).removesuffix(WORKERS_SLOWER))
     server.start()
     try:
         time.sleep(0.5)
@@ -139,7 +143,12 @@ def read_trace(path: Path, master: int, workers: list[int]) -> dict:
         role = roles.get(pid, "idle" if pid == 0 else "other")
         by_role[role] = by_role.get(role, 0.0) + seconds * 1e3 / span
     bins = schedtrace.layout(runs, roles, 0.25, switches[0].time)
-    return {"span_s": span, "wrk_tid": wrk_tid,
+    moves: dict[str, float] = {}
+    for pid, count in schedtrace.migrations(events).items():
+        role = roles.get(pid)
+        if role is not None:
+            moves[role] = moves.get(role, 0.0) + count / span
+    return {"span_s": span, "wrk_tid": wrk_tid, "migrations_per_s": moves,
             "wrk_ready_ms_per_s": sum(t1 - t0 for t0, t1, _ in intervals) * 1e3 / span,
             "wrk_ready_by_role_ms_per_s": by_role,
             "layout_250ms": [{str(cpu): shares for cpu, shares in b.items()} for b in bins]}
@@ -202,13 +211,19 @@ def main(registry: servers.Registry) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sb-tail-"))
     env = dict(os.environ, SWITCHBOARD_LOOP_STATS="1")
     modes = args.modes.split(",")
+    for mode in modes:
+        if mode.endswith(WORKERS_SLOWER) and not mode.startswith("c-"):
+            p.error(f"{mode}: only the C subjects have a {WORKERS_SLOWER} variant")
     rounds: dict[str, list[dict]] = {mode: [] for mode in modes}
     close = args.load == "close"
     for _ in range(max(args.rounds, 1)):
         for mode in modes:
             binary = args.c_binary if mode.startswith("c-") else args.binary
-            argv = [binary, "--mode", mode.removesuffix(DEFERRED), "--host", "127.0.0.1", "--port", "0",
+            argv = [binary, "--mode", mode.removesuffix(DEFERRED).removesuffix(WORKERS_SLOWER), "--host", "127.0.0.1",
+                    "--port", "0",
                     "--workers", str(args.workers)]
+            if mode.endswith(WORKERS_SLOWER):
+                argv += ["--worker-work-ns", str(C_SLOW_WORKER_NS)]
             if mode.endswith(DEFERRED):
                 argv += ["--defer-accept", "1"]
             rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, args.workers,
@@ -263,16 +278,18 @@ def print_traces(results: list[dict]) -> None:
     print(f"\nwrk's load thread ready to run but not running (perf sched), ms per s, by who ran on its CPU "
           f"meanwhile\n")
     roles = ("master", "worker", "idle", "other")
-    print("| subject | p99 ms | wrk ready, not running | " + " | ".join(roles) + " |")
-    print("|---|---:|---:|" + "---:|" * len(roles))
+    print("| subject | p99 ms | wrk ready, not running | " + " | ".join(roles)
+          + " | moves between CPUs per s: master / workers / wrk |")
+    print("|---|---:|---:|" + "---:|" * len(roles) + "---|")
     for r in results:
         t = r.get("sched_trace") or {}
         if "wrk_ready_ms_per_s" not in t:
-            print(f"| {r['subject']} | {r['wrk']['p99_ms']:.2f} | {t.get('error', '–')} |" + " |" * len(roles))
+            print(f"| {r['subject']} | {r['wrk']['p99_ms']:.2f} | {t.get('error', '–')} |" + " |" * (len(roles) + 1))
             continue
-        by = t["wrk_ready_by_role_ms_per_s"]
+        by, moves = t["wrk_ready_by_role_ms_per_s"], t.get("migrations_per_s", {})
         print(f"| {r['subject']} | {r['wrk']['p99_ms']:.2f} | {t['wrk_ready_ms_per_s']:.1f} | "
-              + " | ".join(f"{by.get(role, 0.0):.1f}" for role in roles) + " |")
+              + " | ".join(f"{by.get(role, 0.0):.1f}" for role in roles) + " | "
+              + " / ".join(f"{moves.get(role, 0.0):.1f}" for role in ("master", "worker", "wrk")) + " |")
     for r in results:
         t = r.get("sched_trace") or {}
         if not t.get("layout_250ms"):

@@ -5,7 +5,8 @@ adds to the latency wrk reports. `perf script -F cpu,time,event,trace` of a `per
 context switch and every wake-up; from them this module rebuilds, per CPU, who ran when (`runs`), the intervals in
 which a thread was ready but not running (`ready_intervals`: from being preempted, or from being woken, to running
 again), what ran on the CPU it then ran on during each such interval (`blame`), and each CPU's share per role in
-fixed bins of time (`layout`). Only sched_switch and sched_waking lines are read; others are skipped.
+fixed bins of time (`layout`), and how often each process moved between CPUs (`migrations`). Only sched_switch,
+sched_waking and sched_migrate_task lines are read; others are skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 _SWITCH = re.compile(r"\[(\d+)\]\s+([\d.]+):\s+sched:sched_switch: prev_comm=(.*?) prev_pid=(\d+) prev_prio=-?\d+ "
                      r"prev_state=(\S+) ==> next_comm=(.*?) next_pid=(\d+)")
 _WAKING = re.compile(r"\[(\d+)\]\s+([\d.]+):\s+sched:sched_waking: comm=(.*?) pid=(\d+) ")
+_MIGRATE = re.compile(r"\[(\d+)\]\s+([\d.]+):\s+sched:sched_migrate_task: comm=(.*?) pid=(\d+) prio=-?\d+ "
+                      r"orig_cpu=(\d+) dest_cpu=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,18 @@ class Waking:
     pid: int
 
 
-def parse(text: str) -> list[Switch | Waking]:
-    """The switches and wake-ups of a `perf script -F cpu,time,event,trace` text, in its order."""
-    out: list[Switch | Waking] = []
+@dataclass(frozen=True)
+class Migration:
+    time: float
+    pid: int
+    origin: int
+    destination: int
+
+
+def parse(text: str) -> list[Switch | Waking | Migration]:
+    """The switches, wake-ups and moves between CPUs of a `perf script -F cpu,time,event,trace` text, in its
+    order."""
+    out: list[Switch | Waking | Migration] = []
     for line in text.splitlines():
         m = _SWITCH.search(line)
         if m:
@@ -48,7 +60,16 @@ def parse(text: str) -> list[Switch | Waking]:
         m = _WAKING.search(line)
         if m:
             out.append(Waking(float(m[2]), int(m[4])))
+            continue
+        m = _MIGRATE.search(line)
+        if m:
+            out.append(Migration(float(m[2]), int(m[4]), int(m[5]), int(m[6])))
     return out
+
+
+def migrations(events: list) -> Counter:
+    """How many times each pid was moved from one CPU to another."""
+    return Counter(e.pid for e in events if isinstance(e, Migration) and e.origin != e.destination)
 
 
 def runs(events: list) -> dict[int, list[tuple[float, float, int]]]:
@@ -89,6 +110,8 @@ def ready_intervals(events: list, tid: int) -> list[tuple[float, float, int]]:
         if isinstance(e, Waking):
             if e.pid == tid and ready is None:
                 ready = e.time
+            continue
+        if not isinstance(e, Switch):
             continue
         if e.prev_pid == tid:
             ready = e.time if e.prev_state.startswith("R") else None

@@ -33,6 +33,7 @@ TRACE = "\n".join([
     switch(1, 1.30, "sb", 20, "S", "wrk", 11),
     switch(1, 1.50, "wrk", 11, "S", "swapper/1", 0),
     switch(0, 1.55, "sb", 21, "R", "swapper/0", 0),
+    "[000] 1.550000: sched:sched_migrate_task: comm=sb pid=21 prio=120 orig_cpu=0 dest_cpu=1",
     switch(1, 1.55, "swapper/1", 0, "R", "sb", 21),
     waking(1, 1.60, "wrk", 11, 1),
     switch(1, 1.80, "sb", 21, "S", "wrk", 11),
@@ -45,10 +46,13 @@ class SchedTraceTests(unittest.TestCase):
     def setUp(self):
         self.events = schedtrace.parse(TRACE)
 
-    def test_parse_reads_switches_and_wakings_only(self):
-        self.assertEqual(len(self.events), 12)
+    def test_parse_reads_switches_wakings_and_moves_only(self):
+        self.assertEqual(len(self.events), 13)
         first = self.events[0]
         self.assertEqual((first.cpu, first.prev_pid, first.next_comm, first.next_pid), (1, 0, "wrk", 11))
+
+    def test_moves_between_cpus_are_counted_per_pid(self):
+        self.assertEqual(schedtrace.migrations(self.events), {21: 1})
 
     def test_the_load_thread_is_the_one_that_ran_longest(self):
         self.assertEqual(schedtrace.busiest(self.events, "wrk"), 11)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
+from benchlib.report import fmt_num, markdown_table  # noqa: E402
 from benchlib.stats import spearman  # noqa: E402
 
 LOADS = ("keepalive", "close")
@@ -74,10 +75,6 @@ def summarize(collected: dict[tuple[str, bool, str], list[tuple[float, float]]])
     return rows
 
 
-def fmt(v, digits=2) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path, help="bench.py JSON files")
@@ -92,14 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk-wait: no rounds with wrk's wait (runs of bench.py before it recorded wrk_waited_ms_per_s)",
               file=sys.stderr)
         return 1
-    print("| load | placement | subject | rounds | wrk waited ms/s, median (range) | p99 ms, median | p99 ms, least-wait "
-          "half / most-wait half | rank correlation wait–p99: subject / all subjects |")
-    print("|---|---|---|---:|---|---:|---|---|")
-    for r in rows:
-        print(f"| {r['load']} | {'pinned' if r['pinned'] else 'unpinned'} | {r['subject']} | {r['rounds']} | "
-              f"{fmt(r['median_wait_ms_per_s'], 1)} ({fmt(r['wait_range'][0], 1)}–{fmt(r['wait_range'][1], 1)}) | "
-              f"{fmt(r['median_p99_ms'])} | {fmt(r['p99_least_wait_ms'])} / {fmt(r['p99_most_wait_ms'])} | "
-              f"{fmt(r['spearman_subject'])} / {fmt(r['spearman_pooled'])} ({r['pooled_rounds']} rounds) |")
+    head = ["load", "placement", "subject", "rounds", "wrk waited ms/s, median (range)", "p99 ms, median",
+            "p99 ms, least-wait half / most-wait half", "rank correlation wait–p99: subject / all subjects"]
+    table = [[r["load"], "pinned" if r["pinned"] else "unpinned", r["subject"], str(r["rounds"]),
+              f"{fmt_num(r['median_wait_ms_per_s'], 1)} ({fmt_num(r['wait_range'][0], 1)}–"
+              f"{fmt_num(r['wait_range'][1], 1)})",
+              fmt_num(r["median_p99_ms"], 2),
+              f"{fmt_num(r['p99_least_wait_ms'], 2)} / {fmt_num(r['p99_most_wait_ms'], 2)}",
+              f"{fmt_num(r['spearman_subject'], 2)} / {fmt_num(r['spearman_pooled'], 2)} "
+              f"({r['pooled_rounds']} rounds)"] for r in rows]
+    print(markdown_table(head, ["---"] * 3 + ["---:", "---", "---:", "---", "---"], table))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -21,6 +21,15 @@ that deferred C pair too (like for like). Runs that have `c-rr-close-wslow` / `c
 workers spend 5 µs more per connection) count them as "ours" against the plain C pair: how far the workers' CPU per
 connection alone moves the ratio. `--series new` (or `base`, ...) keeps only those series. One round proves little here
 (the per-round p99 moves by a factor of two on this machine); the interval says what many rounds can.
+
+    python3 Scripts/bench/tail-rounds.py --load keepalive docs/bench-tail-*.json [--json OUT]
+
+takes issue 23's other target the same way: the keep-alive p99 of round-robin over c-rr-close's and of reuseport over
+c-reuseport's, each of the same round (met when <= 1.5). Unpinned, every subject's keep-alive p99 falls in one of two
+modes, under half a millisecond or about 3 ms, and which one a run's median lands in decides that run. So this reports,
+per subject and pinned or not: the rounds, how many met, the median ratio with its 95 % bootstrap interval, how many
+runs met (their ratio of medians, the figure bench.py reports), and how often each subject was in the slow mode (p99
+above `--slow-ms`, 2 ms by default), ours beside its C reference.
 """
 
 from __future__ import annotations
@@ -34,35 +43,150 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
+from benchlib.report import first_left, markdown_table  # noqa: E402
 from benchlib.stats import bootstrap_median  # noqa: E402
 
 
-def close_p99(round_: dict) -> float | None:
-    close = round_.get("close")
-    if not isinstance(close, dict):
+KEEPALIVE_TARGET = 1.5  # issue 23: keep-alive p99 <= 1.5 times the C reference's
+
+
+def p99_of(round_: dict, load: str = "close") -> float | None:
+    figures = round_.get(load)
+    if not isinstance(figures, dict):
         return None
-    value = close.get("latency_ms", {}).get("p99")
+    value = figures.get("latency_ms", {}).get("p99")
     return float(value) if value else None
 
 
-def rounds_of(subject: dict | None) -> dict[int, float]:
+def rounds_of(subject: dict | None, load: str = "close") -> dict[int, float]:
     if not subject:
         return {}
     out = {}
     for r in subject.get("rounds", []):
-        p99 = close_p99(r)
+        p99 = p99_of(r, load)
         if p99 is not None:
             out[int(r["round"])] = p99
     return out
 
 
-def series(path: Path) -> list[dict]:
-    """Every (run, build) series in one bench.py JSON: its per-round q values."""
+def load_run(path: Path) -> tuple[dict, dict]:
+    """A bench.py comparison's subjects and config."""
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("subjects"), dict):
         raise ValueError("not a bench.py comparison (no subjects)")
+    return data, data.get("config", {})
+
+
+def keepalive_series(path: Path) -> list[dict]:
+    data, _ = load_run(path)
+    return keepalive_series_of(data, str(path))
+
+
+def keepalive_series_of(data: dict, file: str) -> list[dict]:
+    """Every (run, build) series in one bench.py run, keep-alive: each of our subjects' p99 over its C reference's,
+    round by round. The `@base` subjects (an earlier build in the same rounds) are a second series against the same
+    C rounds."""
     subjects = data["subjects"]
     config = data.get("config", {})
+    out = []
+    for name, suffix, build in (("new", "", binary_of(config, "--binary")),
+                                ("base", "@base", config.get("base_binary"))):
+        pairs = {}
+        for ours, reference in (("round-robin", "c-rr-close"), ("reuseport", "c-reuseport")):
+            mine, theirs = rounds_of(subjects.get(ours + suffix), "keepalive"), rounds_of(subjects.get(reference),
+                                                                                         "keepalive")
+            rounds = sorted(set(mine) & set(theirs))
+            if not rounds:
+                continue
+            pairs[ours] = {
+                "reference": reference,
+                "rounds": [{"round": n, "ours_ms": mine[n], "c_ms": theirs[n], "ratio": mine[n] / theirs[n]}
+                           for n in rounds],
+                # The run's own figure: the ratio of medians, as bench.py reports it.
+                "run_ratio": statistics.median(mine[n] for n in rounds) / statistics.median(theirs[n] for n in rounds),
+            }
+        if pairs:
+            out.append({"file": file, "started": data.get("started"), "pinned": bool(config.get("pinned")),
+                        "build": build or "(default build)", "series": name, "subjects": pairs})
+    return out
+
+
+def summarize_keepalive(name: str, group: list[dict], subject: str, slow_ms: float,
+                        rng: random.Random) -> dict | None:
+    rounds = [r for s in group if subject in s["subjects"] for r in s["subjects"][subject]["rounds"]]
+    if not rounds:
+        return None
+    ratios = [r["ratio"] for r in rounds]
+    runs = [s["subjects"][subject]["run_ratio"] for s in group if subject in s["subjects"]]
+    low, high = bootstrap_median(ratios, rng)
+    return {
+        "group": name, "subject": subject, "runs": len(runs), "rounds": len(ratios),
+        "rounds_met": sum(1 for x in ratios if x <= KEEPALIVE_TARGET),
+        "median_ratio": statistics.median(ratios), "median_ratio_95": [low, high],
+        "runs_met": sum(1 for x in runs if x <= KEEPALIVE_TARGET),
+        "median_run_ratio": statistics.median(runs),
+        "ours_slow": sum(1 for r in rounds if r["ours_ms"] > slow_ms),
+        "c_slow": sum(1 for r in rounds if r["c_ms"] > slow_ms),
+    }
+
+
+def collect(args: argparse.Namespace, read, missing: str) -> list[dict]:
+    """Every series `read` finds in the given files (a file it cannot read is skipped with a line on stderr), only
+    those `--series` names; none says `missing` on stderr."""
+    everything: list[dict] = []
+    for path in args.files:
+        try:
+            everything += read(path)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"tail-rounds: skipping {path}: {error}", file=sys.stderr)
+    if args.series is not None:
+        wanted = set(args.series.split(","))
+        everything = [s for s in everything if s["series"] in wanted]
+    if not everything:
+        print(f"tail-rounds: no run has {missing} in the same rounds", file=sys.stderr)
+    return everything
+
+
+def keepalive_main(args: argparse.Namespace) -> int:
+    everything = collect(args, keepalive_series, "round-robin and c-rr-close, or reuseport and c-reuseport")
+    if not everything:
+        return 1
+
+    rows = [[Path(s["file"]).name, s["series"], "yes" if s["pinned"] else "no", f"{subject} / {pair['reference']}",
+             str(len(pair["rounds"])), f"{pair['run_ratio']:.2f}",
+             str(sum(1 for r in pair["rounds"] if r["ratio"] <= KEEPALIVE_TARGET))]
+            for s in everything for subject, pair in s["subjects"].items()]
+    print(markdown_table(["run", "build", "pinned", "subject", "rounds", "ours / C, ratio of medians",
+                          f"rounds met (<= {KEEPALIVE_TARGET:g})"], first_left(7, 4), rows))
+
+    rng = random.Random(args.seed)
+    summaries = []
+    for series_name in sorted({s["series"] for s in everything}):
+        chosen = [s for s in everything if s["series"] == series_name]
+        for subject in ("round-robin", "reuseport"):
+            for label, group in (("pinned", [s for s in chosen if s["pinned"]]),
+                                 ("unpinned", [s for s in chosen if not s["pinned"]])):
+                x = summarize_keepalive(f"{series_name}, {label}", group, subject, args.slow_ms, rng)
+                if x:
+                    summaries.append(x)
+    rows = [[x["group"], x["subject"], str(x["runs"]), str(x["rounds"]), str(x["rounds_met"]),
+             f"{x['median_ratio']:.2f} ({x['median_ratio_95'][0]:.2f}–{x['median_ratio_95'][1]:.2f})",
+             f"{x['runs_met']} of {x['runs']}", f"{x['median_run_ratio']:.2f}",
+             f"{x['ours_slow']}, {x['c_slow']} of {x['rounds']}"] for x in summaries]
+    print()
+    print(markdown_table(["group", "subject", "runs", "rounds", "rounds met", "median ours / C (95 % interval)",
+                          "runs met", "median of runs' ratio",
+                          f"rounds in the slow mode (p99 > {args.slow_ms:g} ms): ours, C"], first_left(9, 2), rows))
+    if args.json:
+        args.json.write_text(json.dumps({"load": "keepalive", "series": everything, "summaries": summaries},
+                                        indent=1) + "\n")
+    return 0
+
+
+def series(path: Path) -> list[dict]:
+    """Every (run, build) series in one bench.py JSON: its per-round q values."""
+    data, config = load_run(path)
+    subjects = data["subjects"]
     out = []
     # (series, our round-robin and reuseport subjects, the build, the C pair's suffix): the deferred subjects are taken
     # against the default C pair (the target as the issue names it) and, where the run has them, against the deferred
@@ -125,20 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", default=None,
                    help="only these series, comma-separated (new, base, deferred, 'deferred/C deferred', "
                         "'C workers slower'); default all")
+    p.add_argument("--load", choices=("close", "keepalive"), default="close",
+                   help="close: the close-tail ratio q (default); keepalive: each subject's keep-alive p99 over its "
+                        "C reference's")
+    p.add_argument("--slow-ms", type=float, default=2.0,
+                   help="with --load keepalive: a round's p99 above this is in the slow mode (default 2)")
     args = p.parse_args(argv)
+    if args.load == "keepalive":
+        return keepalive_main(args)
 
-    everything: list[dict] = []
-    for path in args.files:
-        try:
-            everything += series(path)
-        except (OSError, ValueError, KeyError) as error:
-            print(f"tail-rounds: skipping {path}: {error}", file=sys.stderr)
-    if args.series is not None:
-        wanted = set(args.series.split(","))
-        everything = [s for s in everything if s["series"] in wanted]
+    everything = collect(args, series, "round-robin, reuseport, c-rr-close and c-reuseport")
     if not everything:
-        print("tail-rounds: no run has round-robin, reuseport, c-rr-close and c-reuseport in the same rounds",
-              file=sys.stderr)
         return 1
 
     print("| run | build | pinned | rounds | ours: rr / reuseport | C pair | q = ours / C | rounds with q <= 1 |")

@@ -140,7 +140,7 @@ def read_trace(path: Path, master: int, workers: list[int]) -> dict:
     by_pid = schedtrace.blame(runs, intervals)
     by_role: dict[str, float] = {}
     for pid, seconds in by_pid.items():
-        role = roles.get(pid, "idle" if pid == 0 else "other")
+        role = schedtrace.role_of(roles, pid)
         by_role[role] = by_role.get(role, 0.0) + seconds * 1e3 / span
     bins = schedtrace.layout(runs, roles, 0.25, switches[0].time)
     moves: dict[str, float] = {}
@@ -219,9 +219,8 @@ def main(registry: servers.Registry) -> int:
     for _ in range(max(args.rounds, 1)):
         for mode in modes:
             binary = args.c_binary if mode.startswith("c-") else args.binary
-            argv = [binary, "--mode", mode.removesuffix(DEFERRED).removesuffix(WORKERS_SLOWER), "--host", "127.0.0.1",
-                    "--port", "0",
-                    "--workers", str(args.workers)]
+            argv = [binary, "--mode", mode.removesuffix(DEFERRED).removesuffix(WORKERS_SLOWER),
+                    "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers)]
             if mode.endswith(WORKERS_SLOWER):
                 argv += ["--worker-work-ns", str(C_SLOW_WORKER_NS)]
             if mode.endswith(DEFERRED):

@@ -140,6 +140,11 @@ def blame(cpu_runs: dict[int, list[tuple[float, float, int]]],
     return out
 
 
+def role_of(roles: dict[int, str], pid: int) -> str:
+    """`pid`'s role: its name in `roles`, else "idle" for pid 0 and "other" for anything else."""
+    return roles.get(pid, "idle" if pid == 0 else "other")
+
+
 def layout(cpu_runs: dict[int, list[tuple[float, float, int]]], roles: dict[int, str], bin_s: float,
            start: float) -> list[dict[int, dict[str, float]]]:
     """For each bin of `bin_s` seconds from `start`: per CPU, the share of the bin each role ran (roles maps pid
@@ -147,7 +152,7 @@ def layout(cpu_runs: dict[int, list[tuple[float, float, int]]], roles: dict[int,
     bins: dict[int, dict[int, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for cpu, rs in cpu_runs.items():
         for s, e, pid in rs:
-            role = roles.get(pid, "idle" if pid == 0 else "other")
+            role = role_of(roles, pid)
             t = s
             while t < e:
                 index = int((t - start) // bin_s)

@@ -185,11 +185,7 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     with fewer than three pairs or when either side has one value only."""
     if len(xs) != len(ys) or len(xs) < 3:
         return None
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
+    try:
+        return statistics.correlation(ranks(xs), ranks(ys))
+    except statistics.StatisticsError:  # a side whose values are all equal
         return None
-    return sxy / (sxx * syy) ** 0.5

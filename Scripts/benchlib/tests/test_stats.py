@@ -196,10 +196,6 @@ class BootstrapMedian(unittest.TestCase):
                          stats.bootstrap_median(values, random.Random(7)))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class RankCorrelation(unittest.TestCase):
     def test_ranks_share_ties(self):
         self.assertEqual(stats.ranks([30, 10, 20, 10]), [4.0, 1.5, 3.0, 1.5])
@@ -211,3 +207,7 @@ class RankCorrelation(unittest.TestCase):
         self.assertAlmostEqual(stats.spearman([1, 2, 3, 4], [1, 3, 2, 4]), 0.8)
         self.assertIsNone(stats.spearman([1, 2], [1, 2]))
         self.assertIsNone(stats.spearman([1, 2, 3], [5, 5, 5]))
+
+
+if __name__ == "__main__":
+    unittest.main()

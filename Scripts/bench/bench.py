@@ -397,10 +397,12 @@ class Run:
     info: dict = field(default_factory=dict)
     placement: str = ""
 
-    def wrk_load(self, url: str, duration: int, close: bool, script: bool = True, count: bool = False):
+    def wrk_load(self, url: str, duration: int, close: bool, script: bool = True, count: bool = False,
+                 companions: dict[str, list[int]] | None = None):
         s = self.settings
         return loadgen.run_wrk(self.wrk, url, duration, s.connections, close, self.registry, script=script,
-                               count=count, prefix=s.wrk_prefix, popen_options=s.popen_options)
+                               count=count, prefix=s.wrk_prefix, popen_options=s.popen_options,
+                               companions=companions)
 
     def server(self, mode: str, workers: int, logname: str) -> servers.Server:
         """The subject `mode` with `workers` workers, not started yet."""
@@ -631,6 +633,10 @@ def summarize_load(raw: dict, counted: dict, workers: list[int], master_ticks: i
         # wrk's threads runnable but waiting for a CPU, ms per s: where wrk shares a CPU with the server, the tail
         # it measures follows this (BENCHMARKS.md, tail latency, eighteenth part).
         "wrk_waited_ms_per_s": (raw.get("wrk_waiting") or {}).get("waited_ms_per_s"),
+        # The share of wrk's samples that found a server worker (or the master) last run on wrk's CPU: unpinned, the
+        # keep-alive tail follows it (BENCHMARKS.md, tail latency, twentieth part). Pinned apart from wrk, it is 0.
+        "workers_on_wrk_cpu": on_wrk_cpu(raw, "workers"),
+        "master_on_wrk_cpu": on_wrk_cpu(raw, "master"),
         "master_cpu_us": master_us,
         "workers_cpu_us": workers_us,
         "master_us_per_req": stats.per_unit(master_us, requests),
@@ -638,6 +644,13 @@ def summarize_load(raw: dict, counted: dict, workers: list[int], master_ticks: i
         "wrk": raw,
         "wrk_counting": counted,
     }
+
+
+def on_wrk_cpu(raw: dict, role: str) -> float | None:
+    """The share of wrk's samples (0 to 1) that found a process of `role` last run on wrk's CPU; None when the load
+    was run without companions or had no sample."""
+    shares = (raw.get("wrk_waiting") or {}).get("on_its_cpu") or {}
+    return shares.get(role)
 
 
 def _delta(before: int | None, after: int | None) -> int | None:
@@ -651,7 +664,8 @@ def measure(run: Run, srv: servers.Server, round_no: int) -> dict:
     loads = {}
     for load, close in (("keepalive", False), ("close", True)):
         m0, w0 = procfs.cpu_ticks(master), procfs.total_ticks(srv.workers)
-        raw = run.wrk_load(url, run.settings.duration, close=close)
+        raw = run.wrk_load(url, run.settings.duration, close=close,
+                           companions={"master": [master], "workers": list(srv.workers)})
         m1, w1 = procfs.cpu_ticks(master), procfs.total_ticks(srv.workers)
         counted = run.wrk_load(url, run.settings.count_duration, close=close, count=True)
         loads[load] = summarize_load(raw, counted, srv.workers, _delta(m0, m1), _delta(w0, w1))
@@ -693,6 +707,10 @@ def cpu_pct(load: dict) -> tuple[float | None, float | None]:
     return server, load.get("wrk_cpu_pct_of_one_core")
 
 
+def pct(share: float | None) -> float | None:
+    return None if share is None else 100.0 * share
+
+
 def key_figures(r: dict) -> dict:
     ka, cl = r["keepalive"], r["close"]
     close_server_pct, close_wrk_pct = cpu_pct(cl)
@@ -704,6 +722,9 @@ def key_figures(r: dict) -> dict:
         "keepalive_wrk_cpu_pct": ka_wrk_pct,
         "keepalive_wrk_waited_ms_per_s": ka.get("wrk_waited_ms_per_s"),
         "close_wrk_waited_ms_per_s": cl.get("wrk_waited_ms_per_s"),
+        "keepalive_workers_on_wrk_cpu_pct": pct(ka.get("workers_on_wrk_cpu")),
+        "close_workers_on_wrk_cpu_pct": pct(cl.get("workers_on_wrk_cpu")),
+        "close_master_on_wrk_cpu_pct": pct(cl.get("master_on_wrk_cpu")),
         "keepalive_req_per_s": ka["req_per_s"],
         "keepalive_p50_ms": ka["latency_ms"]["p50"],
         "keepalive_p99_ms": ka["latency_ms"]["p99"],
@@ -871,7 +892,7 @@ def results_table(subjects: dict, rounds: int) -> str:
     head = ["subject", "keep-alive req/s", "ka p50 ms", "ka p99 ms", "ka p99.9 ms", "close conn/s",
             "close p50 ms", "close p99 ms", "close p99.9 ms", "Jain close / ka", "max/min close / ka",
             "master µs/conn", "workers µs/conn", "close CPU % server / wrk", "wrk waited ms/s ka / close",
-            "errors"]
+            "a worker on wrk's CPU % ka / close", "errors"]
     rows = []
     for name, s in subjects.items():
         m, sp = s["median"], s["spread"]
@@ -894,6 +915,7 @@ def results_table(subjects: dict, rounds: int) -> str:
             fmt_num(m["workers_us_per_conn"], 1),
             f"{fmt_num(m['close_server_cpu_pct'])} / {fmt_num(m['close_wrk_cpu_pct'])}",
             f"{fmt_num(m['keepalive_wrk_waited_ms_per_s'], 1)} / {fmt_num(m['close_wrk_waited_ms_per_s'], 1)}",
+            f"{fmt_num(m['keepalive_workers_on_wrk_cpu_pct'], 1)} / {fmt_num(m['close_workers_on_wrk_cpu_pct'], 1)}",
             fmt_num(err_total),
         ])
     return markdown_table(head, report.first_left(len(head)), rows)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a run's tail follows: each round's p99 beside how long wrk itself waited for a CPU (issue 23).
 
-    python3 Scripts/bench/wrk-wait.py RUN.json [RUN.json ...] [--json OUT]
+    python3 Scripts/bench/wrk-wait.py RUN.json [RUN.json ...] [--figure wait|workers] [--json OUT]
 
 wrk measures a request from its write to the response's read, so time that wrk's thread spends runnable but waiting
 for a CPU adds to the latency it reports, whatever the server does. Unpinned, the kernel sometimes puts a server
@@ -10,6 +10,11 @@ per load (`wrk_waited_ms_per_s`, from /proc/<wrk>/task/*/schedstat). For every l
 subject, the rounds' median wait and p99, the p99 of its rounds with the least and the most wait (split at the
 median), and Spearman's rank correlation of wait and p99 over every round of every subject, which is near 1 when the
 wait orders the tail.
+
+With `--figure workers` the same is done with how often a server worker sat on wrk's CPU instead: the share of
+wrk's samples (every 50 ms) that found a worker last run on the CPU wrk's load thread last ran on, in percent
+(`workers_on_wrk_cpu`, recorded by bench.py from the twentieth part on). Unpinned, the keep-alive p99 follows it
+(BENCHMARKS.md, tail latency, twentieth part).
 """
 
 from __future__ import annotations
@@ -25,19 +30,32 @@ from benchlib.report import fmt_num, markdown_table  # noqa: E402
 from benchlib.stats import spearman  # noqa: E402
 
 LOADS = ("keepalive", "close")
+# --figure: the per-round figure read from a load's results, how it is scaled, and its column heading.
+FIGURES = {
+    "wait": ("wrk_waited_ms_per_s", 1.0, "wrk waited ms/s"),
+    "workers": ("workers_on_wrk_cpu", 100.0, "a worker on wrk's CPU, % of samples"),
+}
+# The rows' JSON keys for each figure: its median, its range, and the p99 of the lower and upper half of the rounds.
+ROW_KEYS = {
+    "wait": ("median_wait_ms_per_s", "wait_range", "p99_least_wait_ms", "p99_most_wait_ms"),
+    "workers": ("median_workers_on_wrk_cpu_pct", "workers_on_wrk_cpu_pct_range", "p99_lower_half_ms",
+                "p99_upper_half_ms"),
+}
 
 
-def rounds_of(data: dict) -> dict[tuple[str, bool, str], list[tuple[float, float]]]:
-    """(load, pinned, subject) -> [(wrk waited ms/s, p99 ms)] for each round that has both."""
+def rounds_of(data: dict, figure: str = "wait") -> dict[tuple[str, bool, str], list[tuple[float, float]]]:
+    """(load, pinned, subject) -> [(the figure, p99 ms)] for each round that has both; the figure is wrk's wait
+    (ms/s) or, with figure="workers", the share of samples with a worker on wrk's CPU (%)."""
+    key, scale, _ = FIGURES[figure]
     pinned = bool(data.get("config", {}).get("pinned"))
     out: dict[tuple[str, bool, str], list[tuple[float, float]]] = {}
     for name, subject in data.get("subjects", {}).items():
         for r in subject.get("rounds", []):
             for load in LOADS:
                 figures = r.get(load) or {}
-                wait, p99 = figures.get("wrk_waited_ms_per_s"), (figures.get("latency_ms") or {}).get("p99")
-                if wait is not None and p99:
-                    out.setdefault((load, pinned, name), []).append((float(wait), float(p99)))
+                value, p99 = figures.get(key), (figures.get("latency_ms") or {}).get("p99")
+                if value is not None and p99:
+                    out.setdefault((load, pinned, name), []).append((float(value) * scale, float(p99)))
     return out
 
 
@@ -52,7 +70,8 @@ def split_medians(pairs: list[tuple[float, float]]) -> tuple[float | None, float
     return statistics.median(p for _, p in low), statistics.median(p for _, p in high)
 
 
-def summarize(collected: dict[tuple[str, bool, str], list[tuple[float, float]]]) -> list[dict]:
+def summarize(collected: dict[tuple[str, bool, str], list[tuple[float, float]]], figure: str = "wait") -> list[dict]:
+    median_key, range_key, low_key, high_key = ROW_KEYS[figure]
     rows = []
     for load in LOADS:
         for pinned in (True, False):
@@ -64,10 +83,10 @@ def summarize(collected: dict[tuple[str, bool, str], list[tuple[float, float]]])
                 low, high = split_medians(pairs)
                 rows.append({
                     "load": load, "pinned": pinned, "subject": name, "rounds": len(pairs),
-                    "median_wait_ms_per_s": statistics.median(w for w, _ in pairs),
-                    "wait_range": [min(w for w, _ in pairs), max(w for w, _ in pairs)],
+                    median_key: statistics.median(w for w, _ in pairs),
+                    range_key: [min(w for w, _ in pairs), max(w for w, _ in pairs)],
                     "median_p99_ms": statistics.median(p for _, p in pairs),
-                    "p99_least_wait_ms": low, "p99_most_wait_ms": high,
+                    low_key: low, high_key: high,
                     "spearman_subject": spearman([w for w, _ in pairs], [p for _, p in pairs]),
                     "spearman_pooled": spearman([w for w, _ in pooled], [p for _, p in pooled]),
                     "pooled_rounds": len(pooled),
@@ -78,24 +97,28 @@ def summarize(collected: dict[tuple[str, bool, str], list[tuple[float, float]]])
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path, help="bench.py JSON files")
+    ap.add_argument("--figure", choices=sorted(FIGURES), default="wait",
+                    help="what to set beside each round's p99: wrk's wait for a CPU (default) or how often a worker "
+                         "sat on wrk's CPU")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
+    label = FIGURES[args.figure][2]
     collected: dict[tuple[str, bool, str], list[tuple[float, float]]] = {}
     for path in args.files:
-        for key, pairs in rounds_of(json.loads(path.read_text())).items():
+        for key, pairs in rounds_of(json.loads(path.read_text()), args.figure).items():
             collected.setdefault(key, []).extend(pairs)
-    rows = summarize(collected)
+    rows = summarize(collected, args.figure)
+    median_key, range_key, low_key, high_key = ROW_KEYS[args.figure]
     if not rows:
-        print("wrk-wait: no rounds with wrk's wait (runs of bench.py before it recorded wrk_waited_ms_per_s)",
+        print(f"wrk-wait: no rounds with {FIGURES[args.figure][0]} (runs of bench.py from before it was recorded)",
               file=sys.stderr)
         return 1
-    head = ["load", "placement", "subject", "rounds", "wrk waited ms/s, median (range)", "p99 ms, median",
-            "p99 ms, least-wait half / most-wait half", "rank correlation wait–p99: subject / all subjects"]
+    head = ["load", "placement", "subject", "rounds", f"{label}, median (range)", "p99 ms, median",
+            "p99 ms, lower half / upper half of the figure", "rank correlation figure–p99: subject / all subjects"]
     table = [[r["load"], "pinned" if r["pinned"] else "unpinned", r["subject"], str(r["rounds"]),
-              f"{fmt_num(r['median_wait_ms_per_s'], 1)} ({fmt_num(r['wait_range'][0], 1)}–"
-              f"{fmt_num(r['wait_range'][1], 1)})",
+              f"{fmt_num(r[median_key], 1)} ({fmt_num(r[range_key][0], 1)}–{fmt_num(r[range_key][1], 1)})",
               fmt_num(r["median_p99_ms"], 2),
-              f"{fmt_num(r['p99_least_wait_ms'], 2)} / {fmt_num(r['p99_most_wait_ms'], 2)}",
+              f"{fmt_num(r[low_key], 2)} / {fmt_num(r[high_key], 2)}",
               f"{fmt_num(r['spearman_subject'], 2)} / {fmt_num(r['spearman_pooled'], 2)} "
               f"({r['pooled_rounds']} rounds)"] for r in rows]
     print(markdown_table(head, ["---"] * 3 + ["---:", "---", "---:", "---", "---"], table))

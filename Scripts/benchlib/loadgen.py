@@ -80,21 +80,35 @@ class SchedSampler:
     """Samples the scheduler's figures of each thread of `pid` every `interval` s, on a thread of its own, until
     stopped; keeps each thread's first and last sample. A thread's figures go with it when it exits, so the last
     sample is at most `interval` before its end. Sampling every 50 ms costs about 0.6 % of one core (28 ms of CPU
-    in 5 s while sampling a `sleep 5`)."""
+    in 5 s while sampling a `sleep 5`).
 
-    def __init__(self, pid: int, interval: float = 0.05):
+    With `companions` (a role, such as "workers", to the pids that play it) each sample also notes whether a process
+    of a role last ran on the CPU that the busiest thread of `pid` (wrk's load thread) last ran on: unpinned, the
+    keep-alive tail follows how often a server worker sits on wrk's CPU (BENCHMARKS.md, tail latency, twentieth
+    part). `stop()` then adds each role's share of the samples as `on_its_cpu`."""
+
+    def __init__(self, pid: int, interval: float = 0.05, companions: dict[str, list[int]] | None = None):
         self.pid, self.interval = pid, interval
+        self.companions = {role: list(pids) for role, pids in (companions or {}).items() if pids}
         self.first: dict[int, tuple[float, dict]] = {}
         self.last: dict[int, tuple[float, dict]] = {}
+        self.placement = PlacementCount()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while True:
             now = time.monotonic()
-            for tid, figures in procfs.thread_schedstats(self.pid).items():
+            figures_now = procfs.thread_schedstats(self.pid)
+            for tid, figures in figures_now.items():
                 self.first.setdefault(tid, (now, figures))
                 self.last[tid] = (now, figures)
+            if self.companions and figures_now:
+                busiest = max(figures_now, key=lambda tid: figures_now[tid]["run_ns"])
+                cpu = procfs.last_cpu(self.pid, busiest)
+                if cpu is not None:
+                    self.placement.add(cpu, {role: [procfs.last_cpu(p) for p in pids]
+                                             for role, pids in self.companions.items()})
             if self._stop.wait(self.interval):
                 return
 
@@ -105,11 +119,35 @@ class SchedSampler:
     def stop(self) -> dict | None:
         self._stop.set()
         self._thread.join()
-        return waiting_rate(self.first, self.last)
+        rate = waiting_rate(self.first, self.last)
+        if rate is not None and self.companions:
+            rate["on_its_cpu"] = self.placement.shares()
+            rate["placement_samples"] = self.placement.samples
+        return rate
+
+
+class PlacementCount:
+    """How many samples found a process of each role on the sampled thread's CPU."""
+
+    def __init__(self):
+        self.samples = 0
+        self.hits: dict[str, int] = {}
+
+    def add(self, cpu: int, roles: dict[str, list[int | None]]) -> None:
+        """One sample: the sampled thread last ran on `cpu`, each role's processes on theirs (None: gone)."""
+        self.samples += 1
+        for role, cpus in roles.items():
+            self.hits[role] = self.hits.get(role, 0) + (1 if cpu in cpus else 0)
+
+    def shares(self) -> dict[str, float] | None:
+        """Each role's share of the samples (0 to 1); None without a sample."""
+        if self.samples == 0:
+            return None
+        return {role: hits / self.samples for role, hits in self.hits.items()}
 
 
 def run_generator(cmd: list[str], timeout: float, registry: Registry, env: dict | None = None,
-                  popen_options: dict | None = None) -> Generated:
+                  popen_options: dict | None = None, companions: dict[str, list[int]] | None = None) -> Generated:
     """Runs a load generator to its end (at most `timeout` s) and returns its output and CPU time. The CPU time is
     the children's rusage delta, which is the generator's own as long as nothing else is reaped meanwhile: a hint
     whether the generator itself was the bottleneck. On a time-out, Ctrl-C or SIGTERM it is killed by pid."""
@@ -117,7 +155,7 @@ def run_generator(cmd: list[str], timeout: float, registry: Registry, env: dict 
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=env, **(popen_options if popen_options is not None else OWN_GROUP))
     registry.add_proc(p)
-    sampler = SchedSampler(p.pid).start()
+    sampler = SchedSampler(p.pid, companions=companions).start()
     try:
         out, _ = p.communicate(timeout=timeout)
     except BaseException as e:  # timeout, Ctrl-C, SIGTERM: never leave it behind
@@ -136,14 +174,15 @@ def run_generator(cmd: list[str], timeout: float, registry: Registry, env: dict 
 
 def run_wrk(wrk: str, url: str, duration: int, connections: int, close: bool, registry: Registry,
             script: bool = True, count: bool = False, prefix: list[str] | tuple = (),
-            popen_options: dict | None = None) -> dict | None:
+            popen_options: dict | None = None, companions: dict[str, list[int]] | None = None) -> dict | None:
     """Runs wrk once with count.lua and returns its result line (see parse_marker) plus `wrk_cpu_s`; without
     `script` (a warm-up) returns None. With `count` the Lua script tallies every response per worker pid, which
     makes wrk itself several times slower per response: use it for distribution only, never for throughput or
-    latency."""
+    latency. `companions` (role -> pids, such as the server's master and workers) go to the SchedSampler: the result's
+    `wrk_waiting` then has each role's share of the samples that found it on wrk's CPU."""
     cmd = wrk_command(wrk, url, duration, connections, close, script=script, prefix=prefix)
     env = dict(os.environ, SWITCHBOARD_BENCH_COUNT="1" if count else "0")
-    run = run_generator(cmd, duration + 30, registry, env=env, popen_options=popen_options)
+    run = run_generator(cmd, duration + 30, registry, env=env, popen_options=popen_options, companions=companions)
     if not script:
         return None
     result = parse_marker(run.out)

@@ -41,6 +41,11 @@ def stat_start_time(fields: list[str]) -> int:
     return int(fields[19])
 
 
+def stat_last_cpu(fields: list[str]) -> int:
+    """processor (proc(5) field 39): the CPU the task last ran on, or runs on now."""
+    return int(fields[36])
+
+
 def stat_alive(fields: list[str] | None) -> bool:
     return fields is not None and fields[0] not in ("Z", "X")
 
@@ -48,6 +53,14 @@ def stat_alive(fields: list[str] | None) -> bool:
 def read_stat(pid: int) -> list[str] | None:
     text = _read(f"/proc/{pid}/stat", binary=True)
     return None if text is None else parse_stat(text)
+
+
+def last_cpu(pid: int, tid: int | None = None) -> int | None:
+    """The CPU process `pid` (or its thread `tid`) last ran on; None when it is gone."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    text = _read(path, binary=True)
+    st = None if text is None else parse_stat(text)
+    return stat_last_cpu(st) if stat_alive(st) else None
 
 
 def cpu_ticks(pid: int) -> int | None:

@@ -151,6 +151,17 @@ class Procfs(unittest.TestCase):
         self.assertEqual(procfs.stat_start_time(st), 98765)  # field 22
         self.assertTrue(procfs.stat_alive(st))
 
+    def test_the_cpu_a_task_last_ran_on(self):
+        # A whole line as Linux 6.18 writes it (52 fields); field 39, processor, is 7 here, with a comm that holds
+        # spaces and a parenthesis, and exit_signal (field 38) 17 beside it.
+        line = ("5402 (a (b) c) R 5398 5398 31006 0 -1 4194304 98 0 0 0 0 0 0 0 20 0 1 0 4545470 3133440 350 "
+                "18446744073709551615 94188166029312 94188166049193 140734850925648 0 0 0 0 0 0 0 0 0 17 7 0 0 0 0 0 "
+                "94188166065200 94188166066816 94188196347904 140734850931407 140734850931427 140734850931427 "
+                "140734850932715 0\n")
+        self.assertEqual(procfs.stat_last_cpu(procfs.parse_stat(line)), 7)
+        self.assertIn(procfs.last_cpu(os.getpid()), os.sched_getaffinity(0))
+        self.assertIn(procfs.last_cpu(os.getpid(), threading.get_native_id()), os.sched_getaffinity(0))
+
     def test_zombies_and_gone_processes_are_not_alive(self):
         self.assertFalse(procfs.stat_alive(procfs.parse_stat(self.STAT.replace(") S ", ") Z "))))
         self.assertFalse(procfs.stat_alive(None))
@@ -232,10 +243,6 @@ class ReadyLine(unittest.TestCase):
         self.assertIsNone(servers.parse_ready_line("listening on 127.0.0.1:8080 with two workers (round-robin)"))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class GeneratorWaiting(unittest.TestCase):
     """How long a load generator's threads waited for a CPU (loadgen.waiting_rate, SchedSampler)."""
 
@@ -251,6 +258,52 @@ class GeneratorWaiting(unittest.TestCase):
         self.assertAlmostEqual(r["window_s"], 2.0)
         self.assertIsNone(loadgen.waiting_rate(first, first))
         self.assertIsNone(loadgen.waiting_rate({}, last))
+
+    def test_placement_counts_samples_with_a_role_on_the_same_cpu(self):
+        count = loadgen.PlacementCount()
+        self.assertIsNone(count.shares())
+        count.add(0, {"workers": [1, 0], "master": [1]})
+        count.add(1, {"workers": [1, 0], "master": [0]})
+        count.add(1, {"workers": [0, 0], "master": [0]})
+        count.add(0, {"workers": [None, 1], "master": [None]})  # a gone process is on no CPU
+        self.assertEqual(count.samples, 4)
+        self.assertEqual(count.shares(), {"workers": 0.5, "master": 0.0})
+
+    def test_sampler_sees_which_companion_shares_the_sampled_threads_cpu(self):
+        # Like wrk, the sampled process has a main thread that sleeps (on one CPU) and a thread that works (on the
+        # other). One companion spins on the working thread's CPU, one on the sleeping thread's: the first is found
+        # there in (nearly) every sample, the second in (nearly) none.
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            self.skipTest("needs two CPUs")
+        work, sleep = cpus[0], cpus[1]
+        spin = [sys.executable, "-c", "import time\nend = time.monotonic() + 1.2\nwhile time.monotonic() < end: pass"]
+        two_threads = (
+            "import os, threading, time\n"
+            f"os.sched_setaffinity(0, {{{sleep}}})\n"
+            "def work():\n"
+            f"    os.sched_setaffinity(0, {{{work}}})\n"
+            "    end = time.monotonic() + 1.2\n"
+            "    while time.monotonic() < end: pass\n"
+            "t = threading.Thread(target=work)\nt.start()\nt.join()\n")
+        sampled = subprocess.Popen([sys.executable, "-c", two_threads])
+        same = subprocess.Popen(["taskset", "-c", str(work)] + spin)
+        other = subprocess.Popen(["taskset", "-c", str(sleep)] + spin)
+        try:
+            sampler = loadgen.SchedSampler(sampled.pid, interval=0.02,
+                                           companions={"same": [same.pid], "other": [other.pid], "none": []}).start()
+            sampled.wait(timeout=30)
+            r = sampler.stop()
+        finally:
+            for p in (sampled, same, other):
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        self.assertIsNotNone(r)
+        self.assertGreater(r["placement_samples"], 20)
+        self.assertGreater(r["on_its_cpu"]["same"], 0.9)
+        self.assertLess(r["on_its_cpu"]["other"], 0.1)
+        self.assertNotIn("none", r["on_its_cpu"])  # a role without pids is not sampled
 
     def test_sampler_sees_a_process_that_waits_for_a_cpu(self):
         # Two busy processes on one CPU: each waits for it about half the time, so the sampled one waits hundreds
@@ -272,3 +325,7 @@ class GeneratorWaiting(unittest.TestCase):
         self.assertGreater(r["window_s"], 0.5)
         self.assertGreater(r["waited_ms_per_s"], 200)
         self.assertLess(r["waited_ms_per_s"], 1000)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -56,6 +56,27 @@ class WrkWaitTests(unittest.TestCase):
         self.assertEqual((rows[0]["p99_least_wait_ms"], rows[0]["p99_most_wait_ms"]), (0.8, 2.2))
         self.assertIn("| keepalive | unpinned | a | 4 |", text.getvalue())
 
+    def test_the_workers_figure_is_the_share_of_samples_in_percent(self):
+        # The same rounds carry both figures; they order the rounds differently, so the table shows which one it read.
+        data = run_file(False, {"a": [(5.0, 0.7), (30.0, 1.9), (10.0, 2.5)]})
+        for r, share in zip(data["subjects"]["a"]["rounds"], (0.02, 0.05, 0.15)):
+            r["keepalive"]["workers_on_wrk_cpu"] = share
+        got = wrk_wait.rounds_of(data, "workers")
+        self.assertEqual([(round(f, 6), p) for f, p in got[("keepalive", False, "a")]],
+                         [(2.0, 0.7), (5.0, 1.9), (15.0, 2.5)])
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "run.json"
+            path.write_text(json.dumps(data))
+            out = Path(d) / "rows.json"
+            with redirect_stdout(io.StringIO()) as text:
+                self.assertEqual(wrk_wait.main([str(path), "--figure", "workers", "--json", str(out)]), 0)
+            row = json.loads(out.read_text())[0]
+        self.assertAlmostEqual(row["spearman_subject"], 1.0)  # by wait it would be 0.5
+        self.assertAlmostEqual(row["median_workers_on_wrk_cpu_pct"], 5.0)
+        self.assertEqual((row["p99_lower_half_ms"], row["p99_upper_half_ms"]), (0.7, 2.5))
+        self.assertIn("a worker on wrk's CPU, % of samples", text.getvalue())
+        self.assertIn("5.0 (2.0–15.0)", text.getvalue())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -80,7 +80,7 @@ class SchedSampler:
     """Samples the scheduler's figures of each thread of `pid` every `interval` s, on a thread of its own, until
     stopped; keeps each thread's first and last sample. A thread's figures go with it when it exits, so the last
     sample is at most `interval` before its end. Sampling every 50 ms costs about 0.6 % of one core (28 ms of CPU
-    in 5 s while sampling a `sleep 5`).
+    in 5 s while sampling a `sleep 5`), 0.7 % with three companions (35 ms).
 
     With `companions` (a role, such as "workers", to the pids that play it) each sample also notes whether a process
     of a role last ran on the CPU that the busiest thread of `pid` (wrk's load thread) last ran on: unpinned, the

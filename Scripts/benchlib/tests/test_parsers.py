@@ -272,24 +272,30 @@ class GeneratorWaiting(unittest.TestCase):
     def test_sampler_sees_which_companion_shares_the_sampled_threads_cpu(self):
         # Like wrk, the sampled process has a main thread that sleeps (on one CPU) and a thread that works (on the
         # other). One companion spins on the working thread's CPU, one on the sleeping thread's: the first is found
-        # there in (nearly) every sample, the second in (nearly) none.
+        # there in (nearly) every sample, the second in (nearly) none. Sampling starts once the working thread has
+        # run longer than the main thread did while starting up, so that it is the busiest from the first sample.
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             self.skipTest("needs two CPUs")
         work, sleep = cpus[0], cpus[1]
-        spin = [sys.executable, "-c", "import time\nend = time.monotonic() + 1.2\nwhile time.monotonic() < end: pass"]
+        spin = [sys.executable, "-c", "import time\nend = time.monotonic() + 1.6\nwhile time.monotonic() < end: pass"]
         two_threads = (
             "import os, threading, time\n"
             f"os.sched_setaffinity(0, {{{sleep}}})\n"
             "def work():\n"
             f"    os.sched_setaffinity(0, {{{work}}})\n"
-            "    end = time.monotonic() + 1.2\n"
-            "    while time.monotonic() < end: pass\n"
+            "    start = time.monotonic()\n"
+            "    told = False\n"
+            "    while time.monotonic() < start + 1.4:\n"
+            "        if not told and time.monotonic() > start + 0.2:\n"
+            "            print('working', flush=True)\n"
+            "            told = True\n"
             "t = threading.Thread(target=work)\nt.start()\nt.join()\n")
-        sampled = subprocess.Popen([sys.executable, "-c", two_threads])
+        sampled = subprocess.Popen([sys.executable, "-c", two_threads], stdout=subprocess.PIPE, text=True)
         same = subprocess.Popen(["taskset", "-c", str(work)] + spin)
         other = subprocess.Popen(["taskset", "-c", str(sleep)] + spin)
         try:
+            self.assertEqual(sampled.stdout.readline().strip(), "working")
             sampler = loadgen.SchedSampler(sampled.pid, interval=0.02,
                                            companions={"same": [same.pid], "other": [other.pid], "none": []}).start()
             sampled.wait(timeout=30)
@@ -299,6 +305,7 @@ class GeneratorWaiting(unittest.TestCase):
                 if p.poll() is None:
                     p.kill()
                 p.wait()
+            sampled.stdout.close()
         self.assertIsNotNone(r)
         self.assertGreater(r["placement_samples"], 20)
         self.assertGreater(r["on_its_cpu"]["same"], 0.9)

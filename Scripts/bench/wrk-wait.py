@@ -24,29 +24,36 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
 from benchlib.report import fmt_num, markdown_table  # noqa: E402
 from benchlib.stats import spearman  # noqa: E402
 
 LOADS = ("keepalive", "close")
-# --figure: the per-round figure read from a load's results, how it is scaled, and its column heading.
+
+
+class Figure(NamedTuple):
+    """What --figure sets beside each round's p99."""
+    key: str  # read from a load's results in bench.py's JSON
+    scale: float  # to the unit shown
+    label: str  # the column heading
+    row_keys: tuple[str, str, str, str]  # the rows' JSON keys: its median, its range, the p99 of its lower/upper half
+
+
 FIGURES = {
-    "wait": ("wrk_waited_ms_per_s", 1.0, "wrk waited ms/s"),
-    "workers": ("workers_on_wrk_cpu", 100.0, "a worker on wrk's CPU, % of samples"),
-}
-# The rows' JSON keys for each figure: its median, its range, and the p99 of the lower and upper half of the rounds.
-ROW_KEYS = {
-    "wait": ("median_wait_ms_per_s", "wait_range", "p99_least_wait_ms", "p99_most_wait_ms"),
-    "workers": ("median_workers_on_wrk_cpu_pct", "workers_on_wrk_cpu_pct_range", "p99_lower_half_ms",
-                "p99_upper_half_ms"),
+    "wait": Figure("wrk_waited_ms_per_s", 1.0, "wrk waited ms/s",
+                   ("median_wait_ms_per_s", "wait_range", "p99_least_wait_ms", "p99_most_wait_ms")),
+    "workers": Figure("workers_on_wrk_cpu", 100.0, "a worker on wrk's CPU, % of samples",
+                      ("median_workers_on_wrk_cpu_pct", "workers_on_wrk_cpu_pct_range", "p99_lower_half_ms",
+                       "p99_upper_half_ms")),
 }
 
 
 def rounds_of(data: dict, figure: str = "wait") -> dict[tuple[str, bool, str], list[tuple[float, float]]]:
     """(load, pinned, subject) -> [(the figure, p99 ms)] for each round that has both; the figure is wrk's wait
     (ms/s) or, with figure="workers", the share of samples with a worker on wrk's CPU (%)."""
-    key, scale, _ = FIGURES[figure]
+    key, scale = FIGURES[figure].key, FIGURES[figure].scale
     pinned = bool(data.get("config", {}).get("pinned"))
     out: dict[tuple[str, bool, str], list[tuple[float, float]]] = {}
     for name, subject in data.get("subjects", {}).items():
@@ -71,7 +78,7 @@ def split_medians(pairs: list[tuple[float, float]]) -> tuple[float | None, float
 
 
 def summarize(collected: dict[tuple[str, bool, str], list[tuple[float, float]]], figure: str = "wait") -> list[dict]:
-    median_key, range_key, low_key, high_key = ROW_KEYS[figure]
+    median_key, range_key, low_key, high_key = FIGURES[figure].row_keys
     rows = []
     for load in LOADS:
         for pinned in (True, False):
@@ -102,18 +109,18 @@ def main(argv: list[str] | None = None) -> int:
                          "sat on wrk's CPU")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
-    label = FIGURES[args.figure][2]
+    figure = FIGURES[args.figure]
     collected: dict[tuple[str, bool, str], list[tuple[float, float]]] = {}
     for path in args.files:
         for key, pairs in rounds_of(json.loads(path.read_text()), args.figure).items():
             collected.setdefault(key, []).extend(pairs)
     rows = summarize(collected, args.figure)
-    median_key, range_key, low_key, high_key = ROW_KEYS[args.figure]
+    median_key, range_key, low_key, high_key = figure.row_keys
     if not rows:
-        print(f"wrk-wait: no rounds with {FIGURES[args.figure][0]} (runs of bench.py from before it was recorded)",
+        print(f"wrk-wait: no rounds with {figure.key} (runs of bench.py from before it was recorded)",
               file=sys.stderr)
         return 1
-    head = ["load", "placement", "subject", "rounds", f"{label}, median (range)", "p99 ms, median",
+    head = ["load", "placement", "subject", "rounds", f"{figure.label}, median (range)", "p99 ms, median",
             "p99 ms, lower half / upper half of the figure", "rank correlation figure–p99: subject / all subjects"]
     table = [[r["load"], "pinned" if r["pinned"] else "unpinned", r["subject"], str(r["rounds"]),
               f"{fmt_num(r[median_key], 1)} ({fmt_num(r[range_key][0], 1)}–{fmt_num(r[range_key][1], 1)})",

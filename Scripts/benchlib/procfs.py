@@ -50,16 +50,15 @@ def stat_alive(fields: list[str] | None) -> bool:
     return fields is not None and fields[0] not in ("Z", "X")
 
 
-def read_stat(pid: int) -> list[str] | None:
-    text = _read(f"/proc/{pid}/stat", binary=True)
+def read_stat(pid: int, tid: int | None = None) -> list[str] | None:
+    """parse_stat of /proc/<pid>/stat, or of its thread `tid`'s (/proc/<pid>/task/<tid>/stat)."""
+    text = _read(f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat", binary=True)
     return None if text is None else parse_stat(text)
 
 
 def last_cpu(pid: int, tid: int | None = None) -> int | None:
     """The CPU process `pid` (or its thread `tid`) last ran on; None when it is gone."""
-    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
-    text = _read(path, binary=True)
-    st = None if text is None else parse_stat(text)
+    st = read_stat(pid, tid)
     return stat_last_cpu(st) if stat_alive(st) else None
 
 

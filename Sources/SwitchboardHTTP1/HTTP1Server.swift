@@ -12,6 +12,8 @@ enum HTTP1Token {
     static let listener: UInt64 = 2
     static let signals: UInt64 = 3
     static let connectionKind: UInt64 = 4
+    /// The loop's ``WaitTimer``.
+    static let timer: UInt64 = 5
     static func connection(_ fd: CInt) -> UInt64 { UInt64(fd) << 8 | connectionKind }
 }
 
@@ -103,12 +105,17 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
 
     /// Serves until drained, then exits the process with 0.
     package func run(announcingReady: Bool) -> Never {
+        // The waits' deadline, kept armed across them (a timed wait would arm and cancel a kernel timer each time).
+        var timer = WaitTimer()
         do {
             epoll = try Syscalls.epollCreate()
             connections.epoll = epoll
             signals = try Syscalls.signalDescriptor([SIGTERM])
             try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: HTTP1Token.signals)
             try Syscalls.epollAdd(epoll, runtime.descriptor, events: sb_EPOLLIN, token: HTTP1Token.channel)
+            if timer.descriptor >= 0 {
+                try Syscalls.epollAdd(epoll, timer.descriptor, events: sb_EPOLLIN, token: HTTP1Token.timer)
+            }
             try startOwnListener()
         } catch {
             logger.critical("cannot start the worker: \(error)")
@@ -122,7 +129,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             let count: Int
             var yieldEnded: UInt64? = nil
             do {
-                let timeout = millisecondsUntilNextTimer(current: waitStart)
+                let timeout = timer.timeout(until: nextTimerDeadline(current: waitStart), now: waitStart)
                 let epoll = self.epoll
                 count = try LoopRest.wait(
                     timeout: timeout, yieldingFirst: rest.yieldsBeforeWaiting(timeout: timeout),
@@ -145,7 +152,11 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
                     blockedAfter: LoopRest.blocked(waitStart: yieldEnded, woke: now, count: count))
             }
             for index in 0..<count {
-                handle(events[index])
+                if events[index].data == HTTP1Token.timer {
+                    timer.fired()
+                } else {
+                    handle(events[index])
+                }
             }
             runTimers()
             let end = Syscalls.monotonicNanoseconds()
@@ -326,13 +337,13 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     /// How long `epoll_wait` may block, at the monotonic time `current`, before the next timer is due.
-    private func millisecondsUntilNextTimer(current: UInt64) -> Int {
-        if roomAgain { return 0 }
+    /// When the next timer is due (monotonic nanoseconds; `current` or earlier: at once).
+    private func nextTimerDeadline(current: UInt64) -> UInt64 {
+        if roomAgain { return current }
         var next = min(nextHeartbeat, open > 0 ? nextSweep : .max)
         if draining { next = min(next, drainDeadline) }
         if listener >= 0 && !listenerWatched && acceptResumeAt > 0 { next = min(next, acceptResumeAt) }
-        guard next > current else { return 0 }
-        return Int(min((next - current + 999_999) / 1_000_000, 60_000))
+        return next
     }
 
     private func runTimers() {

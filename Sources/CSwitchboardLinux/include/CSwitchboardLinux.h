@@ -192,6 +192,12 @@ int sb_eventfd_signal(int fd);
 /// Resets an eventfd. Returns 0 (also when it was not signalled).
 int sb_eventfd_drain(int fd);
 
+/// timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK|TFD_CLOEXEC).
+int sb_timerfd(void);
+/// Arms a timerfd to expire once at `deadline` (CLOCK_MONOTONIC nanoseconds, absolute; not 0), replacing any earlier
+/// setting and clearing an expiry not yet read. Returns 0, or -1 with errno.
+int sb_timerfd_arm(int fd, uint64_t deadline);
+
 /// prctl(PR_SET_PDEATHSIG, signal).
 int sb_set_parent_death_signal(int signal);
 

@@ -23,6 +23,8 @@ package final class Master {
         static let health: UInt64 = 6
         /// ``ControlServer``'s socket and clients.
         static let controlServer: UInt64 = 7
+        /// The loop's ``WaitTimer``.
+        static let timer: UInt64 = 8
 
         static func worker(slot: Int, id: Int) -> UInt64 {
             UInt64(id) << 32 | UInt64(slot) << 8 | worker
@@ -324,6 +326,16 @@ package final class Master {
         var side = SideState()
         var sideIsCurrent = false
         var dispatchDeadline = UInt64.max
+        // The waits' deadline, kept armed across them (a timed wait would arm and cancel a kernel timer each time).
+        var timer = WaitTimer()
+        if timer.descriptor >= 0 {
+            do {
+                try Syscalls.epollAdd(epoll, timer.descriptor, events: sb_EPOLLIN, token: Token.timer)
+            } catch {
+                logger.critical("cannot watch the loop's timer: \(error)")
+                return SwitchboardError.Code.system.exitCode
+            }
+        }
         while true {
             // One clock read before the wait: the fresh look, when there is one, and the wait's timeout share it.
             let before = Syscalls.monotonicNanoseconds()
@@ -340,22 +352,30 @@ package final class Master {
                     side == sideState(now: before),
                     "the loop's view of the supervisor went stale after passing connections")
             }
-            let due = Self.wait(until: min(side.deadline, dispatchDeadline), now: before)
+            let due = min(side.deadline, dispatchDeadline)
             let count: Int
             do {
                 count = try Syscalls.epollWait(
-                    epoll, &events, timeoutMilliseconds: due.timeout, unblockingSignals: ownsSignalHandlers)
+                    epoll, &events, timeoutMilliseconds: timer.timeout(until: due, now: before),
+                    unblockingSignals: ownsSignalHandlers)
             } catch {
                 logger.critical("epoll_wait failed: \(error)")
                 return SwitchboardError.Code.system.exitCode
             }
             var onlyConnections = true
-            for index in 0..<count where handle(event: events[index]) { onlyConnections = false }
+            for index in 0..<count {
+                if events[index].data == Token.timer {
+                    timer.fired()
+                    onlyConnections = false
+                } else if handle(event: events[index]) {
+                    onlyConnections = false
+                }
+            }
             // One clock read per wake-up, for the timers and for the connections this pump sends. The timers run only
             // once the earliest deadline the wait was computed from has come: a deadline an event handler moved
             // closer is seen by the next wait, whose timeout is then 0.
             let now = Syscalls.monotonicNanoseconds()
-            if now >= due.deadline {
+            if now >= due {
                 runTimers(now: now)
                 onlyConnections = false
             } else if side.upgradeChecks {
@@ -461,14 +481,6 @@ package final class Master {
     }
 
     // MARK: timers
-
-    /// The wait's timeout for `deadline` (`UInt64.max` for none): -1 for none, else milliseconds rounded up (at most a
-    /// minute).
-    static func wait(until deadline: UInt64, now: UInt64) -> (deadline: UInt64, timeout: Int) {
-        guard deadline != .max else { return (deadline, -1) }
-        guard deadline > now else { return (deadline, 0) }
-        return (deadline, Int(min((deadline - now + 999_999) / 1_000_000, 60_000)))
-    }
 
     private func runTimers(now: UInt64) {
         systemd.runTimers(now: now, source: self)

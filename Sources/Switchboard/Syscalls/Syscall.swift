@@ -533,6 +533,16 @@ package enum Syscalls {
         _ = sb_eventfd_drain(fd)
     }
 
+    /// A timerfd on the monotonic clock, non-blocking and close-on-exec, not armed.
+    package static func timerDescriptor() throws(SystemCallError) -> CInt {
+        try retryingOnInterrupt("timerfd_create") { sb_timerfd() }
+    }
+
+    /// Arms `fd` (a timerfd) to expire once at `deadline` (monotonic nanoseconds), replacing its earlier setting.
+    package static func armTimer(_ fd: CInt, at deadline: UInt64) throws(SystemCallError) {
+        _ = try retryingOnInterrupt("timerfd_settime") { sb_timerfd_arm(fd, deadline) }
+    }
+
     package static func kill(_ pid: pid_t, _ signal: CInt) {
         _ = Glibc.kill(pid, signal)
     }

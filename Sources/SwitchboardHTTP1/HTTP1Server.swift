@@ -18,8 +18,8 @@ enum HTTP1Token {
 }
 
 /// The built-in worker's engine: one thread and one epoll set for the channel to the master, the worker's own
-/// listener (in `reuseport` and `shared` modes) and every connection, each a ``HTTP1Connection`` answered by
-/// `Responder`.
+/// listener (in `reuseport` and `shared` modes), every connection, each a ``HTTP1Connection`` answered by
+/// `Responder`, and the timerfd that ends its waits (``WaitTimer``).
 ///
 /// It receives passed connections on the thread that serves them (no hand-off between threads), reads a new
 /// connection at once while new connections usually come with their request (``AdoptRead``), and writes each response

@@ -8,8 +8,8 @@ import Glibc
 /// The master process: binds, accepts, passes connections to workers and supervises them, on one thread.
 ///
 /// Everything runs on the calling thread around one epoll set: the listener, the eventfd its signal handlers write to,
-/// one channel per worker, and the timerfd that ends its waits (``WaitTimer``). Policies (scheduling, restart backoff) are plain values; this class performs their
-/// actions.
+/// one channel per worker, and the timerfd that ends its waits (``WaitTimer``). Policies (scheduling, restart
+/// backoff) are plain values; this class performs their actions.
 package final class Master {
     /// The low byte of each epoll token says whose descriptor it is; the master routes the event to that owner.
     enum Token {

@@ -336,7 +336,6 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         exit(0)
     }
 
-    /// How long `epoll_wait` may block, at the monotonic time `current`, before the next timer is due.
     /// When the next timer is due (monotonic nanoseconds; `current` or earlier: at once).
     private func nextTimerDeadline(current: UInt64) -> UInt64 {
         if roomAgain { return current }

@@ -95,4 +95,41 @@ import Testing
         #expect(timer.armed == now + 3_000 * Self.millisecond)
         #expect(timer.arms == 2)
     }
+
+    /// Where no timerfd could be made (out of descriptors), each wait times out by itself: milliseconds until the
+    /// deadline, rounded up so it never wakes before it, and at most a minute.
+    @Test func withoutATimerEachWaitTimesOutByItself() {
+        var timer = WaitTimer(owning: -1)
+        let now = Syscalls.monotonicNanoseconds()
+        #expect(timer.timeout(until: now, now: now) == 0)
+        #expect(timer.timeout(until: .max, now: now) == -1)
+        #expect(timer.timeout(until: now + 1, now: now) == 1)
+        #expect(timer.timeout(until: now + 1_500_000, now: now) == 2)
+        #expect(timer.timeout(until: now + 40 * Self.millisecond, now: now) == 40)
+        #expect(timer.timeout(until: now + 3_600_000 * Self.millisecond, now: now) == 60_000)
+        #expect(timer.arms == 0)
+        #expect(timer.armed == .max)
+    }
+
+    /// A timer that cannot be armed (here a descriptor that is not a timerfd: `timerfd_settime` fails with EINVAL)
+    /// falls back the same way, and is tried again at the next deadline rather than given up.
+    @Test func aTimerThatCannotBeArmedFallsBackToTheWaitsOwnTimeout() throws {
+        var timer = WaitTimer(owning: try Syscalls.eventDescriptor())
+        let now = Syscalls.monotonicNanoseconds()
+        #expect(timer.timeout(until: now + 25 * Self.millisecond, now: now) == 25)
+        #expect(timer.timeout(until: now + 10 * Self.millisecond, now: now) == 10)
+        #expect(timer.arms == 0)
+        #expect(timer.armed == .max)
+        // The wait itself: the loop's epoll set, the unarmable descriptor in it, and the fallback's timeout end the
+        // wait at the deadline and not before.
+        let epoll = try Self.epollSet(watching: timer)
+        defer { Syscalls.close(epoll) }
+        let start = Syscalls.monotonicNanoseconds()
+        let timeout = timer.timeout(until: start + 30 * Self.millisecond, now: start)
+        #expect(timeout == 30)
+        let (events, took) = try Self.wait(epoll, bound: timeout >= 0 ? timeout : 1_000)  // -1 would wait forever
+        #expect(events.isEmpty)
+        #expect(took >= 29 * Self.millisecond)
+        #expect(took < 2_000 * Self.millisecond)
+    }
 }

@@ -23,7 +23,14 @@ package struct WaitTimer: ~Copyable {
 
     /// Makes the timerfd; where that fails the waits time out by themselves (``timeout(until:now:)``).
     package init() {
-        descriptor = (try? Syscalls.timerDescriptor()) ?? -1
+        self.init(owning: (try? Syscalls.timerDescriptor()) ?? -1)
+    }
+
+    /// Takes `descriptor` (a timerfd, or -1 for none) to close on `deinit`. A descriptor that is not a timerfd
+    /// cannot be armed: the waits then time out by themselves, as where no timerfd could be made. Tests reach the
+    /// fallback that way.
+    package init(owning descriptor: CInt) {
+        self.descriptor = descriptor
     }
 
     deinit {

@@ -113,9 +113,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
             signals = try Syscalls.signalDescriptor([SIGTERM])
             try Syscalls.epollAdd(epoll, signals, events: sb_EPOLLIN, token: HTTP1Token.signals)
             try Syscalls.epollAdd(epoll, runtime.descriptor, events: sb_EPOLLIN, token: HTTP1Token.channel)
-            if timer.descriptor >= 0 {
-                try Syscalls.epollAdd(epoll, timer.descriptor, events: sb_EPOLLIN, token: HTTP1Token.timer)
-            }
+            try timer.watch(in: epoll, token: HTTP1Token.timer)
             try startOwnListener()
         } catch {
             logger.critical("cannot start the worker: \(error)")

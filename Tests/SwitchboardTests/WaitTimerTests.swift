@@ -12,7 +12,7 @@ import Testing
     /// An epoll set watching `timer`; closed by the caller.
     static func epollSet(watching timer: borrowing WaitTimer) throws -> CInt {
         let epoll = try Syscalls.epollCreate()
-        try Syscalls.epollAdd(epoll, timer.descriptor, events: sb_EPOLLIN, token: token)
+        try timer.watch(in: epoll, token: token)
         return epoll
     }
 

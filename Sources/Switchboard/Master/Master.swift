@@ -328,13 +328,11 @@ package final class Master {
         var dispatchDeadline = UInt64.max
         // The waits' deadline, kept armed across them (a timed wait would arm and cancel a kernel timer each time).
         var timer = WaitTimer()
-        if timer.descriptor >= 0 {
-            do {
-                try Syscalls.epollAdd(epoll, timer.descriptor, events: sb_EPOLLIN, token: Token.timer)
-            } catch {
-                logger.critical("cannot watch the loop's timer: \(error)")
-                return SwitchboardError.Code.system.exitCode
-            }
+        do {
+            try timer.watch(in: epoll, token: Token.timer)
+        } catch {
+            logger.critical("cannot watch the loop's timer: \(error)")
+            return SwitchboardError.Code.system.exitCode
         }
         while true {
             // One clock read before the wait: the fresh look, when there is one, and the wait's deadline share it.

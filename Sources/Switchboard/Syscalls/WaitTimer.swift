@@ -1,3 +1,5 @@
+import CSwitchboardLinux
+
 /// The deadline of an event loop's wait, kept by a timerfd in the loop's epoll set instead of by `epoll_wait`'s timeout.
 ///
 /// A wait with a timeout has the kernel arm a timer when it blocks and cancel it when it wakes: under a load of new
@@ -35,6 +37,13 @@ package struct WaitTimer: ~Copyable {
 
     deinit {
         if descriptor >= 0 { Syscalls.close(descriptor) }
+    }
+
+    /// Watches the timer for reading in `epoll` under `token`. Where there is no timerfd there is nothing to watch:
+    /// the waits time out by themselves.
+    package func watch(in epoll: CInt, token: UInt64) throws(SystemCallError) {
+        guard descriptor >= 0 else { return }
+        try Syscalls.epollAdd(epoll, descriptor, events: sb_EPOLLIN, token: token)
     }
 
     /// The `epoll_wait` timeout for a wait that must end by `deadline`, arming the timer unless it already fires by

@@ -100,7 +100,8 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         self.maxConnections = runtime.maxConnections
         self.fallbackDrain = UInt64(max(runtime.drainTimeout.nanoseconds, 0))
         self.heartbeatNanoseconds = max(UInt64(max(runtime.heartbeatInterval.nanoseconds, 0)), 1_000_000)
-        self.connections = HTTP1Connections(logger: logger)
+        self.connections = HTTP1Connections(
+            logger: logger, connectionsHaveNoDelay: runtime.passedConnectionsHaveNoDelay)
     }
 
     /// Serves until drained, then exits the process with 0.
@@ -185,6 +186,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
         guard let own else { return }
         listener = own
+        connections.connectionsHaveNoDelay = Syscalls.noDelay(own)
         try Syscalls.setNonBlocking(listener, true)
         updateListenerInterest()
     }
@@ -214,7 +216,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     private func receiveFromMaster() {
-        let present = runtime.receiveAvailable(openConnections: { self.open }) { event in
+        let present = runtime.receiveFrame(openConnections: { self.open }) { event in
             switch event {
             case .connections(let descriptors):
                 for fd in descriptors { adopt(fd) }
@@ -288,19 +290,21 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// `epoll_ctl` calls; from one that does not defer it usually is not, and the connection waits in the epoll set
     /// without a read that would find nothing (``AdoptRead``).
     private func adopt(_ fd: CInt) {
-        // TCP_NODELAY succeeds only on a TCP socket: the type check (one more call) only when it fails.
-        guard Syscalls.setNoDelay(fd) || Syscalls.isStreamSocket(fd) else {
-            logger.warning("a passed descriptor is not a connected stream socket; closing it")
-            Syscalls.close(fd)
-            return
-        }
         if now == 0 { now = Syscalls.monotonicNanoseconds() }
         let now = self.now
         var machine = HTTP1Connection(limits: limits, now: now)
         if draining { machine.drain(now: now) }
+        switch connections.adopt(fd, machine, now: now, responder: responder) {
+        case .keep:
+            break
+        case .close:
+            closeConnection(fd)
+        case nil:
+            logger.warning("a passed descriptor is not a connected stream socket; closed it")
+            return
+        }
         adoptedThisRound = true
         if nextSweep == .max { nextSweep = now &+ Self.sweepInterval }
-        if connections.adopt(fd, machine, now: now, responder: responder) == .close { closeConnection(fd) }
     }
 
     // MARK: reading and writing

@@ -25,6 +25,10 @@ package struct RequestHead: Equatable {
         var secondSpace = -1
         while lineEnd < headEnd {
             let byte = bytes[lineEnd]
+            if byte > 32 {
+                lineEnd += 1
+                continue
+            }
             if byte == 13 { break }
             if byte == 32 {
                 if firstSpace < 0 {
@@ -63,8 +67,7 @@ package struct RequestHead: Equatable {
         while cursor < headEnd + 2 {
             // One pass over each line. The name is a token right before the colon: obsolete line folding, lines
             // without a colon and whitespace before the colon (RFC 9112 5.1) are malformed.
-            var colon = cursor
-            while colon < headEnd && Self.isTokenByte(bytes[colon]) { colon += 1 }
+            let colon = Self.tokenEnd(bytes, cursor, headEnd)
             guard colon < headEnd, bytes[colon] == 58 else {
                 // No colon: the empty line that ends the head, or a malformed line.
                 guard colon == cursor, colon == headEnd || bytes[colon] == 13,
@@ -75,13 +78,8 @@ package struct RequestHead: Equatable {
             guard colon > cursor else { return .failure(.malformed) }
             // The value runs to the CR, which must have its LF; a NUL or a line feed in it is rejected, not passed
             // on (RFC 9110 5.5).
-            var end = colon + 1
-            while end < headEnd {
-                let byte = bytes[end]
-                if byte == 13 { break }
-                if byte == 0 || byte == 10 { return .failure(.malformed) }
-                end += 1
-            }
+            let end = Self.valueEnd(bytes, colon + 1, headEnd)
+            guard end >= 0 else { return .failure(.malformed) }
             guard Self.endsWithLineFeed(bytes, end, headEnd) else { return .failure(.malformed) }
             var valueStart = colon + 1
             var valueEnd = end
@@ -139,14 +137,43 @@ package struct RequestHead: Equatable {
         end == headEnd || bytes[end + 1] == 10
     }
 
+    /// Where the token that starts at `from` ends: the first byte in `bytes[from..<to]` that is not a `tchar`, or `to`.
+    /// Out of line: inside `parse` its loop shared the registers with the whole parser, and spilled.
+    @inline(never)
+    static func tokenEnd(_ bytes: [UInt8], _ from: Int, _ to: Int) -> Int {
+        var index = from
+        while index < to && isTokenByte(bytes[index]) { index += 1 }
+        return index
+    }
+
+    /// Where the field value that starts at `from` ends: its CR, or `to`; -1 when a NUL or a line feed comes first.
+    @inline(never)
+    static func valueEnd(_ bytes: [UInt8], _ from: Int, _ to: Int) -> Int {
+        var index = from
+        while index < to {
+            let byte = bytes[index]
+            if byte > 13 {
+                index += 1
+                continue
+            }
+            if byte == 13 { break }
+            if byte == 0 || byte == 10 { return -1 }
+            index += 1
+        }
+        return index
+    }
+
     /// A `tchar` (RFC 9110 5.6.2), what a field name is made of.
     static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case 48...57, 65...90, 97...122: true  // digits and letters
-        case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: true  // !#$%&'*+-.^_`|~
-        default: false
-        }
+        if byte < 64 { return (tokenBytesBelow64 >> UInt64(byte)) & 1 != 0 }
+        if byte < 128 { return (tokenBytesFrom64 >> UInt64(byte &- 64)) & 1 != 0 }
+        return false
     }
+
+    /// Bit n is set when byte n is a `tchar`: !#$%&'*+-. and the digits.
+    static let tokenBytesBelow64: UInt64 = 0x03ff_6cfa_0000_0000
+    /// Bit n is set when byte 64 + n is a `tchar`: the letters and ^_`|~.
+    static let tokenBytesFrom64: UInt64 = 0x57ff_ffff_c7ff_fffe
 
     /// Whether `bytes[from..<to]` is `lowercase`, ASCII letters in any case.
     package static func equalsIgnoringCase(_ bytes: [UInt8], _ from: Int, _ to: Int, _ lowercase: StaticString) -> Bool {

@@ -1,3 +1,5 @@
+import CSwitchboardLinux
+import Foundation
 import Logging
 import Switchboard
 import Testing
@@ -23,6 +25,43 @@ import Testing
         let bytes = Array(text.utf8)
         let written = try bytes.withUnsafeBytes { try Syscalls.write(fd, $0) }
         #expect(written == bytes.count)
+    }
+
+    /// A connection gets `TCP_NODELAY` at adoption unless the listener gave it
+    /// (``HTTP1Connections/connectionsHaveNoDelay``, which the master makes true by setting it on its listener): then
+    /// adoption makes no call for it (issue 23). A descriptor that is not a stream socket is not adopted.
+    @Test func adoptionSetsNoDelayOnlyWhereTheListenerDidNot() throws {
+        let listener = try Syscalls.listenTCP(host: "127.0.0.1", port: 0, backlog: 8, reusePort: false)
+        defer { Syscalls.close(listener.fd) }
+        #expect(!Syscalls.noDelay(listener.fd))
+        let responder = FixedResponder(body: "ok")
+        for given in [false, true] {
+            var connections = HTTP1Connections(logger: Logger(label: "test"), connectionsHaveNoDelay: given)
+            connections.epoll = try Syscalls.epollCreate()
+            defer { Syscalls.close(connections.epoll) }
+            let client = sb_tcp_connect("127.0.0.1", Int32(listener.port))
+            try #require(client >= 0)
+            defer { Syscalls.close(client) }
+            guard case .done(let engine) = try Syscalls.accept(listener.fd) else {
+                Issue.record("nothing to accept")
+                return
+            }
+            #expect(!Syscalls.noDelay(engine), "accepted on a listener without it")
+            let adopted = connections.adopt(
+                engine, HTTP1Connection(limits: limits, now: 1), now: 1, responder: responder)
+            #expect(adopted == .keep && connections.count == 1)
+            #expect(Syscalls.noDelay(engine) == !given, "said to come with it: \(given)")
+            #expect(connections.close(engine) == 0)
+        }
+
+        // A datagram socket takes neither TCP_NODELAY nor a connection's place: closed, not adopted.
+        var connections = HTTP1Connections(logger: Logger(label: "test"))
+        connections.epoll = try Syscalls.epollCreate()
+        defer { Syscalls.close(connections.epoll) }
+        let datagram = socket(AF_INET, CInt(SOCK_DGRAM.rawValue), 0)
+        try #require(datagram >= 0)
+        let adopted = connections.adopt(datagram, HTTP1Connection(limits: limits, now: 1), now: 1, responder: responder)
+        #expect(adopted == nil && connections.count == 0)
     }
 
     @Test func aSecondRequestOnAConnectionIsKeptAliveAndItsFirstIsNot() throws {

@@ -1,8 +1,9 @@
 @testable import SwitchboardHTTP1
 
 /// The request-head parser as it was before it was rewritten to index the bytes directly (2026-12-03), kept unchanged
-/// as the oracle of `RequestHeadDifferentialTests` (it shares the two one-line helpers, which did not change): the
-/// rewrite must give the same answer for every input.
+/// as the oracle of `RequestHeadDifferentialTests` (it shares the parser's `endsWithLineFeed` and `equalsIgnoringCase`,
+/// and keeps its own token test since the parser's became bit masks): the rewrite must give the same answer for every
+/// input.
 enum ReferenceRequestHead {
     /// Parses the request line and headers in `bytes[start..<headEnd]` (`headEnd` is where `\r\n\r\n` starts).
     static func parse(_ bytes: [UInt8], _ start: Int, _ headEnd: Int) -> Result<RequestHead, RequestHead.Failure> {
@@ -40,7 +41,7 @@ enum ReferenceRequestHead {
             // Obsolete line folding, lines without a colon and names that are not a token (whitespace before the
             // colon, RFC 9112 5.1) are malformed.
             guard let colon = bytes[cursor..<end].firstIndex(of: 58), colon > cursor,
-                bytes[cursor..<colon].allSatisfy(RequestHead.isTokenByte)
+                bytes[cursor..<colon].allSatisfy(Self.isTokenByte)
             else { return .failure(.malformed) }
             let name = bytes[cursor..<colon]
             var valueStart = colon + 1
@@ -98,6 +99,15 @@ enum ReferenceRequestHead {
                 index += 1
             }
             return true
+        }
+    }
+
+    /// A `tchar` (RFC 9110 5.6.2), as the parser tested it before its bit masks: the reference keeps its own.
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 48...57, 65...90, 97...122: true  // digits and letters
+        case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: true  // !#$%&'*+-.^_`|~
+        default: false
         }
     }
 }

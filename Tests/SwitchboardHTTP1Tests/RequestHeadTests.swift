@@ -59,6 +59,15 @@ import Testing
         #expect(fine.keepAlive)
     }
 
+    /// The field name's bytes are RFC 9110's `tchar` (5.6.2) and nothing else, for every byte value: the parser tests
+    /// them with two bit masks, checked here against the RFC's list.
+    @Test func tokenBytesAreExactlyTheRFCsTchar() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for byte in UInt8.min...UInt8.max {
+            #expect(RequestHead.isTokenByte(byte) == tchar.contains(byte), "byte \(byte)")
+        }
+    }
+
     /// RFC 9110, 5.5: a field value with a NUL or a line feed in it is rejected, not passed on.
     @Test func aFieldValueWithALineFeedOrANulIsMalformed() {
         #expect(parse("GET / HTTP/1.1\r\nX: a\u{0}b\r\n\r\n") == .failure(.malformed))

@@ -133,6 +133,42 @@ import Testing
         #expect(rig.dispatcher.pendingCount == 0)
     }
 
+    /// The listener the dispatcher adopts gets `TCP_NODELAY`, which Linux copies to each connection accepted there:
+    /// what a worker receives has it without a `setsockopt` of its own (issue 23). A descriptor that is not a TCP
+    /// socket does not take it, and the workers are then told to set it themselves.
+    @Test func passedConnectionsComeWithNoDelayFromTheListener() throws {
+        let rig = try Rig(lanes: 1)
+        let given = rig.dispatcher.listenerGivesNoDelay
+        #expect(given)
+        try rig.connect(2)
+        rig.dispatcher.pump(accepting: true)
+        let channel = DescriptorChannel(fd: dup(rig.workers[0]))
+        defer { channel.close() }
+        var buffer = [UInt8](repeating: 0, count: WireCodec.maxFrame)
+        var fds = [CInt](repeating: -1, count: WireCodec.maxDescriptors)
+        var passed = 0
+        while case .done(let received) = try channel.receive(into: &buffer, fds: &fds, blocking: false),
+            received.fds > 0
+        {
+            for index in 0..<received.fds {
+                #expect(Syscalls.noDelay(fds[index]), "a passed connection without TCP_NODELAY")
+                close(fds[index])
+            }
+            passed += received.fds
+        }
+        #expect(passed == 2)
+
+        let (one, other) = try Syscalls.streamSocketPair()
+        defer { close(other) }
+        var unix = ConnectionDispatcher(
+            settings: .init(policy: .roundRobin, bound: 8), epoll: rig.epoll, listenerToken: 2,
+            logger: Logger(label: "dispatcher-test"))
+        unix.adopt(listener: one)
+        let unixGives = unix.listenerGivesNoDelay
+        #expect(!unixGives)
+        _ = unix.closeAll()
+    }
+
     @Test func notAcceptingLeavesConnectionsInTheBacklog() throws {
         let rig = try Rig(lanes: 1)
         try rig.connect(3)

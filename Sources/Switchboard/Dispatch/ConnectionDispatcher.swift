@@ -138,10 +138,18 @@ package struct ConnectionDispatcher: ~Copyable {
     /// The listener (-1 before ``adopt(listener:)`` and after ``stop()``): borrowed, never closed by the caller.
     package var listener: CInt { listenerDescriptor.raw }
 
-    /// Takes ownership of the listening socket.
+    /// Takes ownership of the listening socket, and turns Nagle's algorithm off on it (bound here, passed by systemd
+    /// or handed over by an upgrade alike): Linux copies `TCP_NODELAY` from a listener to every connection accepted
+    /// on it, so a worker need not set it on each connection, one system call each (issue 23).
     package mutating func adopt(listener fd: CInt) {
         precondition(!listenerDescriptor.isValid, "a second listener")
         listenerDescriptor = Descriptor(fd)
+        Syscalls.setNoDelay(fd)
+    }
+
+    /// Whether the connections accepted on the listener come with `TCP_NODELAY` set (a TCP listener that took it).
+    package var listenerGivesNoDelay: Bool {
+        listenerDescriptor.isValid && Syscalls.noDelay(listenerDescriptor.raw)
     }
 
     /// Connections waiting in the master for a worker.

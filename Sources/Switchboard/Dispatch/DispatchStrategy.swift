@@ -15,8 +15,8 @@ package protocol DispatchStrategy: Sendable {
     /// Whether every worker gets the master's listener at ``WorkerRuntime/sharedListenerDescriptor``.
     var sharesListener: Bool { get }
     /// The listener a worker accepts on by itself, or nil when the master passes it connections. The worker owns it.
-    /// A listener the worker binds itself gets `TCP_DEFER_ACCEPT` of `deferAcceptSeconds` when that is above 0
-    /// (``Configuration/deferAcceptSeconds``).
+    /// A listener the worker binds itself gets `TCP_NODELAY`, which its connections inherit, and `TCP_DEFER_ACCEPT`
+    /// of `deferAcceptSeconds` when that is above 0 (``Configuration/deferAcceptSeconds``).
     /// - Throws: ``SwitchboardError`` when it cannot be bound.
     func workerListener(
         host: String, port: Int, backlog: Int, deferAcceptSeconds: Int
@@ -67,6 +67,7 @@ package struct ReusePortStrategy: DispatchStrategy {
         } catch {
             throw SwitchboardError(.system, "cannot listen on port \(port) with SO_REUSEPORT: \(error)")
         }
+        Syscalls.setNoDelay(fd)
         guard deferAcceptSeconds > 0 else { return fd }
         do {
             try Syscalls.setDeferAccept(fd, seconds: deferAcceptSeconds)

@@ -180,15 +180,16 @@ extension Master {
     // MARK: workers: starting, signalling, reaping (``WorkerProcesses``); what the master tells the others
 
     /// Starts the worker the machine named in `slot`
-    /// (``WorkerProcesses/spawn(slot:id:port:sharedListener:sharingCPUs:attach:)``) with its channel attached to the
-    /// dispatcher. It is told whether the workers outnumber the CPUs the master may run on (its affinity mask, which
-    /// `--cpu-affinity` divides among them): then they take turns on a CPU.
+    /// (``WorkerProcesses/spawn(slot:id:port:sharedListener:sharingCPUs:listenerGivesNoDelay:attach:)``) with its
+    /// channel attached to the dispatcher. It is told whether the workers outnumber the CPUs the master may run on
+    /// (its affinity mask, which `--cpu-affinity` divides among them): then they take turns on a CPU. And whether the
+    /// connections it will be passed (or accept on the shared listener) come with `TCP_NODELAY` from the listener.
     /// - Returns: The worker's pid.
     func spawn(slot index: Int) throws(SwitchboardError) -> pid_t {
         let id = worker(index).id
         return try processes.spawn(
             slot: index, id: id, port: port, sharedListener: strategy.sharesListener ? listener : nil,
-            sharingCPUs: machine.target > cpuBudget.allowed
+            sharingCPUs: machine.target > cpuBudget.allowed, listenerGivesNoDelay: dispatcher.listenerGivesNoDelay
         ) { (channel, kept, pid) throws(SystemCallError) in
             try dispatcher.attach(
                 index, channel: channel, kept: kept, token: Token.worker(slot: index, id: id),

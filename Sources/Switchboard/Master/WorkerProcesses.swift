@@ -7,9 +7,9 @@ import Glibc
 /// The worker processes: starts them, signals them and reaps them, and owns what the master knows of each process
 /// beyond its lane in the dispatcher and its lifecycle in the ``SupervisorMachine`` (both under the same slot number).
 ///
-/// Every pidfd is opened by ``spawn(slot:id:port:sharedListener:sharingCPUs:attach:)`` and closed in one place, when
-/// its worker is reaped (or in deinit). It logs nothing and decides nothing: what a reap found goes back to the master
-/// as a value, and the master tells the dispatcher, the metrics and the machine.
+/// Every pidfd is opened by ``spawn(slot:id:port:sharedListener:sharingCPUs:listenerGivesNoDelay:attach:)`` and closed
+/// in one place, when its worker is reaped (or in deinit). It logs nothing and decides nothing: what a reap found goes
+/// back to the master as a value, and the master tells the dispatcher, the metrics and the machine.
 final class WorkerProcesses {
     /// What the master knows of the process in one worker slot (0..<n).
     fileprivate struct Slot: Codable {
@@ -126,12 +126,14 @@ final class WorkerProcesses {
     ///   - sharedListener: The listener each worker inherits as fd 4, in the modes that share it.
     ///   - sharingCPUs: Whether the workers outnumber the CPUs they may run on
     ///     (``WorkerRuntime/yieldBeforeWaitingVariable``).
+    ///   - listenerGivesNoDelay: Whether the connections the master accepts come with `TCP_NODELAY`
+    ///     (``WorkerRuntime/passedConnectionsHaveNoDelay``).
     ///   - attach: Hands the master's end, the kept copy of the worker's end and the pid on (to the dispatcher).
     /// - Returns: The worker's pid.
     /// - Throws: ``SwitchboardError`` when the channel, the process or the attach fails (the channel is closed, and
     ///   a process that cannot be attached is killed and reaped).
     func spawn(
-        slot index: Int, id: Int, port: Int, sharedListener: CInt?, sharingCPUs: Bool,
+        slot index: Int, id: Int, port: Int, sharedListener: CInt?, sharingCPUs: Bool, listenerGivesNoDelay: Bool,
         attach: (_ channel: DescriptorChannel, _ kept: DescriptorChannel, _ pid: pid_t) throws(SystemCallError) -> Void
     ) throws(SwitchboardError) -> pid_t {
         while slots.count <= index { slots.append(Slot()) }
@@ -151,6 +153,7 @@ final class WorkerProcesses {
         environment.append("SWITCHBOARD_PORT=\(port)")
         environment.append("SWITCHBOARD_BACKLOG=\(configuration.backlog)")
         environment.append("SWITCHBOARD_DEFER_ACCEPT=\(configuration.deferAcceptSeconds ?? 0)")
+        environment.append("\(WorkerRuntime.listenerNoDelayVariable)=\(listenerGivesNoDelay ? 1 : 0)")
         environment.append("SWITCHBOARD_HEARTBEAT_MS=\(configuration.heartbeatInterval.milliseconds)")
         environment.append("SWITCHBOARD_DRAIN_MS=\(configuration.drainTimeout.milliseconds)")
         environment.append(contentsOf: configuration.limits.environment)

@@ -741,4 +741,12 @@ extension Syscalls {
         var on: CInt = 1
         return unsafe setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<CInt>.size)) == 0
     }
+
+    /// Whether Nagle's algorithm is off on `fd` (`TCP_NODELAY`); false when the option cannot be read (not TCP).
+    /// On a listener it tells whether the connections accepted there come with it: Linux copies it to each of them.
+    package static func noDelay(_ fd: CInt) -> Bool {
+        var value: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        return unsafe getsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &value, &length) == 0 && value != 0
+    }
 }

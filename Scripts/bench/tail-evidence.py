@@ -20,6 +20,10 @@ requests wrk completed, which under `--load close` are connections: CPU per conn
 connection × CPU per wake-up, so it tells a path that wakes more often from one that costs more each time; and the
 CPU time's split between user space and the kernel (/proc/<pid>/stat's utime and stime, in clock ticks of 10 ms).
 
+`--syscalls` also counts each process's system calls during the load (`perf stat` on the `syscalls:sys_enter_*`
+tracepoints: counters, not a trace, so the processes run as they would; `benchlib.syscounts`) and prints them per
+request (per connection under `--load close`) for the master and for the workers together.
+
 `--sched-trace SECONDS` also records the scheduler (`perf sched record -a`, from 1.5 s into the load, for SECONDS) and
 reads it back with `benchlib.schedtrace`: how long wrk's load thread was ready to run but not running, in ms per s,
 and who ran on its CPU meanwhile (the master, a worker, idle, anything else); and per 250 ms, each CPU's share per
@@ -37,6 +41,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +51,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlib import loadgen, make_log, procfs, schedtrace, servers  # noqa: E402
+from benchlib import loadgen, make_log, procfs, schedtrace, servers, syscounts  # noqa: E402
 
 log = make_log("tail-evidence")
 # Subjects named <mode>-deferred run with `--defer-accept 1` (Switchboard and the C subjects alike).
@@ -59,7 +64,7 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int, workers: int,
                 server_cpu: str, wrk_cpu: str, workdir: Path, close: bool, registry: servers.Registry,
-                trace_s: float = 0) -> dict:
+                trace_s: float = 0, count_syscalls: bool = False) -> dict:
     logfile = workdir / f"{name}.log"
     server = servers.Server(name, ["taskset", "-c", server_cpu] + argv, env, logfile, workers, registry,
                             mode=name.removesuffix(DEFERRED).removesuffix(WORKERS_SLOWER))
@@ -67,6 +72,7 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
     try:
         time.sleep(0.5)
         processes = [server.proc.pid] + server.workers
+        counters = start_counting(processes, workdir, name, registry) if count_syscalls else []
         before = {pid: procfs.scheduling(pid) for pid in processes}
         t0 = time.monotonic()
         trace_file = workdir / f"{name}.sched.data"
@@ -74,6 +80,7 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
         res = wrk_once(wrk, server.port, duration, connections, wrk_cpu, close, during, registry)
         elapsed = time.monotonic() - t0
         after = {pid: procfs.scheduling(pid) for pid in processes}
+        calls = stop_counting(counters, registry)
     finally:
         server.stop()
     stats = [line for line in logfile.read_text(errors="replace").splitlines() if "loop-stats" in line]
@@ -102,7 +109,44 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
            "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
     if trace_s > 0:
         out["sched_trace"] = read_trace(trace_file, server.proc.pid, server.workers)
+    if count_syscalls:
+        out["syscalls"] = {role: {} for role in ("master", "worker")}
+        for pid, counts in calls.items():
+            role = out["syscalls"]["master" if pid == server.proc.pid else "worker"]
+            for call, count in counts.items():
+                role[call] = role.get(call, 0) + count
     return out
+
+
+def start_counting(pids: list[int], workdir: Path, name: str, registry: servers.Registry) -> list:
+    """One `perf stat` per process, counting its system calls until `stop_counting`."""
+    counters = []
+    for pid in pids:
+        output = workdir / f"{name}.{pid}.syscalls"
+        p = subprocess.Popen(syscounts.perf_command(pid, str(output)), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        registry.add_proc(p)
+        counters.append((pid, p, output))
+    time.sleep(0.3)  # perf attaches before the load starts
+    return counters
+
+
+def stop_counting(counters: list, registry: servers.Registry) -> dict[int, dict[str, int]]:
+    """Stops each `perf stat` (SIGINT: it writes its counts) and reads them back, by pid."""
+    calls: dict[int, dict[str, int]] = {}
+    for pid, p, output in counters:
+        p.send_signal(signal.SIGINT)
+    for pid, p, output in counters:
+        try:
+            _, err = p.communicate(timeout=30)
+        finally:
+            registry.remove_proc(p)
+        if not output.exists():
+            raise SystemExit(f"tail-evidence: perf stat counted nothing for {pid}: {err.strip()[-300:]} "
+                             f"(apt-get install -y linux-perf; it needs root or kernel.perf_event_paranoid <= -1)")
+        calls[pid] = syscounts.parse(output.read_text())
+        output.unlink()
+    return calls
 
 
 def record_scheduler(path: Path, seconds: float, registry: servers.Registry) -> None:
@@ -196,11 +240,13 @@ def main(registry: servers.Registry) -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--sched-trace", type=float, default=0, metavar="SECONDS",
                    help="also record the scheduler for SECONDS during each load (perf sched; see above)")
+    p.add_argument("--syscalls", action="store_true",
+                   help="also count each process's system calls during the load (perf stat; see above)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.sched_trace > 0 and args.sched_trace > args.duration - 2:
         p.error("--sched-trace must end before the load does: at most --duration minus 2 s")
-    if args.sched_trace > 0 and not shutil.which("perf"):
+    if (args.sched_trace > 0 or args.syscalls) and not shutil.which("perf"):
         print("tail-evidence: perf is missing: apt-get install -y linux-perf", file=sys.stderr)
         return 1
     wrk = shutil.which("wrk")
@@ -226,7 +272,8 @@ def main(registry: servers.Registry) -> int:
             if mode.endswith(DEFERRED):
                 argv += ["--defer-accept", "1"]
             rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, args.workers,
-                                            server_cpu, wrk_cpu, workdir, close, registry, args.sched_trace))
+                                            server_cpu, wrk_cpu, workdir, close, registry, args.sched_trace,
+                                            args.syscalls))
     # The median round of each subject, by p99 (with one round, that round).
     results = [sorted(rs, key=lambda r: r["wrk"]["p99_ms"])[len(rs) // 2] for rs in rounds.values()]
     load = "close (Connection: close)" if close else "keep-alive"
@@ -263,6 +310,8 @@ def main(registry: servers.Registry) -> int:
     for r in results:
         for line in r["loop_stats"]:
             print(f"{r['subject']}: {line}")
+    if args.syscalls:
+        print_syscalls(results)
     if args.sched_trace > 0:
         print_traces(results)
     if args.json:
@@ -271,6 +320,25 @@ def main(registry: servers.Registry) -> int:
                                                "rounds": rounds}, indent=2))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def print_syscalls(results: list[dict]) -> None:
+    counted = [r for r in results if r.get("syscalls")]
+    calls = [c for c in syscounts.CALLS
+             if any(r["syscalls"][role].get(c, 0) for r in counted for role in ("master", "worker"))]
+    print("\nSystem calls per request (with --load close, per connection), counted untraced (perf stat), the workers "
+          "summed\n")
+    print("| subject | process | " + " | ".join(calls) + " | all |")
+    print("|---|---|" + "---:|" * (len(calls) + 1))
+    for r in counted:
+        n = max(r["wrk"].get("requests", 0), 1)
+        for role in ("master", "worker"):
+            counts = r["syscalls"][role]
+            if not any(counts.values()):
+                continue
+            cells = [f"{counts.get(c, 0) / n:.2f}" for c in calls]
+            label = "master" if role == "master" else "workers"
+            print(f"| {r['subject']} | {label} | " + " | ".join(cells) + f" | {sum(counts.values()) / n:.2f} |")
 
 
 def print_traces(results: list[dict]) -> None:

@@ -240,21 +240,8 @@ extension EndToEndTests {
             #expect(response.status == 200 && response.workerPID != nil, "\(response)")
         }
 
-        /// Execs its arguments with a listener on 127.0.0.1 that defers accepts by 5 s, passed as systemd does (fd 3,
-        /// `LISTEN_FDS`, `LISTEN_PID` of the same process).
-        static let deferringListener = """
-            import os, signal, socket, sys
-            for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these for itself
-                signal.signal(number, signal.SIG_DFL)
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(64)
-            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
-            if listener.fileno() != 3:
-                os.dup2(listener.fileno(), 3)
-            os.set_inheritable(3, True)
-            os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")
-            os.execv(sys.argv[1], sys.argv[1:])
-            """
+        /// Execs its arguments with a listener on 127.0.0.1 that defers accepts by 5 s, passed as systemd does.
+        static let deferringListener = PassedListener.launcher(
+            setUp: "listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)")
     }
 }

@@ -15,6 +15,9 @@ extension EndToEndTests {
                 ["--workers", "2"] + (systemd ? [] : ["--mode", how]),
                 wrapper: systemd ? ["/usr/bin/python3", "-c", Self.plainListener] : [])
             defer { server.cleanUp() }
+            if systemd {
+                #expect(server.stderr.contains("using the listener systemd passed"), "\(server.stderr)")
+            }
             // Passing and sharing modes: each worker is told its connections come with it.
             if how != "reuseport" {
                 for pid in server.workerPIDs {
@@ -57,21 +60,8 @@ extension EndToEndTests {
             print(socket.socket(fileno=copy).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             """
 
-        /// Execs its arguments with a plain listener on 127.0.0.1 (no `TCP_NODELAY`), passed as systemd does (fd 3,
-        /// `LISTEN_FDS`, `LISTEN_PID` of the same process).
-        static let plainListener = """
-            import os, signal, socket, sys
-            for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these for itself
-                signal.signal(number, signal.SIG_DFL)
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(64)
-            assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
-            if listener.fileno() != 3:
-                os.dup2(listener.fileno(), 3)
-            os.set_inheritable(3, True)
-            os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")
-            os.execv(sys.argv[1], sys.argv[1:])
-            """
+        /// Execs its arguments with a plain listener on 127.0.0.1 (no `TCP_NODELAY`), passed as systemd does.
+        static let plainListener = PassedListener.launcher(
+            setUp: "assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0")
     }
 }

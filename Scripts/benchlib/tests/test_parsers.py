@@ -336,3 +336,22 @@ class GeneratorWaiting(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PerfStatSyscalls(unittest.TestCase):
+    """`perf stat -x ,` on the syscall tracepoints, as tail-evidence.py --syscalls reads it."""
+
+    def test_counts_by_call(self):
+        from benchlib import syscounts
+        text = ("# started on Sat Dec  5 14:20:01 2026\n\n"
+                "129817,,syscalls:sys_enter_accept4,4000123456,100.00,,\n"
+                "61234,,syscalls:sys_enter_sendmsg,4000123456,100.00,,\n"
+                "0,,syscalls:sys_enter_setsockopt,4000123456,100.00,,\n"
+                "<not counted>,,syscalls:sys_enter_ioctl,0,0.00,,\n")
+        self.assertEqual(syscounts.parse(text), {"accept4": 129817, "sendmsg": 61234, "setsockopt": 0})
+
+    def test_command_names_each_tracepoint(self):
+        from benchlib import syscounts
+        cmd = syscounts.perf_command(42, "/tmp/out.csv", ("read", "close"))
+        self.assertEqual(cmd[:8], ["perf", "stat", "-x", ",", "-o", "/tmp/out.csv", "-p", "42"])
+        self.assertEqual(cmd[8:], ["-e", "syscalls:sys_enter_read", "-e", "syscalls:sys_enter_close"])

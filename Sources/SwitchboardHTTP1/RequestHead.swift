@@ -78,8 +78,7 @@ package struct RequestHead: Equatable {
             guard colon > cursor else { return .failure(.malformed) }
             // The value runs to the CR, which must have its LF; a NUL or a line feed in it is rejected, not passed
             // on (RFC 9110 5.5).
-            let end = Self.valueEnd(bytes, colon + 1, headEnd)
-            guard end >= 0 else { return .failure(.malformed) }
+            guard let end = Self.valueEnd(bytes, colon + 1, headEnd) else { return .failure(.malformed) }
             guard Self.endsWithLineFeed(bytes, end, headEnd) else { return .failure(.malformed) }
             var valueStart = colon + 1
             var valueEnd = end
@@ -146,9 +145,9 @@ package struct RequestHead: Equatable {
         return index
     }
 
-    /// Where the field value that starts at `from` ends: its CR, or `to`; -1 when a NUL or a line feed comes first.
+    /// Where the field value that starts at `from` ends: its CR, or `to`; nil when a NUL or a line feed comes first.
     @inline(never)
-    static func valueEnd(_ bytes: [UInt8], _ from: Int, _ to: Int) -> Int {
+    static func valueEnd(_ bytes: [UInt8], _ from: Int, _ to: Int) -> Int? {
         var index = from
         while index < to {
             let byte = bytes[index]
@@ -157,7 +156,7 @@ package struct RequestHead: Equatable {
                 continue
             }
             if byte == 13 { break }
-            if byte == 0 || byte == 10 { return -1 }
+            if byte == 0 || byte == 10 { return nil }
             index += 1
         }
         return index

@@ -29,7 +29,11 @@ enum HTTP1Token {
 /// the passing modes the master sends no more than that).
 /// On a drain it stops accepting, lets each machine close what is idle and finish what is in flight, and exits
 /// when none is left or at the deadline.
-package final class HTTP1Server<Responder: HTTP1Responder> {
+///
+/// A noncopyable struct, run by a consuming ``run(announcingReady:)``: the loop's state is a local value there, so
+/// the compiler checks exclusive access to it, where a class's stored properties cost a run-time check at each
+/// access the optimizer cannot prove safe (issue 23, `BENCHMARKS.md`, twenty-fourth part).
+package struct HTTP1Server<Responder: HTTP1Responder>: ~Copyable {
     /// How often connection timers are checked while any connection is open.
     package static var sweepInterval: UInt64 { 100_000_000 }
 
@@ -86,7 +90,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     private var adoptedThisRound = false
     /// Iteration times and events per wait (``LoopStats``), when asked for.
     private var loopStats: LoopStats? = LoopStats.enabled ? LoopStats() : nil
-    private var events = [sb_epoll_event](repeating: sb_epoll_event(events: 0, data: 0), count: 256)
+    /// The connections of the frame being received (``receiveFromMaster()``), kept between frames.
+    private var inbox: [CInt] = {
+        var inbox: [CInt] = []
+        inbox.reserveCapacity(WireCodec.maxDescriptors)
+        return inbox
+    }()
 
     /// - Parameters:
     ///   - runtime: This worker's channel to the master; its ``WorkerRuntime/limits`` apply to every connection.
@@ -105,9 +114,12 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     /// Serves until drained, then exits the process with 0.
-    package func run(announcingReady: Bool) -> Never {
+    package consuming func run(announcingReady: Bool) -> Never {
         // The waits' deadline, kept armed across them (a timed wait would arm and cancel a kernel timer each time).
         var timer = WaitTimer()
+        // A local, not a stored property: the wait's closure captures it, and a closure that captured this generic
+        // struct would look its type's metadata up at every wait.
+        var events = [sb_epoll_event](repeating: sb_epoll_event(events: 0, data: 0), count: 256)
         do {
             epoll = try Syscalls.epollCreate()
             connections.epoll = epoll
@@ -176,7 +188,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
     }
 
-    private func startOwnListener() throws(SystemCallError) {
+    private mutating func startOwnListener() throws(SystemCallError) {
         let own: CInt?
         do {
             own = try runtime.ownListener()
@@ -193,7 +205,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
 
     // MARK: events
 
-    private func handle(_ event: sb_epoll_event) {
+    private mutating func handle(_ event: sb_epoll_event) {
         switch event.data & 0xff {
         case HTTP1Token.connectionKind:
             let fd = CInt(truncatingIfNeeded: event.data >> 8)
@@ -215,19 +227,30 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
     }
 
-    private func receiveFromMaster() {
-        let present = runtime.receiveFrame(openConnections: { self.open }) { event in
+    private mutating func receiveFromMaster() {
+        // The handler takes what the frame brings and the loop acts on it afterwards: a closure that captured this
+        // generic struct would look its type's metadata up at every frame (about 330 instructions). The inbox is
+        // moved out for the call and back after it, so appending never copies it.
+        let open = self.open  // the call reads it before it hands the frame's connections over
+        var received: [CInt] = []
+        swap(&received, &inbox)
+        var drain: Duration? = nil
+        let present = runtime.receiveFrame(openConnections: { open }) { event in
             switch event {
             case .connections(let descriptors):
-                for fd in descriptors { adopt(fd) }
+                received.append(contentsOf: descriptors)
             case .drain(let deadline):
-                beginDrain(deadline: UInt64(max(deadline.nanoseconds, 0)))
+                if drain == nil { drain = deadline }
             case .message:
                 break  // the built-in worker takes no messages
             case .masterGone:
                 break
             }
         }
+        for fd in received { adopt(fd) }
+        received.removeAll(keepingCapacity: true)
+        swap(&received, &inbox)
+        if let drain { beginDrain(deadline: UInt64(max(drain.nanoseconds, 0))) }
         if !present {
             // Level-triggered: a closed channel stays readable, so stop watching it.
             masterGone = true
@@ -240,7 +263,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
     }
 
-    private func watchChannel(_ on: Bool) {
+    private mutating func watchChannel(_ on: Bool) {
         guard on != channelWatched else { return }
         if on {
             channelWatched =
@@ -251,7 +274,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         }
     }
 
-    private func acceptConnections() {
+    private mutating func acceptConnections() {
         for _ in 0..<64 {
             guard listener >= 0, open < maxConnections else { break }
             do {
@@ -272,7 +295,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     /// Watches the own listener only while this worker takes connections: not at its cap, not paused, not draining.
-    private func updateListenerInterest() {
+    private mutating func updateListenerInterest() {
         guard listener >= 0 else { return }
         let wanted = !draining && open < maxConnections && now >= acceptResumeAt
         guard wanted != listenerWatched else { return }
@@ -289,7 +312,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     /// deferring listener the request is there, and the whole connection is read, answered and closed without two
     /// `epoll_ctl` calls; from one that does not defer it usually is not, and the connection waits in the epoll set
     /// without a read that would find nothing (``AdoptRead``).
-    private func adopt(_ fd: CInt) {
+    private mutating func adopt(_ fd: CInt) {
         if now == 0 { now = Syscalls.monotonicNanoseconds() }
         let now = self.now
         var machine = HTTP1Connection(limits: limits, now: now)
@@ -310,17 +333,17 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     // MARK: reading and writing
 
     /// Reads what the machine wants read, answering as it goes.
-    private func readable(_ fd: CInt) {
+    private mutating func readable(_ fd: CInt) {
         if connections.readable(fd, now: now, responder: responder) == .close { closeConnection(fd) }
     }
 
     /// After anything happened to `fd`: write what is queued, close it when its machine is done, and watch what
     /// the machine wants next.
-    private func service(_ fd: CInt) {
+    private mutating func service(_ fd: CInt) {
         if connections.service(fd, now: now, responder: responder) == .close { closeConnection(fd) }
     }
 
-    private func closeConnection(_ fd: CInt) {
+    private mutating func closeConnection(_ fd: CInt) {
         guard let open = connections.close(fd) else { return }
         if !channelWatched && !masterGone { roomAgain = true }
         if open == maxConnections - 1 {
@@ -347,7 +370,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
         return next
     }
 
-    private func runTimers() {
+    private mutating func runTimers() {
         if roomAgain {
             roomAgain = false
             receiveFromMaster()
@@ -373,7 +396,7 @@ package final class HTTP1Server<Responder: HTTP1Responder> {
     }
 
     /// Stops accepting, closes idle keep-alive connections and lets the others finish their response.
-    private func beginDrain(deadline nanoseconds: UInt64) {
+    private mutating func beginDrain(deadline nanoseconds: UInt64) {
         guard !draining else { return }
         draining = true
         drainDeadline = Syscalls.monotonicNanoseconds() &+ nanoseconds

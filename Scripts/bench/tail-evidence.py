@@ -24,6 +24,12 @@ CPU time's split between user space and the kernel (/proc/<pid>/stat's utime and
 tracepoints: counters, not a trace, so the processes run as they would; `benchlib.syscounts`) and prints them per
 request (per connection under `--load close`) for the master and for the workers together.
 
+`--runtime-calls` counts the same way how often each process enters two Swift run-time functions its hot path should
+not reach: `swift_beginAccess` (a run-time exclusivity check) and `swift_getGenericMetadata` (a generic type's metadata
+looked up). They are uprobes (`perf probe -x` on the binary's libswiftCore.so, removed afterwards), and each probed
+call traps into the kernel: the counts are exact, but a process that makes many runs slower while counted, so read no
+timings from such a run (twenty-fourth part of the tail-latency section of BENCHMARKS.md).
+
 `--sched-trace SECONDS` also records the scheduler (`perf sched record -a`, from 1.5 s into the load, for SECONDS) and
 reads it back with `benchlib.schedtrace`: how long wrk's load thread was ready to run but not running, in ms per s,
 and who ran on its CPU meanwhile (the master, a worker, idle, anything else); and per 250 ms, each CPU's share per
@@ -64,7 +70,7 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, connections: int, workers: int,
                 server_cpu: str, wrk_cpu: str, workdir: Path, close: bool, registry: servers.Registry,
-                trace_s: float = 0, count_syscalls: bool = False) -> dict:
+                trace_s: float = 0, count_syscalls: bool = False, probes: tuple[str, ...] = ()) -> dict:
     logfile = workdir / f"{name}.log"
     server = servers.Server(name, ["taskset", "-c", server_cpu] + argv, env, logfile, workers, registry,
                             mode=name.removesuffix(DEFERRED).removesuffix(WORKERS_SLOWER))
@@ -72,7 +78,8 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
     try:
         time.sleep(0.5)
         processes = [server.proc.pid] + server.workers
-        counters = start_counting(processes, workdir, name, registry) if count_syscalls else []
+        counting = count_syscalls or bool(probes)
+        counters = start_counting(processes, workdir, name, registry, count_syscalls, probes) if counting else []
         before = {pid: procfs.scheduling(pid) for pid in processes}
         t0 = time.monotonic()
         trace_file = workdir / f"{name}.sched.data"
@@ -109,7 +116,7 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
            "loop_stats": [s.split("loop-stats ", 1)[1] for s in stats]}
     if trace_s > 0:
         out["sched_trace"] = read_trace(trace_file, server.proc.pid, server.workers)
-    if count_syscalls:
+    if counting:
         out["syscalls"] = {role: {} for role in ("master", "worker")}
         for pid, counts in calls.items():
             role = out["syscalls"]["master" if pid == server.proc.pid else "worker"]
@@ -118,12 +125,14 @@ def run_subject(name: str, argv: list[str], env: dict, wrk: str, duration: int, 
     return out
 
 
-def start_counting(pids: list[int], workdir: Path, name: str, registry: servers.Registry) -> list:
-    """One `perf stat` per process, counting its system calls until `stop_counting`."""
+def start_counting(pids: list[int], workdir: Path, name: str, registry: servers.Registry, count_syscalls: bool = True,
+                   probes: tuple[str, ...] = ()) -> list:
+    """One `perf stat` per process, counting its system calls (and the functions `probes`) until `stop_counting`."""
     counters = []
+    calls = syscounts.CALLS if count_syscalls else ()
     for pid in pids:
         output = workdir / f"{name}.{pid}.syscalls"
-        p = subprocess.Popen(syscounts.perf_command(pid, str(output)), stdin=subprocess.DEVNULL,
+        p = subprocess.Popen(syscounts.perf_command(pid, str(output), calls, probes), stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         registry.add_proc(p)
         counters.append((pid, p, output))
@@ -242,11 +251,13 @@ def main(registry: servers.Registry) -> int:
                    help="also record the scheduler for SECONDS during each load (perf sched; see above)")
     p.add_argument("--syscalls", action="store_true",
                    help="also count each process's system calls during the load (perf stat; see above)")
+    p.add_argument("--runtime-calls", action="store_true",
+                   help="also count each process's calls of two Swift run-time functions (uprobes; see above)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.sched_trace > 0 and args.sched_trace > args.duration - 2:
         p.error("--sched-trace must end before the load does: at most --duration minus 2 s")
-    if (args.sched_trace > 0 or args.syscalls) and not shutil.which("perf"):
+    if (args.sched_trace > 0 or args.syscalls or args.runtime_calls) and not shutil.which("perf"):
         print("tail-evidence: perf is missing: apt-get install -y linux-perf", file=sys.stderr)
         return 1
     wrk = shutil.which("wrk")
@@ -262,6 +273,32 @@ def main(registry: servers.Registry) -> int:
             p.error(f"{mode}: only the C subjects have a {WORKERS_SLOWER} variant")
     rounds: dict[str, list[dict]] = {mode: [] for mode in modes}
     close = args.load == "close"
+    probes = add_probes(args.binary) if args.runtime_calls else ()
+    try:
+        run_rounds(args, modes, rounds, env, wrk, server_cpu, wrk_cpu, workdir, close, registry, probes)
+    finally:
+        if probes:
+            subprocess.run(syscounts.probe_delete_command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report(args, rounds, close, server_cpu, wrk_cpu)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def add_probes(binary: str) -> tuple[str, ...]:
+    """Adds a uprobe on each of `syscounts.RUNTIME_CALLS` in the run time `binary` uses (removing stale ones first)."""
+    ldd = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    library = syscounts.runtime_library(ldd, binary)
+    subprocess.run(syscounts.probe_delete_command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for cmd in syscounts.probe_add_commands(library):
+        added = subprocess.run(cmd, capture_output=True, text=True)
+        if added.returncode != 0:
+            raise SystemExit(f"tail-evidence: cannot probe {cmd[-1].split('=')[-1]} in {library}: "
+                             f"{added.stderr.strip()[-200:]} (perf probe needs root and uprobes in the kernel)")
+    return syscounts.RUNTIME_CALLS
+
+
+def run_rounds(args, modes: list[str], rounds: dict[str, list[dict]], env: dict, wrk: str, server_cpu: str,
+               wrk_cpu: str, workdir: Path, close: bool, registry: servers.Registry, probes: tuple[str, ...]) -> None:
     for _ in range(max(args.rounds, 1)):
         for mode in modes:
             binary = args.c_binary if mode.startswith("c-") else args.binary
@@ -273,7 +310,10 @@ def main(registry: servers.Registry) -> int:
                 argv += ["--defer-accept", "1"]
             rounds[mode].append(run_subject(mode, argv, env, wrk, args.duration, args.connections, args.workers,
                                             server_cpu, wrk_cpu, workdir, close, registry, args.sched_trace,
-                                            args.syscalls))
+                                            args.syscalls, probes))
+
+
+def report(args, rounds: dict[str, list[dict]], close: bool, server_cpu: str, wrk_cpu: str) -> None:
     # The median round of each subject, by p99 (with one round, that round).
     results = [sorted(rs, key=lambda r: r["wrk"]["p99_ms"])[len(rs) // 2] for rs in rounds.values()]
     load = "close (Connection: close)" if close else "keep-alive"
@@ -312,14 +352,14 @@ def main(registry: servers.Registry) -> int:
             print(f"{r['subject']}: {line}")
     if args.syscalls:
         print_syscalls(results)
+    if args.runtime_calls:
+        print_runtime_calls(results)
     if args.sched_trace > 0:
         print_traces(results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"load": args.load, "pin": args.pin, "median_rounds": results,
                                                "rounds": rounds}, indent=2))
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0
 
 
 def print_syscalls(results: list[dict]) -> None:
@@ -339,6 +379,24 @@ def print_syscalls(results: list[dict]) -> None:
             cells = [f"{counts.get(c, 0) / n:.2f}" for c in calls]
             label = "master" if role == "master" else "workers"
             print(f"| {r['subject']} | {label} | " + " | ".join(cells) + f" | {sum(counts.values()) / n:.2f} |")
+
+
+def print_runtime_calls(results: list[dict]) -> None:
+    calls = syscounts.RUNTIME_CALLS
+    print("\nSwift run-time calls per request (with --load close, per connection), counted with uprobes (a process "
+          "making many runs slower meanwhile), the workers summed\n")
+    print("| subject | process | " + " | ".join(calls) + " |")
+    print("|---|---|" + "---:|" * len(calls))
+    for r in results:
+        if not r.get("syscalls"):
+            continue
+        n = max(r["wrk"].get("requests", 0), 1)
+        for role in ("master", "worker"):
+            counts = r["syscalls"][role]
+            if not any(w["role"] == role for w in r["processes"]):
+                continue
+            label = "master" if role == "master" else "workers"
+            print(f"| {r['subject']} | {label} | " + " | ".join(f"{counts.get(c, 0) / n:.2f}" for c in calls) + " |")
 
 
 def print_traces(results: list[dict]) -> None:

@@ -355,3 +355,23 @@ class PerfStatSyscalls(unittest.TestCase):
         cmd = syscounts.perf_command(42, "/tmp/out.csv", ("read", "close"))
         self.assertEqual(cmd[:8], ["perf", "stat", "-x", ",", "-o", "/tmp/out.csv", "-p", "42"])
         self.assertEqual(cmd[8:], ["-e", "syscalls:sys_enter_read", "-e", "syscalls:sys_enter_close"])
+
+    def test_probed_functions_are_counted_by_name(self):
+        from benchlib import syscounts
+        cmd = syscounts.perf_command(42, "/tmp/out.csv", ("read",), ("swift_beginAccess",))
+        self.assertEqual(cmd[8:], ["-e", "syscalls:sys_enter_read", "-e", "switchboard:swift_beginAccess"])
+        text = ("7,,syscalls:sys_enter_read,4000123456,100.00,,\n"
+                "12345,,switchboard:swift_beginAccess,4000123456,100.00,,\n"
+                "<not counted>,,switchboard:swift_getGenericMetadata,0,0.00,,\n")
+        self.assertEqual(syscounts.parse(text), {"read": 7, "swift_beginAccess": 12345})
+
+    def test_runtime_library_is_libswiftcore_or_the_binary(self):
+        from benchlib import syscounts
+        ldd = ("\tlinux-vdso.so.1 (0x00007ffd)\n"
+               "\tlibswiftCore.so => /opt/swift/usr/lib/swift/linux/libswiftCore.so (0x00007fb8c9c00000)\n"
+               "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007fb8c9a00000)\n")
+        self.assertEqual(syscounts.runtime_library(ldd, "/bin/sb"), "/opt/swift/usr/lib/swift/linux/libswiftCore.so")
+        self.assertEqual(syscounts.runtime_library("\tlibc.so.6 => /lib/libc.so.6 (0x1)\n", "/bin/sb"), "/bin/sb")
+        add = syscounts.probe_add_commands("/lib/libswiftCore.so", ("swift_beginAccess",))
+        self.assertEqual(add, [["perf", "probe", "-q", "-x", "/lib/libswiftCore.so", "-a",
+                                "switchboard:swift_beginAccess=swift_beginAccess"]])

@@ -373,10 +373,11 @@ def print_syscalls(results: list[dict]) -> None:
     for r in counted:
         n = max(r["wrk"].get("requests", 0), 1)
         for role in ("master", "worker"):
-            counts = r["syscalls"][role]
+            # Only system calls: with --runtime-calls the same counts hold the probed functions too.
+            counts = {c: r["syscalls"][role].get(c, 0) for c in syscounts.CALLS}
             if not any(counts.values()):
                 continue
-            cells = [f"{counts.get(c, 0) / n:.2f}" for c in calls]
+            cells = [f"{counts[c] / n:.2f}" for c in calls]
             label = "master" if role == "master" else "workers"
             print(f"| {r['subject']} | {label} | " + " | ".join(cells) + f" | {sum(counts.values()) / n:.2f} |")
 

@@ -81,11 +81,15 @@ package struct HTTP1Server<Responder: HTTP1Responder>: ~Copyable {
     /// answers new ones keeps the CPU (``LoopRest``). `SWITCHBOARD_LOOP_YIELD_US` overrides it (0: never yield), for
     /// measuring.
     package static var yieldAfter: UInt64 { 100_000 }
-    /// When the loop rests: blocked in `epoll_wait`, or yielded.
+    /// When the loop rests: blocked in `epoll_wait`, or yielded. `SWITCHBOARD_LOOP_YIELDS_BEFORE_WAIT` overrides how
+    /// many times at most it yields before a wait where workers share a CPU (``LoopRest/maxYieldsBeforeWaiting``; 1:
+    /// once), for measuring.
     private var rest = LoopRest(
         yieldAfter: Syscalls.environment("SWITCHBOARD_LOOP_YIELD_US").flatMap { UInt64($0) }.map { $0 * 1000 }
             ?? HTTP1Server.yieldAfter,
-        yieldBeforeWaiting: Syscalls.environment(WorkerRuntime.yieldBeforeWaitingVariable) == "1")
+        yieldBeforeWaiting: Syscalls.environment(WorkerRuntime.yieldBeforeWaitingVariable) == "1",
+        maxYieldsBeforeWaiting: Syscalls.environment("SWITCHBOARD_LOOP_YIELDS_BEFORE_WAIT").flatMap { Int($0) }
+            ?? LoopRest.defaultMaxYieldsBeforeWaiting)
     /// Whether this iteration adopted a connection.
     private var adoptedThisRound = false
     /// Iteration times and events per wait (``LoopStats``), when asked for.
@@ -143,7 +147,7 @@ package struct HTTP1Server<Responder: HTTP1Responder>: ~Copyable {
                 let timeout = timer.timeout(until: nextTimerDeadline(current: waitStart), now: waitStart)
                 let epoll = self.epoll
                 count = try LoopRest.wait(
-                    timeout: timeout, yieldingFirst: rest.yieldsBeforeWaiting(timeout: timeout),
+                    timeout: timeout, yieldingFirst: rest.yieldsBeforeWaiting(timeout: timeout), yields: rest.yieldBudget,
                     poll: { (timeout) throws(SystemCallError) in
                         try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: timeout)
                     },
@@ -158,9 +162,10 @@ package struct HTTP1Server<Responder: HTTP1Responder>: ~Copyable {
             now = Syscalls.monotonicNanoseconds()
             if let yieldEnded {
                 // A rest; the wait after it found events at once or blocked.
+                let blockedAfter = LoopRest.blocked(waitStart: yieldEnded, woke: now, count: count)
                 rest.yielded(at: yieldEnded)
-                loopStats?.yieldedBeforeWaiting(
-                    blockedAfter: LoopRest.blocked(waitStart: yieldEnded, woke: now, count: count))
+                rest.waitedAfterYielding(blocked: blockedAfter)
+                loopStats?.yieldedBeforeWaiting(blockedAfter: blockedAfter)
             }
             for index in 0..<count {
                 if events[index].data == HTTP1Token.timer {

@@ -24,6 +24,14 @@
 /// latency", seventeenth part). Not under a load of new connections either: there a yield only sent it behind the
 /// master (close p99 1.14 times, the same part).
 ///
+/// How many times it yields before it waits adapts (``yieldBudget``): up to ``maxYieldsBeforeWaiting`` while yielding
+/// keeps finding the next requests, one after a wait that blocked anyway. A worker that slept still made its load
+/// generator pay for the wake-up (the sleeping worker is woken from the writer's CPU): yielding up to four times
+/// instead of once gave 1.033 times the pinned keep-alive req/s at 0.89 times the p99, which one yield only had left
+/// 0.977 of the filing build's. Where the next request is a round trip away (one connection, or a light load), every
+/// wait blocks anyway, the budget stays at one, and the worker spends what it spent before
+/// (BENCHMARKS.md, "Tail latency", twenty-fourth part).
+///
 /// Times are monotonic nanoseconds. The loop reports each iteration with
 /// ``iterationEnded(blocked:woke:end:adopted:answeredKeptAlive:)``, yields when it answers true, and then calls
 /// ``yielded(at:)``; before each wait it asks ``yieldsBeforeWaiting(timeout:)``.
@@ -39,29 +47,49 @@ struct LoopRest {
     private(set) var lastRest: UInt64 = 0
     /// Whether the loop answered a request on a kept-alive connection since it last rested.
     private(set) var keptAliveSinceRest = false
+    /// The most yields before a wait (``wait(timeout:yieldingFirst:yields:poll:yield:)``) while they find events.
+    let maxYieldsBeforeWaiting: Int
+    /// How many times the next wait that yields first may yield while nothing is ready: ``maxYieldsBeforeWaiting``
+    /// after such a wait found events without blocking, 1 after one that blocked anyway (``waitedAfterYielding(blocked:)``).
+    private(set) var yieldBudget = 1
+    /// The default of ``maxYieldsBeforeWaiting``.
+    static var defaultMaxYieldsBeforeWaiting: Int { 4 }
 
-    init(yieldAfter: UInt64, yieldBeforeWaiting: Bool = false) {
+    init(yieldAfter: UInt64, yieldBeforeWaiting: Bool = false, maxYieldsBeforeWaiting: Int = defaultMaxYieldsBeforeWaiting) {
         self.yieldAfter = yieldAfter
         self.yieldBeforeWaiting = yieldBeforeWaiting
+        self.maxYieldsBeforeWaiting = max(maxYieldsBeforeWaiting, 1)
     }
 
-    /// Whether the next wait, of `timeout` ms, is to yield first (``wait(timeout:yieldingFirst:poll:yield:)``).
+    /// Whether the next wait, of `timeout` ms, is to yield first (``wait(timeout:yieldingFirst:yields:poll:yield:)``).
     func yieldsBeforeWaiting(timeout: Int) -> Bool {
         yieldBeforeWaiting && keptAliveSinceRest && timeout != 0
     }
 
     /// Waits for events with `poll` (a timeout in ms, -1 for none; returns how many came). Yielding first, it polls
-    /// once without waiting and, only when that finds nothing, calls `yield` and then polls with `timeout`.
-    /// A yield is a rest: the loop then calls ``yielded(at:)`` with the time it came back.
+    /// without waiting and, only while that finds nothing, calls `yield`, up to `yields` times (at least once); then
+    /// it polls with `timeout`. A yield is a rest: the loop then calls ``yielded(at:)`` with the time it came back,
+    /// and ``waitedAfterYielding(blocked:)``.
     /// - Returns: The events' count.
     static func wait<Failure: Error>(
-        timeout: Int, yieldingFirst: Bool, poll: (Int) throws(Failure) -> Int, yield: () -> Void
+        timeout: Int, yieldingFirst: Bool, yields: Int = 1, poll: (Int) throws(Failure) -> Int, yield: () -> Void
     ) throws(Failure) -> Int {
         guard yieldingFirst else { return try poll(timeout) }
-        let ready = try poll(0)
-        guard ready == 0 else { return ready }
-        yield()
+        for _ in 0..<max(yields, 1) {
+            let ready = try poll(0)
+            guard ready != 0 else {
+                yield()
+                continue
+            }
+            return ready
+        }
         return try poll(timeout)
+    }
+
+    /// A wait that yielded first ended: having `blocked` (see ``blocked(waitStart:woke:count:)``, from the end of its
+    /// last yield), or having found events. Sets the next such wait's ``yieldBudget``.
+    mutating func waitedAfterYielding(blocked: Bool) {
+        yieldBudget = blocked ? 1 : maxYieldsBeforeWaiting
     }
 
     /// Whether a wait from `waitStart` that returned at `woke` with `count` events blocked.

@@ -107,11 +107,11 @@ import Testing
     }
 
     /// The calls a wait makes, in order: `poll(ms)` and `yield`.
-    func calls(timeout: Int, yieldingFirst: Bool, ready: [Int]) -> (count: Int, calls: [String]) {
+    func calls(timeout: Int, yieldingFirst: Bool, yields: Int = 1, ready: [Int]) -> (count: Int, calls: [String]) {
         var calls: [String] = []
         var ready = ready
         let count = LoopRest.wait(
-            timeout: timeout, yieldingFirst: yieldingFirst,
+            timeout: timeout, yieldingFirst: yieldingFirst, yields: yields,
             poll: { calls.append("poll(\($0))"); return ready.removeFirst() },
             yield: { calls.append("yield") })
         return (count, calls)
@@ -125,6 +125,43 @@ import Testing
         // Not yielding first: the wait alone.
         #expect(calls(timeout: 40, yieldingFirst: false, ready: [5]) == (5, ["poll(40)"]))
         #expect(calls(timeout: -1, yieldingFirst: false, ready: [0]) == (0, ["poll(-1)"]))
+    }
+
+    @Test func aWaitYieldsUpToItsBudgetWhileNothingIsReady() {
+        // Nothing ready at any look: every yield of the budget, then the wait.
+        #expect(
+            calls(timeout: 40, yieldingFirst: true, yields: 3, ready: [0, 0, 0, 5])
+                == (5, ["poll(0)", "yield", "poll(0)", "yield", "poll(0)", "yield", "poll(40)"]))
+        // Events at the third look: no third yield, no wait.
+        #expect(
+            calls(timeout: 40, yieldingFirst: true, yields: 3, ready: [0, 0, 2])
+                == (2, ["poll(0)", "yield", "poll(0)", "yield", "poll(0)"]))
+        // A budget below one is one.
+        #expect(calls(timeout: 40, yieldingFirst: true, yields: 0, ready: [0, 1]) == (1, ["poll(0)", "yield", "poll(40)"]))
+        // Not yielding first, the budget does not matter.
+        #expect(calls(timeout: 40, yieldingFirst: false, yields: 4, ready: [0]) == (0, ["poll(40)"]))
+    }
+
+    /// Up to the most while yielding finds the next requests; one after a wait that blocked anyway, so a light load
+    /// (every wait blocks) yields once per wait, as before the budget.
+    @Test func theYieldBudgetGrowsWhileYieldingFindsEventsAndFallsToOneAfterABlockedWait() {
+        var rest = LoopRest(yieldAfter: 100 * us, yieldBeforeWaiting: true)
+        #expect(rest.maxYieldsBeforeWaiting == LoopRest.defaultMaxYieldsBeforeWaiting)
+        #expect(rest.yieldBudget == 1)
+        rest.waitedAfterYielding(blocked: false)
+        #expect(rest.yieldBudget == LoopRest.defaultMaxYieldsBeforeWaiting)
+        rest.waitedAfterYielding(blocked: false)
+        #expect(rest.yieldBudget == LoopRest.defaultMaxYieldsBeforeWaiting)
+        rest.waitedAfterYielding(blocked: true)
+        #expect(rest.yieldBudget == 1)
+
+        var once = LoopRest(yieldAfter: 100 * us, yieldBeforeWaiting: true, maxYieldsBeforeWaiting: 1)
+        once.waitedAfterYielding(blocked: false)
+        #expect(once.yieldBudget == 1)
+        var none = LoopRest(yieldAfter: 100 * us, yieldBeforeWaiting: true, maxYieldsBeforeWaiting: 0)
+        #expect(none.maxYieldsBeforeWaiting == 1)
+        none.waitedAfterYielding(blocked: false)
+        #expect(none.yieldBudget == 1)
     }
 
     /// Only where it is told to (workers outnumber their CPUs), only after a kept-alive answer since the last rest,

@@ -147,7 +147,8 @@ package struct HTTP1Server<Responder: HTTP1Responder>: ~Copyable {
                 let timeout = timer.timeout(until: nextTimerDeadline(current: waitStart), now: waitStart)
                 let epoll = self.epoll
                 count = try LoopRest.wait(
-                    timeout: timeout, yieldingFirst: rest.yieldsBeforeWaiting(timeout: timeout), yields: rest.yieldBudget,
+                    timeout: timeout, yieldingFirst: rest.yieldsBeforeWaiting(timeout: timeout),
+                    yields: rest.yieldBudget,
                     poll: { (timeout) throws(SystemCallError) in
                         try Syscalls.epollWait(epoll, &events, timeoutMilliseconds: timeout)
                     },

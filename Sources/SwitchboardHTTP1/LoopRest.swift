@@ -50,12 +50,16 @@ struct LoopRest {
     /// The most yields before a wait (``wait(timeout:yieldingFirst:yields:poll:yield:)``) while they find events.
     let maxYieldsBeforeWaiting: Int
     /// How many times the next wait that yields first may yield while nothing is ready: ``maxYieldsBeforeWaiting``
-    /// after such a wait found events without blocking, 1 after one that blocked anyway (``waitedAfterYielding(blocked:)``).
+    /// after such a wait found events without blocking, 1 after one that blocked anyway
+    /// (``waitedAfterYielding(blocked:)``).
     private(set) var yieldBudget = 1
     /// The default of ``maxYieldsBeforeWaiting``.
     static var defaultMaxYieldsBeforeWaiting: Int { 4 }
 
-    init(yieldAfter: UInt64, yieldBeforeWaiting: Bool = false, maxYieldsBeforeWaiting: Int = defaultMaxYieldsBeforeWaiting) {
+    init(
+        yieldAfter: UInt64, yieldBeforeWaiting: Bool = false,
+        maxYieldsBeforeWaiting: Int = defaultMaxYieldsBeforeWaiting
+    ) {
         self.yieldAfter = yieldAfter
         self.yieldBeforeWaiting = yieldBeforeWaiting
         self.maxYieldsBeforeWaiting = max(maxYieldsBeforeWaiting, 1)

@@ -137,7 +137,8 @@ import Testing
             calls(timeout: 40, yieldingFirst: true, yields: 3, ready: [0, 0, 2])
                 == (2, ["poll(0)", "yield", "poll(0)", "yield", "poll(0)"]))
         // A budget below one is one.
-        #expect(calls(timeout: 40, yieldingFirst: true, yields: 0, ready: [0, 1]) == (1, ["poll(0)", "yield", "poll(40)"]))
+        #expect(
+            calls(timeout: 40, yieldingFirst: true, yields: 0, ready: [0, 1]) == (1, ["poll(0)", "yield", "poll(40)"]))
         // Not yielding first, the budget does not matter.
         #expect(calls(timeout: 40, yieldingFirst: false, yields: 4, ready: [0]) == (0, ["poll(40)"]))
     }

@@ -351,9 +351,12 @@ def report(args, rounds: dict[str, list[dict]], close: bool, server_cpu: str, wr
         for line in r["loop_stats"]:
             print(f"{r['subject']}: {line}")
     if args.syscalls:
-        print_syscalls(results)
+        print_counts(results, syscounts.CALLS, "System calls per request (with --load close, per connection), counted "
+                     "untraced (perf stat), the workers summed", compact=True)
     if args.runtime_calls:
-        print_runtime_calls(results)
+        print_counts(results, syscounts.RUNTIME_CALLS, "Swift run-time calls per request (with --load close, per "
+                     "connection), counted with uprobes (a process making many runs slower meanwhile), the workers "
+                     "summed", compact=False)
     if args.sched_trace > 0:
         print_traces(results)
     if args.json:
@@ -362,42 +365,27 @@ def report(args, rounds: dict[str, list[dict]], close: bool, server_cpu: str, wr
                                                "rounds": rounds}, indent=2))
 
 
-def print_syscalls(results: list[dict]) -> None:
+def print_counts(results: list[dict], names: list[str], heading: str, *, compact: bool) -> None:
+    """One table of counts per request, a row per subject and process (the workers summed). `compact` drops the
+    columns and rows that are zero throughout and adds a column with the row's sum (system calls); otherwise every
+    name keeps its column, a zero being the finding (run-time calls)."""
     counted = [r for r in results if r.get("syscalls")]
-    calls = [c for c in syscounts.CALLS
-             if any(r["syscalls"][role].get(c, 0) for r in counted for role in ("master", "worker"))]
-    print("\nSystem calls per request (with --load close, per connection), counted untraced (perf stat), the workers "
-          "summed\n")
-    print("| subject | process | " + " | ".join(calls) + " | all |")
-    print("|---|---|" + "---:|" * (len(calls) + 1))
+    roles = ("master", "worker")
+    columns = [c for c in names if not compact
+               or any(r["syscalls"][role].get(c, 0) for r in counted for role in roles)]
+    print(f"\n{heading}\n")
+    print("| subject | process | " + " | ".join(columns) + (" | all |" if compact else " |"))
+    print("|---|---|" + "---:|" * (len(columns) + compact))
     for r in counted:
         n = max(r["wrk"].get("requests", 0), 1)
-        for role in ("master", "worker"):
-            # Only system calls: with --runtime-calls the same counts hold the probed functions too.
-            counts = {c: r["syscalls"][role].get(c, 0) for c in syscounts.CALLS}
-            if not any(counts.values()):
+        for role in roles:
+            # The same counts hold system calls and, with --runtime-calls, the probed functions: only `names`.
+            counts = {c: r["syscalls"][role].get(c, 0) for c in names}
+            if not any(w["role"] == role for w in r["processes"]) or (compact and not any(counts.values())):
                 continue
-            cells = [f"{counts[c] / n:.2f}" for c in calls]
+            cells = [f"{counts[c] / n:.2f}" for c in columns] + ([f"{sum(counts.values()) / n:.2f}"] if compact else [])
             label = "master" if role == "master" else "workers"
-            print(f"| {r['subject']} | {label} | " + " | ".join(cells) + f" | {sum(counts.values()) / n:.2f} |")
-
-
-def print_runtime_calls(results: list[dict]) -> None:
-    calls = syscounts.RUNTIME_CALLS
-    print("\nSwift run-time calls per request (with --load close, per connection), counted with uprobes (a process "
-          "making many runs slower meanwhile), the workers summed\n")
-    print("| subject | process | " + " | ".join(calls) + " |")
-    print("|---|---|" + "---:|" * len(calls))
-    for r in results:
-        if not r.get("syscalls"):
-            continue
-        n = max(r["wrk"].get("requests", 0), 1)
-        for role in ("master", "worker"):
-            counts = r["syscalls"][role]
-            if not any(w["role"] == role for w in r["processes"]):
-                continue
-            label = "master" if role == "master" else "workers"
-            print(f"| {r['subject']} | {label} | " + " | ".join(f"{counts.get(c, 0) / n:.2f}" for c in calls) + " |")
+            print(f"| {r['subject']} | {label} | " + " | ".join(cells) + " |")
 
 
 def print_traces(results: list[dict]) -> None:

@@ -51,13 +51,16 @@ BASE_SUFFIX = "@base"
 # CPU time after each connection it accepts (`--master-work-ns`): how much the close tail depends on the master's CPU
 # per connection, measured in the same rounds. c-rr-close-wslow and c-reuseport-wslow are the C pair whose workers
 # spend C_SLOW_WORKER_NS more CPU time on each connection they take on (`--worker-work-ns`): how much the close tail,
-# and the pair's ratio, depend on the workers' CPU per connection.
+# and the pair's ratio, depend on the workers' CPU per connection. c-rr-close-batch is c-rr-close whose master runs
+# under SCHED_BATCH (`--master-batch`), as Switchboard's master does by default (`--master-scheduling batch`): what the
+# policy gives the minimal master, measured in the same rounds.
 C_SLOW_SUFFIX = "-slow"
 C_SLOW_MASTER_NS = 2000
 C_WORKER_SLOW_SUFFIX = "-wslow"
 C_SLOW_WORKER_NS = 5000
+C_BATCH_SUFFIX = "-batch"
 C_MODES = ["c-rr-close", "c-rr-ack", "c-reuseport", "c-rr-close-deferred", "c-reuseport-deferred", "c-rr-close-slow",
-           "c-rr-close-wslow", "c-reuseport-wslow"]
+           "c-rr-close-wslow", "c-reuseport-wslow", "c-rr-close-batch"]
 C_SOURCE = HERE / "c-subjects.c"
 C_BUILD_DIR = REPO_ROOT / "bench-results" / "c"
 C_BINARY_NAME = "c-subjects"
@@ -67,7 +70,7 @@ ALL_MODES = SWITCHBOARD_MODES + C_MODES + NODE_MODES
 # Subjects whose master accepts and passes every connection on: only their master CPU per connection is compared.
 PASSING_MODES = {"round-robin", "least-connections", "round-robin-nio", "round-robin-affinity", "round-robin-deferred",
                  "c-rr-close", "c-rr-ack", "c-rr-close-deferred", "c-rr-close-slow", "c-rr-close-wslow",
-                 "node-rr"}
+                 "c-rr-close-batch", "node-rr"}
 # --sweep's subjects unless --modes names others.
 SWEEP_DEFAULT_MODES = ["round-robin", "c-rr-close"]
 
@@ -106,6 +109,9 @@ RATIO_PAIRS = [
     ("c-rr-close-wslow", "c-reuseport-wslow"),
     ("c-rr-close-wslow", "c-rr-close"),
     ("c-reuseport-wslow", "c-reuseport"),
+    ("c-rr-close-batch", "c-reuseport"),
+    ("c-rr-close-batch", "c-rr-close"),
+    ("round-robin", "c-rr-close-batch"),
 ]
 RATIO_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -128,6 +134,7 @@ REFERENCE_PAIRS = [
     ("C, deferred", "c-rr-close-deferred", "c-reuseport-deferred"),
     ("C, master 2 µs slower", "c-rr-close-slow", "c-reuseport"),
     ("C, workers 5 µs slower", "c-rr-close-wslow", "c-reuseport-wslow"),
+    ("C, master SCHED_BATCH", "c-rr-close-batch", "c-reuseport"),
 ]
 REFERENCE_METRICS = [
     ("close_conn_per_s", "close conn/s"),
@@ -143,6 +150,8 @@ MASTER_REFERENCE_PAIRS = [
     ("round-robin", "c-rr-ack"),
     ("c-rr-ack", "c-rr-close"),
     ("c-rr-close-slow", "c-rr-close"),
+    ("round-robin", "c-rr-close-batch"),
+    ("c-rr-close-batch", "c-rr-close"),
 ]
 
 # Worker sweep: master CPU per passed connection at each worker count.
@@ -479,9 +488,10 @@ def pin_description(pin: Pinning | None, nproc: int) -> str:
 # Subjects and their builds
 
 def base_mode(mode: str) -> str:
-    """The `--mode` a subject runs: its name without the -nio, -affinity, -deferred or (C) -slow or -wslow variant."""
+    """The `--mode` a subject runs: its name without the -nio, -affinity, -deferred or (C) -slow, -wslow or -batch
+    variant."""
     return (mode.removesuffix(NIO_SUFFIX).removesuffix(AFFINITY_SUFFIX).removesuffix(DEFERRED_SUFFIX)
-            .removesuffix(C_WORKER_SLOW_SUFFIX).removesuffix(C_SLOW_SUFFIX))
+            .removesuffix(C_WORKER_SLOW_SUFFIX).removesuffix(C_SLOW_SUFFIX).removesuffix(C_BATCH_SUFFIX))
 
 
 def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]:
@@ -505,6 +515,8 @@ def subject_command(run: Run, mode: str, workers: int) -> tuple[list[str], dict]
             argv += ["--worker-work-ns", str(C_SLOW_WORKER_NS)]
         elif mode.endswith(C_SLOW_SUFFIX):
             argv += ["--master-work-ns", str(C_SLOW_MASTER_NS)]
+        elif mode.endswith(C_BATCH_SUFFIX):
+            argv += ["--master-batch"]
     else:
         env["NODE_CLUSTER_SCHED_POLICY"] = "rr" if mode == "node-rr" else "none"
         argv = [run.node, str(NODE_SCRIPT), "--host", HOST, "--port", "0", "--workers", str(workers)]
@@ -834,7 +846,7 @@ def compute_reference(subjects: dict) -> dict | None:
                                         for key, _ in REFERENCE_METRICS}})
     master = {"us_per_conn": {}, "ratios": []}
     for m in ("round-robin", "c-rr-close", "c-rr-ack", "round-robin-deferred", "c-rr-close-deferred",
-              "c-rr-close-slow", "c-rr-close-wslow"):
+              "c-rr-close-slow", "c-rr-close-wslow", "c-rr-close-batch"):
         if m in subjects:
             master["us_per_conn"][m] = {"median": subjects[m]["median"].get("master_us_per_conn"),
                                         "spread": subjects[m]["spread"].get("master_us_per_conn")}

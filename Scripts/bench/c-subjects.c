@@ -4,6 +4,7 @@
  *
  *   c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] [--workers 2]
  *              [--defer-accept <seconds>] [--master-work-ns <nanoseconds>] [--worker-work-ns <nanoseconds>]
+ *              [--master-batch]
  *
  * c-rr-close   The master accepts (accept4, level-triggered epoll, up to 16 connections per burst, again while a
  *              burst comes back full), picks a worker for each connection in round-robin order, then sends every
@@ -25,6 +26,9 @@
  * the master's CPU per connection (bench.py's c-rr-close-slow). --worker-work-ns does the same in each worker for
  * each connection it takes on, before it reads it (bench.py's c-rr-close-wslow and c-reuseport-wslow): how much the
  * close tail, and the pair's ratio, depend on the workers' CPU per connection.
+ *
+ * --master-batch runs the master under SCHED_BATCH once its workers are forked (they keep the normal policy), as
+ * Switchboard's --master-scheduling batch does (bench.py's c-rr-close-batch): what that policy gives a minimal master.
  *
  * Workers: one epoll loop each. A new connection gets TCP_NODELAY (as Switchboard's worker sets it) and is read at
  * once (the request is usually there already); it joins the epoll set only if it has to wait. HTTP/1.1 just
@@ -53,6 +57,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -120,6 +125,7 @@ static ssize_t send_fds(int sock, char kind, const int *fds, int nfds, int flags
 
 static int defer_accept_seconds; /* --defer-accept: 0 = off */
 static long master_work_ns;      /* --master-work-ns: 0 = off */
+static int master_batch;         /* --master-batch */
 static long worker_work_ns;      /* --worker-work-ns: 0 = off */
 
 /* --master-work-ns, --worker-work-ns: runs for that much CPU time (the thread's own clock: time it spends preempted
@@ -654,7 +660,7 @@ static void accept_bursts(void) {
 static void usage(void) {
     fprintf(stderr, "usage: c-subjects --mode c-rr-close|c-rr-ack|c-reuseport [--host 127.0.0.1] [--port 0] "
                     "[--workers 2] [--defer-accept <seconds>] [--master-work-ns <nanoseconds>] "
-                    "[--worker-work-ns <nanoseconds>]\n");
+                    "[--worker-work-ns <nanoseconds>] [--master-batch]\n");
     exit(2);
 }
 
@@ -662,6 +668,10 @@ int main(int argc, char **argv) {
     const char *mode_arg = NULL, *host = "127.0.0.1";
     int port = 0, workers = 2;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--master-batch") == 0) {
+            master_batch = 1;
+            continue;
+        }
         if (i + 1 >= argc) usage();
         if (strcmp(argv[i], "--mode") == 0) mode_arg = argv[++i];
         else if (strcmp(argv[i], "--host") == 0) host = argv[++i];
@@ -732,6 +742,10 @@ int main(int argc, char **argv) {
         if (recv(M.channels[i], data, sizeof(data), 0) != 8 || data[0] != MSG_READY) worker_lost(i);
     }
 
+    if (master_batch) {
+        struct sched_param param = {0};
+        if (sched_setscheduler(0, SCHED_BATCH, &param) < 0) die("sched_setscheduler");
+    }
     M.epoll = epoll_create1(EPOLL_CLOEXEC);
     if (M.epoll < 0) die("epoll_create1");
     int sfd = signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK);

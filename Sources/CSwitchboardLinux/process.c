@@ -290,6 +290,16 @@ int sb_spawn(const char *path, char *const argv[], char *const envp[], int chann
     sigaddset(&masterOnly, SIGQUIT);
     sigaddset(&masterOnly, SIGHUP);
     if ((rc = sb_spawn_signals(&attr, &masterOnly)) != 0) goto done;
+    if (setup != NULL && setup->normalScheduling) {
+        // The master's own policy (SCHED_BATCH) is inherited by a child otherwise.
+        struct sched_param param;
+        memset(&param, 0, sizeof(param));
+        short flags;
+        if ((rc = posix_spawnattr_getflags(&attr, &flags)) != 0) goto done;
+        if ((rc = posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER)) != 0) goto done;
+        if ((rc = posix_spawnattr_setschedparam(&attr, &param)) != 0) goto done;
+        if ((rc = posix_spawnattr_setflags(&attr, flags | POSIX_SPAWN_SETSCHEDULER)) != 0) goto done;
+    }
     rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
 done:
     if (channelCopy >= 0) close(channelCopy);
@@ -425,6 +435,11 @@ static int sb_spawn_forked(const char *path, char *const argv[], char *const env
             CPU_SET(setup->cpu, &set);
             if (sched_setaffinity(0, sizeof(set), &set) != 0) failure = errno;
         }
+        if (failure == 0 && setup->normalScheduling) {
+            struct sched_param param;
+            memset(&param, 0, sizeof(param));
+            if (sched_setscheduler(0, SCHED_OTHER, &param) != 0) failure = errno;
+        }
         if (failure == 0 && setup->setIdentity) {
             if (syscall(SYS_setgroups, (size_t)setup->groupCount, setup->groups) != 0 ||
                 syscall(SYS_setresgid, setup->gid, setup->gid, setup->gid) != 0 ||
@@ -514,6 +529,17 @@ int sb_allowed_cpus(int *cpus, int max) {
         if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
     }
     return count;
+}
+
+const int sb_SCHED_OTHER = SCHED_OTHER;
+const int sb_SCHED_BATCH = SCHED_BATCH;
+
+int sb_scheduling_policy(void) { return sched_getscheduler(0); }
+
+int sb_set_scheduling_policy(int policy) {
+    struct sched_param param;
+    memset(&param, 0, sizeof(param));
+    return sched_setscheduler(0, policy, &param) == 0 ? 0 : errno;
 }
 
 int sb_set_child_subreaper(void) {

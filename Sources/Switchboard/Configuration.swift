@@ -103,6 +103,11 @@ public struct Configuration: Sendable {
     /// the master's own uid and root may use it). nil: off. Under systemd: `RuntimeDirectory=` and
     /// `/run/switchboard/control.sock`.
     public var controlSocket: String?
+    /// How the master's thread is scheduled: ``MasterScheduling/batch`` (the default) runs it under `SCHED_BATCH`, so
+    /// that its wake-ups wait for the running task's turn instead of preempting a worker or the client, and accepts
+    /// what came meanwhile in one burst; workers keep the normal policy. ``MasterScheduling/inherit`` keeps the policy
+    /// the master was started with.
+    public var masterScheduling: MasterScheduling = .batch
     /// How long a stop is announced to load balancers (`/readyz` 503, agent `drain`) while everything keeps serving,
     /// before the drain begins: Kubernetes' preStop pattern, built in. `.zero`: drain at once.
     public var shutdownDelay: Duration = .zero

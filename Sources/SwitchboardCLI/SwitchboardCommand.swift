@@ -157,6 +157,14 @@ struct SwitchboardCommand: ParsableCommand {
 
     @Option(
         help: """
+            The master's scheduling policy: batch (SCHED_BATCH: its wake-ups wait for the running task's turn instead \
+            of preempting a worker, and accept what came meanwhile at once; workers keep the normal policy) or \
+            inherit (the policy it was started with).
+            """)
+    var masterScheduling: String = "batch"
+
+    @Option(
+        help: """
             UNIX socket (mode 0600) for 'switchboard status|reload|scale|stop'; only this uid and root may use it.             Off by default.
             """)
     var controlSocket: String?
@@ -190,6 +198,9 @@ struct SwitchboardCommand: ParsableCommand {
             try makeConfiguration().validate()
         } catch {
             throw ValidationError(error.message)
+        }
+        guard MasterScheduling(rawValue: masterScheduling) != nil else {
+            throw ValidationError("--master-scheduling '\(masterScheduling)' is not a policy: pass batch or inherit")
         }
         guard DispatchMode(name: mode) != nil else {
             throw ValidationError(
@@ -266,6 +277,7 @@ struct SwitchboardCommand: ParsableCommand {
         configuration.shutdownDelay = duration(shutdownDelay)
         configuration.maxLifetime = duration(maxLifetime)
         configuration.mode = DispatchMode(name: mode) ?? .roundRobin
+        configuration.masterScheduling = MasterScheduling(rawValue: masterScheduling) ?? .batch
         func duration(_ seconds: Double) -> Duration {
             seconds.isFinite && seconds >= 0 && seconds <= 86_400 * 365 ? .milliseconds(Int64(seconds * 1000)) : .zero
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import Switchboard
 import SwitchboardNIO
 import Testing
@@ -83,6 +84,53 @@ import Testing
         #expect(forks == [1, 2] && ready == [1, 2])
         #expect(port > 0)
         #expect(exits.count == 2 && exits.allSatisfy { $0.1 }, "both workers exited as intended")
+    }
+
+    /// The thread `run()` blocks is the embedding program's (here one of the concurrency pool's): the master runs it
+    /// under `SCHED_BATCH` (``Configuration/masterScheduling``), its workers run under the normal policy, and the
+    /// thread has the normal policy back when `run()` returns.
+    @Test func theMastersThreadHasItsPolicyBackWhenTheRunEnds() async throws {
+        let (supervisor, _) = try Self.makeSupervisor()
+        let thread = ThreadName()
+        let running = Task.detached { () throws -> (code: Int32, policyAfter: Int?) in
+            // `<pid>/task/<tid>`: this thread's entry under /proc.
+            let task = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")
+            thread.value.withLock { $0 = task }
+            let code = try supervisor.run()
+            return (code, Self.schedulingPolicy("/proc/\(task)/stat"))
+        }
+        var during: Int?
+        var workers: [Int?] = []
+        var forked: [Int32] = []
+        for await event in supervisor.events {
+            switch event {
+            case .fork(let worker): forked.append(worker.pid)
+            case .listening:
+                let task = try #require(thread.value.withLock { $0 })
+                during = Self.schedulingPolicy("/proc/\(task)/stat")
+                workers = forked.map { Self.schedulingPolicy("/proc/\($0)/stat") }
+                supervisor.stop()
+            default: break
+            }
+        }
+        let result = try await running.value
+        #expect(result.code == 0)
+        #expect(during == 3, "the master's thread is not under SCHED_BATCH while it runs")
+        #expect(workers.count == 2 && workers.allSatisfy { $0 == 0 }, "\(workers)")
+        #expect(result.policyAfter == 0, "the thread kept the master's policy after run() returned")
+    }
+
+    final class ThreadName: Sendable {
+        let value = Mutex<String?>(nil)
+    }
+
+    /// Field 41 of a `/proc/.../stat` file: the scheduling policy (0 `SCHED_OTHER`, 3 `SCHED_BATCH`).
+    static func schedulingPolicy(_ path: String) -> Int? {
+        guard let stat = try? String(contentsOfFile: path, encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+            return nil
+        }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 38 ? Int(fields[38]) : nil
     }
 
     @Test func aSupervisorServiceStopsGracefullyWithItsServiceGroup() async throws {

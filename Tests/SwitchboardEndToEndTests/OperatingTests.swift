@@ -190,4 +190,51 @@ extension EndToEndTests.Operating {
         for pid in listed.workerPIDs { #expect(Self.statusField(pid, "Cpus_allowed_list") == "\(cpus.last!)") }
         listed.stopAndCheckNoOrphans()
     }
+
+    /// `--master-scheduling batch` (the default): the master under `SCHED_BATCH` (3), its workers under the normal
+    /// policy (0), by both ways a worker starts (posix_spawn, and fork + exec when it is pinned), and after a reload;
+    /// `inherit` leaves the master's policy alone.
+    @Test func theMasterRunsUnderSchedBatchAndItsWorkersUnderTheNormalPolicy() throws {
+        for extra in [[], ["--cpu-affinity", "auto"]] {
+            let server = try SwitchboardProcess.start(["--workers", "2"] + extra)
+            defer { server.cleanUp() }
+            #expect(ProcFS.schedulingPolicy(of: server.pid) == 3, "\(extra): the master is not under SCHED_BATCH")
+            let first = server.workerPIDs
+            #expect(first.count == 2)
+            for pid in first { #expect(ProcFS.schedulingPolicy(of: pid) == 0, "\(extra): worker \(pid)") }
+            #expect(try get(port: server.port).status == 200)
+            server.signal(SIGHUP)
+            #expect(waitUntil { server.workerPIDs.count == 2 && Set(server.workerPIDs).isDisjoint(with: first) })
+            let replaced = server.workerPIDs
+            #expect(replaced.count == 2 && Set(replaced).isDisjoint(with: first), "\(server.stderr)")
+            for pid in replaced { #expect(ProcFS.schedulingPolicy(of: pid) == 0, "\(extra): reloaded worker \(pid)") }
+            server.stopAndCheckNoOrphans()
+        }
+        let inherited = try SwitchboardProcess.start(["--workers", "1", "--master-scheduling", "inherit"])
+        defer { inherited.cleanUp() }
+        #expect(ProcFS.schedulingPolicy(of: inherited.pid) == 0)
+        #expect(inherited.workerPIDs.allSatisfy { ProcFS.schedulingPolicy(of: $0) == 0 })
+        inherited.stopAndCheckNoOrphans()
+    }
+
+    /// A policy the master was started with that is not the normal one (`chrt --idle`, systemd's
+    /// `CPUSchedulingPolicy=idle`) is the operator's: the master and its workers keep it, and one line says so.
+    @Test func aPolicyTheMasterWasStartedWithIsKeptForItAndItsWorkers() throws {
+        let server = try SwitchboardProcess.start(["--workers", "2"], wrapper: ["/usr/bin/chrt", "--idle", "0"])
+        defer { server.cleanUp() }
+        #expect(ProcFS.schedulingPolicy(of: server.pid) == 5)
+        #expect(server.workerPIDs.count == 2)
+        for pid in server.workerPIDs { #expect(ProcFS.schedulingPolicy(of: pid) == 5, "worker \(pid)") }
+        #expect(server.logCount("the master keeps the scheduling policy it was started with (SCHED_IDLE)") == 1, "\(server.stderr)")
+        #expect(try get(port: server.port).status == 200)
+        server.stopAndCheckNoOrphans()
+    }
+
+    @Test func anUnknownMasterSchedulingIsAOneLineError() throws {
+        let process = try SwitchboardProcess(arguments: ["--port", "0", "--master-scheduling", "fifo"])
+        defer { process.cleanUp() }
+        #expect(process.waitForExit() == 64)
+        #expect(process.stderr == "switchboard: --master-scheduling 'fifo' is not a policy: pass batch or inherit (see 'switchboard --help')\n")
+        #expect(ProcFS.workers(ofMaster: process.pid).isEmpty)
+    }
 }

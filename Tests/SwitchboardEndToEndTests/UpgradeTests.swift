@@ -126,6 +126,10 @@ extension EndToEndTests {
             #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)\n\(server.stderr)")
             let moved = Deploys.waitForWorkers(of: server, count: 2, notIn: workers, runningInode: release2)
             #expect(moved.count == 2, "workers \(moved.map { Deploys.executable($0) })\n\(server.stderr)")
+            // Each image sets the master's policy itself: the one before gave it back before the exec, so the new one
+            // still starts its workers under the normal policy (MasterSchedulingState).
+            #expect(ProcFS.schedulingPolicy(of: server.pid) == 3, "the master is not under SCHED_BATCH")
+            for pid in moved { #expect(ProcFS.schedulingPolicy(of: pid) == 0, "worker \(pid) took the master's policy") }
             let summary = try #require(wrk).finish()
             let outcomes = loop.stop()
             let failures = outcomes.filter { if case .failure = $0.result { true } else { false } }

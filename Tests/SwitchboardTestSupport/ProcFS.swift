@@ -52,6 +52,14 @@ package enum ProcFS {
         return environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// The scheduling policy of `pid`'s main thread (`/proc/<pid>/stat` field 41: 0 `SCHED_OTHER`, 3 `SCHED_BATCH`,
+    /// 5 `SCHED_IDLE`), or nil when it is gone.
+    package static func schedulingPolicy(of pid: pid_t) -> Int? {
+        guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 38 ? Int(fields[38]) : nil
+    }
+
     package static func parent(of pid: pid_t) -> pid_t? {
         guard let stat = read("/proc/\(pid)/stat"),
             let close = stat.lastIndex(of: ")")

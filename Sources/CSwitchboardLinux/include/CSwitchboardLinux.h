@@ -116,7 +116,8 @@ void sb_signals_restore(void);
 /// children by itself and waiting for one fails with ECHILD. Returns 1 when it changed it, 0 when it was left alone.
 int sb_child_signal_reset_if_ignored(void);
 
-/// What a worker process is set up with before it runs: its user and groups (when `setIdentity`), its CPU (unless -1).
+/// What a worker process is set up with before it runs: its user and groups (when `setIdentity`), its CPU (unless -1),
+/// and the normal scheduling policy (`SCHED_OTHER`, when `normalScheduling`) in place of the master's.
 typedef struct {
     int setIdentity;
     uint32_t uid;
@@ -124,6 +125,7 @@ typedef struct {
     const uint32_t *_Nullable groups;
     int groupCount;
     int cpu;
+    int normalScheduling;
 } sb_worker_setup;
 
 /// Spawns `path` with `argv`/`envp` (NULL-terminated). `channel` becomes fd 3 and `extra` (unless -1) fd 4 in the
@@ -143,6 +145,14 @@ int sb_lookup_group(const char *name, uint32_t *gid);
 
 /// The CPUs this process may run on (sched_getaffinity), at most `max`, ascending. Returns the count or -1.
 int sb_allowed_cpus(int *cpus, int max);
+
+extern const int sb_SCHED_OTHER;
+extern const int sb_SCHED_BATCH;
+/// The calling thread's scheduling policy (sched_getscheduler), or -1.
+int sb_scheduling_policy(void);
+/// Sets the calling thread's scheduling policy to `policy` at priority 0 (`SCHED_OTHER` or `SCHED_BATCH`); its nice
+/// value stays. Returns 0 or an errno value.
+int sb_set_scheduling_policy(int policy);
 
 /// The GNU build id of the main program (the linker's `--build-id` note), copied into `out` (at most `cap` bytes).
 /// Returns its length, or 0 when the program has none.

@@ -189,7 +189,8 @@ extension Master {
         let id = worker(index).id
         return try processes.spawn(
             slot: index, id: id, port: port, sharedListener: strategy.sharesListener ? listener : nil,
-            sharingCPUs: machine.target > cpuBudget.allowed, listenerGivesNoDelay: dispatcher.listenerGivesNoDelay
+            sharingCPUs: machine.target > cpuBudget.allowed, listenerGivesNoDelay: dispatcher.listenerGivesNoDelay,
+            normalScheduling: scheduling.batched
         ) { (channel, kept, pid) throws(SystemCallError) in
             try dispatcher.attach(
                 index, channel: channel, kept: kept, token: Token.worker(slot: index, id: id),

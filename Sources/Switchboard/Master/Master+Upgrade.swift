@@ -214,10 +214,13 @@ extension Master {
                 Handover.variable: "\(memfd)", Handover.rollbackVariable: "\(image)",
                 LaunchPath.handedVariable: planned.path,
             ])
+        // The new image starts from the policy this one was started with (``MasterSchedulingState``).
+        let restored = scheduling.restore()
         let error = Syscalls.execute(
             path: planned.path, arguments: CommandLine.arguments, environment: environment,
             blocking: Self.handledSignals, ignoring: signalsIgnoredAcrossExec)
         // Still this image: put everything back as it was.
+        if restored { scheduling.reapply() }
         for fd in kept { try? Syscalls.setCloseOnExec(fd, true) }
         Syscalls.close(memfd)
         Syscalls.close(image)
@@ -258,6 +261,8 @@ extension Master {
         Syscalls.close(inherited.memfd)
         if let image = inherited.rollback { Syscalls.close(image) }
         if ownsSignalHandlers { Syscalls.unblock(Self.handledSignals) }
+        // The image before gave its policy back before the exec: this one decides, before its reload starts workers.
+        scheduling.apply(configuration.masterScheduling, logger: logger)
 
         let planned = handover.upgrade
         let elapsed = (Syscalls.monotonicNanoseconds() &- planned.startedAt) / 1_000_000

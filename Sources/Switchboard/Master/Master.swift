@@ -86,6 +86,8 @@ package final class Master {
     var startedAt = Syscalls.monotonicNanoseconds()
     /// The upgrade in place: its pre-check, its count and the last one's outcome (``MasterUpgrade``).
     var upgrade = MasterUpgrade()
+    /// What the master did to its thread's scheduling policy (``Configuration/masterScheduling``).
+    var scheduling = MasterSchedulingState()
     /// Set while the first workers start: a worker that cannot be started then fails ``run(inheritedListener:)``.
     var starting = false
     var startupError: SwitchboardError?
@@ -175,6 +177,8 @@ package final class Master {
     /// - Returns: The process exit code: 0 after a graceful stop.
     /// - Throws: ``SwitchboardError`` when the port cannot be bound or workers cannot be started.
     package func run(inheritedListener: CInt? = nil) throws(SwitchboardError) -> Int32 {
+        // The thread may be an embedding program's (a pool's): it gets back the policy it came with.
+        defer { scheduling.restore() }
         // The pre-check of an upgrade: the configuration parsed and validated, this build answers and exits.
         if Syscalls.environment(Handover.checkVariable) != nil { answerUpgradeCheck() }
         // Execed by an upgrade: the same process, its workers and listeners handed over.
@@ -230,6 +234,8 @@ package final class Master {
         } catch {
             throw SwitchboardError(.system, "cannot watch signals: \(error)")
         }
+        // Before the first worker starts: workers take the normal policy only when the master left it.
+        scheduling.apply(configuration.masterScheduling, logger: logger)
         starting = true
         submit(.start(now: Syscalls.monotonicNanoseconds()))
         starting = false

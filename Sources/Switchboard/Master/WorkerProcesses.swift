@@ -128,12 +128,15 @@ final class WorkerProcesses {
     ///     (``WorkerRuntime/yieldBeforeWaitingVariable``).
     ///   - listenerGivesNoDelay: Whether the connections the master accepts come with `TCP_NODELAY`
     ///     (``WorkerRuntime/passedConnectionsHaveNoDelay``).
+    ///   - normalScheduling: Whether the worker starts with the normal scheduling policy instead of the master's
+    ///     (``MasterSchedulingState/batched``).
     ///   - attach: Hands the master's end, the kept copy of the worker's end and the pid on (to the dispatcher).
     /// - Returns: The worker's pid.
     /// - Throws: ``SwitchboardError`` when the channel, the process or the attach fails (the channel is closed, and
     ///   a process that cannot be attached is killed and reaped).
     func spawn(
         slot index: Int, id: Int, port: Int, sharedListener: CInt?, sharingCPUs: Bool, listenerGivesNoDelay: Bool,
+        normalScheduling: Bool,
         attach: (_ channel: DescriptorChannel, _ kept: DescriptorChannel, _ pid: pid_t) throws(SystemCallError) -> Void
     ) throws(SwitchboardError) -> pid_t {
         while slots.count <= index { slots.append(Slot()) }
@@ -172,7 +175,8 @@ final class WorkerProcesses {
                 channel: workerEnd.fd,
                 extra: sharedListener,
                 identity: identity,
-                cpu: cpus.isEmpty ? nil : cpus[index % cpus.count])
+                cpu: cpus.isEmpty ? nil : cpus[index % cpus.count],
+                normalScheduling: normalScheduling)
         } catch {
             masterEnd.close()
             workerEnd.close()

@@ -422,7 +422,8 @@ package enum Syscalls {
         channel: CInt,
         extra: CInt?,
         identity: WorkerIdentity? = nil,
-        cpu: Int? = nil
+        cpu: Int? = nil,
+        normalScheduling: Bool = false
     ) throws(SystemCallError) -> pid_t {
         var pid: pid_t = 0
         let groups = identity?.groups ?? []
@@ -431,13 +432,53 @@ package enum Syscalls {
                 unsafe groups.withUnsafeBufferPointer { groupBuffer in
                     var setup = unsafe sb_worker_setup(
                         setIdentity: identity == nil ? 0 : 1, uid: identity?.uid ?? 0, gid: identity?.gid ?? 0,
-                        groups: groupBuffer.baseAddress, groupCount: CInt(groups.count), cpu: CInt(cpu ?? -1))
+                        groups: groupBuffer.baseAddress, groupCount: CInt(groups.count), cpu: CInt(cpu ?? -1),
+                        normalScheduling: normalScheduling ? 1 : 0)
                     return unsafe sb_spawn(path, argv, envp, channel, extra ?? -1, &setup, &pid)
                 }
             }
         }
         if code != 0 { throw SystemCallError(call: "posix_spawn", code: code) }
         return pid
+    }
+
+    /// The calling thread's scheduling policies this project sets (`sched_setscheduler`).
+    package enum SchedulingPolicy: Equatable, Sendable, CustomStringConvertible {
+        /// `SCHED_OTHER`: the default, time-shared, a wake-up may preempt the running task.
+        case normal
+        /// `SCHED_BATCH`: time-shared the same, but a wake-up never preempts the running task.
+        case batch
+        /// Any other (`SCHED_IDLE`, a real-time policy), by its number.
+        case other(CInt)
+
+        package var description: String {
+            switch self {
+            case .normal: "SCHED_OTHER"
+            case .batch: "SCHED_BATCH"
+            case .other(1): "SCHED_FIFO"
+            case .other(2): "SCHED_RR"
+            case .other(5): "SCHED_IDLE"
+            case .other(6): "SCHED_DEADLINE"
+            case .other(let number): "policy \(number)"
+            }
+        }
+    }
+
+    /// The calling thread's scheduling policy.
+    package static func schedulingPolicy() throws(SystemCallError) -> SchedulingPolicy {
+        let policy = sb_scheduling_policy()
+        if policy < 0 { throw SystemCallError(call: "sched_getscheduler", code: errno) }
+        switch policy {
+        case sb_SCHED_OTHER: return .normal
+        case sb_SCHED_BATCH: return .batch
+        default: return .other(policy)
+        }
+    }
+
+    /// Sets the calling thread's scheduling policy to `normal` or `batch` (at priority 0; the nice value stays).
+    package static func setSchedulingPolicy(batch: Bool) throws(SystemCallError) {
+        let code = sb_set_scheduling_policy(batch ? sb_SCHED_BATCH : sb_SCHED_OTHER)
+        if code != 0 { throw SystemCallError(call: "sched_setscheduler", code: code) }
     }
 
     /// Reaps one exited child without blocking.

@@ -156,6 +156,7 @@ let package = Package(
             dependencies: [
                 "Switchboard",
                 "SwitchboardNIO",
+                "SwitchboardTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -4,6 +4,7 @@ import ServiceLifecycle
 import Synchronization
 import Switchboard
 import SwitchboardNIO
+import SwitchboardTestSupport
 import Testing
 
 /// The public products only (no @testable): what an embedding program can see and do.
@@ -97,7 +98,7 @@ import Testing
             let task = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")
             thread.value.withLock { $0 = task }
             let code = try supervisor.run()
-            return (code, Self.schedulingPolicy("/proc/\(task)/stat"))
+            return (code, ProcFS.schedulingPolicy(task: task))
         }
         var during: Int?
         var workers: [Int?] = []
@@ -107,8 +108,8 @@ import Testing
             case .fork(let worker): forked.append(worker.pid)
             case .listening:
                 let task = try #require(thread.value.withLock { $0 })
-                during = Self.schedulingPolicy("/proc/\(task)/stat")
-                workers = forked.map { Self.schedulingPolicy("/proc/\($0)/stat") }
+                during = ProcFS.schedulingPolicy(task: task)
+                workers = forked.map { ProcFS.schedulingPolicy(of: $0) }
                 supervisor.stop()
             default: break
             }
@@ -122,15 +123,6 @@ import Testing
 
     final class ThreadName: Sendable {
         let value = Mutex<String?>(nil)
-    }
-
-    /// Field 41 of a `/proc/.../stat` file: the scheduling policy (0 `SCHED_OTHER`, 3 `SCHED_BATCH`).
-    static func schedulingPolicy(_ path: String) -> Int? {
-        guard let stat = try? String(contentsOfFile: path, encoding: .utf8), let close = stat.lastIndex(of: ")") else {
-            return nil
-        }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 38 ? Int(fields[38]) : nil
     }
 
     @Test func aSupervisorServiceStopsGracefullyWithItsServiceGroup() async throws {

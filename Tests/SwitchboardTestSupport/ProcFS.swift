@@ -52,20 +52,27 @@ package enum ProcFS {
         return environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// The scheduling policy of `pid`'s main thread (`/proc/<pid>/stat` field 41: 0 `SCHED_OTHER`, 3 `SCHED_BATCH`,
+    /// Field `number` (as proc(5) counts them: 3 is the state) of a `stat` file under /proc (`<pid>` or
+    /// `<pid>/task/<tid>`), or nil when it is gone. The fields are counted after the command's closing parenthesis.
+    static func statField(_ entry: String, _ number: Int) -> Substring? {
+        guard let stat = read("/proc/\(entry)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > number - 3 ? fields[number - 3] : nil
+    }
+
+    /// The scheduling policy of `pid`'s main thread (`stat` field 41: 0 `SCHED_OTHER`, 3 `SCHED_BATCH`,
     /// 5 `SCHED_IDLE`), or nil when it is gone.
     package static func schedulingPolicy(of pid: pid_t) -> Int? {
-        guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 38 ? Int(fields[38]) : nil
+        schedulingPolicy(task: "\(pid)")
+    }
+
+    /// The scheduling policy of the thread at `task` (`<pid>/task/<tid>`, as `/proc/thread-self` names it).
+    package static func schedulingPolicy(task: String) -> Int? {
+        statField(task, 41).flatMap { Int($0) }
     }
 
     package static func parent(of pid: pid_t) -> pid_t? {
-        guard let stat = read("/proc/\(pid)/stat"),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 1 ? pid_t(fields[1]) : nil
+        statField("\(pid)", 4).flatMap { pid_t($0) }
     }
 
     /// Whether `pid` exists and is not a zombie.

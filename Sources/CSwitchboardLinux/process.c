@@ -292,8 +292,7 @@ int sb_spawn(const char *path, char *const argv[], char *const envp[], int chann
     if ((rc = sb_spawn_signals(&attr, &masterOnly)) != 0) goto done;
     if (setup != NULL && setup->normalScheduling) {
         // The master's own policy (SCHED_BATCH) is inherited by a child otherwise.
-        struct sched_param param;
-        memset(&param, 0, sizeof(param));
+        struct sched_param param = {0};
         short flags;
         if ((rc = posix_spawnattr_getflags(&attr, &flags)) != 0) goto done;
         if ((rc = posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER)) != 0) goto done;
@@ -435,11 +434,7 @@ static int sb_spawn_forked(const char *path, char *const argv[], char *const env
             CPU_SET(setup->cpu, &set);
             if (sched_setaffinity(0, sizeof(set), &set) != 0) failure = errno;
         }
-        if (failure == 0 && setup->normalScheduling) {
-            struct sched_param param;
-            memset(&param, 0, sizeof(param));
-            if (sched_setscheduler(0, SCHED_OTHER, &param) != 0) failure = errno;
-        }
+        if (failure == 0 && setup->normalScheduling) failure = sb_set_scheduling_policy(SCHED_OTHER);
         if (failure == 0 && setup->setIdentity) {
             if (syscall(SYS_setgroups, (size_t)setup->groupCount, setup->groups) != 0 ||
                 syscall(SYS_setresgid, setup->gid, setup->gid, setup->gid) != 0 ||
@@ -536,9 +531,22 @@ const int sb_SCHED_BATCH = SCHED_BATCH;
 
 int sb_scheduling_policy(void) { return sched_getscheduler(0); }
 
+const char *sb_scheduling_policy_name(int policy) {
+    switch (policy) {
+    case SCHED_OTHER: return "SCHED_OTHER";
+    case SCHED_BATCH: return "SCHED_BATCH";
+    case SCHED_IDLE: return "SCHED_IDLE";
+    case SCHED_FIFO: return "SCHED_FIFO";
+    case SCHED_RR: return "SCHED_RR";
+#ifdef SCHED_DEADLINE
+    case SCHED_DEADLINE: return "SCHED_DEADLINE";
+#endif
+    default: return NULL;
+    }
+}
+
 int sb_set_scheduling_policy(int policy) {
-    struct sched_param param;
-    memset(&param, 0, sizeof(param));
+    struct sched_param param = {0};
     return sched_setscheduler(0, policy, &param) == 0 ? 0 : errno;
 }
 

@@ -150,6 +150,8 @@ extern const int sb_SCHED_OTHER;
 extern const int sb_SCHED_BATCH;
 /// The calling thread's scheduling policy (sched_getscheduler), or -1.
 int sb_scheduling_policy(void);
+/// The name of a scheduling policy (`SCHED_OTHER`, `SCHED_IDLE`, ...), or NULL for a number this libc does not name.
+const char *_Nullable sb_scheduling_policy_name(int policy);
 /// Sets the calling thread's scheduling policy to `policy` at priority 0 (`SCHED_OTHER` or `SCHED_BATCH`); its nice
 /// value stays. Returns 0 or an errno value.
 int sb_set_scheduling_policy(int policy);

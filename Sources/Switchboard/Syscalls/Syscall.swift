@@ -453,14 +453,16 @@ package enum Syscalls {
 
         package var description: String {
             switch self {
-            case .normal: "SCHED_OTHER"
-            case .batch: "SCHED_BATCH"
-            case .other(1): "SCHED_FIFO"
-            case .other(2): "SCHED_RR"
-            case .other(5): "SCHED_IDLE"
-            case .other(6): "SCHED_DEADLINE"
-            case .other(let number): "policy \(number)"
+            case .normal: Self.name(sb_SCHED_OTHER)
+            case .batch: Self.name(sb_SCHED_BATCH)
+            case .other(let number): Self.name(number)
             }
+        }
+
+        /// The C library's name for a policy number (`SCHED_IDLE`, `SCHED_FIFO`, ...), else `policy <number>`.
+        private static func name(_ number: CInt) -> String {
+            guard let name = unsafe sb_scheduling_policy_name(number) else { return "policy \(number)" }
+            return unsafe String(cString: name)
         }
     }
 

@@ -15,7 +15,8 @@ c-reuseport, and the same for the @base builds) this takes, in every round that 
 req/s, keep-alive p99, close p99 and server CPU µs per connection under the close load, and reports per pair and per
 placement (pinned or not): the rounds, the median ratio with a 95 % bootstrap interval (resampling rounds), and how
 many rounds had a ratio above 1. Runs given together are pooled by subject name: give it runs of the same builds.
-A file that is not JSON is read as `keepalive-rounds.sh`'s output: each subject against the first, keep-alive only.
+A file that is not JSON is read as `keepalive-rounds.sh`'s output: each subject against the first, under the load its
+first line names (keep-alive, or the close load with `--close`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
+from benchlib import BenchError  # noqa: E402
+from benchlib.loadgen import to_ms  # noqa: E402
 from benchlib.stats import bootstrap_median  # noqa: E402
 
 # (name, load, how to read it from a round's load)
@@ -95,32 +98,29 @@ def collect(paths: list[Path]) -> dict[tuple[str, str, bool, str], list[float]]:
     return out
 
 
-def parse_p99_ms(text: str) -> float:
-    """wrk's latency figure (`612.00us`, `3.45ms`, `1.02s`) in ms."""
-    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * scale
-    raise ValueError(f"not a wrk latency: {text}")
-
-
 def collect_lines(path: Path) -> dict[tuple[str, str, bool, str], list[float]]:
     """keepalive-rounds.sh's lines (`<round> <name> <req/s> <p99>`): every name against the first one, round by
-    round. Placement is not in the lines: it counts as unpinned unless the file's name says `pinned`."""
+    round, under the load its first line names (`# load: close` for `--close`; keep-alive without that line).
+    Placement is not in the lines: it counts as unpinned unless the file's name says `pinned`."""
     rounds: dict[int, dict[str, tuple[float, float]]] = {}
     names: list[str] = []
+    load = "keep-alive"
     for line in path.read_text().splitlines():
         fields = line.split()
+        if fields[:2] == ["#", "load:"] and len(fields) == 3:
+            load = {"keepalive": "keep-alive", "close": "close"}[fields[2]]
         if len(fields) != 4 or not fields[0].isdigit():
             continue
-        number, name, rps, p99 = int(fields[0]), fields[1], float(fields[2]), parse_p99_ms(fields[3])
+        number, name, rps, p99 = int(fields[0]), fields[1], float(fields[2]), to_ms(fields[3])
         if name not in names:
             names.append(name)
         rounds.setdefault(number, {})[name] = (rps, p99)
     pinned = "pinned" in path.name and "unpinned" not in path.name
     out: dict[tuple[str, str, bool, str], list[float]] = {}
     base = names[0] if names else None
+    rate = "keep-alive req/s" if load == "keep-alive" else "close conn/s"
     for name in names[1:]:
-        for index, metric in ((0, "keep-alive req/s"), (1, "keep-alive p99")):
+        for index, metric in ((0, rate), (1, f"{load} p99")):
             out[(name, base, pinned, metric)] = [
                 r[name][index] / r[base][index] for _, r in sorted(rounds.items()) if name in r and base in r]
     return out
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         found = collect([f for f in args.files if f.suffix == ".json"])
         for path in (f for f in args.files if f.suffix != ".json"):
             found.update(collect_lines(path))
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, BenchError) as error:
         print(f"paired-rounds: {error}", file=sys.stderr)
         return 1
     if not found:

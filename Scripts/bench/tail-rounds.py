@@ -13,7 +13,9 @@ has all four, this takes
     q    = ours / c          (the target is ours <= c, that is q <= 1)
 
 and reports, pinned and unpinned apart: the rounds, how many had q <= 1, the median of q with a 95 % bootstrap
-interval (resampling rounds), and the median of q over each run's medians (the figure the target names). Runs whose
+interval (resampling rounds), and the median of q over each run's medians (the figure the target names). The output
+of `Scripts/bench/keepalive-rounds.sh --close` (the close load alone, subjects named round-robin, reuseport, c-rr-close
+and c-reuseport, pinned when the file's name says so) counts as a run too. Runs whose
 JSON has `<mode>@base` subjects count their rounds as a second series (`round-robin@base` / `reuseport@base`, against
 the same C rounds), and so do `round-robin-deferred` / `reuseport-deferred` (`--defer-accept 1`): against the default C
 pair (the target as issue 23 names it) and, in runs that have `c-rr-close-deferred` / `c-reuseport-deferred`, against
@@ -43,6 +45,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Scripts/, for benchlib
+from benchlib import BenchError  # noqa: E402
+from benchlib.loadgen import to_ms  # noqa: E402
 from benchlib.report import first_left, markdown_table  # noqa: E402
 from benchlib.stats import bootstrap_median  # noqa: E402
 
@@ -137,7 +141,7 @@ def collect(args: argparse.Namespace, read, missing: str) -> list[dict]:
     for path in args.files:
         try:
             everything += read(path)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, BenchError) as error:
             print(f"tail-rounds: skipping {path}: {error}", file=sys.stderr)
     if args.series is not None:
         wanted = set(args.series.split(","))
@@ -183,9 +187,32 @@ def keepalive_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_of_lines(path: Path) -> dict:
+    """`keepalive-rounds.sh --close`'s output (`<round> <name> <conn/s> <p99>`, the names those of bench.py's modes)
+    as a bench.py comparison of the close load alone. Placement is not in the lines: pinned when the file's name says
+    `pinned` (and not `unpinned`)."""
+    lines = path.read_text().splitlines()
+    if not lines or lines[0].split() != ["#", "load:", "close"]:
+        raise ValueError("neither a bench.py JSON nor keepalive-rounds.sh --close output")
+    subjects: dict[str, dict] = {}
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) != 4 or not fields[0].isdigit():
+            continue
+        subjects.setdefault(fields[1], {"rounds": []})["rounds"].append(
+            {"round": int(fields[0]), "close": {"latency_ms": {"p99": to_ms(fields[3])}}})
+    pinned = "pinned" in path.name and "unpinned" not in path.name
+    return {"config": {"pinned": pinned}, "subjects": subjects}
+
+
 def series(path: Path) -> list[dict]:
-    """Every (run, build) series in one bench.py JSON: its per-round q values."""
-    data, config = load_run(path)
+    """Every (run, build) series in one bench.py JSON, or in `keepalive-rounds.sh --close`'s output: its per-round q
+    values."""
+    if path.suffix == ".json":
+        data, config = load_run(path)
+    else:
+        data = run_of_lines(path)
+        config = data["config"]
     subjects = data["subjects"]
     out = []
     # (series, our round-robin and reuseport subjects, the build, the C pair's suffix): the deferred subjects are taken
@@ -243,7 +270,8 @@ def summarize(name: str, group: list[dict], rng: random.Random) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("files", nargs="+", type=Path, help="bench.py JSON files")
+    p.add_argument("files", nargs="+", type=Path,
+                   help="bench.py JSON files, or keepalive-rounds.sh --close output (close load only)")
     p.add_argument("--json", type=Path, default=None, help="write the table's figures and every round here")
     p.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
     p.add_argument("--series", default=None,

@@ -65,7 +65,14 @@ class PairedRoundsTests(unittest.TestCase):
             found = paired_rounds.collect_lines(path)
         self.assertEqual([round(x, 6) for x in found[("new", "old", False, "keep-alive req/s")]], [1.1, 1.1])
         self.assertEqual([round(x, 6) for x in found[("new", "old", False, "keep-alive p99")]], [0.2, 2.0])
-        self.assertEqual(paired_rounds.parse_p99_ms("1.50s"), 1500.0)
+
+    def test_close_rounds_lines_name_the_close_load(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "close-pinned.txt"
+            path.write_text("# load: close\n1 old 10000 3.00ms\n1 new 12000 1.50s\n")
+            found = paired_rounds.collect_lines(path)
+        self.assertEqual(sorted(found), [("new", "old", True, "close conn/s"), ("new", "old", True, "close p99")])
+        self.assertEqual([round(x, 6) for x in found[("new", "old", True, "close p99")]], [500.0])
 
 
 if __name__ == "__main__":

@@ -100,6 +100,28 @@ class CloseTarget(unittest.TestCase):
         self.assertAlmostEqual(series["rounds"][0]["q"], (4.0 / 2.0) / (3.0 / 2.0))
         self.assertEqual(out["summaries"][0]["rounds_met"], 0)
 
+    def test_close_rounds_output_counts_as_a_run_placed_by_its_name(self):
+        lines = ("# load: close\n"
+                 "1 round-robin 14000 4.00ms\n1 reuseport 14000 2.00ms\n1 c-rr-close 14000 3.00ms\n"
+                 "1 c-reuseport 14000 2.00ms\n2 round-robin 14000 1.50ms\n2 reuseport 14000 2.00ms\n"
+                 "2 c-rr-close 14000 2.00ms\n2 c-reuseport 14000 2.00ms\n3 round-robin 14000 1.00ms\n")
+        with tempfile.TemporaryDirectory() as d:
+            pinned, other = Path(d) / "close-pinned.txt", Path(d) / "keepalive-unpinned.txt"
+            pinned.write_text(lines)
+            other.write_text("# load: keepalive\n1 round-robin 90000 700.00us\n")
+            out = Path(d) / "out.json"
+            with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()) as errors:
+                code = tail_rounds.main([str(pinned), str(other), "--json", str(out)])
+            found = json.loads(out.read_text())
+        self.assertEqual(code, 0)
+        self.assertIn("skipping", errors.getvalue())  # the keep-alive file has no close ratio
+        (series,) = found["series"]
+        self.assertTrue(series["pinned"])
+        # Round 3 lacks the other three subjects.
+        self.assertEqual([round(r["q"], 6) for r in series["rounds"]], [round((4 / 2) / (3 / 2), 6), 0.75])
+        self.assertEqual(found["summaries"][0]["group"], "pinned")
+        self.assertEqual(found["summaries"][0]["rounds_met"], 1)
+
 
 if __name__ == "__main__":
     unittest.main()

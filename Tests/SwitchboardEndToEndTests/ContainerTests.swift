@@ -92,6 +92,49 @@ extension EndToEndTests {
             }
         }
 
+        /// Where the workers outnumber the CPUs, the master shares one with them: under `SCHED_BATCH` (the default)
+        /// it yields after each wake-up that found connections instead of going straight back to sleep (issue 23,
+        /// BENCHMARKS.md "Tail latency", twenty-seventh part). Not with a CPU per worker, nor when it keeps the policy
+        /// it was started with (`--master-scheduling inherit`, where its wake-up may preempt and yielding would give
+        /// that up).
+        @Test(arguments: [(2, [String](), true), (1, [], false), (2, ["--master-scheduling", "inherit"], false)])
+        func aMasterThatSharesItsCPUWithWorkersYieldsAfterAccepting(
+            workers: Int, flags: [String], yields: Bool
+        ) throws {
+            let server = try SwitchboardProcess.start(
+                ["--workers", "\(workers)"] + flags, environment: ["SWITCHBOARD_LOOP_STATS": "1"],
+                wrapper: ["/usr/bin/taskset", "-c", "0"])
+            defer { server.cleanUp() }
+            #expect(server.workerPIDs.count == workers, "\(server.stderr)")
+            // One connection at a time: each one wakes the master, which accepts it.
+            for _ in 0..<40 {
+                let connection = try TestConnection(port: server.port)
+                try connection.request(keepAlive: false)
+                #expect(try connection.readResponse().status == 200)
+            }
+            server.signal(SIGTERM)
+            #expect(server.waitForExit() == 0)
+            let stderr = server.stderr
+            #expect(waitUntil(timeout: .seconds(10)) { ProcFS.workers(ofMaster: server.pid).isEmpty })
+            let figures = stderr.split(separator: "\n").filter { $0.contains("loop-stats: wake_ups=") }.map { line in
+                Dictionary(
+                    line.split(separator: " ").compactMap { field -> (String, Int)? in
+                        let pair = field.split(separator: "=")
+                        guard pair.count == 2, let value = Int(pair[1]) else { return nil }
+                        return (String(pair[0]), value)
+                    }, uniquingKeysWith: { first, _ in first })
+            }
+            #expect(figures.count == 1, "\(stderr)")
+            let wakeUps = figures.first?["wake_ups"] ?? 0
+            let yielded = figures.first?["yields_after_accepting"] ?? -1
+            #expect(wakeUps >= 40, "\(stderr)")
+            if yields {
+                #expect(yielded >= 20 && yielded <= wakeUps, "\(stderr)")
+            } else {
+                #expect(yielded == 0, "\(stderr)")
+            }
+        }
+
         /// A cgroup v2 tree (as under systemd's `CPUQuota=` or a container with `--cpus`) through `--test-hooks`'
         /// fixture root: the quota on an ancestor of the master's group counts.
         @Test(arguments: [("150000 100000", 2, "2 workers: CPU quota 1.5 of 2 CPUs"),

@@ -179,6 +179,10 @@ extension Master {
 extension Master {
     // MARK: workers: starting, signalling, reaping (``WorkerProcesses``); what the master tells the others
 
+    /// Whether the workers outnumber the CPUs the master may run on (its affinity mask, which `--cpu-affinity` divides
+    /// among them): then they take turns on a CPU, and share it with the master.
+    var workersShareCPUs: Bool { machine.target > cpuBudget.allowed }
+
     /// Starts the worker the machine named in `slot`
     /// (``WorkerProcesses/spawn(slot:id:port:sharedListener:sharingCPUs:listenerGivesNoDelay:attach:)``) with its
     /// channel attached to the dispatcher. It is told whether the workers outnumber the CPUs the master may run on
@@ -189,7 +193,7 @@ extension Master {
         let id = worker(index).id
         return try processes.spawn(
             slot: index, id: id, port: port, sharedListener: strategy.sharesListener ? listener : nil,
-            sharingCPUs: machine.target > cpuBudget.allowed, listenerGivesNoDelay: dispatcher.listenerGivesNoDelay,
+            sharingCPUs: workersShareCPUs, listenerGivesNoDelay: dispatcher.listenerGivesNoDelay,
             normalScheduling: scheduling.batched
         ) { (channel, kept, pid) throws(SystemCallError) in
             try dispatcher.attach(

@@ -334,6 +334,10 @@ package final class Master {
         var dispatchDeadline = UInt64.max
         // The waits' deadline, kept armed across them (a timed wait would arm and cancel a kernel timer each time).
         var timer = WaitTimer()
+        // How many times the loop woke, and yielded after accepting (``SideState/yieldsAfterAccepting``): one line
+        // at the end of the run when the environment has `SWITCHBOARD_LOOP_STATS`, as the built-in worker's loop.
+        var wakeUps = 0
+        var yields = 0
         do {
             try timer.watch(in: epoll, token: Token.timer)
         } catch {
@@ -347,6 +351,9 @@ package final class Master {
                 side = sideState(now: before)
                 if case .finished(let code) = side.run {
                     shutdownRemaining()
+                    if Syscalls.environment("SWITCHBOARD_LOOP_STATS") != nil {
+                        logger.notice("loop-stats: wake_ups=\(wakeUps) yields_after_accepting=\(yields)")
+                    }
                     return code
                 }
                 dispatchDeadline = dispatcher.nextDeadline(now: before) ?? .max
@@ -366,13 +373,17 @@ package final class Master {
                 logger.critical("epoll_wait failed: \(error)")
                 return SwitchboardError.Code.system.exitCode
             }
+            wakeUps &+= 1
             var onlyConnections = true
+            var listenerReady = false
             for index in 0..<count {
                 if events[index].data == Token.timer {
                     timer.fired()
                     onlyConnections = false
                 } else if handle(event: events[index]) {
                     onlyConnections = false
+                } else if events[index].data & 0xff == Token.listener {
+                    listenerReady = true
                 }
             }
             // One clock read per wake-up, for the timers and for the connections this pump sends. The timers run only
@@ -390,6 +401,10 @@ package final class Master {
                 actOnDispatchTroubles()
                 onlyConnections = false
             }
+            if listenerReady && side.yieldsAfterAccepting {
+                Syscalls.yieldProcessor()
+                yields &+= 1
+            }
             sideIsCurrent = onlyConnections
         }
     }
@@ -401,6 +416,15 @@ package final class Master {
         var deadline = UInt64.max
         /// An upgrade's pre-check runs: it is polled at every wake-up.
         var upgradeChecks = false
+        /// Whether the loop yields its CPU after a wake-up that found the listener ready, before it waits again: where
+        /// the workers outnumber the CPUs (so the master shares one with them) and the master runs under
+        /// `SCHED_BATCH`. A batch task's wake-up does not preempt the task running on its CPU anyway, so the master
+        /// loses no turn by staying runnable instead of sleeping; and the connections that arrive while the workers
+        /// run are then accepted at its next turn without a wake-up, which the client's CPU pays for (on loopback the
+        /// handshake that completes a connection runs there). Pinned, under a load of one request per connection, it
+        /// halved the master's wake-ups and gave 1.04 times the connections a second (BENCHMARKS.md, "Tail latency",
+        /// twenty-seventh part).
+        var yieldsAfterAccepting = false
     }
 
     private func sideState(now: UInt64) -> SideState {
@@ -409,7 +433,9 @@ package final class Master {
         if let probe = health.nextDeadline(now: now) { next = min(next, probe) }
         if let client = controlServer.nextDeadline(now: now) { next = min(next, client) }
         if let check = upgrade.nextDeadline { next = min(next, check) }
-        return SideState(run: machine.state, deadline: next, upgradeChecks: upgrade.check != nil)
+        return SideState(
+            run: machine.state, deadline: next, upgradeChecks: upgrade.check != nil,
+            yieldsAfterAccepting: workersShareCPUs && scheduling.batched)
     }
 
     /// Routes one event to its owner.

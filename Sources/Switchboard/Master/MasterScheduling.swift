@@ -12,7 +12,9 @@ import Logging
 public enum MasterScheduling: String, Sendable, CaseIterable, CustomStringConvertible {
     /// `SCHED_BATCH` for the master's thread when it runs under the normal policy (`SCHED_OTHER`); workers start with
     /// the normal policy. A policy the master was started with that is not the normal one (`chrt`, systemd's
-    /// `CPUSchedulingPolicy=`) is kept, for the master and its workers.
+    /// `CPUSchedulingPolicy=`) is kept, for the master and its workers. Where the workers outnumber the CPUs the
+    /// master may run on, a master moved to `SCHED_BATCH` also yields its CPU after each wake-up that found
+    /// connections instead of going straight back to sleep (`BENCHMARKS.md`, tail latency, twenty-seventh part).
     case batch
     /// The policy the master was started with, for it and its workers.
     case inherit

@@ -17,7 +17,7 @@ struct LoopStats {
     private(set) var runTotal: UInt64 = 0
     private(set) var blockedTotal: UInt64 = 0
 
-    static let enabled: Bool = Syscalls.environment("SWITCHBOARD_LOOP_STATS") != nil
+    static let enabled: Bool = Syscalls.environment(WorkerRuntime.loopStatsVariable) != nil
 
     static func bucket(_ value: UInt64, limit: Int) -> Int {
         guard value > 0 else { return 0 }

@@ -351,7 +351,7 @@ package final class Master {
                 side = sideState(now: before)
                 if case .finished(let code) = side.run {
                     shutdownRemaining()
-                    if Syscalls.environment("SWITCHBOARD_LOOP_STATS") != nil {
+                    if Syscalls.environment(WorkerRuntime.loopStatsVariable) != nil {
                         logger.notice("loop-stats: wake_ups=\(wakeUps) yields_after_accepting=\(yields)")
                     }
                     return code
@@ -380,10 +380,10 @@ package final class Master {
                 if events[index].data == Token.timer {
                     timer.fired()
                     onlyConnections = false
+                } else if events[index].data & 0xff == Token.listener {
+                    listenerReady = true  // accepting happens in pump()
                 } else if handle(event: events[index]) {
                     onlyConnections = false
-                } else if events[index].data & 0xff == Token.listener {
-                    listenerReady = true
                 }
             }
             // One clock read per wake-up, for the timers and for the connections this pump sends. The timers run only
@@ -438,13 +438,12 @@ package final class Master {
             yieldsAfterAccepting: workersShareCPUs && scheduling.batched)
     }
 
-    /// Routes one event to its owner.
-    /// - Returns: Whether it may have changed the supervisor's side (``SideState``): every event but the listener's.
+    /// Routes one event to its owner; the loop itself takes the listener's (accepting happens in the dispatcher's pump)
+    /// and the timer's.
+    /// - Returns: Whether it may have changed the supervisor's side (``SideState``): every event routed here may.
     private func handle(event: sb_epoll_event) -> Bool {
         let token = event.data
         switch token & 0xff {
-        case Token.listener:
-            return false  // accepting happens in pump()
         case Token.signals:
             // Drained before the counts are taken: a signal that arrives in between wakes the loop once more.
             Syscalls.drainEvent(signals)

@@ -84,6 +84,10 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// the workers started since have the new value, and all of them after the next reload.
     package static let yieldBeforeWaitingVariable = "SWITCHBOARD_YIELD_BEFORE_WAIT"
 
+    /// What makes the built-in engine's loop (``LoopStats`` in SwitchboardHTTP1) and the master's loop each log one
+    /// line of their figures at exit (wake-ups, yields, how long iterations ran): set, with any value, for measuring.
+    package static let loopStatsVariable = "SWITCHBOARD_LOOP_STATS"
+
     /// What tells a worker that the connections the master passes it (or that it accepts on the shared listener)
     /// come with `TCP_NODELAY` set (`1`) or not (`0`): the master sets it on its listener, and Linux copies it to every
     /// connection accepted there (``passedConnectionsHaveNoDelay``).
